@@ -1,0 +1,1 @@
+//! cryptshare (to be built).

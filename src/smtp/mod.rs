@@ -1,0 +1,157 @@
+//! SMTP: the inbound session and server, the outbound client, and the reply catalogue.
+//!
+//! The protocol core knows nothing about policies or Cryptshare. It drives a [`Handler`] (one per
+//! connection via [`HandlerFactory`]) at the three points where the rest of the gateway decides:
+//! MAIL FROM (open the transaction, e.g. open the next hop), RCPT TO (per-recipient verdicts) and
+//! the end of DATA/BDAT (the message outcome). Whatever the handler answers goes to the client.
+
+pub mod replies;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+
+pub use replies::Reply;
+
+use crate::store::spool::Spooled;
+
+/// ESMTP `BODY=` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    SevenBit,
+    EightBitMime,
+    BinaryMime,
+}
+
+/// DSN `RET=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    Full,
+    Hdrs,
+}
+
+/// MAIL FROM with the parameters the gateway passes on to the next hop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailFrom {
+    /// Reverse path without angle brackets; empty for the null sender `<>`.
+    pub address: String,
+    pub size: Option<u64>,
+    pub body: Option<Body>,
+    pub smtputf8: bool,
+    pub ret: Option<Ret>,
+    /// `ENVID`, xtext-decoded.
+    pub envid: Option<String>,
+    /// `AUTH=` as received (xtext), if any.
+    pub auth: Option<String>,
+}
+
+/// DSN `NOTIFY=` as a set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Notify {
+    pub never: bool,
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+impl Notify {
+    pub fn is_set(&self) -> bool {
+        self.never || self.success || self.failure || self.delay
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptTo {
+    /// Forward path without angle brackets.
+    pub address: String,
+    pub notify: Notify,
+    /// `ORCPT` address (rfc822 type), xtext-decoded.
+    pub orcpt: Option<String>,
+}
+
+/// What the session knows about the connection when it asks the handler.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// EHLO/HELO argument.
+    pub helo: String,
+    pub tls: bool,
+    /// AUTH identity, once authenticated.
+    pub auth_user: Option<String>,
+    /// Peer is in `client_networks` or authenticated, i.e. may relay.
+    pub may_relay: bool,
+}
+
+impl ConnectionInfo {
+    pub fn peer_ip(&self) -> IpAddr {
+        self.peer.ip()
+    }
+}
+
+/// A complete transaction handed over at the end of DATA/BDAT.
+#[derive(Debug)]
+pub struct Transaction {
+    pub queue_id: String,
+    pub mail_from: MailFrom,
+    /// The recipients the handler accepted, in order.
+    pub rcpts: Vec<RcptTo>,
+    /// The `Received:` header this gateway prepends (ends with CRLF).
+    pub received: Vec<u8>,
+    /// The message exactly as received (after dot-unstuffing), without our `Received:` line.
+    pub message: Spooled,
+}
+
+/// ESMTP extensions the session may advertise; the handler can narrow them to what the next hop
+/// supports so that nothing is accepted upstream that cannot be passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extensions {
+    pub eight_bit_mime: bool,
+    pub smtputf8: bool,
+    pub dsn: bool,
+    pub chunking: bool,
+    pub binarymime: bool,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Extensions {
+            eight_bit_mime: true,
+            smtputf8: true,
+            dsn: true,
+            chunking: true,
+            binarymime: false,
+        }
+    }
+}
+
+/// The gateway's side of one SMTP connection.
+pub trait Handler: Send {
+    /// Extensions to advertise in the EHLO reply (before the session adds its own, like STARTTLS).
+    fn extensions(&mut self) -> impl Future<Output = Extensions> + Send;
+    /// MAIL FROM was syntactically fine and allowed by the session's own checks.
+    fn mail_from(
+        &mut self,
+        info: &ConnectionInfo,
+        from: &MailFrom,
+    ) -> impl Future<Output = Reply> + Send;
+    /// RCPT TO passed relay control and limits; decide on this recipient.
+    fn rcpt_to(
+        &mut self,
+        info: &ConnectionInfo,
+        rcpt: &RcptTo,
+    ) -> impl Future<Output = Reply> + Send;
+    /// The message is complete; the reply is the transaction's outcome.
+    fn data(
+        &mut self,
+        info: &ConnectionInfo,
+        tx: Transaction,
+    ) -> impl Future<Output = Reply> + Send;
+    /// RSET, a new MAIL after a finished transaction, or the end of the connection.
+    fn reset(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Creates one [`Handler`] per accepted connection.
+pub trait HandlerFactory: Send + Sync + 'static {
+    type Handler: Handler + 'static;
+    fn handler(&self) -> Self::Handler;
+}

@@ -1,0 +1,4 @@
+//! Local storage: the message spool used while receiving (memory, spilling to a file) and, with the
+//! pipeline, the idempotency state store.
+
+pub mod spool;
