@@ -2,3 +2,4 @@
 //! pipeline, the idempotency state store.
 
 pub mod spool;
+pub mod state;

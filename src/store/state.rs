@@ -1,0 +1,221 @@
+//! The idempotency state store: what the gateway knows about Cryptshare transfers it created.
+//!
+//! Keyed by a message key (SHA-256 over envelope and message bytes). Before the first call that
+//! creates something on the server, a `pending` record names the transfer session; once the
+//! transfer is finalized and active, the record becomes `finished` with everything needed to
+//! rebuild the same rewritten message. A retried message (the upstream MTA retrying after our
+//! 4xx, or after a crash) then reuses the transfer instead of creating a second one, and a pending
+//! record left by a crash tells which server-side session to delete.
+//!
+//! Storage is one small JSON file per key, written to a temporary name, fsync'd and renamed into
+//! place (then the directory fsync'd) — the same crash-safety argument as a maildir or Postfix's
+//! queue, without an embedded database: records are written a few times per converted message, never
+//! on the pass-through path, and operators can read them with `cat`.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("state record {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFile {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Record {
+    /// A transfer session was (or is about to be) created and is not finished.
+    Pending {
+        sender: String,
+        tracking_id: Option<String>,
+        created: i64,
+    },
+    /// The transfer is active on the server; the notice can be rebuilt from this.
+    Finished {
+        sender: String,
+        tracking_id: String,
+        /// Expiry date of the transfer (YYYY-MM-DD).
+        expiration: String,
+        files: Vec<StoredFile>,
+        download_urls: Vec<String>,
+        created: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl StateStore {
+    /// Open (and create) the store under `<state_dir>/transfers`.
+    pub fn open(state_dir: &Path) -> Result<StateStore, StateError> {
+        let dir = state_dir.join("transfers");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(StateStore { dir })
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        // Keys are hex digests; anything else is hashed so that it can never escape the directory.
+        if key.len() <= 128 && key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            self.dir.join(format!("{key}.json"))
+        } else {
+            use sha2::Digest;
+            self.dir.join(format!(
+                "{}.json",
+                hex::encode(sha2::Sha256::digest(key.as_bytes()))
+            ))
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Record>, StateError> {
+        let path = self.path(key);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|source| StateError::Corrupt { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StateError::Io { path, source: e }),
+        }
+    }
+
+    /// Write atomically and durably: tmp file, fsync, rename, fsync the directory.
+    pub fn put(&self, key: &str, record: &Record) -> Result<(), StateError> {
+        let path = self.path(key);
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let body = serde_json::to_vec_pretty(record).expect("records always serialise");
+        (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(&self.dir)?.sync_all()
+        })()
+        .map_err(io_err(&path))
+    }
+
+    pub fn remove(&self, key: &str) -> Result<(), StateError> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StateError::Io { path, source: e }),
+        }
+    }
+
+    /// All pending records (for clean-up at start-up), with their keys.
+    pub fn pending(&self) -> Result<Vec<(String, Record)>, StateError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if let Some(r @ Record::Pending { .. }) = self.get(key)? {
+                out.push((key.to_string(), r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forget records older than `age` (and leftover temporary files). Returns how many were removed.
+    pub fn expire(&self, age: Duration) -> Result<usize, StateError> {
+        let now = SystemTime::now();
+        let mut n = 0;
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(io_err(&entry.path()))?;
+            if now.duration_since(modified).unwrap_or_default() > age {
+                fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_pending_listing() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateStore::open(d.path()).unwrap();
+        assert_eq!(s.get("abc").unwrap(), None);
+        let p = Record::Pending {
+            sender: "a@b.c".into(),
+            tracking_id: Some("20261127-101010-ABCDEFGH".into()),
+            created: 1,
+        };
+        s.put("abc", &p).unwrap();
+        assert_eq!(s.get("abc").unwrap(), Some(p.clone()));
+        assert_eq!(s.pending().unwrap(), vec![("abc".to_string(), p)]);
+        let f = Record::Finished {
+            sender: "a@b.c".into(),
+            tracking_id: "20261127-101010-ABCDEFGH".into(),
+            expiration: "2026-12-11".into(),
+            files: vec![StoredFile {
+                name: "x.pdf".into(),
+                size: 3,
+                sha256: "00".into(),
+            }],
+            download_urls: vec![],
+            created: 2,
+        };
+        s.put("abc", &f).unwrap();
+        assert_eq!(s.get("abc").unwrap(), Some(f));
+        assert!(s.pending().unwrap().is_empty());
+        s.remove("abc").unwrap();
+        assert_eq!(s.get("abc").unwrap(), None);
+    }
+
+    #[test]
+    fn odd_keys_cannot_escape() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateStore::open(d.path()).unwrap();
+        let r = Record::Pending {
+            sender: "x".into(),
+            tracking_id: None,
+            created: 0,
+        };
+        s.put("../../etc/passwd", &r).unwrap();
+        assert_eq!(s.get("../../etc/passwd").unwrap(), Some(r));
+        assert_eq!(fs::read_dir(d.path().join("transfers")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error_not_a_panic() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateStore::open(d.path()).unwrap();
+        fs::write(d.path().join("transfers/k.json"), b"{nope").unwrap();
+        assert!(matches!(s.get("k"), Err(StateError::Corrupt { .. })));
+    }
+}
