@@ -133,12 +133,10 @@ impl Client {
             // A 3xx would replay a request whose body we cannot replay; the API never redirects.
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &opts.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                config_err(format!("cryptshare.ca_file {}: {e}", ca.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                config_err(format!("cryptshare.ca_file {}: {e}", ca.display()))
-            })?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| config_err(format!("cryptshare.ca_file {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| config_err(format!("cryptshare.ca_file {}: {e}", ca.display())))?;
             if certs.is_empty() {
                 return Err(config_err(format!(
                     "cryptshare.ca_file {}: no certificate found",
@@ -224,9 +222,7 @@ impl Client {
         const OP: &str = "verification";
         let url = self.user_url(sender, &["verification"]);
         let resp = self
-            .send(OP, true, None, || async {
-                Ok(self.http.get(url.clone()))
-            })
+            .send(OP, true, None, || async { Ok(self.http.get(url.clone())) })
             .await?;
         let status: VerificationStatus = read_json(OP, resp).await?;
         let offered = status
@@ -369,7 +365,10 @@ impl Client {
             .await;
         match first {
             Err(e) if is_token_refusal(&e) => {
-                tracing::info!(operation = op, "verification token refused; re-verifying once");
+                tracing::info!(
+                    operation = op,
+                    "verification token refused; re-verifying once"
+                );
                 self.forget_token(sender);
                 let token = self.verify(sender).await?;
                 self.send(op, idempotent, progress, || {
@@ -439,9 +438,7 @@ impl Client {
     ) -> Result<String, Error> {
         const OP: &str = "create-session";
         let url = self.user_url(sender, &["transfer-sessions"]);
-        let lang = language
-            .filter(|l| is_language_tag(l))
-            .map(str::to_owned);
+        let lang = language.filter(|l| is_language_tag(l)).map(str::to_owned);
         let resp = self
             .send_verified(OP, sender, false, None, |_| {
                 let mut rb = self.http.post(url.clone()).json(session);
@@ -524,7 +521,11 @@ impl Client {
         match read_json::<Envelope<FileId>>(OP, resp).await {
             Ok(env) if !env.data.file_id.is_empty() => Ok(env.data.file_id),
             Ok(_) | Err(_) if from_location.is_some() => Ok(from_location.unwrap_or_default()),
-            Ok(_) => Err(Error::local(ErrorKind::Temporary, OP, "no file id in the answer")),
+            Ok(_) => Err(Error::local(
+                ErrorKind::Temporary,
+                OP,
+                "no file id in the answer",
+            )),
             Err(e) => Err(e),
         }
     }
@@ -550,7 +551,13 @@ impl Client {
         const OP: &str = "upload";
         let url = self.user_url(
             sender,
-            &["transfer-sessions", tracking_id, "files", file_id, "content"],
+            &[
+                "transfer-sessions",
+                tracking_id,
+                "files",
+                file_id,
+                "content",
+            ],
         );
         let progress = Progress::new();
         self.send_verified(OP, sender, true, Some(&progress), |_| {
@@ -603,7 +610,10 @@ impl Client {
         tracking_id: &str,
         file_id: &str,
     ) -> Result<(), Error> {
-        let url = self.user_url(sender, &["transfer-sessions", tracking_id, "files", file_id]);
+        let url = self.user_url(
+            sender,
+            &["transfer-sessions", tracking_id, "files", file_id],
+        );
         self.send_verified("delete-file", sender, true, None, |_| {
             let rb = self.http.delete(url.clone());
             async move { Ok(rb) }
@@ -718,12 +728,18 @@ fn is_language_tag(l: &str) -> bool {
     !l.is_empty() && l.len() <= 35 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-fn location_last_segment(op: &'static str, request: &Url, resp: &Response) -> Result<String, Error> {
+fn location_last_segment(
+    op: &'static str,
+    request: &Url,
+    resp: &Response,
+) -> Result<String, Error> {
     let loc = resp
         .headers()
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Error::local(ErrorKind::Temporary, op, "no Location header in the answer"))?;
+        .ok_or_else(|| {
+            Error::local(ErrorKind::Temporary, op, "no Location header in the answer")
+        })?;
     let url = request
         .join(loc)
         .map_err(|_| Error::local(ErrorKind::Temporary, op, "unparseable Location header"))?;
@@ -735,7 +751,11 @@ fn location_last_segment(op: &'static str, request: &Url, resp: &Response) -> Re
     Ok(seg)
 }
 
-async fn read_limited(op: &'static str, mut resp: Response, limit: usize) -> Result<Vec<u8>, Error> {
+async fn read_limited(
+    op: &'static str,
+    mut resp: Response,
+    limit: usize,
+) -> Result<Vec<u8>, Error> {
     let mut buf = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| Error::transport(op, e))? {
         if buf.len() + chunk.len() > limit {

@@ -94,7 +94,11 @@ impl Error {
         self.detail().status
     }
 
-    pub(crate) fn local(kind: ErrorKind, operation: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn local(
+        kind: ErrorKind,
+        operation: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::from_kind(
             kind,
             Detail {
