@@ -21,9 +21,11 @@
 //! `GET|PUT /_sim/policy`, `POST /_sim/expire-tokens`, `GET /_sim/state`.
 //!
 //! Where the public documentation is silent (API-NOTES §13) the emulator makes the documented
-//! INFERRED choices: 404/2003 for unknown sessions and files, 409/2001 for size overflow,
-//! duplicate file names and finalize with missing uploads, 401/3002 for an unknown or expired
-//! token. A session belongs to the (address, client id) it was created for, so a renewed
+//! INFERRED choices, restricted to the statuses the OpenAPI file declares per operation:
+//! 404/2003 for unknown sessions and files; 403/3011 for a size overflow at file registration
+//! or upload (the only policy code declared there); 400/1004 for a duplicate file name;
+//! 409/2001 for PATCH values outside the policy and for finalize with missing uploads;
+//! 401/3002 for an unknown or expired token. A session belongs to the (address, client id) it was created for, so a renewed
 //! token of the same client continues it.
 
 mod conn;

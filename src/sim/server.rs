@@ -227,6 +227,15 @@ fn rule(message: &str) -> ApiErr {
         format!("Some given values cannot be applied due to transfer rule restrictions: {message}"),
     )
 }
+/// The OpenAPI file declares only 400/403/404/500 for file registration and upload, and
+/// 403/3011 for both: a size limit belongs to the merged sender/recipient policy rule.
+fn size_refused() -> ApiErr {
+    err(
+        403,
+        3011,
+        "Recipient and sender combination rejected by policy: maximum transfer size exceeded.",
+    )
+}
 fn invalid(message: &str) -> ApiErr {
     err(
         400,
@@ -1160,7 +1169,7 @@ async fn register_file(
     let max = g.policy.max_total_size;
     let s = session_mut(&mut g, &email, &tid, &ctx)?;
     if s.files.iter().any(|x| x.name == f.file_name) {
-        return Err(rule("file name already used in this transfer"));
+        return Err(invalid("fileName already used in this transfer"));
     }
     let total: u64 = s
         .files
@@ -1169,7 +1178,7 @@ async fn register_file(
         .sum::<u64>()
         .saturating_add(size);
     if total > max {
-        return Err(rule("maximum transfer size exceeded"));
+        return Err(size_refused());
     }
     let id = random_alnum(10);
     s.files.push(SessionFile {
@@ -1232,7 +1241,7 @@ async fn upload(
         (f.path.clone(), max)
     };
     if declared.is_some_and(|d| d > max) {
-        return Err(rule("maximum transfer size exceeded"));
+        return Err(size_refused());
     }
     let part = final_path.with_extension(format!("part-{}", random_alnum(6)));
     let result = receive(body, &part, max).await;
@@ -1282,7 +1291,7 @@ async fn receive(body: Body, path: &std::path::Path, max: u64) -> Result<(u64, S
         let chunk = chunk.map_err(|_| invalid("request body aborted"))?;
         n += chunk.len() as u64;
         if n > max {
-            return Err(rule("maximum transfer size exceeded"));
+            return Err(size_refused());
         }
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(storage)?;
