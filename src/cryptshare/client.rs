@@ -224,7 +224,9 @@ impl Client {
         let resp = self
             .send(OP, true, None, || async { Ok(self.http.get(url.clone())) })
             .await?;
-        let status: VerificationStatus = read_json(OP, resp).await?;
+        let status = read_json::<Envelope<VerificationStatus>>(OP, resp)
+            .await?
+            .data;
         let offered = status
             .verification_methods
             .iter()
@@ -247,7 +249,9 @@ impl Client {
                     .json(&RequestVerificationBody::default()))
             })
             .await?;
-        let tok: VerificationToken = read_json(OP_T, resp).await?;
+        let tok = read_json::<Envelope<VerificationToken>>(OP_T, resp)
+            .await?
+            .data;
         let mut value = HeaderValue::from_str(&tok.token).map_err(|_| {
             Error::local(ErrorKind::Auth, OP_T, "the server issued an unusable token")
         })?;
