@@ -1,1 +1,42 @@
-//! cryptshare (to be built).
+//! Cryptshare REST API client (API 1.8, `openapi-1.8.json`), client-id verification only.
+//!
+//! # API for the pipeline
+//!
+//! ```text
+//! load_client_id(&CryptshareConfig) -> Result<String, config::ConfigError>
+//! ClientOptions { minimum_minor_api_version, timeout, ca_file, retries, retry_backoff,
+//!                 max_poll_interval }            ClientOptions::from_config(&CryptshareConfig)
+//! Client::new(base_url: &str, client_id: String, ClientOptions) -> Result<Client, Error>
+//! Client::from_config(&CryptshareConfig, client_id: String) -> Result<Client, Error>  (not "embedded")
+//!
+//! // every call takes the envelope sender; tokens are fetched, cached per sender (until
+//! // validUntil − 30 s) and renewed once on 401/403 errorCode 3002 internally
+//! client.transfer_policy(sender, &[String]) -> TransferPolicyResult
+//! client.create_session(sender, language: Option<&str>, &NewTransferSession) -> tracking_id
+//! client.patch_settings(sender, tracking_id, &TransferSessionPatch) -> TransferSession
+//! client.get_session(sender, tracking_id) -> TransferSession
+//! client.register_file(sender, tracking_id, name, size: u64, sha256_hex) -> file_id
+//! client.upload_file(sender, tracking_id, file_id, size: u64,
+//!                    make_stream: Fn() -> Future<io::Result<impl Stream<io::Result<Bytes>>>>)
+//! client.upload_path(sender, tracking_id, file_id, &Path, offset: u64, len: u64)
+//! client.delete_file(sender, tracking_id, file_id)
+//! client.finalize(sender, tracking_id)
+//! client.transfer_status(sender, tracking_id) -> TransferStatus
+//! client.wait_active(sender, tracking_id, timeout) -> TransferStatus   // .download_urls()
+//! client.delete_session(sender, tracking_id)                          // 404 counts as done
+//! ```
+//!
+//! Errors: [`Error`] = `Temporary | Refused | Auth | Invalid`, each with a [`Detail`]
+//! (operation, HTTP status, errorCode, message without secrets); `is_temporary()` etc.
+//!
+//! Retries (with doubling backoff) only for idempotent calls: GET, PUT (upload), DELETE, the
+//! token request and the side-effect-free transfer-policy check. Uploads always carry an
+//! explicit `Content-Length`, are streamed, and time out only when no progress is made.
+
+mod client;
+pub mod error;
+pub mod types;
+
+pub use client::{Client, ClientOptions, is_valid_client_id, load_client_id};
+pub use error::{Detail, Error, ErrorKind};
+pub use types::*;

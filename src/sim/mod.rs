@@ -1,1 +1,448 @@
-//! sim (to be built).
+//! A Cryptshare Server emulator (REST API 1.8), embeddable in-process and run as the
+//! `cryptshare-sim` binary.
+//!
+//! Strict like the real server: required headers and versions, client-id format, tokens bound
+//! to address and client id, read-only properties refused in PATCH, retention and password
+//! mode checks, unique file names, size/checksum verified at finalize, sessions gone after
+//! finalize. File contents are streamed to `DATA/files/`, never held in memory; the mails the
+//! server would send are written to `DATA/mails/*.eml`.
+//!
+//! ```text
+//! Emulator::start(SimOptions::new(listen, data_dir)) -> Result<EmulatorHandle, SimError>
+//! handle.url() / addr() / data_dir() / mail_dir()
+//! handle.set_policy(SimPolicy) / policy()
+//! handle.inject_fault(FaultSpec) / clear_faults() / faults()
+//! handle.expire_tokens()                 // every issued token becomes invalid (401/3002)
+//! handle.transfers() -> Vec<FinishedTransfer>   handle.stats() -> SimStats
+//! handle.open_sessions() -> usize       handle.shutdown().await
+//! ```
+//!
+//! Runtime control over HTTP (for the binary): `GET|POST|DELETE /_sim/faults`,
+//! `GET|PUT /_sim/policy`, `POST /_sim/expire-tokens`, `GET /_sim/state`.
+//!
+//! Where the public documentation is silent (API-NOTES §13) the emulator makes the documented
+//! INFERRED choices, restricted to the statuses the OpenAPI file declares per operation:
+//! 404/2003 for unknown sessions and files; 403/3011 for a size overflow at file registration
+//! or upload (the only policy code declared there); 400/1004 for a duplicate file name;
+//! 409/2001 for PATCH values outside the policy and for finalize with missing uploads;
+//! 401/3002 for an unknown or expired token. A session belongs to the (address, client id) it was created for, so a renewed
+//! token of the same client continues it.
+
+mod conn;
+mod mail;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::cryptshare::types::{PasswordMode, Recipients, TransferSession, TransferState};
+
+/// The server-side transfer policy (one merged rule for every sender).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimPolicy {
+    /// Glob patterns (`*`) on the sender address; empty = every sender.
+    pub allowed_senders: Vec<String>,
+    /// Glob patterns on the recipient domain; empty = every domain.
+    pub allowed_recipient_domains: Vec<String>,
+    /// Bytes, all files of a transfer together.
+    pub max_total_size: u64,
+    /// Days.
+    pub max_retention_period: u32,
+    /// The first one is the default of a new session.
+    pub allowed_password_modes: Vec<PasswordMode>,
+    pub show_file_names_default: bool,
+}
+
+impl Default for SimPolicy {
+    fn default() -> Self {
+        SimPolicy {
+            allowed_senders: Vec::new(),
+            allowed_recipient_domains: Vec::new(),
+            max_total_size: 2 * 1024 * 1024 * 1024,
+            max_retention_period: 30,
+            allowed_password_modes: vec![
+                PasswordMode::Generated,
+                PasswordMode::Manual,
+                PasswordMode::None,
+            ],
+            show_file_names_default: false,
+        }
+    }
+}
+
+/// The API operations, for fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Endpoint {
+    #[default]
+    Any,
+    Clients,
+    Status,
+    Password,
+    Verification,
+    VerificationCode,
+    Token,
+    TransferPolicy,
+    CreateSession,
+    GetSession,
+    PatchSession,
+    DeleteSession,
+    RegisterFile,
+    Upload,
+    DeleteFile,
+    Finalize,
+    TransferStatus,
+    Transfers,
+    RecipientInfo,
+    RecipientFiles,
+    RecipientDownload,
+}
+
+/// One injected fault. Of the calls to `endpoint`, every `every_nth` (0 or 1: every call) is
+/// affected, at most `count` times (`None`: unlimited): after `latency`, the connection is
+/// dropped (`drop_connection`) or answered with `status` and `error_code` (default: the usual
+/// code for that status). Latency alone delays the normal answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultSpec {
+    pub endpoint: Endpoint,
+    pub status: Option<u16>,
+    pub error_code: Option<i32>,
+    #[serde(rename = "latency_ms", with = "opt_millis")]
+    pub latency: Option<Duration>,
+    pub drop_connection: bool,
+    pub every_nth: u32,
+    pub count: Option<u32>,
+}
+
+impl FaultSpec {
+    /// Answer every call to `endpoint` with `status` / `error_code`.
+    pub fn status(endpoint: Endpoint, status: u16, error_code: Option<i32>) -> Self {
+        FaultSpec {
+            endpoint,
+            status: Some(status),
+            error_code,
+            ..FaultSpec::default()
+        }
+    }
+
+    /// Drop the connection of every call to `endpoint`.
+    pub fn drop_connection(endpoint: Endpoint) -> Self {
+        FaultSpec {
+            endpoint,
+            drop_connection: true,
+            ..FaultSpec::default()
+        }
+    }
+
+    pub fn times(mut self, count: u32) -> Self {
+        self.count = Some(count);
+        self
+    }
+
+    pub fn every_nth(mut self, n: u32) -> Self {
+        self.every_nth = n;
+        self
+    }
+
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = Some(latency);
+        self
+    }
+}
+
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// How to start the emulator.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Port 0 picks a free port; see [`EmulatorHandle::addr`].
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Only this client id may use client-id verification; `None` trusts every well-formed id.
+    pub client_id: Option<String>,
+    pub policy: SimPolicy,
+    /// Faults active from the start.
+    pub faults: Vec<FaultSpec>,
+    /// Highest supported minor API version (a higher `X-CS-MinimumMinorApiVersion`: 404/2004).
+    pub api_minor: u32,
+    pub token_validity: Duration,
+    /// Status polls answered `PROCESSING` after finalize before the final state shows.
+    pub processing_polls: u32,
+    /// Refuse uploads without `Content-Length` (400/1002), to hold clients to streaming with a
+    /// declared length.
+    pub require_content_length: bool,
+    /// Base of absolute URLs (`Location`, download links); default: `http://` + the request's
+    /// `Host` header.
+    pub public_url: Option<String>,
+}
+
+impl SimOptions {
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        SimOptions {
+            listen,
+            data_dir: data_dir.into(),
+            client_id: None,
+            policy: SimPolicy::default(),
+            faults: Vec::new(),
+            api_minor: 8,
+            token_validity: Duration::from_secs(3600),
+            processing_polls: 1,
+            require_content_length: true,
+            public_url: None,
+        }
+    }
+}
+
+/// A file of a finished transfer, stored at `path`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimFile {
+    pub id: String,
+    pub name: String,
+    /// Registered size and checksum.
+    pub size: u64,
+    pub checksum: Option<String>,
+    /// What was actually uploaded.
+    pub uploaded_size: u64,
+    pub uploaded_sha256: String,
+    pub removed: bool,
+    pub path: PathBuf,
+}
+
+/// A recipient of a finished transfer.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimRecipient {
+    pub mail: String,
+    /// The recipient's transfer id (`GET /api/transfers/{id}`).
+    pub transfer_id: String,
+    pub download_url: String,
+}
+
+/// A finalized transfer as the emulator stored it.
+#[derive(Clone, Serialize)]
+pub struct FinishedTransfer {
+    pub tracking_id: String,
+    pub sender: String,
+    pub recipients: Recipients,
+    /// The session settings at finalize (securityMode without password).
+    pub settings: TransferSession,
+    pub password_mode: PasswordMode,
+    /// The transfer password (also for mode `NONE`, where it is part of the download link).
+    pub password: String,
+    pub accept_language: Option<String>,
+    pub files: Vec<SimFile>,
+    pub recipient_ids: Vec<SimRecipient>,
+    /// The final state (`ACTIVE` or `FAILED`), whatever polling has revealed so far.
+    pub state: TransferState,
+}
+
+impl std::fmt::Debug for FinishedTransfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinishedTransfer")
+            .field("tracking_id", &self.tracking_id)
+            .field("sender", &self.sender)
+            .field("recipients", &self.recipients)
+            .field("password_mode", &self.password_mode)
+            .field("files", &self.files)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SimStats {
+    pub tokens_issued: u64,
+    pub sessions_created: u64,
+    pub sessions_deleted: u64,
+    pub sessions_finalized: u64,
+    pub uploads: u64,
+    /// Uploads that arrived without a `Content-Length` header.
+    pub uploads_without_length: u64,
+    pub faults_fired: u64,
+    pub requests: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("client id: must be 50 to 4000 letters and digits")]
+    ClientId,
+}
+
+/// Starts emulators.
+pub struct Emulator;
+
+impl Emulator {
+    /// Bind, create `DATA/files` and `DATA/mails`, and serve in the background until
+    /// [`EmulatorHandle::shutdown`] or until the last handle clone is dropped.
+    pub async fn start(opts: SimOptions) -> Result<EmulatorHandle, SimError> {
+        if let Some(id) = &opts.client_id
+            && !crate::cryptshare::is_valid_client_id(id)
+        {
+            return Err(SimError::ClientId);
+        }
+        for sub in ["files", "mails"] {
+            let p = opts.data_dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|source| SimError::DataDir { path: p, source })?;
+        }
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| SimError::Listen {
+                addr: opts.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+        let state = server::Sim::new(opts, addr);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(
+            conn::KillListener(listener),
+            state.clone(),
+            rx,
+        ));
+        Ok(EmulatorHandle {
+            state,
+            addr,
+            guard: Arc::new(Guard {
+                stop: Mutex::new(Some(tx)),
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+}
+
+struct Guard {
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.get_mut().ok().and_then(Option::take) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A running emulator. Clones share it; it stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct EmulatorHandle {
+    state: Arc<server::Sim>,
+    addr: SocketAddr,
+    guard: Arc<Guard>,
+}
+
+impl std::fmt::Debug for EmulatorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmulatorHandle {
+    /// Base URL (`http://127.0.0.1:PORT`); the API is under `/api`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.state.opts.data_dir
+    }
+
+    /// Where the notification mails (`*.eml`) are written.
+    pub fn mail_dir(&self) -> PathBuf {
+        self.state.opts.data_dir.join("mails")
+    }
+
+    pub fn policy(&self) -> SimPolicy {
+        self.state.lock().policy.clone()
+    }
+
+    pub fn set_policy(&self, policy: SimPolicy) {
+        self.state.lock().policy = policy;
+    }
+
+    pub fn inject_fault(&self, fault: FaultSpec) {
+        self.state.lock().add_fault(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.lock().faults.clear();
+    }
+
+    pub fn faults(&self) -> Vec<FaultSpec> {
+        self.state
+            .lock()
+            .faults
+            .iter()
+            .map(|f| f.spec.clone())
+            .collect()
+    }
+
+    /// Invalidate every token issued so far (as if their validity ended).
+    pub fn expire_tokens(&self) {
+        self.state.lock().tokens.clear();
+    }
+
+    pub fn transfers(&self) -> Vec<FinishedTransfer> {
+        self.state.lock().finished()
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.state.lock().stats.clone()
+    }
+
+    /// Sessions created and neither finalized nor deleted.
+    pub fn open_sessions(&self) -> usize {
+        self.state.lock().sessions.len()
+    }
+
+    /// Stop accepting, let in-flight requests finish, and wait for the server task.
+    pub async fn shutdown(self) {
+        if let Some(tx) = self.guard.stop.lock().ok().and_then(|mut g| g.take()) {
+            let _ = tx.send(());
+        }
+        let task = self.guard.task.lock().ok().and_then(|mut g| g.take());
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}

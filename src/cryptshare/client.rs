@@ -1,0 +1,902 @@
+//! The REST client: headers, verification-token cache, retries, streamed upload, polling.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::error::{Detail, Error, ErrorKind, sanitize};
+use super::types::*;
+use crate::config::CryptshareConfig;
+
+const H_MAJOR: &str = "x-cs-majorapiversion";
+const H_MINOR: &str = "x-cs-minimumminorapiversion";
+const H_CLIENT_ID: &str = "x-cs-clientid";
+const H_PRODUCT_KEY: &str = "x-cs-productkey";
+const H_TOKEN: &str = "x-cs-verificationtoken";
+
+/// Longest JSON answer we read; the largest real one (a transfer status) is a few kB.
+const MAX_JSON: usize = 4 * 1024 * 1024;
+/// A token this close to its `validUntil` is renewed before use, so it does not expire in flight.
+const TOKEN_MARGIN: Duration = Duration::from_secs(30);
+/// Assumed validity when the server gives no (parseable) `validUntil`.
+const TOKEN_DEFAULT_VALIDITY: Duration = Duration::from_secs(600);
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
+/// Tuning of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `X-CS-MinimumMinorApiVersion` (default 8, the OpenAPI file's version).
+    pub minimum_minor_api_version: u32,
+    /// Per call; for uploads the longest time without progress.
+    pub timeout: Duration,
+    /// Extra PEM CA certificates, trusted in addition to the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Extra attempts for idempotent calls (GET, PUT, DELETE, token) on temporary failures.
+    pub retries: u32,
+    /// First retry delay; doubled per attempt.
+    pub retry_backoff: Duration,
+    /// Longest delay between two status polls in [`Client::wait_active`].
+    pub max_poll_interval: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            minimum_minor_api_version: 8,
+            timeout: Duration::from_secs(60),
+            ca_file: None,
+            retries: 2,
+            retry_backoff: Duration::from_millis(200),
+            max_poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ClientOptions {
+    pub fn from_config(cfg: &CryptshareConfig) -> Self {
+        ClientOptions {
+            minimum_minor_api_version: cfg.minimum_minor_api_version,
+            timeout: Duration::from_secs(cfg.timeout.max(1)),
+            ca_file: cfg.ca_file.clone(),
+            ..ClientOptions::default()
+        }
+    }
+}
+
+struct CachedToken {
+    value: HeaderValue,
+    renew_at: SystemTime,
+}
+
+/// A Cryptshare REST API client for client-id verified senders. Cheap to share (`Arc`).
+pub struct Client {
+    http: reqwest::Client,
+    api: Url,
+    opts: ClientOptions,
+    tokens: Mutex<HashMap<String, CachedToken>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The client id lives only inside the reqwest default headers (marked sensitive).
+        f.debug_struct("Client")
+            .field("api", &self.api.as_str())
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_err(message: impl Into<String>) -> Error {
+    Error::local(ErrorKind::Invalid, "configure", message)
+}
+
+impl Client {
+    /// `base_url` is the server root (the API is under `/api`), `client_id` the registered id.
+    pub fn new(base_url: &str, client_id: String, opts: ClientOptions) -> Result<Client, Error> {
+        let api = Url::parse(&format!("{}/api", base_url.trim_end_matches('/')))
+            .map_err(|e| config_err(format!("cryptshare.url {base_url:?}: {e}")))?;
+        if !matches!(api.scheme(), "http" | "https") || api.cannot_be_a_base() {
+            return Err(config_err(format!(
+                "cryptshare.url {base_url:?}: must be an http(s) URL"
+            )));
+        }
+        if !is_valid_client_id(&client_id) {
+            return Err(config_err(
+                "cryptshare client id: must be 50 to 4000 letters and digits",
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(H_MAJOR, HeaderValue::from_static("1"));
+        headers.insert(H_MINOR, HeaderValue::from(opts.minimum_minor_api_version));
+        headers.insert(H_PRODUCT_KEY, HeaderValue::from_static("api.rest"));
+        let mut id = HeaderValue::from_str(&client_id)
+            .map_err(|_| config_err("cryptshare client id: not a valid header value"))?;
+        id.set_sensitive(true);
+        headers.insert(H_CLIENT_ID, id);
+
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(opts.timeout)
+            .user_agent(concat!("cryptshare-gateway/", env!("CARGO_PKG_VERSION")))
+            // A 3xx would replay a request whose body we cannot replay; the API never redirects.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &opts.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| config_err(format!("cryptshare.ca_file {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| config_err(format!("cryptshare.ca_file {}: {e}", ca.display())))?;
+            if certs.is_empty() {
+                return Err(config_err(format!(
+                    "cryptshare.ca_file {}: no certificate found",
+                    ca.display()
+                )));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        // HTTPS_PROXY/HTTP_PROXY/NO_PROXY are honoured by default, except for a loopback server
+        // (the embedded emulator): a proxy cannot reach our own loopback.
+        if api
+            .host_str()
+            .is_some_and(|h| h == "localhost" || is_loopback_literal(h))
+        {
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .build()
+            .map_err(|e| config_err(format!("HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            api,
+            opts,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// From `[cryptshare]`; `cfg.url` must be a URL (start the emulator first for `embedded`,
+    /// then use [`Client::new`] with its URL and [`ClientOptions::from_config`]).
+    pub fn from_config(cfg: &CryptshareConfig, client_id: String) -> Result<Client, Error> {
+        if cfg.url == "embedded" {
+            return Err(config_err(
+                "cryptshare.url = \"embedded\": start the emulator and use its URL",
+            ));
+        }
+        Client::new(&cfg.url, client_id, ClientOptions::from_config(cfg))
+    }
+
+    /// The API root, e.g. `https://host/api`.
+    pub fn api_url(&self) -> &str {
+        self.api.as_str()
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut u = self.api.clone();
+        if let Ok(mut p) = u.path_segments_mut() {
+            // `push` percent-encodes `/`, `?`, `#` in untrusted values (addresses, ids).
+            p.pop_if_empty().extend(segments);
+        }
+        u
+    }
+
+    fn user_url(&self, sender: &str, rest: &[&str]) -> Url {
+        let mut segs = vec!["users", sender];
+        segs.extend_from_slice(rest);
+        self.url(&segs)
+    }
+
+    // ---------------------------------------------------------------- verification
+
+    /// Forget every cached token (e.g. after a configuration reload).
+    pub fn clear_tokens(&self) {
+        self.lock_tokens().clear();
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedToken>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn token(&self, sender: &str) -> Result<HeaderValue, Error> {
+        let key = sender.to_ascii_lowercase();
+        if let Some(t) = self.lock_tokens().get(&key)
+            && SystemTime::now() < t.renew_at
+        {
+            return Ok(t.value.clone());
+        }
+        self.verify(sender).await
+    }
+
+    /// Client-id verification: check that the server offers it, then fetch a token.
+    async fn verify(&self, sender: &str) -> Result<HeaderValue, Error> {
+        const OP: &str = "verification";
+        let url = self.user_url(sender, &["verification"]);
+        let resp = self
+            .send(OP, true, None, || async { Ok(self.http.get(url.clone())) })
+            .await?;
+        let status = read_json::<Envelope<VerificationStatus>>(OP, resp)
+            .await?
+            .data;
+        let offered = status
+            .verification_methods
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case("CLIENT_ID") || m.eq_ignore_ascii_case("clientId"));
+        if !offered {
+            return Err(Error::local(
+                ErrorKind::Auth,
+                OP,
+                "the server does not offer client-id verification for this sender",
+            ));
+        }
+
+        const OP_T: &str = "verification-token";
+        let url = self.user_url(sender, &["verification", "token"]);
+        let resp = self
+            .send(OP_T, true, None, || async {
+                Ok(self
+                    .http
+                    .post(url.clone())
+                    .json(&RequestVerificationBody::default()))
+            })
+            .await?;
+        let tok = read_json::<Envelope<VerificationToken>>(OP_T, resp)
+            .await?
+            .data;
+        let mut value = HeaderValue::from_str(&tok.token).map_err(|_| {
+            Error::local(ErrorKind::Auth, OP_T, "the server issued an unusable token")
+        })?;
+        value.set_sensitive(true);
+        let now = SystemTime::now();
+        let until = tok
+            .valid_until
+            .as_deref()
+            .and_then(parse_date_time)
+            .map(SystemTime::from)
+            .unwrap_or(now + TOKEN_DEFAULT_VALIDITY);
+        let renew_at = until.checked_sub(TOKEN_MARGIN).unwrap_or(now);
+        self.lock_tokens().insert(
+            sender.to_ascii_lowercase(),
+            CachedToken {
+                value: value.clone(),
+                renew_at,
+            },
+        );
+        Ok(value)
+    }
+
+    fn forget_token(&self, sender: &str) {
+        self.lock_tokens().remove(&sender.to_ascii_lowercase());
+    }
+
+    // ---------------------------------------------------------------- transport
+
+    /// One API call with retries for idempotent calls. `progress` switches the timeout from
+    /// "whole call" to "no progress for `timeout`" (uploads of any size).
+    async fn send<F, Fut>(
+        &self,
+        op: &'static str,
+        idempotent: bool,
+        progress: Option<&Progress>,
+        make: F,
+    ) -> Result<Response, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<RequestBuilder, Error>>,
+    {
+        let mut attempt = 0u32;
+        loop {
+            let rb = make().await?;
+            let result = match progress {
+                None => rb
+                    .timeout(self.opts.timeout)
+                    .send()
+                    .await
+                    .map_err(|e| Error::transport(op, e)),
+                Some(p) => self.send_watched(op, rb, p).await,
+            };
+            let err = match result {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => error_from_response(op, resp).await,
+                Err(e) => e,
+            };
+            if idempotent && err.is_temporary() && attempt < self.opts.retries {
+                let delay = self.opts.retry_backoff * 2u32.saturating_pow(attempt);
+                attempt += 1;
+                tracing::debug!(operation = op, attempt, error = %err, "retrying");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
+    async fn send_watched(
+        &self,
+        op: &'static str,
+        rb: RequestBuilder,
+        p: &Progress,
+    ) -> Result<Response, Error> {
+        p.touch();
+        let fut = rb.send();
+        tokio::pin!(fut);
+        loop {
+            let idle = p.idle();
+            if idle >= self.opts.timeout {
+                return Err(Error::local(
+                    ErrorKind::Temporary,
+                    op,
+                    format!("no progress for {:?}", self.opts.timeout),
+                ));
+            }
+            tokio::select! {
+                r = &mut fut => return r.map_err(|e| Error::transport(op, e)),
+                _ = tokio::time::sleep(self.opts.timeout - idle) => {}
+            }
+        }
+    }
+
+    /// A call on a sender endpoint: with the sender's token, re-verifying once when the server
+    /// answers 401/403 with errorCode 3002 (expired or foreign token).
+    async fn send_verified<F, Fut>(
+        &self,
+        op: &'static str,
+        sender: &str,
+        idempotent: bool,
+        progress: Option<&Progress>,
+        make: F,
+    ) -> Result<Response, Error>
+    where
+        F: Fn(HeaderValue) -> Fut,
+        Fut: Future<Output = Result<RequestBuilder, Error>>,
+    {
+        let token = self.token(sender).await?;
+        let first = self
+            .send(op, idempotent, progress, || {
+                let t = token.clone();
+                let fut = make(t.clone());
+                async move { Ok(fut.await?.header(HeaderName::from_static(H_TOKEN), t)) }
+            })
+            .await;
+        match first {
+            Err(e) if is_token_refusal(&e) => {
+                tracing::info!(
+                    operation = op,
+                    "verification token refused; re-verifying once"
+                );
+                self.forget_token(sender);
+                let token = self.verify(sender).await?;
+                self.send(op, idempotent, progress, || {
+                    let t = token.clone();
+                    let fut = make(t.clone());
+                    async move { Ok(fut.await?.header(HeaderName::from_static(H_TOKEN), t)) }
+                })
+                .await
+            }
+            other => other,
+        }
+    }
+
+    async fn json_verified<T: DeserializeOwned, B: Serialize + Sync>(
+        &self,
+        op: &'static str,
+        sender: &str,
+        idempotent: bool,
+        method: Method,
+        url: Url,
+        body: Option<&B>,
+    ) -> Result<T, Error> {
+        let resp = self
+            .send_verified(op, sender, idempotent, None, |_| {
+                let mut rb = self.http.request(method.clone(), url.clone());
+                if let Some(b) = body {
+                    rb = rb.json(b);
+                }
+                async move { Ok(rb) }
+            })
+            .await?;
+        read_json(op, resp).await
+    }
+
+    // ---------------------------------------------------------------- the workflow
+
+    /// `POST /users/{sender}/transfer-policy`: would this sender/recipient combination be
+    /// allowed, and with which limits? Side-effect free, so retried like a GET.
+    pub async fn transfer_policy(
+        &self,
+        sender: &str,
+        recipients: &[String],
+    ) -> Result<TransferPolicyResult, Error> {
+        let body = TransferPolicyRequest {
+            recipients: recipients.to_vec(),
+        };
+        let env: Envelope<TransferPolicyResult> = self
+            .json_verified(
+                "transfer-policy",
+                sender,
+                true,
+                Method::POST,
+                self.user_url(sender, &["transfer-policy"]),
+                Some(&body),
+            )
+            .await?;
+        Ok(env.data)
+    }
+
+    /// `POST /users/{sender}/transfer-sessions` → the tracking id (from `Location`).
+    /// `language` becomes `Accept-Language` (initial sender and recipient language).
+    pub async fn create_session(
+        &self,
+        sender: &str,
+        language: Option<&str>,
+        session: &NewTransferSession,
+    ) -> Result<String, Error> {
+        const OP: &str = "create-session";
+        let url = self.user_url(sender, &["transfer-sessions"]);
+        let lang = language.filter(|l| is_language_tag(l)).map(str::to_owned);
+        let resp = self
+            .send_verified(OP, sender, false, None, |_| {
+                let mut rb = self.http.post(url.clone()).json(session);
+                if let Some(l) = &lang {
+                    rb = rb.header(reqwest::header::ACCEPT_LANGUAGE, l.as_str());
+                }
+                async move { Ok(rb) }
+            })
+            .await?;
+        let id = location_last_segment(OP, &url, &resp)?;
+        if !is_tracking_id(&id) {
+            tracing::warn!(tracking_id = %sanitize(&id), "unexpected tracking id format");
+        }
+        Ok(id)
+    }
+
+    /// `GET /users/{sender}/transfer-sessions/{tracking_id}`.
+    pub async fn get_session(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+    ) -> Result<TransferSession, Error> {
+        let env: Envelope<TransferSession> = self
+            .json_verified(
+                "get-session",
+                sender,
+                true,
+                Method::GET,
+                self.user_url(sender, &["transfer-sessions", tracking_id]),
+                None::<&()>,
+            )
+            .await?;
+        Ok(env.data)
+    }
+
+    /// `PATCH /users/{sender}/transfer-sessions/{tracking_id}` → the whole session.
+    pub async fn patch_settings(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+        patch: &TransferSessionPatch,
+    ) -> Result<TransferSession, Error> {
+        let env: Envelope<TransferSession> = self
+            .json_verified(
+                "patch-session",
+                sender,
+                false,
+                Method::PATCH,
+                self.user_url(sender, &["transfer-sessions", tracking_id]),
+                Some(patch),
+            )
+            .await?;
+        Ok(env.data)
+    }
+
+    /// `POST …/files`: register a file (`name` unique per transfer, `sha256_hex` lowercase).
+    pub async fn register_file(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+        name: &str,
+        size: u64,
+        sha256_hex: &str,
+    ) -> Result<String, Error> {
+        const OP: &str = "register-file";
+        let url = self.user_url(sender, &["transfer-sessions", tracking_id, "files"]);
+        let body = NewTransferFile {
+            file_name: name.to_owned(),
+            size: i64::try_from(size)
+                .map_err(|_| Error::local(ErrorKind::Invalid, OP, "file too large"))?,
+            checksum: Some(sha256_hex.to_ascii_lowercase()),
+        };
+        let resp = self
+            .send_verified(OP, sender, false, None, |_| {
+                let rb = self.http.post(url.clone()).json(&body);
+                async move { Ok(rb) }
+            })
+            .await?;
+        let from_location = location_last_segment(OP, &url, &resp).ok();
+        match read_json::<Envelope<FileId>>(OP, resp).await {
+            Ok(env) if !env.data.file_id.is_empty() => Ok(env.data.file_id),
+            Ok(_) | Err(_) if from_location.is_some() => Ok(from_location.unwrap_or_default()),
+            Ok(_) => Err(Error::local(
+                ErrorKind::Temporary,
+                OP,
+                "no file id in the answer",
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT …/files/{file_id}/content`: stream `size` bytes with an explicit Content-Length.
+    ///
+    /// `make_stream` is called once per attempt (the upload is retried on temporary failures
+    /// because a repeated PUT replaces the content), so it must produce the same bytes each time;
+    /// it opens the source, it does not hold it in memory.
+    pub async fn upload_file<F, Fut, S>(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+        file_id: &str,
+        size: u64,
+        make_stream: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::io::Result<S>>,
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        const OP: &str = "upload";
+        let url = self.user_url(
+            sender,
+            &[
+                "transfer-sessions",
+                tracking_id,
+                "files",
+                file_id,
+                "content",
+            ],
+        );
+        let progress = Progress::new();
+        self.send_verified(OP, sender, true, Some(&progress), |_| {
+            let fut = make_stream();
+            let url = url.clone();
+            let progress = progress.clone();
+            async move {
+                let stream = fut.await.map_err(|e| {
+                    Error::local(ErrorKind::Temporary, OP, format!("opening the source: {e}"))
+                })?;
+                let body = reqwest::Body::wrap_stream(exact_length(stream, size, progress));
+                Ok(self
+                    .http
+                    .put(url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    // Without it reqwest sends a stream chunked.
+                    .header(reqwest::header::CONTENT_LENGTH, size)
+                    .body(body))
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// [`Client::upload_file`] from `len` bytes of the file `path` starting at `offset`.
+    pub async fn upload_path(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+        file_id: &str,
+        path: &Path,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), Error> {
+        self.upload_file(sender, tracking_id, file_id, len, || async move {
+            let mut f = tokio::fs::File::open(path).await?;
+            f.seek(std::io::SeekFrom::Start(offset)).await?;
+            Ok(tokio_util::io::ReaderStream::with_capacity(
+                f.take(len),
+                UPLOAD_CHUNK,
+            ))
+        })
+        .await
+    }
+
+    /// `DELETE …/files/{file_id}`.
+    pub async fn delete_file(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+        file_id: &str,
+    ) -> Result<(), Error> {
+        let url = self.user_url(
+            sender,
+            &["transfer-sessions", tracking_id, "files", file_id],
+        );
+        self.send_verified("delete-file", sender, true, None, |_| {
+            let rb = self.http.delete(url.clone());
+            async move { Ok(rb) }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `POST /users/{sender}/transfer-sessions/{tracking_id}`: send the transfer. Not retried:
+    /// a lost answer must not finalize twice; poll [`Client::transfer_status`] instead.
+    pub async fn finalize(&self, sender: &str, tracking_id: &str) -> Result<(), Error> {
+        let url = self.user_url(sender, &["transfer-sessions", tracking_id]);
+        self.send_verified("finalize", sender, false, None, |_| {
+            let rb = self.http.post(url.clone());
+            async move { Ok(rb) }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `GET /users/{sender}/transfers/{tracking_id}`.
+    pub async fn transfer_status(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+    ) -> Result<TransferStatus, Error> {
+        let env: Envelope<TransferStatus> = self
+            .json_verified(
+                "transfer-status",
+                sender,
+                true,
+                Method::GET,
+                self.user_url(sender, &["transfers", tracking_id]),
+                None::<&()>,
+            )
+            .await?;
+        Ok(env.data)
+    }
+
+    /// Poll the status until `ACTIVE` (returned, with the recipients' download URLs) or a final
+    /// state (`FAILED`, `DELETED_*`: [`Error::Refused`]); `Temporary` after `timeout`.
+    pub async fn wait_active(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+        timeout: Duration,
+    ) -> Result<TransferStatus, Error> {
+        const OP: &str = "wait-active";
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut interval = Duration::from_millis(50);
+        loop {
+            let st = self.transfer_status(sender, tracking_id).await?;
+            match st.status.state {
+                TransferState::Active => return Ok(st),
+                TransferState::Processing | TransferState::Pending | TransferState::Unknown => {}
+                other => {
+                    return Err(Error::local(
+                        ErrorKind::Refused,
+                        OP,
+                        format!("transfer ended in state {other:?}"),
+                    ));
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::local(
+                    ErrorKind::Temporary,
+                    OP,
+                    format!("transfer still processing after {timeout:?}"),
+                ));
+            }
+            tokio::time::sleep(interval.min(deadline - now)).await;
+            interval = (interval * 2).min(self.opts.max_poll_interval);
+        }
+    }
+
+    /// `DELETE /users/{sender}/transfer-sessions/{tracking_id}` (abort). A session that is
+    /// already gone counts as deleted.
+    pub async fn delete_session(&self, sender: &str, tracking_id: &str) -> Result<(), Error> {
+        let url = self.user_url(sender, &["transfer-sessions", tracking_id]);
+        match self
+            .send_verified("delete-session", sender, true, None, |_| {
+                let rb = self.http.delete(url.clone());
+                async move { Ok(rb) }
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(404) && e.error_code() != Some(2004) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn is_token_refusal(e: &Error) -> bool {
+    matches!(e.status(), Some(401 | 403)) && e.error_code() == Some(3002)
+}
+
+/// 50–4000 ASCII letters and digits (the `X-CS-ClientId` schema).
+pub fn is_valid_client_id(id: &str) -> bool {
+    (50..=4000).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn is_loopback_literal(host: &str) -> bool {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_language_tag(l: &str) -> bool {
+    !l.is_empty() && l.len() <= 35 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn location_last_segment(
+    op: &'static str,
+    request: &Url,
+    resp: &Response,
+) -> Result<String, Error> {
+    let loc = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            Error::local(ErrorKind::Temporary, op, "no Location header in the answer")
+        })?;
+    let url = request
+        .join(loc)
+        .map_err(|_| Error::local(ErrorKind::Temporary, op, "unparseable Location header"))?;
+    let seg = url
+        .path_segments()
+        .and_then(|mut s| s.next_back().map(str::to_owned))
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::local(ErrorKind::Temporary, op, "empty Location path"))?;
+    Ok(seg)
+}
+
+async fn read_limited(
+    op: &'static str,
+    mut resp: Response,
+    limit: usize,
+) -> Result<Vec<u8>, Error> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::transport(op, e))? {
+        if buf.len() + chunk.len() > limit {
+            return Err(Error::local(ErrorKind::Temporary, op, "answer too large"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+async fn read_json<T: DeserializeOwned>(op: &'static str, resp: Response) -> Result<T, Error> {
+    let status = resp.status().as_u16();
+    let body = read_limited(op, resp, MAX_JSON).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        // A proxy's HTML page or a truncated answer: not our request's fault.
+        Error::Temporary(Detail {
+            operation: op,
+            status: Some(status),
+            error_code: None,
+            message: format!("unexpected answer: {}", sanitize(&e.to_string())),
+        })
+    })
+}
+
+async fn error_from_response(op: &'static str, resp: Response) -> Error {
+    let status = resp.status();
+    let body = read_limited(op, resp, 64 * 1024).await.unwrap_or_default();
+    let api: Option<ApiError> = serde_json::from_slice(&body).ok();
+    let code = api.as_ref().and_then(|a| a.error_code);
+    let message = api
+        .and_then(|a| a.error_message)
+        .map(|m| sanitize(&m))
+        .unwrap_or_else(|| reason(status));
+    Error::from_status(op, status.as_u16(), code, message)
+}
+
+fn reason(status: StatusCode) -> String {
+    status.canonical_reason().unwrap_or("error").to_owned()
+}
+
+/// Last time the upload moved, shared between the body stream and the watchdog.
+#[derive(Clone)]
+struct Progress {
+    start: tokio::time::Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            start: tokio::time::Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// Pass the stream through, record progress, and fail if it does not yield exactly `size`
+/// bytes (a changed source file must not become a silently corrupt upload).
+fn exact_length<S>(
+    stream: S,
+    size: u64,
+    progress: Progress,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    let mut seen = 0u64;
+    let mut checked = false;
+    stream
+        .map(Some)
+        .chain(futures_util::stream::once(async { None }))
+        .filter_map(move |item| {
+            progress.touch();
+            let out = match item {
+                Some(Ok(b)) => {
+                    seen += b.len() as u64;
+                    if seen > size {
+                        Some(Err(std::io::Error::other("source longer than declared")))
+                    } else {
+                        Some(Ok(b))
+                    }
+                }
+                Some(Err(e)) => Some(Err(e)),
+                None if !checked && seen != size => {
+                    checked = true;
+                    Some(Err(std::io::Error::other("source shorter than declared")))
+                }
+                None => None,
+            };
+            async move { out }
+        })
+}
+
+/// The client id from `[cryptshare] client_id` or `client_id_file` (trimmed), validated.
+pub fn load_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let (key, id) = match (&cfg.client_id, &cfg.client_id_file) {
+        (Some(id), None) => ("cryptshare.client_id", id.trim().to_owned()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid(
+                    "cryptshare.client_id_file",
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            ("cryptshare.client_id_file", text.trim().to_owned())
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                "cryptshare.client_id_file",
+                "set either cryptshare.client_id or cryptshare.client_id_file, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                "cryptshare.client_id",
+                "missing (or set cryptshare.client_id_file)",
+            ));
+        }
+    };
+    if !is_valid_client_id(&id) {
+        // Never echo the value: it is a credential.
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "must be 50 to 4000 letters and digits (got {} characters)",
+                id.chars().count()
+            ),
+        ));
+    }
+    Ok(id)
+}
