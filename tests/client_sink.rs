@@ -62,7 +62,11 @@ async fn mail_and_rcpts_are_pipelined_in_one_write() {
     let r = c
         .envelope(
             &mail("a@example.org"),
-            &[rcpt("b@example.net"), rcpt("c@example.net"), rcpt("d@example.net")],
+            &[
+                rcpt("b@example.net"),
+                rcpt("c@example.net"),
+                rcpt("d@example.net"),
+            ],
             true,
         )
         .await
@@ -139,16 +143,25 @@ fn data_cases() -> Vec<(Vec<Vec<u8>>, Vec<u8>)> {
     };
     vec![
         case(&[b""], b""),
-        case(&[b"Subject: a\r\n\r\nbody\r\n"], b"Subject: a\r\n\r\nbody\r\n"),
+        case(
+            &[b"Subject: a\r\n\r\nbody\r\n"],
+            b"Subject: a\r\n\r\nbody\r\n",
+        ),
         case(&[b"no trailing crlf"], b"no trailing crlf\r\n"),
         case(&[b".leading dot\r\n"], b".leading dot\r\n"),
         case(&[b"a\r\n.\r\nb\r\n"], b"a\r\n.\r\nb\r\n"),
         case(&[b"a\r\n..\r\n...x\r\n"], b"a\r\n..\r\n...x\r\n"),
         case(&[b"ends with dot\r\n."], b"ends with dot\r\n.\r\n"),
-        case(&[b"Received: x\r\n", b".starts part two\r\n"], b"Received: x\r\n.starts part two\r\n"),
+        case(
+            &[b"Received: x\r\n", b".starts part two\r\n"],
+            b"Received: x\r\n.starts part two\r\n",
+        ),
         case(&[b"split\r", b"\n.dot\r\n"], b"split\r\n.dot\r\n"),
         case(&[b"split\r\n", b"", b".", b"\r\n"], b"split\r\n.\r\n"),
-        case(&[b"H: v\r\n", &big], &[b"H: v\r\n".as_slice(), &big].concat()),
+        case(
+            &[b"H: v\r\n", &big],
+            &[b"H: v\r\n".as_slice(), &big].concat(),
+        ),
     ]
 }
 
@@ -232,7 +245,10 @@ fn full_rcpt() -> RcptTo {
 async fn esmtp_parameters_are_passed_through() {
     let sink = Sink::start(Script::default()).await.unwrap();
     let mut c = SmtpClient::connect(&settings(&sink)).await.unwrap();
-    let r = c.envelope(&full_mail(), &[full_rcpt()], false).await.unwrap();
+    let r = c
+        .envelope(&full_mail(), &[full_rcpt()], false)
+        .await
+        .unwrap();
     assert_eq!(r.mail.code, 250, "{}", r.mail);
     assert_eq!(r.rcpts[0].code, 250, "{}", r.rcpts[0]);
     let cmds: Vec<String> = sink.commands().into_iter().map(|(_, c)| c).collect();
@@ -261,7 +277,10 @@ async fn parameters_the_next_hop_lacks_are_left_out() {
     };
     c.envelope(&full_mail(), &[never], false).await.unwrap();
     let cmds: Vec<String> = sink.commands().into_iter().map(|(_, c)| c).collect();
-    assert!(cmds.contains(&"MAIL FROM:<a@b.example>".to_string()), "{cmds:?}");
+    assert!(
+        cmds.contains(&"MAIL FROM:<a@b.example>".to_string()),
+        "{cmds:?}"
+    );
     assert!(cmds.contains(&"RCPT TO:<c@d.example>".to_string()));
 }
 
@@ -295,7 +314,10 @@ async fn helo_fallback_when_ehlo_is_refused() {
     let r = send(&mut c, &[b"x\r\n"]).await;
     assert_eq!(r.code, 250);
     let cmds: Vec<String> = sink.commands().into_iter().map(|(_, c)| c).collect();
-    assert_eq!(&cmds[..2], &["EHLO gw.test".to_string(), "HELO gw.test".to_string()]);
+    assert_eq!(
+        &cmds[..2],
+        &["EHLO gw.test".to_string(), "HELO gw.test".to_string()]
+    );
     assert_eq!(sink.messages()[0].data, b"x\r\n");
 }
 
@@ -388,7 +410,11 @@ async fn starttls_required_verifies_with_ca_file() {
     let cmds: Vec<String> = sink.commands().into_iter().map(|(_, c)| c).collect();
     assert_eq!(
         &cmds[..3],
-        &["EHLO gw.test".to_string(), "STARTTLS".into(), "EHLO gw.test".into()]
+        &[
+            "EHLO gw.test".to_string(),
+            "STARTTLS".into(),
+            "EHLO gw.test".into()
+        ]
     );
 }
 

@@ -57,6 +57,8 @@ pub struct Script {
     pub hang: Option<Stage>,
     /// Close the connection instead of answering at this stage.
     pub close: Option<Stage>,
+    /// As `close`, but only once (then cleared).
+    pub close_once: Option<Stage>,
 }
 
 impl Default for Script {
@@ -81,6 +83,7 @@ impl Default for Script {
             data_reply: Reply::new(250, [2, 0, 0], "Queued as SINK"),
             hang: None,
             close: None,
+            close_once: None,
         }
     }
 }
@@ -277,7 +280,7 @@ async fn session(
     let mut stream: Stream = Either::Left(tcp);
     let script = shared.script();
     let mut out = Vec::new();
-    match stage_action(&script, Stage::Greeting) {
+    match stage_action(shared, &script, Stage::Greeting) {
         Step::Hang => return hang(&mut kill).await,
         Step::Close => return Ok(()),
         _ => {}
@@ -400,11 +403,18 @@ async fn hang(kill: &mut watch::Receiver<u64>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn stage_action(script: &Script, stage: Stage) -> Step {
+fn stage_action(shared: &Shared, script: &Script, stage: Stage) -> Step {
     if script.hang == Some(stage) {
         Step::Hang
     } else if script.close == Some(stage) {
         Step::Close
+    } else if script.close_once == Some(stage) {
+        let mut s = shared.script.lock().unwrap_or_else(|p| p.into_inner());
+        if s.close_once == Some(stage) {
+            s.close_once = None;
+            return Step::Close;
+        }
+        Step::Continue
     } else {
         Step::Continue
     }
@@ -412,7 +422,7 @@ fn stage_action(script: &Script, stage: Stage) -> Step {
 
 fn finish(shared: &Shared, out: &mut Vec<u8>, t: Tx, id: usize, tls: bool) -> Step {
     let script = shared.script();
-    let step = stage_action(&script, Stage::DataEnd);
+    let step = stage_action(shared, &script, Stage::DataEnd);
     if !matches!(step, Step::Continue) {
         return step;
     }
@@ -450,7 +460,7 @@ fn command(
     let reply = |r: &Reply, out: &mut Vec<u8>| r.write_to(out);
     match req {
         Request::Ehlo { .. } => {
-            let step = stage_action(&script, Stage::Ehlo);
+            let step = stage_action(shared, &script, Stage::Ehlo);
             if !matches!(step, Step::Continue) {
                 return step;
             }
@@ -477,7 +487,7 @@ fn command(
             reply(&Reply::new(502, [5, 5, 1], "No TLS"), out);
         }
         Request::Mail { .. } => {
-            let step = stage_action(&script, Stage::Mail);
+            let step = stage_action(shared, &script, Stage::Mail);
             if !matches!(step, Step::Continue) {
                 return step;
             }
@@ -496,7 +506,7 @@ fn command(
             }
         }
         Request::Rcpt { to } => {
-            let step = stage_action(&script, Stage::Rcpt);
+            let step = stage_action(shared, &script, Stage::Rcpt);
             if !matches!(step, Step::Continue) {
                 return step;
             }
@@ -514,7 +524,7 @@ fn command(
             reply(r, out);
         }
         Request::Data => {
-            let step = stage_action(&script, Stage::Data);
+            let step = stage_action(shared, &script, Stage::Data);
             if !matches!(step, Step::Continue) {
                 return step;
             }
