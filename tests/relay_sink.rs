@@ -1,6 +1,9 @@
 //! The relay (cut-through transaction, pool, replies) against the scriptable test sink, and the
 //! maildir next hop.
 
+// Scripts read best as "the default sink, but with this one change".
+#![allow(clippy::field_reassign_with_default)]
+
 use cryptshare_gateway::config::Config;
 use cryptshare_gateway::smtp::relay::{PassThrough, Relay};
 use cryptshare_gateway::smtp::sink::{Script, Sink, Stage};
