@@ -5,7 +5,11 @@
 //! MAIL FROM (open the transaction, e.g. open the next hop), RCPT TO (per-recipient verdicts) and
 //! the end of DATA/BDAT (the message outcome). Whatever the handler answers goes to the client.
 
+pub mod client;
+pub mod maildir;
+pub mod relay;
 pub mod replies;
+pub mod sink;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

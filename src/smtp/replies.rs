@@ -135,3 +135,17 @@ pub fn shutting_down(hostname: &str) -> Reply {
         format!("{hostname} Service shutting down, closing transmission channel"),
     )
 }
+pub fn relayed(detail: &str) -> Reply {
+    let detail: String = detail.chars().take(200).collect();
+    Reply::new(250, [2, 0, 0], format!("OK, relayed ({detail})"))
+}
+pub fn bad_sequence(detail: &str) -> Reply {
+    Reply::new(
+        503,
+        [5, 5, 1],
+        format!("Bad sequence of commands ({detail})"),
+    )
+}
+pub fn no_valid_recipients() -> Reply {
+    Reply::new(554, [5, 5, 1], "No valid recipients")
+}

@@ -1,0 +1,545 @@
+//! The relay to the next hop: a pool of outbound connections, the per-client transaction that
+//! opens the next hop at MAIL FROM (cut-through, like Exim cutthrough or Haraka's smtp_proxy),
+//! and the maildir alternative.
+//!
+//! Outcomes the client sees (SPEC §3): the next hop's own 4xx/5xx replies are passed through per
+//! command; 250 for the data only after the next hop's 250; a next hop that cannot be reached is
+//! `451 4.4.1`, a lost connection or a timeout `451 4.4.2` ([`reply_for`] is the one mapping).
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+
+use crate::config::{Config, ConfigError, NextHop, NextHopTls};
+use crate::smtp::client::{ClientSettings, SmtpClient, tls_connector};
+use crate::smtp::maildir::Maildir;
+use crate::smtp::{
+    ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply, Transaction,
+    replies,
+};
+
+/// Idle pooled connections older than this are closed rather than reused: most MTAs drop idle
+/// clients after a few minutes, and a stale connection costs a failed attempt.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// Everything that can go wrong while relaying. [`reply_for`] turns each into the client's reply.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("TLS configuration for the next hop: {0}")]
+    TlsConfig(String),
+    #[error("cannot connect to next hop {addr}: {source}")]
+    Connect { addr: String, source: io::Error },
+    #[error("timed out connecting to next hop {addr}")]
+    ConnectTimeout { addr: String },
+    #[error("next hop {addr} did not accept the session: {reason}")]
+    Setup { addr: String, reason: String },
+    #[error("next hop {addr} does not offer STARTTLS and relay.tls = required")]
+    TlsRequired { addr: String },
+    #[error("TLS with next hop {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+    #[error("next hop timed out")]
+    Timeout,
+    #[error("connection to next hop lost: {0}")]
+    Io(io::Error),
+    #[error("next hop is closing the connection: {0}")]
+    Closing(Reply),
+    #[error("next hop protocol error: {0}")]
+    Protocol(String),
+    #[error("next hop refused the replayed envelope: {0}")]
+    ReplayRefused(Reply),
+    #[error("commands out of sequence: {0}")]
+    Sequence(&'static str),
+    #[error("maildir: {0}")]
+    Maildir(io::Error),
+}
+
+/// The one mapping from relay errors to SMTP replies.
+pub fn reply_for(e: &RelayError) -> Reply {
+    match e {
+        RelayError::Connect { source, .. } => {
+            replies::next_hop_unavailable(&source.kind().to_string())
+        }
+        RelayError::ConnectTimeout { .. } => replies::next_hop_unavailable("connection timed out"),
+        RelayError::Setup { .. } => replies::next_hop_unavailable("session refused"),
+        RelayError::TlsRequired { .. } => replies::next_hop_unavailable("STARTTLS not offered"),
+        RelayError::Tls { .. } => replies::next_hop_unavailable("TLS failed"),
+        RelayError::Timeout => replies::next_hop_failed("timeout"),
+        RelayError::Io(_) => replies::next_hop_failed("connection lost"),
+        RelayError::Closing(_) => replies::next_hop_failed("connection closed"),
+        RelayError::Protocol(_) => replies::next_hop_failed("protocol error"),
+        RelayError::ReplayRefused(_) => replies::next_hop_failed("envelope refused on reconnect"),
+        RelayError::Sequence(what) => replies::bad_sequence(what),
+        RelayError::Config(_) | RelayError::TlsConfig(_) => replies::local_error("configuration"),
+        RelayError::Maildir(_) => replies::local_error("cannot store message"),
+    }
+}
+
+/// The relay (cheap to clone). Built once from the configuration.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Target>,
+}
+
+enum Target {
+    Smtp(SmtpTarget),
+    Maildir(Maildir),
+}
+
+struct SmtpTarget {
+    settings: ClientSettings,
+    pool: Mutex<Vec<Idle>>,
+    pool_size: usize,
+    extensions: Mutex<Option<Extensions>>,
+}
+
+struct Idle {
+    client: SmtpClient,
+    since: Instant,
+    needs_rset: bool,
+}
+
+/// A connection held by a transaction.
+struct Conn {
+    client: SmtpClient,
+    reused: bool,
+    needs_rset: bool,
+}
+
+impl Relay {
+    pub fn new(config: &Config) -> Result<Relay, RelayError> {
+        let target = match config.next_hop()? {
+            NextHop::Maildir(dir) => Target::Maildir(
+                Maildir::open(&dir, &config.server.hostname).map_err(RelayError::Maildir)?,
+            ),
+            NextHop::Smtp { host, port } => {
+                let r = &config.relay;
+                let name = r.tls_server_name.clone().unwrap_or_else(|| host.clone());
+                let server_name = ServerName::try_from(name.clone()).map_err(|_| {
+                    ConfigError::invalid(
+                        "relay.tls_server_name",
+                        format!("{name:?} is not a valid TLS server name"),
+                    )
+                })?;
+                let tls_connector = match r.tls {
+                    NextHopTls::Off => None,
+                    mode => tls_connector(mode, r.ca_file.as_deref())?,
+                };
+                Target::Smtp(SmtpTarget {
+                    settings: ClientSettings {
+                        host,
+                        port,
+                        helo_name: config.server.hostname.clone(),
+                        tls: r.tls,
+                        tls_connector,
+                        server_name,
+                        connect_timeout: Duration::from_secs(r.connect_timeout.max(1)),
+                        command_timeout: Duration::from_secs(r.command_timeout.max(1)),
+                    },
+                    pool: Mutex::new(Vec::new()),
+                    pool_size: r.pool_size,
+                    extensions: Mutex::new(None),
+                })
+            }
+        };
+        Ok(Relay {
+            inner: Arc::new(target),
+        })
+    }
+
+    /// What can be passed on to the next hop, learned from its EHLO (cached, refreshed with every
+    /// new connection). When the next hop cannot be reached, the defaults are returned: the
+    /// transaction then fails at MAIL FROM anyway.
+    pub async fn extensions(&self) -> Extensions {
+        match &*self.inner {
+            Target::Maildir(_) => Extensions {
+                eight_bit_mime: true,
+                smtputf8: true,
+                dsn: true,
+                chunking: true,
+                binarymime: true,
+            },
+            Target::Smtp(t) => {
+                if let Some(e) = *lock(&t.extensions) {
+                    return e;
+                }
+                match t.checkout().await {
+                    Ok(conn) => {
+                        let e = extensions_of(&conn.client);
+                        t.checkin(conn, false);
+                        e
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "next hop unavailable while learning its extensions");
+                        Extensions::default()
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn begin(&self) -> RelayTransaction {
+        RelayTransaction {
+            relay: self.clone(),
+            conn: None,
+            mail: None,
+            rcpts: Vec::new(),
+        }
+    }
+
+    /// Idle connections currently pooled (for tests and metrics).
+    pub fn idle_connections(&self) -> usize {
+        match &*self.inner {
+            Target::Smtp(t) => lock(&t.pool).len(),
+            Target::Maildir(_) => 0,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the pool lock leaves a consistent Vec; keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn extensions_of(c: &SmtpClient) -> Extensions {
+    use smtp_proto::{EXT_8BIT_MIME, EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_SMTP_UTF8};
+    let caps = c.capabilities();
+    Extensions {
+        eight_bit_mime: caps.has(EXT_8BIT_MIME),
+        smtputf8: caps.has(EXT_SMTP_UTF8),
+        dsn: caps.has(EXT_DSN),
+        // Inbound BDAT can always be relayed, with DATA if need be; binary content cannot.
+        chunking: true,
+        binarymime: caps.has(EXT_BINARY_MIME) && caps.has(EXT_CHUNKING),
+    }
+}
+
+impl SmtpTarget {
+    async fn checkout(&self) -> Result<Conn, RelayError> {
+        loop {
+            let idle = lock(&self.pool).pop();
+            let Some(idle) = idle else { break };
+            if idle.since.elapsed() < MAX_IDLE && idle.client.is_alive() {
+                return Ok(Conn {
+                    client: idle.client,
+                    reused: true,
+                    needs_rset: idle.needs_rset,
+                });
+            }
+            tracing::debug!("discarding a stale pooled next-hop connection");
+            discard(idle.client);
+        }
+        let client = SmtpClient::connect(&self.settings).await.inspect_err(|e| {
+            tracing::warn!(error = %e, "next hop connection failed");
+        })?;
+        *lock(&self.extensions) = Some(extensions_of(&client));
+        Ok(Conn {
+            client,
+            reused: false,
+            needs_rset: false,
+        })
+    }
+
+    fn checkin(&self, conn: Conn, needs_rset: bool) {
+        let mut pool = lock(&self.pool);
+        if pool.len() < self.pool_size {
+            pool.push(Idle {
+                client: conn.client,
+                since: Instant::now(),
+                needs_rset: needs_rset || conn.needs_rset,
+            });
+        } else {
+            drop(pool);
+            discard(conn.client);
+        }
+    }
+}
+
+/// Close a connection politely in the background (QUIT), or just drop it outside a runtime.
+fn discard(client: SmtpClient) {
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        h.spawn(client.quit_quietly());
+    }
+}
+
+/// One client transaction relayed to the next hop.
+pub struct RelayTransaction {
+    relay: Relay,
+    conn: Option<Conn>,
+    /// MAIL FROM as accepted by the next hop: a transaction is open there.
+    mail: Option<MailFrom>,
+    /// Recipients the next hop accepted, in order.
+    rcpts: Vec<RcptTo>,
+}
+
+impl RelayTransaction {
+    /// Open the next hop (pooled connection or a new one) and send MAIL FROM.
+    pub async fn mail_from(&mut self, from: &MailFrom) -> Reply {
+        if self.mail.is_some() {
+            self.reset().await;
+        }
+        let relay = self.relay.clone();
+        let t = match &*relay.inner {
+            Target::Maildir(_) => {
+                self.mail = Some(from.clone());
+                return replies::sender_ok();
+            }
+            Target::Smtp(t) => t,
+        };
+        loop {
+            let mut conn = match self.conn.take() {
+                Some(c) => c,
+                None => match t.checkout().await {
+                    Ok(c) => c,
+                    Err(e) => return reply_for(&e),
+                },
+            };
+            match conn.client.envelope(from, &[], conn.needs_rset).await {
+                Ok(r) => {
+                    conn.needs_rset = false;
+                    self.conn = Some(conn);
+                    if r.mail.is_positive() {
+                        self.mail = Some(from.clone());
+                        return replies::sender_ok();
+                    }
+                    return r.mail;
+                }
+                Err(e) if conn.reused => {
+                    // A pooled connection died while idle: replace it transparently.
+                    tracing::debug!(error = %e, "pooled next-hop connection failed, reconnecting");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "next hop failed at MAIL FROM");
+                    return reply_for(&e);
+                }
+            }
+        }
+    }
+
+    /// RCPT TO on the open next-hop transaction; the next hop's refusal is passed through.
+    pub async fn rcpt_to(&mut self, rcpt: &RcptTo) -> Reply {
+        if self.mail.is_none() {
+            return reply_for(&RelayError::Sequence("need MAIL before RCPT"));
+        }
+        if matches!(&*self.relay.inner, Target::Maildir(_)) {
+            self.rcpts.push(rcpt.clone());
+            return replies::recipient_ok();
+        }
+        if self.conn.is_none()
+            && let Err(e) = self.replay().await
+        {
+            return reply_for(&e);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return reply_for(&RelayError::Sequence("no next-hop connection"));
+        };
+        match conn.client.rcpt(rcpt).await {
+            Ok(r) if r.is_positive() => {
+                self.rcpts.push(rcpt.clone());
+                replies::recipient_ok()
+            }
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "next hop failed at RCPT TO");
+                self.conn = None;
+                reply_for(&e)
+            }
+        }
+    }
+
+    /// Send the message (`parts` concatenated, e.g. `[received_header, message]`). 250 only after
+    /// the next hop's 250. A connection found dead before the message went out is replaced once,
+    /// replaying MAIL and the accepted recipients.
+    pub async fn data(&mut self, parts: &[&[u8]]) -> Reply {
+        let Some(mail) = self.mail.clone() else {
+            return reply_for(&RelayError::Sequence("need MAIL before DATA"));
+        };
+        if self.rcpts.is_empty() {
+            return replies::no_valid_recipients();
+        }
+        let relay = self.relay.clone();
+        let t = match &*relay.inner {
+            Target::Maildir(md) => {
+                let res = md.deliver(&mail, &self.rcpts, parts).await;
+                self.mail = None;
+                self.rcpts.clear();
+                return match res {
+                    Ok(name) => replies::relayed(&format!("maildir {name}")),
+                    Err(e) => {
+                        let e = RelayError::Maildir(e);
+                        tracing::error!(error = %e, "maildir delivery failed");
+                        reply_for(&e)
+                    }
+                };
+            }
+            Target::Smtp(t) => t,
+        };
+        let mut replayed = false;
+        if !self.conn.as_ref().is_some_and(|c| c.client.is_alive()) {
+            self.conn = None;
+            if let Err(e) = self.replay().await {
+                self.finish_failed();
+                return reply_for(&e);
+            }
+            replayed = true;
+        }
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return reply_for(&RelayError::Sequence("no next-hop connection"));
+            };
+            match conn.client.send_data(parts).await {
+                Ok(r) => {
+                    // The next-hop transaction is over whatever the code: the connection is clean.
+                    self.mail = None;
+                    self.rcpts.clear();
+                    if let Some(conn) = self.conn.take() {
+                        t.checkin(conn, false);
+                    }
+                    return if r.is_positive() {
+                        replies::relayed(r.lines.first().map(String::as_str).unwrap_or(""))
+                    } else {
+                        r
+                    };
+                }
+                Err(f) if f.retryable && !replayed => {
+                    tracing::debug!(error = %f.error, "next-hop connection lost before the message, replaying");
+                    self.conn = None;
+                    if let Err(e) = self.replay().await {
+                        self.finish_failed();
+                        return reply_for(&e);
+                    }
+                    replayed = true;
+                }
+                Err(f) => {
+                    tracing::warn!(error = %f.error, "next hop failed during the message transfer");
+                    self.finish_failed();
+                    return reply_for(&f.error);
+                }
+            }
+        }
+    }
+
+    /// Abort the transaction; the connection goes back to the pool and gets a RSET before reuse.
+    pub async fn reset(&mut self) {
+        let open = self.mail.is_some();
+        self.mail = None;
+        self.rcpts.clear();
+        if let Some(conn) = self.conn.take()
+            && let Target::Smtp(t) = &*self.relay.inner
+        {
+            t.checkin(conn, open);
+        }
+    }
+
+    fn finish_failed(&mut self) {
+        self.conn = None;
+        self.mail = None;
+        self.rcpts.clear();
+    }
+
+    /// A new connection with MAIL and the already accepted recipients (pipelined when offered).
+    async fn replay(&mut self) -> Result<(), RelayError> {
+        let Target::Smtp(t) = &*self.relay.inner else {
+            return Ok(());
+        };
+        let Some(mail) = &self.mail else {
+            return Err(RelayError::Sequence("need MAIL"));
+        };
+        loop {
+            let mut conn = t.checkout().await?;
+            match conn
+                .client
+                .envelope(mail, &self.rcpts, conn.needs_rset)
+                .await
+            {
+                Ok(r) => {
+                    conn.needs_rset = false;
+                    if !r.mail.is_positive() {
+                        t.checkin(conn, false);
+                        return Err(RelayError::ReplayRefused(r.mail));
+                    }
+                    if let Some(bad) = r.rcpts.iter().find(|r| !r.is_positive()) {
+                        // The client already has our 250 for this recipient; only a temporary
+                        // failure of the whole message keeps it correct.
+                        let bad = bad.clone();
+                        t.checkin(conn, true);
+                        return Err(RelayError::ReplayRefused(bad));
+                    }
+                    self.conn = Some(conn);
+                    return Ok(());
+                }
+                Err(e) if conn.reused => {
+                    tracing::debug!(error = %e, "pooled next-hop connection failed, reconnecting");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for RelayTransaction {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && let Target::Smtp(t) = &*self.relay.inner
+        {
+            t.checkin(conn, self.mail.is_some());
+        }
+    }
+}
+
+/// Relays every message unchanged: the handler `serve` uses until the conversion pipeline lands.
+#[derive(Clone)]
+pub struct PassThrough {
+    relay: Relay,
+}
+
+impl PassThrough {
+    pub fn new(relay: Relay) -> PassThrough {
+        PassThrough { relay }
+    }
+}
+
+impl HandlerFactory for PassThrough {
+    type Handler = PassThroughHandler;
+
+    fn handler(&self) -> PassThroughHandler {
+        PassThroughHandler {
+            relay: self.relay.clone(),
+            tx: self.relay.begin(),
+        }
+    }
+}
+
+/// One connection's [`Handler`] of [`PassThrough`].
+pub struct PassThroughHandler {
+    relay: Relay,
+    tx: RelayTransaction,
+}
+
+impl Handler for PassThroughHandler {
+    async fn extensions(&mut self) -> Extensions {
+        self.relay.extensions().await
+    }
+
+    async fn mail_from(&mut self, _info: &ConnectionInfo, from: &MailFrom) -> Reply {
+        self.tx.mail_from(from).await
+    }
+
+    async fn rcpt_to(&mut self, _info: &ConnectionInfo, rcpt: &RcptTo) -> Reply {
+        self.tx.rcpt_to(rcpt).await
+    }
+
+    async fn data(&mut self, _info: &ConnectionInfo, tx: Transaction) -> Reply {
+        self.tx
+            .data(&[tx.received.as_slice(), tx.message.as_bytes()])
+            .await
+    }
+
+    async fn reset(&mut self) {
+        self.tx.reset().await
+    }
+}

@@ -1,0 +1,572 @@
+//! The relay (cut-through transaction, pool, replies) against the scriptable test sink, and the
+//! maildir next hop.
+
+// Scripts read best as "the default sink, but with this one change".
+#![allow(clippy::field_reassign_with_default)]
+
+use cryptshare_gateway::config::Config;
+use cryptshare_gateway::smtp::relay::{PassThrough, Relay};
+use cryptshare_gateway::smtp::sink::{Script, Sink, Stage};
+use cryptshare_gateway::smtp::{
+    Body, ConnectionInfo, Handler, HandlerFactory, MailFrom, Notify, RcptTo, Reply, Transaction,
+};
+use cryptshare_gateway::store::spool::Spooled;
+use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_PIPELINING, EXT_SMTP_UTF8};
+
+fn config(next_hop: &str, extra: &str) -> (Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nhostname = \"gw.test\"\n[relay]\nnext_hop = \"{next_hop}\"\ntls = \"off\"\n{extra}\n"
+        ),
+    )
+    .unwrap();
+    (Config::load_with_env(&path, []).unwrap(), dir)
+}
+
+fn relay_to(sink: &Sink, extra: &str) -> Relay {
+    let (cfg, _dir) = config(&sink.addr().to_string(), extra);
+    Relay::new(&cfg).unwrap()
+}
+
+fn mail(addr: &str) -> MailFrom {
+    MailFrom {
+        address: addr.into(),
+        ..MailFrom::default()
+    }
+}
+
+fn rcpt(addr: &str) -> RcptTo {
+    RcptTo {
+        address: addr.into(),
+        ..RcptTo::default()
+    }
+}
+
+const MSG: &[u8] = b"Subject: test\r\n\r\nHello\r\n";
+const RECEIVED: &[u8] = b"Received: from client by gw.test; Fri, 27 Nov 2026 10:00:00 +0000\r\n";
+
+#[tokio::test]
+async fn one_refused_recipient_others_delivered() {
+    let mut script = Script::default();
+    script.rcpt_replies.insert(
+        "bad@example.net".into(),
+        Reply::new(
+            550,
+            [5, 1, 1],
+            "<bad@example.net>: Recipient address rejected",
+        ),
+    );
+    script.rcpt_replies.insert(
+        "later@example.net".into(),
+        Reply::new(450, [4, 2, 0], "Mailbox busy"),
+    );
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_from(&mail("a@example.org")).await.to_bytes(),
+        b"250 2.1.0 Sender OK\r\n"
+    );
+    assert_eq!(tx.rcpt_to(&rcpt("one@example.net")).await.code, 250);
+    assert_eq!(
+        tx.rcpt_to(&rcpt("bad@example.net")).await.to_bytes(),
+        b"550 5.1.1 <bad@example.net>: Recipient address rejected\r\n"
+    );
+    assert_eq!(
+        tx.rcpt_to(&rcpt("later@example.net")).await.to_bytes(),
+        b"450 4.2.0 Mailbox busy\r\n"
+    );
+    assert_eq!(tx.rcpt_to(&rcpt("two@example.net")).await.code, 250);
+    let r = tx.data(&[RECEIVED, MSG]).await;
+    assert_eq!(
+        r.to_bytes(),
+        b"250 2.0.0 OK, relayed (Queued as SINK)\r\n".as_slice()
+    );
+    let m = &sink.messages()[0];
+    assert_eq!(m.mail_from, "MAIL FROM:<a@example.org>");
+    assert_eq!(
+        m.rcpt_to,
+        vec![
+            "RCPT TO:<one@example.net>".to_string(),
+            "RCPT TO:<two@example.net>".into()
+        ]
+    );
+    assert_eq!(m.data, [RECEIVED, MSG].concat());
+}
+
+#[tokio::test]
+async fn next_hop_down_is_451_4_4_1() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let (cfg, _d) = config(&addr.to_string(), "");
+    let relay = Relay::new(&cfg).unwrap();
+    let mut tx = relay.begin();
+    let r = tx.mail_from(&mail("a@example.org")).await;
+    assert_eq!(
+        r.to_bytes(),
+        b"451 4.4.1 Next hop unavailable, try again later (connection refused)\r\n"
+    );
+    // Not learned from a next hop: the defaults.
+    assert_eq!(relay.extensions().await, Default::default());
+}
+
+#[tokio::test]
+async fn next_hop_mail_refusal_is_passed_through() {
+    let mut script = Script::default();
+    script.mail_reply = Reply::new(553, [5, 7, 1], "Sender rejected");
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_from(&mail("a@example.org")).await.to_bytes(),
+        b"553 5.7.1 Sender rejected\r\n"
+    );
+}
+
+#[tokio::test]
+async fn data_4xx_and_5xx_are_passed_through() {
+    for (reply, chunking) in [
+        (
+            Reply::new(452, [4, 3, 1], "Insufficient system storage"),
+            true,
+        ),
+        (
+            Reply::new(452, [4, 3, 1], "Insufficient system storage"),
+            false,
+        ),
+        (Reply::new(554, [5, 7, 1], "Message content rejected"), true),
+        (
+            Reply::new(554, [5, 7, 1], "Message content rejected"),
+            false,
+        ),
+    ] {
+        let mut script = Script::default();
+        if !chunking {
+            script.capabilities &= !EXT_CHUNKING;
+        }
+        script.data_reply = reply.clone();
+        let sink = Sink::start(script).await.unwrap();
+        let relay = relay_to(&sink, "");
+        let mut tx = relay.begin();
+        tx.mail_from(&mail("a@example.org")).await;
+        tx.rcpt_to(&rcpt("b@example.net")).await;
+        assert_eq!(tx.data(&[MSG]).await, reply);
+        // The connection is still good for the next message.
+        sink.script(|s| s.data_reply = Reply::new(250, [2, 0, 0], "Fine"));
+        tx.mail_from(&mail("a@example.org")).await;
+        tx.rcpt_to(&rcpt("b@example.net")).await;
+        assert_eq!(tx.data(&[MSG]).await.code, 250);
+        assert_eq!(sink.connections(), 1);
+    }
+}
+
+#[tokio::test]
+async fn data_354_refusal_is_passed_through() {
+    let mut script = Script::default();
+    script.capabilities &= !EXT_CHUNKING;
+    script.data_start_reply = Reply::new(451, [4, 3, 0], "Try later");
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    tx.mail_from(&mail("a@example.org")).await;
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.to_bytes(), b"451 4.3.0 Try later\r\n");
+}
+
+#[tokio::test]
+async fn next_hop_timeout_and_drop_on_data_are_451_4_4_2() {
+    for (stage, text) in [
+        (Stage::DataEnd, "timeout"),
+        (Stage::Mail, "timeout"),
+        (Stage::Rcpt, "timeout"),
+    ] {
+        let mut script = Script::default();
+        script.hang = Some(stage);
+        let sink = Sink::start(script).await.unwrap();
+        let relay = relay_to(&sink, "command_timeout = 1");
+        let mut tx = relay.begin();
+        let r = match stage {
+            Stage::Mail => tx.mail_from(&mail("a@example.org")).await,
+            Stage::Rcpt => {
+                assert_eq!(tx.mail_from(&mail("a@example.org")).await.code, 250);
+                tx.rcpt_to(&rcpt("b@example.net")).await
+            }
+            _ => {
+                tx.mail_from(&mail("a@example.org")).await;
+                tx.rcpt_to(&rcpt("b@example.net")).await;
+                tx.data(&[MSG]).await
+            }
+        };
+        assert_eq!(
+            r.to_bytes(),
+            format!("451 4.4.2 Next hop connection failed, try again later ({text})\r\n")
+                .into_bytes(),
+            "{stage:?}"
+        );
+        assert!(sink.messages().is_empty());
+    }
+    // The next hop closes the connection instead of answering the data.
+    let mut script = Script::default();
+    script.close = Some(Stage::DataEnd);
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    tx.mail_from(&mail("a@example.org")).await;
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(
+        tx.data(&[MSG]).await.to_bytes(),
+        b"451 4.4.2 Next hop connection failed, try again later (connection lost)\r\n"
+    );
+    // Not retried: the next hop had the whole message and might have taken it.
+    assert_eq!(sink.connections(), 1);
+}
+
+#[tokio::test]
+async fn next_hop_421_is_not_passed_through() {
+    let mut script = Script::default();
+    script.mail_reply = Reply::new(421, [4, 3, 2], "Shutting down");
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_from(&mail("a@example.org")).await.to_bytes(),
+        b"451 4.4.2 Next hop connection failed, try again later (connection closed)\r\n"
+    );
+}
+
+#[tokio::test]
+async fn pooled_connection_is_reused_and_reset() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "pool_size = 2");
+    for i in 0..3 {
+        let mut tx = relay.begin();
+        tx.mail_from(&mail("a@example.org")).await;
+        tx.rcpt_to(&rcpt("b@example.net")).await;
+        assert_eq!(
+            tx.data(&[format!("msg {i}\r\n").as_bytes()]).await.code,
+            250
+        );
+    }
+    assert_eq!(sink.connections(), 1);
+    assert_eq!(relay.idle_connections(), 1);
+    // An aborted transaction leaves the connection needing a RSET, sent with the next MAIL.
+    let mut tx = relay.begin();
+    tx.mail_from(&mail("a@example.org")).await;
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    tx.reset().await;
+    tx.mail_from(&mail("c@example.org")).await;
+    tx.rcpt_to(&rcpt("d@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    let batches = sink.batches();
+    assert!(
+        batches.contains(&vec![
+            "RSET".to_string(),
+            "MAIL FROM:<c@example.org>".to_string()
+        ]),
+        "{batches:?}"
+    );
+    assert_eq!(sink.connections(), 1);
+    assert_eq!(sink.messages().len(), 4);
+    assert_eq!(sink.messages()[3].mail_from, "MAIL FROM:<c@example.org>");
+}
+
+#[tokio::test]
+async fn concurrent_transactions_use_separate_connections_and_pool_is_bounded() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "pool_size = 1");
+    let mut a = relay.begin();
+    let mut b = relay.begin();
+    a.mail_from(&mail("a@example.org")).await;
+    b.mail_from(&mail("b@example.org")).await;
+    a.rcpt_to(&rcpt("x@example.net")).await;
+    b.rcpt_to(&rcpt("y@example.net")).await;
+    assert_eq!(a.data(&[b"A\r\n"]).await.code, 250);
+    assert_eq!(b.data(&[b"B\r\n"]).await.code, 250);
+    assert_eq!(sink.connections(), 2);
+    assert_eq!(relay.idle_connections(), 1);
+    let m = sink.messages();
+    assert_eq!(m[0].data, b"A\r\n");
+    assert_eq!(m[1].data, b"B\r\n");
+    assert_ne!(m[0].connection, m[1].connection);
+}
+
+#[tokio::test]
+async fn dead_pooled_connection_is_replaced_transparently() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    tx.mail_from(&mail("a@example.org")).await;
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    assert_eq!(relay.idle_connections(), 1);
+    sink.kill_connections().await;
+    assert_eq!(
+        tx.mail_from(&mail("a@example.org")).await.to_bytes(),
+        b"250 2.1.0 Sender OK\r\n"
+    );
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    assert_eq!(sink.connections(), 2);
+    assert_eq!(sink.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn pooled_connection_failing_at_mail_is_replaced_transparently() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    tx.mail_from(&mail("a@example.org")).await;
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    // Looks alive while idle, but the next hop drops it when the MAIL arrives.
+    sink.script(|s| s.close_once = Some(Stage::Mail));
+    assert_eq!(tx.mail_from(&mail("a@example.org")).await.code, 250);
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    assert_eq!(sink.connections(), 2);
+    assert_eq!(sink.messages()[1].connection, 2);
+}
+
+#[tokio::test]
+async fn connection_lost_before_data_reconnects_and_replays() {
+    let mut script = Script::default();
+    script.capabilities &= !EXT_CHUNKING;
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    let from = MailFrom {
+        address: "a@example.org".into(),
+        size: Some(100),
+        body: Some(Body::EightBitMime),
+        ..MailFrom::default()
+    };
+    tx.mail_from(&from).await;
+    tx.rcpt_to(&rcpt("one@example.net")).await;
+    sink.script(|s| {
+        s.rcpt_replies
+            .insert("bad@example.net".into(), Reply::new(550, [5, 1, 1], "No"));
+    });
+    assert_eq!(tx.rcpt_to(&rcpt("bad@example.net")).await.code, 550);
+    tx.rcpt_to(&rcpt("two@example.net")).await;
+    // e.g. a long Cryptshare upload in between: the next hop dropped us.
+    sink.kill_connections().await;
+    let r = tx.data(&[RECEIVED, MSG]).await;
+    assert_eq!(r.code, 250, "{r}");
+    assert_eq!(sink.connections(), 2);
+    let m = &sink.messages()[0];
+    assert_eq!(m.connection, 2);
+    assert_eq!(
+        m.mail_from,
+        "MAIL FROM:<a@example.org> SIZE=100 BODY=8BITMIME"
+    );
+    assert_eq!(
+        m.rcpt_to,
+        vec![
+            "RCPT TO:<one@example.net>".to_string(),
+            "RCPT TO:<two@example.net>".into()
+        ]
+    );
+    assert_eq!(m.data, [RECEIVED, MSG].concat());
+    // MAIL and both recipients went out in one pipelined write on the new connection.
+    assert!(sink.batches().contains(&vec![
+        "MAIL FROM:<a@example.org> SIZE=100 BODY=8BITMIME".to_string(),
+        "RCPT TO:<one@example.net>".into(),
+        "RCPT TO:<two@example.net>".into(),
+    ]));
+}
+
+#[tokio::test]
+async fn replay_refused_is_a_temporary_failure() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    tx.mail_from(&mail("a@example.org")).await;
+    tx.rcpt_to(&rcpt("one@example.net")).await;
+    sink.kill_connections().await;
+    sink.script(|s| {
+        s.rcpt_replies
+            .insert("one@example.net".into(), Reply::new(550, [5, 1, 1], "Gone"));
+    });
+    assert_eq!(
+        tx.data(&[MSG]).await.to_bytes(),
+        b"451 4.4.2 Next hop connection failed, try again later (envelope refused on reconnect)\r\n"
+    );
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test]
+async fn extensions_follow_the_next_hop() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let e = relay.extensions().await;
+    assert!(e.eight_bit_mime && e.smtputf8 && e.dsn && e.chunking && e.binarymime);
+    // Learned once, then cached; the probing connection went to the pool.
+    assert_eq!(relay.idle_connections(), 1);
+
+    let mut script = Script::default();
+    script.capabilities = EXT_PIPELINING | EXT_BINARY_MIME; // BINARYMIME without CHUNKING
+    let sink2 = Sink::start(script).await.unwrap();
+    let relay2 = relay_to(&sink2, "");
+    let e = relay2.extensions().await;
+    assert!(!e.eight_bit_mime && !e.smtputf8 && !e.dsn && !e.binarymime);
+    assert!(e.chunking, "inbound BDAT is relayed with DATA");
+
+    let mut script = Script::default();
+    script.capabilities = EXT_SMTP_UTF8 | EXT_DSN | EXT_CHUNKING;
+    let sink3 = Sink::start(script).await.unwrap();
+    let e = relay_to(&sink3, "").extensions().await;
+    assert!(e.smtputf8 && e.dsn && !e.eight_bit_mime && !e.binarymime);
+}
+
+fn info() -> ConnectionInfo {
+    ConnectionInfo {
+        peer: "127.0.0.1:40000".parse().unwrap(),
+        local: "127.0.0.1:2525".parse().unwrap(),
+        helo: "client.test".into(),
+        tls: false,
+        auth_user: None,
+        may_relay: true,
+    }
+}
+
+#[tokio::test]
+async fn pass_through_handler_relays_received_header_and_message() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let factory = PassThrough::new(relay_to(&sink, ""));
+    let mut h = factory.handler();
+    assert!(h.extensions().await.chunking);
+    let from = MailFrom {
+        address: "a@example.org".into(),
+        size: Some(42),
+        ..MailFrom::default()
+    };
+    let to = RcptTo {
+        address: "b@example.net".into(),
+        notify: Notify {
+            failure: true,
+            ..Notify::default()
+        },
+        orcpt: Some("b@example.net".into()),
+    };
+    assert_eq!(h.mail_from(&info(), &from).await.code, 250);
+    assert_eq!(h.rcpt_to(&info(), &to).await.code, 250);
+    let t = Transaction {
+        queue_id: "Q1".into(),
+        mail_from: from,
+        rcpts: vec![to],
+        received: RECEIVED.to_vec(),
+        message: Spooled::from_bytes(MSG),
+    };
+    assert_eq!(h.data(&info(), t).await.code, 250);
+    h.reset().await;
+    let m = &sink.messages()[0];
+    assert_eq!(m.mail_from, "MAIL FROM:<a@example.org> SIZE=42");
+    assert_eq!(
+        m.rcpt_to,
+        vec!["RCPT TO:<b@example.net> NOTIFY=FAILURE ORCPT=rfc822;b@example.net".to_string()]
+    );
+    assert_eq!(m.data, [RECEIVED, MSG].concat());
+}
+
+// --- maildir --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn maildir_stores_exact_bytes_atomically_with_envelope_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("out");
+    let (cfg, _d) = config(&format!("maildir:{}", md.display()), "");
+    let relay = Relay::new(&cfg).unwrap();
+    let e = relay.extensions().await;
+    assert!(e.binarymime && e.chunking && e.eight_bit_mime && e.smtputf8 && e.dsn);
+    let mut tx = relay.begin();
+    let from = MailFrom {
+        address: "a@example.org".into(),
+        body: Some(Body::EightBitMime),
+        envid: Some("E1".into()),
+        ..MailFrom::default()
+    };
+    assert_eq!(tx.mail_from(&from).await.code, 250);
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    tx.rcpt_to(&RcptTo {
+        address: "c@example.net".into(),
+        notify: Notify {
+            success: true,
+            delay: true,
+            ..Notify::default()
+        },
+        orcpt: Some("c@example.net".into()),
+    })
+    .await;
+    // No trailing CRLF and a dot line: stored exactly as given.
+    let body: &[u8] = b"Subject: m\r\n\r\n.\r\nend";
+    let r = tx.data(&[RECEIVED, body]).await;
+    assert_eq!(r.code, 250);
+    assert_eq!(r.enhanced, Some([2, 0, 0]));
+
+    let names: Vec<_> = std::fs::read_dir(md.join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1);
+    assert!(r.lines[0].contains(&names[0]), "{r}");
+    assert_eq!(
+        std::fs::read(md.join("new").join(&names[0])).unwrap(),
+        [RECEIVED, body].concat()
+    );
+    assert_eq!(std::fs::read_dir(md.join("tmp")).unwrap().count(), 0);
+    let env: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(md.join("envelope").join(format!("{}.json", names[0]))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        env,
+        serde_json::json!({
+            "mail_from": "a@example.org",
+            "size": null,
+            "body": "8BITMIME",
+            "smtputf8": false,
+            "ret": null,
+            "envid": "E1",
+            "rcpt_to": [
+                {"address": "b@example.net", "notify": [], "orcpt": null},
+                {"address": "c@example.net", "notify": ["SUCCESS", "DELAY"], "orcpt": "c@example.net"}
+            ],
+            "message_size": RECEIVED.len() + body.len()
+        })
+    );
+
+    // A second message gets its own file.
+    tx.mail_from(&mail("")).await;
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[b""]).await.code, 250);
+    let mut names2: Vec<_> = std::fs::read_dir(md.join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names2.sort();
+    assert_eq!(names2.len(), 2);
+    assert_eq!(std::fs::read_dir(md.join("envelope")).unwrap().count(), 2);
+}
+
+#[tokio::test]
+async fn maildir_that_cannot_be_written_is_a_local_tempfail() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("out");
+    let (cfg, _d) = config(&format!("maildir:{}", md.display()), "");
+    let relay = Relay::new(&cfg).unwrap();
+    // Replace tmp/ by a file: the write fails even for root.
+    std::fs::remove_dir(md.join("tmp")).unwrap();
+    std::fs::write(md.join("tmp"), b"").unwrap();
+    let mut tx = relay.begin();
+    tx.mail_from(&mail("a@example.org")).await;
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(
+        tx.data(&[MSG]).await.to_bytes(),
+        b"451 4.3.0 Local error, try again later (cannot store message)\r\n"
+    );
+    assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 0);
+}
