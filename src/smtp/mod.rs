@@ -5,7 +5,11 @@
 //! MAIL FROM (open the transaction, e.g. open the next hop), RCPT TO (per-recipient verdicts) and
 //! the end of DATA/BDAT (the message outcome). Whatever the handler answers goes to the client.
 
+pub mod auth;
 pub mod replies;
+pub mod server;
+pub mod session;
+pub mod tls;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
