@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::DuplexStream;
+
 use cryptshare_gateway::smtp::session::{self, ConnectionMeta, SessionSettings, ShutdownSignal};
 use cryptshare_gateway::smtp::{MailFrom, RcptTo};
 use inbound_support::*;
@@ -187,4 +189,534 @@ async fn every_command_has_its_exact_reply() {
     assert!(d.received.starts_with(&re), "{}", d.received);
     assert!(d.received.ends_with("\r\n"));
     assert_eq!(d.received.matches("\r\n").count(), 3);
+}
+
+/// A pipelined script with DATA, BDAT chunks whose payload looks like commands, and commands
+/// between the chunks.
+const PIPELINED: &str = "EHLO c.test\r\n\
+    MAIL FROM:<s@x.test> SIZE=100 BODY=8BITMIME\r\n\
+    RCPT TO:<a@y.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a@y.test\r\n\
+    RCPT TO:<b@y.test>\r\n\
+    DATA\r\n\
+    Subject: one\r\n\
+    \r\n\
+    line\r\n\
+    ..stuffed\r\n\
+    .\r\n\
+    MAIL FROM:<s2@x.test>\r\n\
+    RCPT TO:<c@y.test>\r\n\
+    BDAT 10\r\n\
+    QUIT\r\nabcd\
+    BDAT 3\r\n\
+    xyz\
+    NOOP\r\n\
+    BDAT 0 LAST\r\n\
+    QUIT\r\n";
+
+fn pipelined_expected() -> String {
+    [
+        GREETING,
+        EHLO,
+        SENDER_OK,
+        RCPT_OK,
+        RCPT_OK,
+        GO_AHEAD,
+        QUEUED,
+        SENDER_OK,
+        RCPT_OK,
+        "250 2.0.0 10 octets received\r\n",
+        "250 2.0.0 3 octets received\r\n",
+        OK,
+        QUEUED,
+        BYE,
+    ]
+    .concat()
+}
+
+/// Calls without the parts that differ per run (queue id, date in Received).
+fn stable_calls(h: &TestHandler) -> Vec<Call> {
+    h.calls()
+        .into_iter()
+        .map(|c| match c {
+            Call::Data(mut d) => {
+                d.queue_id.clear();
+                d.received.clear();
+                Call::Data(d)
+            }
+            c => c,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pipelined_input_split_anywhere_gives_identical_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = PIPELINED.as_bytes();
+    let h = TestHandler::new();
+    let whole = transcript(settings(&dir), LOCAL, input, &h).await;
+    assert_eq!(whole, pipelined_expected());
+    let reference = stable_calls(&h);
+    let msgs: Vec<_> = h.deliveries().into_iter().map(|d| d.message).collect();
+    assert_eq!(
+        msgs,
+        vec![
+            b"Subject: one\r\n\r\nline\r\n.stuffed\r\n".to_vec(),
+            b"QUIT\r\nabcdxyz".to_vec()
+        ]
+    );
+    // The DSN parameters reached the handler.
+    let Call::Rcpt(first) = &reference[2] else {
+        panic!("{reference:?}")
+    };
+    assert!(first.notify.success && first.notify.failure && !first.notify.never);
+    assert_eq!(first.orcpt.as_deref(), Some("a@y.test"));
+
+    let mut splits: Vec<Vec<Vec<u8>>> = (1..input.len())
+        .map(|k| vec![input[..k].to_vec(), input[k..].to_vec()])
+        .collect();
+    // One byte per read, and a few three-way splits.
+    splits.push(input.iter().map(|&b| vec![b]).collect());
+    for (a, b) in [(3, 40), (17, 200), (150, 151), (230, 280)] {
+        splits.push(vec![
+            input[..a].to_vec(),
+            input[a..b].to_vec(),
+            input[b..].to_vec(),
+        ]);
+    }
+    for chunks in splits {
+        let h = TestHandler::new();
+        let lens: Vec<_> = chunks.iter().map(Vec::len).collect();
+        let out = transcript_chunks(settings(&dir), LOCAL, chunks, &h).await;
+        assert_eq!(out, whole, "reads of {lens:?}");
+        assert_eq!(stable_calls(&h), reference, "reads of {lens:?}");
+    }
+}
+
+#[tokio::test]
+async fn smuggled_end_of_data_variants_do_not_end_data() {
+    for variant in ["\n.\r\n", "\r.\r\n", "\n.\n"] {
+        let dir = tempfile::tempdir().unwrap();
+        let h = TestHandler::new();
+        let input = format!(
+            "EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n\
+             Subject: x\r\n\r\nbody{variant}\
+             MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@y.test>\r\nDATA\r\nsmuggled\r\n\
+             \r\n.\r\nQUIT\r\n"
+        );
+        let out = transcript(settings(&dir), LOCAL, input.as_bytes(), &h).await;
+        let expected = [
+            GREETING,
+            EHLO,
+            SENDER_OK,
+            RCPT_OK,
+            GO_AHEAD,
+            "554 5.5.2 Bare CR or LF followed by '.' is not allowed (SMTP smuggling defence)\r\n",
+            BYE,
+        ]
+        .concat();
+        assert_eq!(out, expected, "variant {variant:?}");
+        assert_eq!(
+            h.calls(),
+            vec![
+                Call::Extensions,
+                mail("s@x.test"),
+                rcpt("r@y.test"),
+                Call::Reset
+            ],
+            "variant {variant:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bare_line_endings_without_a_dot_pass_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let body = "Subject: x\r\n\r\nunix\nline\rold mac\r\n\r\n..\r\n";
+    let input = format!(
+        "EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n{body}.\r\nQUIT\r\n"
+    );
+    let out = transcript(settings(&dir), LOCAL, input.as_bytes(), &h).await;
+    assert_eq!(
+        out,
+        [GREETING, EHLO, SENDER_OK, RCPT_OK, GO_AHEAD, QUEUED, BYE].concat()
+    );
+    assert_eq!(
+        only_delivery(&h).message,
+        b"Subject: x\r\n\r\nunix\nline\rold mac\r\n\r\n.\r\n"
+    );
+}
+
+#[tokio::test]
+async fn empty_message_and_bdat_0_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let input = "EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n.\r\n\
+        MAIL FROM:<>\r\nRCPT TO:<r@y.test>\r\nBDAT 0 LAST\r\nQUIT\r\n";
+    let out = transcript(settings(&dir), LOCAL, input.as_bytes(), &h).await;
+    assert_eq!(
+        out,
+        [
+            GREETING, EHLO, SENDER_OK, RCPT_OK, GO_AHEAD, QUEUED, SENDER_OK, RCPT_OK, QUEUED, BYE
+        ]
+        .concat()
+    );
+    let d = h.deliveries();
+    assert_eq!(d.len(), 2);
+    assert!(d.iter().all(|d| d.message.is_empty() && d.from.is_empty()));
+    assert_ne!(d[0].queue_id, d[1].queue_id);
+}
+
+const TOO_BIG: &str = "552 5.3.4 Message size exceeds fixed maximum message size\r\n";
+
+#[tokio::test]
+async fn oversize_is_refused_while_receiving() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let mut s = settings(&dir);
+    s.max_message_size = 64;
+    let big = "x".repeat(70);
+    let input = format!(
+        "EHLO c.test\r\n\
+         MAIL FROM:<s@x.test> SIZE=65\r\n\
+         MAIL FROM:<s@x.test> SIZE=64\r\nRCPT TO:<r@y.test>\r\nDATA\r\n{big}\r\n.\r\n\
+         MAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nBDAT 70\r\nQUIT\r\n{}\
+         BDAT 6 LAST\r\nNOOP\r\n\
+         MAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nBDAT 40\r\n{}BDAT 30 LAST\r\n{}\
+         MAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\nsmall\r\n.\r\nQUIT\r\n",
+        "y".repeat(64),
+        "z".repeat(40),
+        "w".repeat(30),
+    );
+    let out = transcript(s, LOCAL, input.as_bytes(), &h).await;
+    let ehlo = EHLO.replace("SIZE 104857600", "SIZE 64");
+    let expected = [
+        GREETING,
+        &ehlo,
+        TOO_BIG,
+        SENDER_OK,
+        RCPT_OK,
+        GO_AHEAD,
+        TOO_BIG,
+        SENDER_OK,
+        RCPT_OK,
+        TOO_BIG,
+        // The chunk pipelined after the failed one is read and dropped (RFC 3030).
+        "503 5.5.1 Need MAIL command first\r\n",
+        SENDER_OK,
+        RCPT_OK,
+        "250 2.0.0 40 octets received\r\n",
+        TOO_BIG,
+        SENDER_OK,
+        RCPT_OK,
+        GO_AHEAD,
+        QUEUED,
+        BYE,
+    ]
+    .concat();
+    assert_eq!(out, expected);
+    assert_eq!(only_delivery(&h).message, b"small\r\n");
+}
+
+#[tokio::test]
+async fn relay_is_denied_outside_client_networks() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let input = "EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\nQUIT\r\n";
+    let out = transcript(settings(&dir), "192.0.2.7:1234", input.as_bytes(), &h).await;
+    assert_eq!(
+        out,
+        [
+            GREETING,
+            EHLO,
+            SENDER_OK,
+            "554 5.7.1 Relay access denied\r\n",
+            "554 5.5.1 No valid recipients\r\n",
+            BYE
+        ]
+        .concat()
+    );
+    assert_eq!(
+        h.calls(),
+        vec![Call::Extensions, mail("s@x.test"), Call::Reset]
+    );
+}
+
+#[tokio::test]
+async fn recipients_beyond_the_limit_are_deferred() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let mut s = settings(&dir);
+    s.max_recipients = 2;
+    let input = "EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\n\
+        RCPT TO:<unknown@y.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<c@y.test>\r\n\
+        DATA\r\nx\r\n.\r\nQUIT\r\n";
+    let out = transcript(s, LOCAL, input.as_bytes(), &h).await;
+    assert_eq!(
+        out,
+        [
+            GREETING,
+            EHLO,
+            SENDER_OK,
+            RCPT_OK,
+            "550 5.1.1 User unknown (next hop)\r\n",
+            RCPT_OK,
+            "452 4.5.3 Too many recipients\r\n",
+            GO_AHEAD,
+            QUEUED,
+            BYE
+        ]
+        .concat()
+    );
+    let d = only_delivery(&h);
+    assert_eq!(d.rcpts, vec!["a@y.test", "b@y.test"]);
+    // Several recipients: no `for <…>` clause that would disclose them.
+    assert!(!d.received.contains("for <"), "{}", d.received);
+}
+
+#[tokio::test]
+async fn too_many_received_headers_is_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let mut s = settings(&dir);
+    s.max_received_headers = 2;
+    let looped = "Received: from a\r\n\tby b; date\r\nRECEIVED: from c\r\nX: y\r\n\
+        received: from d\r\n\r\nbody\r\n";
+    let fine = "Received: from a\r\nReceived: from c\r\n\r\nReceived: in the body\r\n";
+    let input = format!(
+        "EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n{looped}.\r\n\
+         MAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n{fine}.\r\nQUIT\r\n"
+    );
+    let out = transcript(s, LOCAL, input.as_bytes(), &h).await;
+    assert_eq!(
+        out,
+        [
+            GREETING,
+            EHLO,
+            SENDER_OK,
+            RCPT_OK,
+            GO_AHEAD,
+            "554 5.4.6 Too many Received headers: mail loop detected\r\n",
+            SENDER_OK,
+            RCPT_OK,
+            GO_AHEAD,
+            QUEUED,
+            BYE
+        ]
+        .concat()
+    );
+    assert_eq!(only_delivery(&h).message, fine.as_bytes());
+}
+
+#[tokio::test]
+async fn over_long_lines_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let long_cmd = format!("NOOP {}\r\n", "n".repeat(600));
+    let long_mail = format!("MAIL FROM:<s@x.test> {}\r\n", "m".repeat(2100));
+    let ok_text = format!("{}\r\n", "a".repeat(998));
+    let long_text = format!("{}\r\n", "b".repeat(999));
+    let input = format!(
+        "EHLO c.test\r\n{long_cmd}{long_mail}NOOP\r\n\
+         MAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n{long_text}.\r\n\
+         MAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n{ok_text}.\r\nQUIT\r\n"
+    );
+    // Also in small reads, so that the over-long line spans several of them.
+    let chunks = input.as_bytes().chunks(100).map(<[u8]>::to_vec).collect();
+    let out = transcript_chunks(settings(&dir), LOCAL, chunks, &h).await;
+    assert_eq!(
+        out,
+        [
+            GREETING,
+            EHLO,
+            "500 5.5.6 Line too long\r\n",
+            "500 5.5.6 Line too long\r\n",
+            OK,
+            SENDER_OK,
+            RCPT_OK,
+            GO_AHEAD,
+            "554 5.5.6 Message contains a line longer than 1000 octets\r\n",
+            SENDER_OK,
+            RCPT_OK,
+            GO_AHEAD,
+            QUEUED,
+            BYE
+        ]
+        .concat()
+    );
+    assert_eq!(only_delivery(&h).message, ok_text.as_bytes());
+}
+
+#[tokio::test]
+async fn error_limit_closes_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let mut s = settings(&dir);
+    s.max_errors = 2;
+    let out = transcript(s, LOCAL, b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n", &h).await;
+    assert_eq!(
+        out,
+        [
+            GREETING,
+            "500 5.5.1 Command unrecognized\r\n",
+            "500 5.5.1 Command unrecognized\r\n",
+            "500 5.5.1 Command unrecognized\r\n",
+            "421 4.7.0 mx.test Too many errors, closing connection\r\n",
+        ]
+        .concat()
+    );
+}
+
+#[tokio::test]
+async fn handler_refusals_and_parameters_reach_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let input = "EHLO c.test\r\n\
+        MAIL FROM:<tempfail@x.test>\r\n\
+        RCPT TO:<r@y.test>\r\n\
+        MAIL FROM:<s@x.test> RET=HDRS ENVID=QQ+2B1 SMTPUTF8 AUTH=<>\r\n\
+        RCPT TO:<rcpt@y.test>\r\n\
+        RSET\r\n\
+        MAIL FROM:<üser@x.test>\r\n\
+        QUIT\r\n";
+    let out = transcript(settings(&dir), LOCAL, input.as_bytes(), &h).await;
+    assert_eq!(
+        out,
+        [
+            GREETING,
+            EHLO,
+            "451 4.4.1 Next hop unavailable, try again later (connection refused)\r\n",
+            "503 5.5.1 Need MAIL command first\r\n",
+            SENDER_OK,
+            RCPT_OK,
+            OK,
+            "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n",
+            BYE
+        ]
+        .concat()
+    );
+    let calls = h.calls();
+    assert_eq!(calls[1], mail("tempfail@x.test"));
+    // The failed MAIL opened something at the handler: reset before the next MAIL.
+    assert_eq!(calls[2], Call::Reset);
+    let Call::Mail(m) = &calls[3] else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(m.ret, Some(cryptshare_gateway::smtp::Ret::Hdrs));
+    assert_eq!(m.envid.as_deref(), Some("QQ+1"));
+    assert!(m.smtputf8);
+    assert_eq!(m.auth.as_deref(), Some("<>"));
+    assert_eq!(calls[4], rcpt("rcpt@y.test"));
+    assert_eq!(calls[5], Call::Reset);
+    assert_eq!(calls.len(), 6);
+}
+
+// --- Tests over a real duplex stream (timeouts, shutdown, TLS). ---
+
+struct Client<S> {
+    io: BufReader<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    fn new(io: S) -> Self {
+        Client {
+            io: BufReader::new(io),
+        }
+    }
+
+    /// One complete (possibly multi-line) reply.
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.io.read_line(&mut line).await.unwrap();
+            assert!(n > 0, "EOF after {all:?}");
+            all.push_str(&line);
+            if line.as_bytes().get(3) == Some(&b' ') {
+                return all;
+            }
+        }
+    }
+
+    async fn send(&mut self, s: &str) {
+        self.io.get_mut().write_all(s.as_bytes()).await.unwrap();
+    }
+
+    async fn cmd(&mut self, s: &str) -> String {
+        self.send(s).await;
+        self.reply().await
+    }
+
+    async fn eof(&mut self) -> String {
+        let mut rest = String::new();
+        self.io.read_to_string(&mut rest).await.unwrap();
+        rest
+    }
+}
+
+fn spawn_session(
+    settings: SessionSettings,
+    peer: &str,
+    h: &TestHandler,
+    signal: ShutdownSignal,
+) -> (Client<DuplexStream>, tokio::task::JoinHandle<()>) {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let task = tokio::spawn(session::serve(
+        server,
+        meta(peer),
+        h.clone(),
+        Arc::new(settings),
+        signal,
+    ));
+    (Client::new(client), task)
+}
+
+#[tokio::test]
+async fn idle_client_gets_421() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&dir);
+    s.idle_timeout = Duration::from_millis(50);
+    let h = TestHandler::new();
+    let (mut c, task) = spawn_session(s, LOCAL, &h, ShutdownSignal::never());
+    assert_eq!(c.reply().await, GREETING);
+    assert_eq!(
+        c.eof().await,
+        "421 4.4.2 mx.test Idle timeout, closing connection\r\n"
+    );
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn drain_lets_the_open_transaction_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let signal = ShutdownSignal::default();
+    let (mut c, task) = spawn_session(settings(&dir), LOCAL, &h, signal.clone());
+    assert_eq!(c.reply().await, GREETING);
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO);
+    assert_eq!(c.cmd("MAIL FROM:<s@x.test>\r\n").await, SENDER_OK);
+    signal.drain.cancel();
+    assert_eq!(c.cmd("RCPT TO:<r@y.test>\r\n").await, RCPT_OK);
+    assert_eq!(c.cmd("DATA\r\n").await, GO_AHEAD);
+    assert_eq!(c.cmd("hello\r\n.\r\n").await, QUEUED);
+    assert_eq!(
+        c.eof().await,
+        "421 4.3.2 mx.test Service shutting down, closing transmission channel\r\n"
+    );
+    task.await.unwrap();
+    assert_eq!(only_delivery(&h).message, b"hello\r\n");
+
+    // An idle session is closed at once; abort closes one in a transaction.
+    let signal = ShutdownSignal::default();
+    let (mut c, task) = spawn_session(settings(&dir), LOCAL, &h, signal.clone());
+    assert_eq!(c.reply().await, GREETING);
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO);
+    assert_eq!(c.cmd("MAIL FROM:<s@x.test>\r\n").await, SENDER_OK);
+    signal.drain.cancel();
+    signal.abort.cancel();
+    assert_eq!(
+        c.eof().await,
+        "421 4.3.2 mx.test Service shutting down, closing transmission channel\r\n"
+    );
+    task.await.unwrap();
 }

@@ -77,8 +77,14 @@ impl UserDb {
             if !(hash.starts_with("$argon2") || is_bcrypt(hash)) {
                 return Err(err("hash must be argon2 ($argon2…) or bcrypt ($2b$…)"));
             }
-            if hash.starts_with("$argon2") && argon2::PasswordHash::new(hash).is_err() {
+            if hash.starts_with("$argon2")
+                && !argon2::PasswordHash::new(hash)
+                    .is_ok_and(|h| h.salt.is_some() && h.hash.is_some())
+            {
                 return Err(err("malformed argon2 hash"));
+            }
+            if is_bcrypt(hash) && hash.len() != 60 {
+                return Err(err("malformed bcrypt hash"));
             }
             if users.insert(user.to_string(), hash.to_string()).is_some() {
                 return Err(err("duplicate user"));
