@@ -720,3 +720,224 @@ async fn drain_lets_the_open_transaction_finish() {
     );
     task.await.unwrap();
 }
+
+// --- STARTTLS and AUTH, with a real TLS handshake over the duplex stream. ---
+
+const EHLO_TLS_OFFER: &str = "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 104857600\r\n\
+250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+const EHLO_AUTH_OFFER: &str = "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 104857600\r\n\
+250-AUTH PLAIN LOGIN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n";
+const TLS_READY: &str = "220 2.0.0 Ready to start TLS\r\n";
+
+/// Send STARTTLS (plus whatever `injected` plaintext rides along) and complete the handshake.
+async fn starttls(
+    mut c: Client<DuplexStream>,
+    cert: &TestCert,
+    injected: &str,
+) -> Client<tokio_rustls::client::TlsStream<DuplexStream>> {
+    c.send(&format!("STARTTLS\r\n{injected}")).await;
+    assert_eq!(c.reply().await, TLS_READY);
+    // Nothing but the 220 came before the handshake.
+    assert!(c.io.buffer().is_empty());
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector(cert)
+        .connect(name, c.io.into_inner())
+        .await
+        .unwrap();
+    Client::new(tls)
+}
+
+/// Test hashes with small argon2 parameters: the default ones take seconds in a debug build.
+fn users_file(dir: &tempfile::TempDir) -> cryptshare_gateway::smtp::auth::UserDb {
+    use argon2::PasswordHasher;
+    let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+    let a2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = argon2::password_hash::SaltString::encode_b64(b"saltsaltsalt").unwrap();
+    let alice = a2.hash_password(b"wonderland", &salt).unwrap().to_string();
+    let bob = bcrypt::hash("builder", 4).unwrap();
+    let path = dir.path().join("users");
+    std::fs::write(&path, format!("alice:{alice}\nbob:{bob}\n")).unwrap();
+    cryptshare_gateway::smtp::auth::UserDb::load(&path).unwrap()
+}
+
+fn auth_settings(dir: &tempfile::TempDir, cert: &TestCert) -> SessionSettings {
+    let mut s = settings(dir);
+    s.tls = Some(acceptor(cert));
+    s.auth = Some(session::AuthSettings {
+        users: users_file(dir),
+        allow_plaintext: false,
+        failure_delay: Duration::from_millis(1),
+        max_failures: 2,
+    });
+    s
+}
+
+fn b64(s: &[u8]) -> String {
+    cryptshare_gateway::smtp::auth::encode_b64(s)
+}
+
+#[tokio::test]
+async fn starttls_discards_pipelined_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_cert();
+    let mut s = settings(&dir);
+    s.tls = Some(acceptor(&cert));
+    let h = TestHandler::new();
+    let (mut c, task) = spawn_session(s, LOCAL, &h, ShutdownSignal::never());
+    assert_eq!(c.reply().await, GREETING);
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO_TLS_OFFER);
+    // The injected commands would be executed inside the TLS session by a vulnerable server.
+    let mut c = starttls(c, &cert, "RSET\r\nMAIL FROM:<inject@x.test>\r\n").await;
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO);
+    assert_eq!(
+        c.cmd("STARTTLS\r\n").await,
+        "503 5.5.1 TLS already active\r\n"
+    );
+    assert_eq!(c.cmd("MAIL FROM:<s@x.test>\r\n").await, SENDER_OK);
+    assert_eq!(c.cmd("RCPT TO:<r@y.test>\r\n").await, RCPT_OK);
+    assert_eq!(c.cmd("DATA\r\n").await, GO_AHEAD);
+    assert_eq!(c.cmd("Subject: tls\r\n\r\nsecret\r\n.\r\n").await, QUEUED);
+    assert_eq!(c.cmd("QUIT\r\n").await, BYE);
+    task.await.unwrap();
+    let d = only_delivery(&h);
+    assert!(d.tls);
+    assert_eq!(d.message, b"Subject: tls\r\n\r\nsecret\r\n");
+    assert!(
+        d.received.contains("by mx.test with ESMTPS id "),
+        "{}",
+        d.received
+    );
+    assert_eq!(
+        h.calls()[..3],
+        [Call::Extensions, Call::Extensions, mail("s@x.test")]
+    );
+}
+
+#[tokio::test]
+async fn auth_over_tls_lets_an_outside_client_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_cert();
+    let h = TestHandler::new();
+    let outside = "192.0.2.7:1234";
+    let (mut c, task) = spawn_session(
+        auth_settings(&dir, &cert),
+        outside,
+        &h,
+        ShutdownSignal::never(),
+    );
+    assert_eq!(c.reply().await, GREETING);
+    // No AUTH offered or accepted in plaintext.
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO_TLS_OFFER);
+    let plain = b64(b"\0alice\0wonderland");
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {plain}\r\n")).await,
+        "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+    );
+    let mut c = starttls(c, &cert, "").await;
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO_AUTH_OFFER);
+    assert_eq!(c.cmd("MAIL FROM:<s@x.test>\r\n").await, SENDER_OK);
+    assert_eq!(
+        c.cmd("RCPT TO:<r@y.test>\r\n").await,
+        "554 5.7.1 Relay access denied\r\n"
+    );
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {plain}\r\n")).await,
+        "503 5.5.1 AUTH not allowed during a mail transaction\r\n"
+    );
+    assert_eq!(c.cmd("RSET\r\n").await, OK);
+    let wrong = b64(b"\0alice\0wrong");
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {wrong}\r\n")).await,
+        "535 5.7.8 Authentication credentials invalid\r\n"
+    );
+    assert_eq!(c.cmd("AUTH LOGIN\r\n").await, "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(
+        c.cmd(&format!("{}\r\n", b64(b"alice"))).await,
+        "334 UGFzc3dvcmQ6\r\n"
+    );
+    assert_eq!(
+        c.cmd(&format!("{}\r\n", b64(b"wonderland"))).await,
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO);
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {plain}\r\n")).await,
+        "503 5.5.1 Already authenticated\r\n"
+    );
+    assert_eq!(c.cmd("MAIL FROM:<s@x.test>\r\n").await, SENDER_OK);
+    assert_eq!(c.cmd("RCPT TO:<r@y.test>\r\n").await, RCPT_OK);
+    assert_eq!(c.cmd("DATA\r\n").await, GO_AHEAD);
+    assert_eq!(c.cmd("hi\r\n.\r\n").await, QUEUED);
+    assert_eq!(c.cmd("QUIT\r\n").await, BYE);
+    task.await.unwrap();
+    let d = only_delivery(&h);
+    assert_eq!(d.auth_user.as_deref(), Some("alice"));
+    assert!(d.received.contains(" with ESMTPSA id "), "{}", d.received);
+    assert!(
+        d.received
+            .starts_with("Received: from c.test ([192.0.2.7])\r\n")
+    );
+}
+
+#[tokio::test]
+async fn auth_failures_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_cert();
+    let h = TestHandler::new();
+    let (mut c, task) = spawn_session(
+        auth_settings(&dir, &cert),
+        LOCAL,
+        &h,
+        ShutdownSignal::never(),
+    );
+    assert_eq!(c.reply().await, GREETING);
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO_TLS_OFFER);
+    let mut c = starttls(c, &cert, "").await;
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO_AUTH_OFFER);
+    assert_eq!(
+        c.cmd("AUTH CRAM-MD5\r\n").await,
+        "504 5.5.4 Unrecognized authentication type\r\n"
+    );
+    assert_eq!(c.cmd("AUTH PLAIN\r\n").await, "334 \r\n");
+    assert_eq!(
+        c.cmd("*\r\n").await,
+        "501 5.7.0 Authentication cancelled\r\n"
+    );
+    assert_eq!(
+        c.cmd("AUTH PLAIN !!notbase64\r\n").await,
+        "501 5.5.2 Invalid base64 data\r\n"
+    );
+    // bcrypt user, wrong password; then an unknown user: same answer.
+    assert_eq!(c.cmd("AUTH PLAIN\r\n").await, "334 \r\n");
+    assert_eq!(
+        c.cmd(&format!("{}\r\n", b64(b"\0bob\0wrong"))).await,
+        "535 5.7.8 Authentication credentials invalid\r\n"
+    );
+    c.send(&format!("AUTH PLAIN {}\r\n", b64(b"\0mallory\0builder")))
+        .await;
+    assert_eq!(
+        c.eof().await,
+        "535 5.7.8 Authentication credentials invalid\r\n\
+         421 4.7.0 mx.test Too many authentication failures, closing connection\r\n"
+    );
+    task.await.unwrap();
+
+    // The bcrypt user with the right password.
+    let (mut c, task) = spawn_session(
+        auth_settings(&dir, &cert),
+        LOCAL,
+        &h,
+        ShutdownSignal::never(),
+    );
+    c.reply().await;
+    c.cmd("EHLO c.test\r\n").await;
+    let mut c = starttls(c, &cert, "").await;
+    c.cmd("EHLO c.test\r\n").await;
+    assert_eq!(
+        c.cmd(&format!("AUTH PLAIN {}\r\n", b64(b"bob\0bob\0builder")))
+            .await,
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    assert_eq!(c.cmd("QUIT\r\n").await, BYE);
+    task.await.unwrap();
+}

@@ -236,13 +236,14 @@ pub async fn serve<S, H>(
     match session.run(&mut buf).await {
         End::Closed => session.finish().await,
         End::StartTls => {
-            let (io, parts) = session.into_parts();
+            let (io, mut parts) = session.into_parts();
             let Some(acceptor) = parts.settings.tls.clone() else {
                 return parts.finish().await;
             };
             let timeout = parts.settings.idle_timeout;
             match tokio::time::timeout(timeout, acceptor.accept(io)).await {
                 Ok(Ok(tls)) => {
+                    parts.info.tls = true;
                     let mut session = Session::from_parts(tls, parts);
                     // A TLS session never returns StartTls: STARTTLS is refused once encrypted.
                     let _ = session.run(&mut buf).await;
