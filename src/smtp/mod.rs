@@ -5,11 +5,15 @@
 //! MAIL FROM (open the transaction, e.g. open the next hop), RCPT TO (per-recipient verdicts) and
 //! the end of DATA/BDAT (the message outcome). Whatever the handler answers goes to the client.
 
+pub mod auth;
 pub mod client;
 pub mod maildir;
 pub mod relay;
 pub mod replies;
+pub mod server;
+pub mod session;
 pub mod sink;
+pub mod tls;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -72,7 +72,7 @@ pub fn reply_for(e: &RelayError) -> Reply {
         RelayError::Closing(_) => replies::next_hop_failed("connection closed"),
         RelayError::Protocol(_) => replies::next_hop_failed("protocol error"),
         RelayError::ReplayRefused(_) => replies::next_hop_failed("envelope refused on reconnect"),
-        RelayError::Sequence(what) => replies::bad_sequence(what),
+        RelayError::Sequence(what) => replies::bad_sequence_in(what),
         RelayError::Config(_) | RelayError::TlsConfig(_) => replies::local_error("configuration"),
         RelayError::Maildir(_) => replies::local_error("cannot store message"),
     }

@@ -139,13 +139,206 @@ pub fn relayed(detail: &str) -> Reply {
     let detail: String = detail.chars().take(200).collect();
     Reply::new(250, [2, 0, 0], format!("OK, relayed ({detail})"))
 }
-pub fn bad_sequence(detail: &str) -> Reply {
+pub fn bad_sequence_in(detail: &str) -> Reply {
     Reply::new(
         503,
         [5, 5, 1],
         format!("Bad sequence of commands ({detail})"),
     )
 }
+
+// --- Inbound session replies (src/smtp/session.rs). ---
+
+/// `220 <hostname> <greeting>`: the banner, without an enhanced code (RFC 2034 covers 2xx/4xx/5xx
+/// replies to commands only).
+pub fn greeting(hostname: &str, text: &str) -> Reply {
+    Reply::plain(220, format!("{hostname} {text}"))
+}
+pub fn helo(hostname: &str) -> Reply {
+    Reply::plain(250, hostname.to_string())
+}
+/// The EHLO reply: our own first line, then one keyword per line.
+pub fn ehlo(hostname: &str, keywords: Vec<String>) -> Reply {
+    let mut lines = Vec::with_capacity(keywords.len() + 1);
+    lines.push(hostname.to_string());
+    lines.extend(keywords);
+    Reply {
+        code: 250,
+        enhanced: None,
+        lines,
+    }
+}
+pub fn closing(hostname: &str) -> Reply {
+    Reply::new(221, [2, 0, 0], format!("{hostname} closing connection"))
+}
+pub fn help() -> Reply {
+    Reply::new(
+        214,
+        [2, 0, 0],
+        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP STARTTLS AUTH",
+    )
+}
+pub fn vrfy() -> Reply {
+    Reply::new(
+        252,
+        [2, 5, 0],
+        "Cannot VRFY user, but will accept message and attempt delivery",
+    )
+}
+pub fn not_implemented() -> Reply {
+    Reply::new(502, [5, 5, 1], "Command not implemented")
+}
+pub fn unknown_command() -> Reply {
+    Reply::new(500, [5, 5, 1], "Command unrecognized")
+}
+pub fn line_too_long() -> Reply {
+    Reply::new(500, [5, 5, 6], "Line too long")
+}
+pub fn syntax_error(syntax: &str) -> Reply {
+    Reply::new(501, [5, 5, 2], format!("Syntax: {syntax}"))
+}
+pub fn bad_sender_syntax() -> Reply {
+    Reply::new(501, [5, 1, 7], "Bad sender address syntax")
+}
+pub fn bad_recipient_syntax() -> Reply {
+    Reply::new(501, [5, 1, 3], "Bad recipient address syntax")
+}
+pub fn invalid_parameter(param: &str) -> Reply {
+    Reply::new(501, [5, 5, 4], format!("Invalid parameter {}", clip(param)))
+}
+pub fn unsupported_parameter(param: &str) -> Reply {
+    Reply::new(
+        555,
+        [5, 5, 4],
+        format!("Unsupported parameter {}", clip(param)),
+    )
+}
+pub fn smtputf8_required() -> Reply {
+    Reply::new(553, [5, 6, 7], "Non-ASCII address requires SMTPUTF8")
+}
+pub fn helo_first() -> Reply {
+    Reply::new(503, [5, 5, 1], "Send EHLO or HELO first")
+}
+pub fn nested_mail() -> Reply {
+    Reply::new(503, [5, 5, 1], "Nested MAIL command")
+}
+pub fn need_mail() -> Reply {
+    Reply::new(503, [5, 5, 1], "Need MAIL command first")
+}
 pub fn no_valid_recipients() -> Reply {
     Reply::new(554, [5, 5, 1], "No valid recipients")
+}
+pub fn bad_sequence() -> Reply {
+    Reply::new(503, [5, 5, 1], "Bad sequence of commands")
+}
+pub fn data_after_bdat() -> Reply {
+    Reply::new(503, [5, 5, 1], "DATA not allowed after BDAT")
+}
+pub fn binarymime_needs_bdat() -> Reply {
+    Reply::new(503, [5, 5, 1], "BODY=BINARYMIME requires BDAT")
+}
+pub fn start_data() -> Reply {
+    Reply::plain(354, "End data with <CR><LF>.<CR><LF>")
+}
+pub fn chunk_received(octets: u64) -> Reply {
+    Reply::new(250, [2, 0, 0], format!("{octets} octets received"))
+}
+/// A `.` right after a bare LF or bare CR: a next hop that accepts bare line endings could take
+/// it for the end of DATA (SMTP smuggling), so such a message is refused as a whole.
+pub fn bare_line_ending_dot() -> Reply {
+    Reply::new(
+        554,
+        [5, 5, 2],
+        "Bare CR or LF followed by '.' is not allowed (SMTP smuggling defence)",
+    )
+}
+pub fn text_line_too_long() -> Reply {
+    Reply::new(
+        554,
+        [5, 5, 6],
+        "Message contains a line longer than 1000 octets",
+    )
+}
+pub fn tls_ready() -> Reply {
+    Reply::new(220, [2, 0, 0], "Ready to start TLS")
+}
+pub fn tls_unavailable() -> Reply {
+    Reply::new(454, [4, 7, 0], "TLS not available")
+}
+pub fn already_tls() -> Reply {
+    Reply::new(503, [5, 5, 1], "TLS already active")
+}
+pub fn too_many_errors(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        [4, 7, 0],
+        format!("{hostname} Too many errors, closing connection"),
+    )
+}
+pub fn idle_timeout(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        [4, 4, 2],
+        format!("{hostname} Idle timeout, closing connection"),
+    )
+}
+pub fn session_timeout(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        [4, 4, 2],
+        format!("{hostname} Session time limit exceeded, closing connection"),
+    )
+}
+pub fn auth_not_available() -> Reply {
+    Reply::new(502, [5, 5, 1], "AUTH not available")
+}
+pub fn auth_encryption_required() -> Reply {
+    Reply::new(
+        538,
+        [5, 7, 11],
+        "Encryption required for requested authentication mechanism",
+    )
+}
+pub fn auth_already() -> Reply {
+    Reply::new(503, [5, 5, 1], "Already authenticated")
+}
+pub fn auth_in_transaction() -> Reply {
+    Reply::new(503, [5, 5, 1], "AUTH not allowed during a mail transaction")
+}
+pub fn auth_mechanism_unsupported() -> Reply {
+    Reply::new(504, [5, 5, 4], "Unrecognized authentication type")
+}
+/// `334 <base64 challenge>` (no enhanced code: it is a SASL continuation).
+pub fn auth_challenge(challenge_b64: &str) -> Reply {
+    Reply::plain(334, challenge_b64.to_string())
+}
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, [5, 7, 0], "Authentication cancelled")
+}
+pub fn auth_bad_base64() -> Reply {
+    Reply::new(501, [5, 5, 2], "Invalid base64 data")
+}
+pub fn auth_ok() -> Reply {
+    Reply::new(235, [2, 7, 0], "Authentication successful")
+}
+pub fn auth_failed() -> Reply {
+    Reply::new(535, [5, 7, 8], "Authentication credentials invalid")
+}
+pub fn auth_temp_failure() -> Reply {
+    Reply::new(454, [4, 7, 0], "Temporary authentication failure")
+}
+pub fn too_many_auth_failures(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        [4, 7, 0],
+        format!("{hostname} Too many authentication failures, closing connection"),
+    )
+}
+
+/// Client-supplied text echoed in a reply is cut short: it must not blow up the reply line.
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
 }

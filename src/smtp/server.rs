@@ -1,0 +1,286 @@
+//! The SMTP listener: binds `server.listen` (plain, STARTTLS when configured) and
+//! `server.listen_tls` (implicit TLS), limits concurrent connections, runs one
+//! [`session`](super::session) per connection and shuts down gracefully.
+//!
+//! # Connection limit
+//! A slot of the `max_connections` semaphore is taken *before* `accept()`: when all slots are
+//! busy the server stops accepting and further clients wait in the kernel's listen backlog
+//! instead of being accepted and starved.
+//!
+//! # Graceful shutdown
+//! When the `shutdown` future of [`Server::run`] completes: the listeners are closed, sessions
+//! without an open transaction are closed with `421 4.3.2`, sessions in a transaction may finish
+//! it (and are then closed the same way). After `shutdown_grace` seconds the remaining sessions
+//! get `421 4.3.2` at once, also in the middle of a transaction; nothing was acknowledged to their
+//! clients, so nothing is lost (a client whose message the next hop accepted in that last instant
+//! may send it again, a duplicate rather than a loss).
+//!
+//! # Reload
+//! Every new connection takes the settings snapshot current at accept time (a
+//! `tokio::sync::watch` channel). [`Reloader::reload`] builds new settings from a new
+//! configuration (re-reading the TLS certificate and the users file) and swaps them in: new
+//! sessions use them, open sessions keep theirs. Listener addresses, `max_connections` and
+//! `shutdown_grace` are fixed at [`Server::bind`]; changing them needs a restart.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::HandlerFactory;
+use super::session::{self, ConnectionMeta, SessionSettings, SettingsError, ShutdownSignal};
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("server.tls: implicit TLS listeners are running; TLS cannot be removed by a reload")]
+    TlsRemoved,
+}
+
+struct Listener {
+    socket: TcpListener,
+    implicit_tls: bool,
+}
+
+/// Swaps the session settings of a running [`Server`]; cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    settings: Arc<watch::Sender<Arc<SessionSettings>>>,
+    has_tls_listeners: bool,
+}
+
+impl Reloader {
+    /// Apply a new configuration to connections accepted from now on.
+    pub fn reload(&self, cfg: &Config) -> Result<(), ServerError> {
+        self.replace(SessionSettings::from_config(cfg)?)
+    }
+
+    /// Install settings built by the caller (tests tune values that have no configuration key).
+    pub fn replace(&self, settings: SessionSettings) -> Result<(), ServerError> {
+        if self.has_tls_listeners && settings.tls.is_none() {
+            return Err(ServerError::TlsRemoved);
+        }
+        self.settings.send_replace(Arc::new(settings));
+        Ok(())
+    }
+
+    /// The settings new connections get.
+    pub fn current(&self) -> Arc<SessionSettings> {
+        self.settings.borrow().clone()
+    }
+}
+
+/// Bound listeners, ready to [`run`](Server::run).
+pub struct Server {
+    listeners: Vec<Listener>,
+    reloader: Reloader,
+    max_connections: usize,
+    shutdown_grace: Duration,
+}
+
+impl Server {
+    /// Bind every listener of `[server]` and load TLS certificate and users file.
+    pub async fn bind(cfg: &Config) -> Result<Server, ServerError> {
+        let settings = SessionSettings::from_config(cfg)?;
+        let mut listeners = Vec::new();
+        for (key, addrs, implicit_tls) in [
+            ("server.listen", &cfg.server.listen, false),
+            ("server.listen_tls", &cfg.server.listen_tls, true),
+        ] {
+            for addr in addrs {
+                let socket =
+                    TcpListener::bind(addr.as_str())
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            key,
+                            addr: addr.clone(),
+                            source,
+                        })?;
+                listeners.push(Listener {
+                    socket,
+                    implicit_tls,
+                });
+            }
+        }
+        let has_tls_listeners = listeners.iter().any(|l| l.implicit_tls);
+        Ok(Server {
+            listeners,
+            reloader: Reloader {
+                settings: Arc::new(watch::Sender::new(Arc::new(settings))),
+                has_tls_listeners,
+            },
+            max_connections: cfg.server.max_connections,
+            shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace),
+        })
+    }
+
+    /// Addresses of the plain (STARTTLS-capable) listeners, in configuration order; with port 0
+    /// the port the system picked.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(false)
+    }
+
+    /// Addresses of the implicit-TLS listeners.
+    pub fn local_tls_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(true)
+    }
+
+    fn addrs(&self, implicit_tls: bool) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter(|l| l.implicit_tls == implicit_tls)
+            .filter_map(|l| l.socket.local_addr().ok())
+            .collect()
+    }
+
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// See [`Reloader::reload`].
+    pub fn reload(&self, cfg: &Config) -> Result<(), ServerError> {
+        self.reloader.reload(cfg)
+    }
+
+    /// Accept connections until `shutdown` completes, then shut down gracefully (module docs).
+    /// Returns when every session has ended.
+    pub async fn run<F: HandlerFactory>(self, factory: Arc<F>, shutdown: impl Future<Output = ()>) {
+        let Server {
+            listeners,
+            reloader,
+            max_connections,
+            shutdown_grace,
+        } = self;
+        let slots = Arc::new(Semaphore::new(max_connections));
+        let signal = ShutdownSignal::default();
+        // Every session holds a clone; `recv()` returns None once all of them have ended.
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        let mut next = 0usize;
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                r = accept_any(&listeners, &mut next) => r,
+            };
+            let (stream, peer, implicit_tls) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the slot is returned.
+                    tracing::warn!(error = %e, "accept failed");
+                    drop(permit);
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            };
+            let settings = reloader.current();
+            let handler = factory.handler();
+            let signal = signal.clone();
+            let alive = alive_tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _alive = alive;
+                connection(stream, peer, implicit_tls, handler, settings, signal).await;
+            });
+        }
+        drop(listeners);
+        signal.drain.cancel();
+        drop(alive_tx);
+        tracing::info!("shutting down: no new connections, finishing open transactions");
+        if tokio::time::timeout(shutdown_grace, alive_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::info!("shutdown grace period over: closing remaining sessions");
+            signal.abort.cancel();
+            // Sessions answer 421 and close promptly; the bound only guards against a client that
+            // never reads.
+            let _ = tokio::time::timeout(Duration::from_secs(10), alive_rx.recv()).await;
+        }
+    }
+}
+
+async fn accept_any(
+    listeners: &[Listener],
+    next: &mut usize,
+) -> std::io::Result<(TcpStream, SocketAddr, bool)> {
+    if listeners.is_empty() {
+        return std::future::pending().await;
+    }
+    let start = *next % listeners.len();
+    *next = next.wrapping_add(1);
+    std::future::poll_fn(|cx| {
+        for i in 0..listeners.len() {
+            let l = &listeners[(start + i) % listeners.len()];
+            if let Poll::Ready(r) = l.socket.poll_accept(cx) {
+                return Poll::Ready(r.map(|(s, peer)| (s, peer, l.implicit_tls)));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+async fn connection<H: super::Handler + 'static>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+    handler: H,
+    settings: Arc<SessionSettings>,
+    signal: ShutdownSignal,
+) {
+    // Replies are small and latency-bound: no Nagle delay.
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    tracing::debug!(%peer, %local, implicit_tls, "connection");
+    if !implicit_tls {
+        let meta = ConnectionMeta {
+            peer,
+            local,
+            tls: false,
+        };
+        return session::serve(stream, meta, handler, settings, signal).await;
+    }
+    let Some(acceptor) = settings.tls.clone() else {
+        return;
+    };
+    let handshake = tokio::time::timeout(settings.idle_timeout, acceptor.accept(stream));
+    let tls = tokio::select! {
+        _ = signal.drain.cancelled() => return,
+        r = handshake => r,
+    };
+    match tls {
+        Ok(Ok(tls)) => {
+            let meta = ConnectionMeta {
+                peer,
+                local,
+                tls: true,
+            };
+            session::serve(tls, meta, handler, settings, signal).await;
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
