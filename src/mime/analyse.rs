@@ -507,6 +507,8 @@ fn classify(a: &mut Analysis, cids: &HashSet<String>) {
             }
         } else if is_text_body_type(t) && p.file_name.is_none() {
             (Class::Body, "text body".into())
+        } else if t == "message/partial" || t == "message/external-body" {
+            (Class::Kept, format!("{t} is left alone"))
         } else if t == "message/rfc822" {
             (Class::Attachment, "forwarded message (.eml)".into())
         } else if parent_type == "multipart/related" && p.content_id.is_some() {
@@ -555,7 +557,7 @@ fn classify(a: &mut Analysis, cids: &HashSet<String>) {
     }
 }
 
-fn extension_for(content_type: &str) -> &'static str {
+fn extension_for(content_type: &str) -> &str {
     match content_type {
         "application/pdf" => "pdf",
         "application/zip" | "application/x-zip-compressed" => "zip",
@@ -577,7 +579,16 @@ fn extension_for(content_type: &str) -> &'static str {
         "text/html" => "html",
         "text/csv" => "csv",
         "text/calendar" => "ics",
-        _ => "bin",
+        // `image/webp` -> `webp`; long or vendor subtypes say nothing useful.
+        t => match t.split_once('/') {
+            Some((_, sub))
+                if (2..=4).contains(&sub.len())
+                    && sub.bytes().all(|c| c.is_ascii_alphanumeric()) =>
+            {
+                sub
+            }
+            _ => "bin",
+        },
     }
 }
 

@@ -48,7 +48,8 @@ const EN_TXT: &str = "\
 Available until: {{expires}}
 Download: {{download_url}}
 {{instructions}}
-Sender: {{sender}} - tracking ID: {{tracking_id}}
+Sender: {{sender}}
+Tracking ID: {{tracking_id}}
 ----------------------------------------------------------------------
 
 ";
@@ -59,7 +60,8 @@ const DE_TXT: &str = "\
 Verfügbar bis: {{expires}}
 Download: {{download_url}}
 {{instructions}}
-Absender: {{sender}} - Tracking-ID: {{tracking_id}}
+Absender: {{sender}}
+Tracking-ID: {{tracking_id}}
 ----------------------------------------------------------------------
 
 ";
@@ -73,7 +75,8 @@ const EN_HTML: &str = "\
 <p>Available until: {{expires}}</p>
 <p>Download: <a href=\"{{download_url}}\">{{download_url}}</a></p>
 <p>{{instructions}}</p>
-<p>Sender: {{sender}} - tracking ID: {{tracking_id}}</p>
+<p>Sender: {{sender}}</p>
+<p>Tracking ID: {{tracking_id}}</p>
 </div>
 ";
 
@@ -86,7 +89,8 @@ const DE_HTML: &str = "\
 <p>Verfügbar bis: {{expires}}</p>
 <p>Download: <a href=\"{{download_url}}\">{{download_url}}</a></p>
 <p>{{instructions}}</p>
-<p>Absender: {{sender}} - Tracking-ID: {{tracking_id}}</p>
+<p>Absender: {{sender}}</p>
+<p>Tracking-ID: {{tracking_id}}</p>
 </div>
 ";
 
@@ -270,7 +274,7 @@ mod tests {
         assert!(t.contains("  - <b>report</b>.pdf (1.5 MB)\n"));
         assert!(t.contains("Available until: 2026-12-11\n"));
         assert!(!t.contains("Download:"));
-        assert!(t.contains("tracking ID: 20261127-ABC"));
+        assert!(t.contains("\nTracking ID: 20261127-ABC\n"));
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub fn rewrite(
         removed[id] = true;
     }
     // A container left without children goes as well (pre-order: children follow parents).
-    for i in (0..parts.len()).rev() {
+    // The root stays: it receives the notice part instead.
+    for i in (1..parts.len()).rev() {
         let p = &parts[i];
         if !p.children.is_empty() && p.children.iter().all(|&c| removed[c]) {
             removed[i] = true;
@@ -64,7 +65,7 @@ pub fn rewrite(
     let text = notice.render_text()?.replace('\n', nl);
     let mut edits: Vec<Edit> = Vec::new();
 
-    if removed[0] && parts[0].children.is_empty() {
+    if removed[0] {
         replace_root(raw, &parts[0], &text, nl, &mut edits);
         return Ok(apply(raw, edits));
     }
