@@ -378,9 +378,10 @@ fn annotate(raw: &[u8], p: &Part, notice: &str, nl: &str, edits: &mut Vec<Edit>)
         };
         let direct = if enc == TransferEncoding::QuotedPrintable {
             (!html).then(|| encode_qp(&bytes, nl))
-        } else if enc == TransferEncoding::Base64 {
-            None
-        } else if (seven_bit && !bytes.is_ascii()) || max_line(&bytes) > MAX_LINE {
+        } else if enc == TransferEncoding::Base64
+            || (seven_bit && !bytes.is_ascii())
+            || max_line(&bytes) > MAX_LINE
+        {
             None
         } else {
             Some(bytes.clone())
