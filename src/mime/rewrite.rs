@@ -364,7 +364,12 @@ fn annotate(raw: &[u8], p: &Part, notice: &str, nl: &str, edits: &mut Vec<Edit>)
         }
     };
     // ASCII bodies are already UTF-8: only the label changes.
-    let label_only = to_utf8 && body.is_ascii() && p.encoding != TransferEncoding::Base64;
+    let label_only = to_utf8
+        && if p.encoding.is_identity() {
+            body.is_ascii()
+        } else {
+            decode_to_vec(body, p.encoding, usize::MAX).is_ascii()
+        };
     let enc = p.encoding;
     let seven_bit = matches!(enc, TransferEncoding::None | TransferEncoding::SevenBit);
 
