@@ -34,6 +34,18 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Dry run: which policy matches, which parts would be converted and why. Contacts no server.
+    Explain {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        from: String,
+        #[arg(long = "to", required = true)]
+        to: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        message: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +61,31 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Explain {
+            config,
+            from,
+            to,
+            json,
+            message,
+        } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match cryptshare_gateway::mime::explain::explain(&cfg, &from, &to, &message, json) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("explain: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve { config: path } => {
             let cfg = match Config::load(&path) {
                 Ok(c) => c,

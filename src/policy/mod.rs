@@ -1,1 +1,180 @@
-//! policy (to be built).
+//! Policy rules: which `[[policy]]` applies to a sender, and which parts it converts.
+//!
+//! The core only: sender patterns (as accepted by [`crate::config::validate_sender_pattern`]),
+//! case-insensitive domains, first match wins, `threshold` on the decoded total of the
+//! candidate attachments. The pipeline extends this module with the remaining keys.
+
+use crate::config::{PolicyConfig, SignedHandling};
+use crate::mime::{Analysis, PartId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Any,
+    /// `*@example.org`
+    Domain(String),
+    /// `*@*.example.org`: strict subdomains only.
+    Subdomains(String),
+    /// `user@example.org`: local part exact, domain case-insensitive.
+    Address(String, String),
+}
+
+impl Pattern {
+    fn parse(p: &str) -> Option<Pattern> {
+        if p == "*" {
+            return Some(Pattern::Any);
+        }
+        let (local, domain) = p.rsplit_once('@')?;
+        let domain = domain.to_ascii_lowercase();
+        Some(match (local, domain.strip_prefix("*.")) {
+            ("*", Some(d)) => Pattern::Subdomains(d.to_owned()),
+            ("*", None) => Pattern::Domain(domain),
+            (l, _) => Pattern::Address(l.to_owned(), domain),
+        })
+    }
+
+    fn matches(&self, local: &str, domain: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Domain(d) => domain == d,
+            Pattern::Subdomains(d) => domain
+                .strip_suffix(d.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+            Pattern::Address(l, d) => local == l && domain == d,
+        }
+    }
+}
+
+/// The `[[policy]]` rules in order.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    rules: Vec<(PolicyConfig, Vec<Pattern>)>,
+}
+
+impl Rules {
+    /// Patterns that do not parse (the config validator rejects them) never match.
+    pub fn new(policies: &[PolicyConfig]) -> Self {
+        Rules {
+            rules: policies
+                .iter()
+                .map(|p| {
+                    let pats = p.senders.iter().filter_map(|s| Pattern::parse(s)).collect();
+                    (p.clone(), pats)
+                })
+                .collect(),
+        }
+    }
+
+    /// The first rule matching the envelope sender. The null sender `<>` matches only `*`.
+    pub fn match_sender(&self, sender: &str) -> Option<&PolicyConfig> {
+        let sender = sender.trim().trim_start_matches('<').trim_end_matches('>');
+        let (local, domain) = match sender.rsplit_once('@') {
+            Some((l, d)) => (l, d.trim_end_matches('.').to_ascii_lowercase()),
+            None => (sender, String::new()),
+        };
+        self.rules
+            .iter()
+            .find(|(_, pats)| {
+                pats.iter().any(|p| {
+                    matches!(p, Pattern::Any) || (!domain.is_empty() && p.matches(local, &domain))
+                })
+            })
+            .map(|(cfg, _)| cfg)
+    }
+}
+
+/// What a policy decides for one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Parts to move to Cryptshare (empty = pass the message through).
+    pub convert: Vec<PartId>,
+    /// Decoded bytes of all candidate attachments.
+    pub total: u64,
+    pub reason: String,
+}
+
+/// Apply `policy` to an analysed message.
+pub fn select(policy: &PolicyConfig, analysis: &Analysis) -> Selection {
+    let flags = analysis.flags;
+    let pass = |total, reason: String| Selection {
+        convert: Vec::new(),
+        total,
+        reason,
+    };
+    if flags.encrypted {
+        return pass(0, "encrypted message: left unchanged".into());
+    }
+    if flags.report {
+        return pass(0, "delivery report: left unchanged".into());
+    }
+    let mut candidates: Vec<&crate::mime::Part> = analysis.candidates().collect();
+    if flags.signed {
+        if policy.signed == SignedHandling::Skip {
+            let total = analysis.signed_attachments().map(|p| p.size).sum();
+            return pass(total, "signed message: left unchanged".into());
+        }
+        candidates.extend(analysis.signed_attachments());
+    }
+    let total: u64 = candidates.iter().map(|p| p.size).sum();
+    if candidates.is_empty() {
+        return pass(0, "no attachments to convert".into());
+    }
+    if total <= policy.threshold {
+        return pass(
+            total,
+            format!(
+                "attachments total {total} bytes, not above the threshold of {} bytes",
+                policy.threshold
+            ),
+        );
+    }
+    let mut convert: Vec<PartId> = candidates.iter().map(|p| p.id).collect();
+    convert.sort_unstable();
+    Selection {
+        convert,
+        total,
+        reason: format!(
+            "attachments total {total} bytes, above the threshold of {} bytes",
+            policy.threshold
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, senders: &[&str]) -> PolicyConfig {
+        let toml = format!(
+            "name = {name:?}\nsenders = {:?}\nthreshold = 100\n",
+            senders.to_vec()
+        );
+        let cfg: PolicyConfig = ::config::Config::builder()
+            .add_source(::config::File::from_str(&toml, ::config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        cfg
+    }
+
+    #[test]
+    fn first_match_wins_and_domains_are_case_insensitive() {
+        let rules = Rules::new(&[
+            policy("boss", &["Boss@Example.org"]),
+            policy("sub", &["*@*.example.org"]),
+            policy("dom", &["*@example.org"]),
+            policy("any", &["*"]),
+        ]);
+        let name = |s: &str| rules.match_sender(s).map(|p| p.name.clone());
+        assert_eq!(name("Boss@EXAMPLE.ORG").as_deref(), Some("boss"));
+        assert_eq!(name("boss@example.org").as_deref(), Some("dom"));
+        assert_eq!(name("x@mail.Example.Org").as_deref(), Some("sub"));
+        assert_eq!(name("x@example.org").as_deref(), Some("dom"));
+        assert_eq!(name("x@badexample.org").as_deref(), Some("any"));
+        assert_eq!(name("<>").as_deref(), Some("any"));
+        let strict = Rules::new(&[policy("dom", &["*@example.org"])]);
+        assert!(strict.match_sender("x@example.org.evil").is_none());
+        assert!(strict.match_sender("").is_none());
+        assert!(strict.match_sender("x@sub.example.org").is_none());
+    }
+}

@@ -1,0 +1,185 @@
+//! `cryptshare-gateway explain`, run as the built binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+[server]
+[relay]
+next_hop = "127.0.0.1:10026"
+
+[[policy]]
+name = "boss"
+senders = ["ceo@example.org"]
+threshold = 1000000
+
+[[policy]]
+name = "example.org"
+senders = ["*@example.org", "*@*.example.org"]
+threshold = 10
+language = "de"
+"#;
+
+const MESSAGE: &str = "From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
+--B\r\nContent-Type: application/pdf; name=\"=?utf-8?q?B=C3=A4r?=.pdf\"\r\n\
+Content-Disposition: attachment; filename=\"=?utf-8?q?B=C3=A4r?=.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IK\r\n--B\r\n\
+Content-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\n--B--\r\n";
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cryptshare-gateway"))
+        .arg("explain")
+        .arg("--config")
+        .arg(dir.join("gw.toml"))
+        .args(args)
+        .env_remove("CSGW__RELAY__NEXT_HOP")
+        .output()
+        .unwrap()
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gw.toml"), CONFIG).unwrap();
+    std::fs::write(dir.path().join("m.eml"), MESSAGE).unwrap();
+    std::fs::write(
+        dir.path().join("junk.eml"),
+        b"\xff\x00--\r\n\r\n\x80garbage",
+    )
+    .unwrap();
+    dir
+}
+
+fn json_of(out: &Output) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn json_convert_decision() {
+    let dir = setup();
+    let m = dir.path().join("m.eml");
+    let v = json_of(&run(
+        dir.path(),
+        &[
+            "--from",
+            "Alice@Mail.Example.ORG",
+            "--to",
+            "b@x.net",
+            "--to",
+            "c@y.net",
+            "--json",
+            m.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(v["policy"], json!("example.org"));
+    assert_eq!(v["action"], json!("convert"));
+    let atts = v["attachments"].as_array().unwrap();
+    assert_eq!(atts.len(), 1);
+    assert_eq!(atts[0]["name"], json!("Bär.pdf"));
+    assert_eq!(atts[0]["size"], json!(15));
+    assert_eq!(atts[0]["content_type"], json!("application/pdf"));
+    assert_eq!(atts[0]["convert"], json!(true));
+    assert!(
+        atts[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("above the threshold of 10 bytes")
+    );
+}
+
+#[test]
+fn json_pass_decisions() {
+    let dir = setup();
+    let m = dir.path().join("m.eml");
+    let m = m.to_str().unwrap();
+    // First match wins: the boss rule's threshold keeps the attachment.
+    let v = json_of(&run(
+        dir.path(),
+        &["--from", "ceo@example.org", "--to", "b@x.net", "--json", m],
+    ));
+    assert_eq!(v["policy"], json!("boss"));
+    assert_eq!(v["action"], json!("pass"));
+    assert_eq!(v["attachments"][0]["convert"], json!(false));
+    // No rule.
+    let v = json_of(&run(
+        dir.path(),
+        &["--from", "x@example.com", "--to", "b@x.net", "--json", m],
+    ));
+    assert_eq!(v["policy"], Value::Null);
+    assert_eq!(v["action"], json!("pass"));
+    // Malformed input is analysed, not refused.
+    let junk = dir.path().join("junk.eml");
+    let v = json_of(&run(
+        dir.path(),
+        &[
+            "--from",
+            "a@example.org",
+            "--to",
+            "b@x.net",
+            "--json",
+            junk.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(v["action"], json!("pass"));
+    assert_eq!(v["attachments"], json!([]));
+}
+
+#[test]
+fn text_output_shows_the_tree() {
+    let dir = setup();
+    let m = dir.path().join("m.eml");
+    let out = run(
+        dir.path(),
+        &[
+            "--from",
+            "a@example.org",
+            "--to",
+            "b@x.net",
+            m.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("policy:     example.org\n"), "{text}");
+    assert!(text.contains("action:     convert"), "{text}");
+    assert!(
+        text.contains("  root multipart/mixed [container]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    2 application/pdf [attachment] 15 B base64 \"Bär.pdf\" CONVERT"),
+        "{text}"
+    );
+    assert!(text.contains("    3 text/calendar [kept]"), "{text}");
+}
+
+#[test]
+fn unreadable_input_exits_2() {
+    let dir = setup();
+    let missing = dir.path().join("missing.eml");
+    let out = run(
+        dir.path(),
+        &[
+            "--from",
+            "a@example.org",
+            "--to",
+            "b@x.net",
+            missing.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read") && err.contains("missing.eml"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
