@@ -328,23 +328,23 @@ impl Metrics {
             TxOutcome::Rejected,
             TxOutcome::Aborted,
         ] {
-            self.transactions.get_or_create(&OutcomeLabels {
+            let _ = self.transactions.get_or_create(&OutcomeLabels {
                 outcome: outcome.label(),
             });
         }
         for result in ["2xx", "4xx", "5xx", "error"] {
-            self.next_hop.get_or_create(&NextHopLabels { result });
+            let _ = self.next_hop.get_or_create(&NextHopLabels { result });
         }
         for side in [TlsSide::Inbound, TlsSide::Outbound] {
             for result in ["ok", "failed"] {
-                self.tls_handshakes.get_or_create(&TlsLabels {
+                let _ = self.tls_handshakes.get_or_create(&TlsLabels {
                     side: side.label(),
                     result,
                 });
             }
         }
         for result in ["ok", "failed"] {
-            self.config_reloads.get_or_create(&ResultLabels { result });
+            let _ = self.config_reloads.get_or_create(&ResultLabels { result });
         }
         self.init_policies(std::iter::empty());
     }
@@ -358,7 +358,7 @@ impl Metrics {
                 MessageResult::Passed,
                 MessageResult::Failed,
             ] {
-                self.messages.get_or_create(&MessageLabels {
+                let _ = self.messages.get_or_create(&MessageLabels {
                     policy: policy.to_string(),
                     result: result.label(),
                 });
@@ -366,8 +366,8 @@ impl Metrics {
             let labels = PolicyLabels {
                 policy: policy.to_string(),
             };
-            self.uploaded_bytes.get_or_create(&labels);
-            self.uploaded_files.get_or_create(&labels);
+            let _ = self.uploaded_bytes.get_or_create(&labels);
+            let _ = self.uploaded_files.get_or_create(&labels);
         }
     }
 
