@@ -101,3 +101,40 @@ async fn watchdog_task_pings_repeatedly() {
     task.abort();
     assert_eq!(got, ["WATCHDOG=1", "WATCHDOG=1", "WATCHDOG=1"]);
 }
+
+#[test]
+fn reload_sequence_reports_to_systemd_and_metrics() {
+    use cryptshare_gateway::ops::metrics::Format;
+    use cryptshare_gateway::ops::{self, Metrics};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reload.sock");
+    let sock = listener(UnixDatagram::bind(&path).unwrap());
+    let n = Notifier::to_socket(path.to_str().unwrap(), None).unwrap();
+    let metrics = Metrics::new();
+
+    let ok: Option<u32> = ops::reload(&n, &metrics, || Ok::<_, String>(7));
+    assert_eq!(ok, Some(7));
+    assert!(recv(&sock).starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(recv(&sock), "READY=1\nSTATUS=configuration reloaded");
+
+    let refused: Option<u32> = ops::reload(&n, &metrics, || {
+        Err("server.listen[0]: \"x\" is not an IP:port")
+    });
+    assert_eq!(refused, None);
+    assert!(recv(&sock).starts_with("RELOADING=1\n"));
+    assert_eq!(
+        recv(&sock),
+        "READY=1\nSTATUS=configuration reload refused: server.listen[0]: \"x\" is not an IP:port"
+    );
+
+    let text = metrics.encode(Format::Prometheus);
+    assert!(
+        text.contains("csgw_config_reloads_total{result=\"ok\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("csgw_config_reloads_total{result=\"failed\"} 1\n"),
+        "{text}"
+    );
+}
