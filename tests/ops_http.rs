@@ -494,3 +494,21 @@ async fn next_hop_probe_and_probe_task() {
         Err("listeners: not checked yet; cryptshare: not checked yet".into())
     );
 }
+
+#[tokio::test]
+async fn cryptshare_probe() {
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = up.local_addr().unwrap().port();
+    let t = Duration::from_secs(5);
+    assert_eq!(http::probe_cryptshare("embedded", t).await, Ok(()));
+    assert_eq!(
+        http::probe_cryptshare(&format!("http://127.0.0.1:{port}/"), t).await,
+        Ok(())
+    );
+    drop(up);
+    let err = http::probe_cryptshare(&format!("https://127.0.0.1:{port}"), t)
+        .await
+        .unwrap_err();
+    assert!(err.starts_with(&format!("127.0.0.1:{port}: ")), "{err}");
+    assert!(http::probe_cryptshare("not a url", t).await.is_err());
+}

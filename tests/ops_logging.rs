@@ -269,3 +269,17 @@ fn audit_to_tracing_uses_the_audit_target() {
     });
     assert_eq!(quiet, "");
 }
+
+/// The only test in this binary that installs the global subscriber.
+#[test]
+fn init_installs_once() {
+    assert!(matches!(
+        logging::init(LogFormat::Json, Some("info,=[")),
+        Err(LogError::Filter { .. })
+    ));
+    logging::init(LogFormat::Human, Some("warn")).unwrap();
+    assert!(matches!(
+        logging::init(LogFormat::Human, Some("warn")),
+        Err(LogError::AlreadyInitialised)
+    ));
+}

@@ -185,18 +185,31 @@ pub async fn probe_next_hop(next_hop: &NextHop, timeout: Duration) -> Result<(),
                 Err(format!("{}: no such directory", dir.display()))
             }
         }
-        NextHop::Smtp { host, port } => {
-            match tokio::time::timeout(
-                timeout,
-                tokio::net::TcpStream::connect((host.as_str(), *port)),
-            )
-            .await
-            {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
-                Err(_) => Err(format!("{host}:{port}: connect timed out")),
-            }
-        }
+        NextHop::Smtp { host, port } => connect_probe(host, *port, timeout).await,
+    }
+}
+
+/// Reachability of the Cryptshare server at `cryptshare.url`: a TCP connect to its host and port
+/// within `timeout`. Deliberately no HTTP request: it must not cost the server a session or a
+/// log entry every few seconds, and TLS or API errors show up on real calls anyway.
+/// `embedded` is always reachable.
+pub async fn probe_cryptshare(url: &str, timeout: Duration) -> Result<(), String> {
+    if url == "embedded" {
+        return Ok(());
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+        return Err(format!("{url}: no host"));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    connect_probe(host, port, timeout).await
+}
+
+async fn connect_probe(host: &str, port: u16, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
+        Err(_) => Err(format!("{host}:{port}: connect timed out")),
     }
 }
 

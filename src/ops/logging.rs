@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Default filter when neither the caller nor `RUST_LOG` gives one.
 pub const DEFAULT_FILTER: &str = "info";
@@ -62,7 +63,11 @@ pub fn init(format: LogFormat, filter: Option<&str>) -> Result<(), LogError> {
         timestamps: std::env::var_os("JOURNAL_STREAM").is_none(),
     };
     let dispatch = build(format, &filter, human_opts, std::io::stderr)?;
-    tracing::dispatcher::set_global_default(dispatch).map_err(|_| LogError::AlreadyInitialised)
+    // try_init (unlike set_global_default) also routes the `log` crate's records (rustls,
+    // reqwest's dependencies) into the same output.
+    dispatch
+        .try_init()
+        .map_err(|_| LogError::AlreadyInitialised)
 }
 
 #[derive(Debug, Clone, Copy)]
