@@ -40,6 +40,8 @@ pub struct Config {
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
     #[serde(default)]
+    pub audit: Option<AuditConfig>,
+    #[serde(default)]
     pub policy: Vec<PolicyConfig>,
 }
 
@@ -198,6 +200,14 @@ impl Default for StateConfig {
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// File receiving one JSON line per message (appended; reopened on SIGHUP for rotation).
+    /// Without `[audit]` the lines go to the log under the target `audit`.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -7,8 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cryptshare_gateway::config::Config;
-use cryptshare_gateway::smtp::relay::{PassThrough, Relay};
+use cryptshare_gateway::config::NextHop;
+use cryptshare_gateway::ops::{self, Component, LogFormat, Notifier, Readiness};
+use cryptshare_gateway::pipeline::{Gateway, GatewayFactory};
 use cryptshare_gateway::smtp::server::Server;
+use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -28,6 +31,9 @@ enum Command {
     Serve {
         #[arg(long)]
         config: PathBuf,
+        /// Log format: human (default) or json.
+        #[arg(long, default_value = "human")]
+        log_format: LogFormat,
     },
     /// Validate a configuration file: exit 0 when valid, 2 naming the wrong key otherwise.
     CheckConfig {
@@ -86,7 +92,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config: path } => {
+        Command::Serve {
+            config: path,
+            log_format,
+        } => {
             let cfg = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
@@ -94,12 +103,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
+            if let Err(e) = ops::logging::init(log_format, None) {
+                eprintln!("cannot set up logging: {e}");
+                return ExitCode::FAILURE;
+            }
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -123,38 +130,102 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     cryptshare_gateway::install_crypto_provider();
     std::fs::create_dir_all(&cfg.state.dir)
         .with_context(|| format!("state.dir: cannot create {}", cfg.state.dir.display()))?;
-    let relay = Relay::new(&cfg).context("relay")?;
+    if let NextHop::Maildir(dir) = cfg.next_hop()? {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("relay.next_hop: cannot create {}", dir.display()))?;
+    }
+    let metrics = ops::metrics::global().clone();
+    metrics.init_policies(cfg.policy.iter().map(|p| p.name.as_str()));
+    let notifier = Arc::new(Notifier::from_env());
+    let readiness = Arc::new(Readiness::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let gateway = Gateway::new(&cfg).await?;
     let server = Server::bind(&cfg).await?;
     for a in server.local_addrs() {
         tracing::info!(listen = %a, "SMTP listener ready");
     }
+    for a in server.local_tls_addrs() {
+        tracing::info!(listen = %a, "SMTPS (implicit TLS) listener ready");
+    }
+    readiness.set(Component::Listeners, Ok(()));
+    if let Some(m) = &cfg.metrics {
+        let addr = m.listen.parse().context("metrics.listen")?;
+        let mut rx = stop_rx.clone();
+        let http = ops::http::serve(addr, metrics.clone(), readiness.clone(), async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await?;
+        tracing::info!(listen = %http.local_addr, "metrics endpoint ready");
+    }
+    let next_hop = cfg.next_hop()?;
+    ops::http::spawn_probe(
+        readiness.clone(),
+        Component::NextHop,
+        PROBE_INTERVAL,
+        move || {
+            let nh = next_hop.clone();
+            async move { ops::http::probe_next_hop(&nh, PROBE_TIMEOUT).await }
+        },
+    );
+    let cs_url = match gateway.embedded() {
+        Some(h) => h.url(),
+        None => cfg.cryptshare.url.clone(),
+    };
+    ops::http::spawn_probe(
+        readiness.clone(),
+        Component::Cryptshare,
+        PROBE_INTERVAL,
+        move || {
+            let url = cs_url.clone();
+            async move { ops::http::probe_cryptshare(&url, PROBE_TIMEOUT).await }
+        },
+    );
+
+    // SIGHUP: re-read the file; a broken one is refused and the old configuration stays.
     let reloader = server.reloader();
     let mut hup = signal(SignalKind::hangup())?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            match Config::load(&path) {
-                Ok(new) => match reloader.reload(&new) {
-                    Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "reload refused; keeping the old configuration")
-                    }
-                },
-                Err(e) => {
-                    tracing::error!(error = %e, "reload refused; keeping the old configuration")
+    {
+        let (notifier, metrics, gateway) = (notifier.clone(), metrics.clone(), gateway.clone());
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let loaded = ops::reload(&notifier, &metrics, || {
+                    let new = Config::load(&path).map_err(|e| e.to_string())?;
+                    reloader.reload(&new).map_err(|e| e.to_string())?;
+                    Ok::<_, String>(new)
+                });
+                if let Some(new) = loaded {
+                    gateway.reload(&new);
+                    metrics.init_policies(new.policy.iter().map(|p| p.name.as_str()));
                 }
+                gateway.reopen_audit();
             }
-        }
-    });
+        });
+    }
     let mut term = signal(SignalKind::terminate())?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
+    let shutdown = {
+        let (notifier, readiness) = (notifier.clone(), readiness.clone());
+        async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            tracing::info!("shutting down: no new connections, finishing open transactions");
+            readiness.set_draining();
+            let _ = notifier.stopping();
         }
-        tracing::info!("shutting down: no new connections, finishing open transactions");
     };
+    if let Err(e) = notifier.ready("accepting mail") {
+        tracing::warn!("systemd notification failed: {e}");
+    }
+    notifier.spawn_watchdog();
     server
-        .run(Arc::new(PassThrough::new(relay)), shutdown)
+        .run(Arc::new(GatewayFactory(gateway)), shutdown)
         .await;
+    let _ = stop_tx.send(true);
+    tracing::info!("stopped");
     Ok(())
 }
+
+const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -1,1 +1,535 @@
-//! pipeline (to be built).
+//! The conversion pipeline: the gateway's [`Handler`] joining the SMTP core, the policy, the MIME
+//! engine, Cryptshare and the relay.
+//!
+//! Per transaction: MAIL FROM and RCPT TO go straight to the next hop (cut-through, so the
+//! client sees the next hop's per-recipient verdicts). At the end of DATA the pipeline matches the
+//! sender's policy, analyses the message and, when attachments are to be moved, runs the
+//! Cryptshare workflow (token → transfer-policy → create → patch → register + upload → finalize →
+//! active), rewrites the message and relays it. The client's reply is the outcome: `250` only
+//! after the next hop's `250`.
+//!
+//! All or nothing: if any Cryptshare step fails, no rewritten message is relayed, the server-side
+//! session is deleted, and the policy's `on_error` decides (see [`failure_outcome`], the one
+//! place where conversion failures become SMTP replies).
+//!
+//! Exactly once: a finished transfer is recorded in the [`StateStore`] under the message key
+//! (envelope + bytes). An upstream retry of the same message — after our 4xx, or after a crash —
+//! reuses it and produces the same rewritten message instead of a second transfer.
+
+mod convert;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, OnError, PolicyConfig};
+use crate::cryptshare;
+use crate::mime::{self, Analysis};
+use crate::ops::audit::{AuditLog, AuditRecord, Decision};
+use crate::policy::{self, Rules};
+use crate::sim::{Emulator, EmulatorHandle, SimOptions};
+use crate::smtp::relay::{Relay, RelayTransaction};
+use crate::smtp::{
+    ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply, Transaction,
+    replies,
+};
+use crate::store::spool::Spooled;
+use crate::store::state::{Record, StateStore};
+
+pub use convert::{ConvertError, Converted};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cryptshare: {0}")]
+    Cryptshare(#[from] cryptshare::Error),
+    #[error("cryptshare.client_id: {0}")]
+    ClientId(String),
+    #[error("embedded Cryptshare emulator: {0}")]
+    Embedded(String),
+    #[error("state.dir: {0}")]
+    State(#[from] crate::store::state::StateError),
+    #[error("audit.file: {0}")]
+    Audit(#[from] crate::ops::audit::AuditError),
+    #[error("relay: {0}")]
+    Relay(#[from] crate::smtp::relay::RelayError),
+}
+
+/// A fixed client id for the embedded emulator, which trusts every well-formed id.
+const EMBEDDED_CLIENT_ID: &str = "EmbeddedCryptshareGatewayClient0123456789abcdefghijklmnop";
+
+/// What can change on SIGHUP.
+struct Live {
+    rules: Rules,
+}
+
+/// Shared by every connection.
+pub struct Gateway {
+    relay: Relay,
+    live: RwLock<Arc<Live>>,
+    cryptshare: cryptshare::Client,
+    state: StateStore,
+    audit: AuditLog,
+    /// Keeps the embedded emulator running as long as the gateway.
+    embedded: Option<EmulatorHandle>,
+    /// How long to wait for a finalized transfer to become active.
+    activation_timeout: Duration,
+}
+
+impl Gateway {
+    /// Build the gateway: relay, Cryptshare client (starting the embedded emulator for
+    /// `cryptshare.url = "embedded"`), state store. Cleans up transfer sessions a previous run
+    /// left unfinished.
+    pub async fn new(cfg: &Config) -> Result<Arc<Gateway>, PipelineError> {
+        let relay = Relay::new(cfg)?;
+        let state = StateStore::open(&cfg.state.dir)?;
+        let (cryptshare, embedded) = if cfg.cryptshare.url == "embedded" {
+            let dir = cfg
+                .cryptshare
+                .embedded_data_dir
+                .clone()
+                .unwrap_or_else(|| cfg.state.dir.join("cryptshare-sim"));
+            let opts = SimOptions::new(([127, 0, 0, 1], 0).into(), dir);
+            let handle = Emulator::start(opts)
+                .await
+                .map_err(|e| PipelineError::Embedded(e.to_string()))?;
+            let id = match cryptshare::load_client_id(&cfg.cryptshare) {
+                Ok(id) => id,
+                Err(_) => EMBEDDED_CLIENT_ID.to_string(),
+            };
+            let client = cryptshare::Client::new(
+                &handle.url(),
+                id,
+                cryptshare::ClientOptions::from_config(&cfg.cryptshare),
+            )?;
+            tracing::info!(url = %handle.url(), data = %handle.data_dir().display(), "embedded Cryptshare emulator running");
+            (client, Some(handle))
+        } else {
+            let id = cryptshare::load_client_id(&cfg.cryptshare)
+                .map_err(|e| PipelineError::ClientId(e.to_string()))?;
+            (cryptshare::Client::from_config(&cfg.cryptshare, id)?, None)
+        };
+        let audit = match &cfg.audit {
+            Some(a) => AuditLog::to_file(&a.file)?,
+            None => AuditLog::to_tracing(),
+        };
+        let gw = Arc::new(Gateway {
+            relay,
+            live: RwLock::new(Arc::new(Live {
+                rules: Rules::new(&cfg.policy),
+            })),
+            cryptshare,
+            state,
+            audit,
+            embedded,
+            activation_timeout: Duration::from_secs(cfg.cryptshare.timeout.max(1) * 2),
+        });
+        let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
+        let cleanup = gw.clone();
+        tokio::spawn(async move { cleanup.clean_up_pending(retention).await });
+        Ok(gw)
+    }
+
+    /// Swap in new policies (SIGHUP). Open transactions keep the rules they started with.
+    pub fn reload(&self, cfg: &Config) {
+        let live = Arc::new(Live {
+            rules: Rules::new(&cfg.policy),
+        });
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+    }
+
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The embedded emulator, when `cryptshare.url = "embedded"`.
+    pub fn embedded(&self) -> Option<&EmulatorHandle> {
+        self.embedded.as_ref()
+    }
+
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    /// Delete server-side sessions that a crashed run left behind, and forget old records.
+    async fn clean_up_pending(&self, retention: Duration) {
+        match self.state.pending() {
+            Ok(list) => {
+                for (key, rec) in list {
+                    if let Record::Pending {
+                        sender,
+                        tracking_id,
+                        ..
+                    } = rec
+                    {
+                        if let Some(id) = tracking_id {
+                            if let Err(e) = self.cryptshare.delete_session(&sender, &id).await {
+                                tracing::warn!(tracking_id = %id, error = %e, "cannot delete an unfinished transfer session; will retry at the next start");
+                                continue;
+                            }
+                            tracing::info!(tracking_id = %id, "deleted an unfinished transfer session left by an earlier run");
+                        }
+                        let _ = self.state.remove(&key);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list the state store"),
+        }
+        if let Err(e) = self.state.expire(retention) {
+            tracing::warn!(error = %e, "cannot expire old state records");
+        }
+    }
+
+    fn audit(&self, rec: &AuditRecord) {
+        if let Err(e) = self.audit.write(rec) {
+            tracing::error!(error = %e, queue_id = %rec.queue_id, "cannot write the audit line");
+        }
+    }
+
+    /// Reopen the audit file (after log rotation; SIGHUP).
+    pub fn reopen_audit(&self) {
+        if let Err(e) = self.audit.reopen() {
+            tracing::error!(error = %e, "cannot reopen the audit file");
+        }
+    }
+}
+
+/// The [`HandlerFactory`] the server runs: one [`GatewayHandler`] per connection.
+#[derive(Clone)]
+pub struct GatewayFactory(pub Arc<Gateway>);
+
+impl HandlerFactory for GatewayFactory {
+    type Handler = GatewayHandler;
+    fn handler(&self) -> GatewayHandler {
+        GatewayHandler {
+            gw: self.0.clone(),
+            tx: None,
+        }
+    }
+}
+
+pub struct GatewayHandler {
+    gw: Arc<Gateway>,
+    tx: Option<RelayTransaction>,
+}
+
+impl Handler for GatewayHandler {
+    async fn extensions(&mut self) -> Extensions {
+        self.gw.relay.extensions().await
+    }
+
+    async fn mail_from(&mut self, _info: &ConnectionInfo, from: &MailFrom) -> Reply {
+        let mut tx = self.gw.relay.begin();
+        let r = tx.mail_from(from).await;
+        self.tx = Some(tx);
+        r
+    }
+
+    async fn rcpt_to(&mut self, _info: &ConnectionInfo, rcpt: &RcptTo) -> Reply {
+        match &mut self.tx {
+            Some(tx) => tx.rcpt_to(rcpt).await,
+            None => replies::need_mail(),
+        }
+    }
+
+    async fn data(&mut self, info: &ConnectionInfo, t: Transaction) -> Reply {
+        let Some(mut tx) = self.tx.take() else {
+            return replies::need_mail();
+        };
+        let reply = process(&self.gw, info, &mut tx, t).await;
+        self.tx = Some(tx);
+        reply
+    }
+
+    async fn reset(&mut self) {
+        if let Some(mut tx) = self.tx.take() {
+            tx.reset().await;
+        }
+    }
+}
+
+async fn process(
+    gw: &Arc<Gateway>,
+    _info: &ConnectionInfo,
+    tx: &mut RelayTransaction,
+    t: Transaction,
+) -> Reply {
+    let started = Instant::now();
+    let live = gw.live();
+    let Transaction {
+        queue_id,
+        mail_from,
+        rcpts,
+        received,
+        message,
+    } = t;
+    let rcpt_addrs: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
+    let mut audit = AuditRecord::new(&queue_id, Decision::Pass);
+    audit.sender = mail_from.address.clone();
+    audit.recipients = rcpt_addrs.clone();
+    audit.size = message.len() as u64;
+
+    let policy = live.rules.match_sender(&mail_from.address).cloned();
+    let Some(policy) = policy else {
+        audit.message_id = header_message_id(message.as_bytes());
+        audit.reason = "no policy matches the sender".into();
+        return relay_and_audit(
+            gw,
+            tx,
+            &received,
+            message.as_bytes(),
+            audit,
+            Decision::Pass,
+            started,
+        )
+        .await;
+    };
+    audit.policy = Some(policy.name.clone());
+
+    // Analysis touches every byte of a possibly huge message: off the async workers.
+    let message = Arc::new(message);
+    let analysed = {
+        let message = message.clone();
+        let policy = policy.clone();
+        let from = mail_from.address.clone();
+        let rcpts = rcpt_addrs.clone();
+        tokio::task::spawn_blocking(move || {
+            let raw = message.as_bytes();
+            let analysis = mime::analyse(raw);
+            let selection = policy::select(&policy, &analysis);
+            let key = message_key(&from, &rcpts, raw);
+            (analysis, selection, key)
+        })
+        .await
+    };
+    let Ok((analysis, selection, key)) = analysed else {
+        // A panic in analysis must not lose the message: relay it unchanged.
+        audit.reason = "analysis failed; relayed unchanged".into();
+        return relay_and_audit(
+            gw,
+            tx,
+            &received,
+            message.as_bytes(),
+            audit,
+            Decision::Pass,
+            started,
+        )
+        .await;
+    };
+    audit.message_id = header_message_id(message.as_bytes());
+    audit.reason = selection.reason.clone();
+    if selection.convert.is_empty() {
+        return relay_and_audit(
+            gw,
+            tx,
+            &received,
+            message.as_bytes(),
+            audit,
+            Decision::Pass,
+            started,
+        )
+        .await;
+    }
+
+    let job = convert::Job {
+        cs: &gw.cryptshare,
+        state: &gw.state,
+        policy: &policy,
+        key: &key,
+        sender: &mail_from.address,
+        rcpts: &rcpt_addrs,
+        message: message.clone(),
+        analysis: &analysis,
+        selection: &selection.convert,
+        activation_timeout: gw.activation_timeout,
+    };
+    match job.run().await {
+        Ok(converted) => {
+            audit.files = converted.audit_files();
+            audit.tracking_id = Some(converted.tracking_id.clone());
+            let decision = Decision::Convert;
+            if converted.reused {
+                audit.reason = format!(
+                    "{}; reused the transfer of an earlier attempt",
+                    audit.reason
+                );
+            }
+            audit.durations.cryptshare_ms = converted.cryptshare_ms;
+            let rewritten =
+                match rewrite(&message, &analysis, &selection.convert, &policy, &converted) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // The transfer exists and is recorded; a retry will reuse it.
+                        tracing::error!(queue_id = %queue_id, error = %e, "rewrite failed");
+                        audit.reason = format!("rewrite failed: {e}");
+                        let reply = replies::local_error("rewrite failed");
+                        audit.reply = reply.to_string();
+                        gw.audit(&finish(audit, Decision::Tempfail, started));
+                        return reply;
+                    }
+                };
+            relay_and_audit(gw, tx, &received, &rewritten, audit, decision, started).await
+        }
+        Err(e) => {
+            tracing::warn!(queue_id = %queue_id, error = %e, "conversion failed");
+            audit.reason = format!("conversion failed: {e}");
+            match failure_outcome(&e, policy.on_error) {
+                Failure::DeliverOriginal => {
+                    relay_and_audit(
+                        gw,
+                        tx,
+                        &received,
+                        message.as_bytes(),
+                        audit,
+                        Decision::DeliverOriginal,
+                        started,
+                    )
+                    .await
+                }
+                Failure::Reply(reply) => {
+                    audit.reply = reply.to_string();
+                    let d = if reply.is_transient() {
+                        Decision::Tempfail
+                    } else {
+                        Decision::Reject
+                    };
+                    gw.audit(&finish(audit, d, started));
+                    reply
+                }
+            }
+        }
+    }
+}
+
+fn finish(mut audit: AuditRecord, decision: Decision, started: Instant) -> AuditRecord {
+    audit.decision = decision;
+    audit.durations.total_ms = started.elapsed().as_millis() as u64;
+    audit
+}
+
+async fn relay_and_audit(
+    gw: &Arc<Gateway>,
+    tx: &mut RelayTransaction,
+    received: &[u8],
+    body: &[u8],
+    mut audit: AuditRecord,
+    decision: Decision,
+    started: Instant,
+) -> Reply {
+    let relay_started = Instant::now();
+    let reply = tx.data(&[received, body]).await;
+    audit.durations.relay_ms = relay_started.elapsed().as_millis() as u64;
+    audit.reply = reply.to_string();
+    audit.relay = Some(reply.to_string());
+    gw.audit(&finish(audit, decision, started));
+    reply
+}
+
+/// How a failed conversion ends, per the policy's `on_error`.
+enum Failure {
+    DeliverOriginal,
+    Reply(Reply),
+}
+
+/// The one place where conversion failures become SMTP replies (SPEC §3):
+/// - a permanent refusal by the Cryptshare policy (sender, recipients, size) is never
+///   retried for days: `554 5.7.1` unless the rule says `deliver-original`;
+/// - everything else (unreachable, timeout, 5xx, 429, token refused, local trouble) is
+///   `451` with `tempfail`, the original with `deliver-original`, `554` with `reject`.
+fn failure_outcome(e: &ConvertError, on_error: OnError) -> Failure {
+    if on_error == OnError::DeliverOriginal {
+        return Failure::DeliverOriginal;
+    }
+    let permanent = e.is_refusal();
+    match (permanent, on_error) {
+        (true, _) => Failure::Reply(Reply::new(
+            554,
+            [5, 7, 1],
+            format!(
+                "Attachments refused by the Cryptshare policy: {}",
+                e.short()
+            ),
+        )),
+        (false, OnError::Reject) => Failure::Reply(Reply::new(
+            554,
+            [5, 3, 0],
+            format!(
+                "Attachments could not be moved to Cryptshare: {}",
+                e.short()
+            ),
+        )),
+        (false, _) => Failure::Reply(Reply::new(
+            451,
+            [4, 3, 0],
+            format!("Cryptshare unavailable, try again later: {}", e.short()),
+        )),
+    }
+}
+
+fn rewrite(
+    message: &Spooled,
+    analysis: &Analysis,
+    remove: &[mime::PartId],
+    policy: &PolicyConfig,
+    c: &Converted,
+) -> Result<Vec<u8>, mime::RewriteError> {
+    let notice = mime::Notice {
+        language: policy.language.clone(),
+        files: c
+            .files
+            .iter()
+            .map(|f| mime::NoticeFile {
+                name: f.name.clone(),
+                size: f.size,
+            })
+            .collect(),
+        expires: chrono::NaiveDate::parse_from_str(&c.expiration, "%Y-%m-%d").ok(),
+        sender: c.sender_display.clone(),
+        tracking_id: Some(c.tracking_id.clone()),
+        download_url: c.download_url.clone(),
+        instructions: Some(c.instructions(&policy.language)),
+        template_dir: policy.template_dir.clone(),
+    };
+    mime::rewrite(message.as_bytes(), analysis, remove, &notice)
+}
+
+/// SHA-256 over the envelope and the message bytes (not our `Received:` line, which differs on
+/// every attempt).
+pub fn message_key(from: &str, rcpts: &[String], raw: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(from.to_ascii_lowercase().as_bytes());
+    h.update([0]);
+    let mut r: Vec<String> = rcpts.iter().map(|r| r.to_ascii_lowercase()).collect();
+    r.sort();
+    for a in &r {
+        h.update(a.as_bytes());
+        h.update([0]);
+    }
+    h.update([0]);
+    h.update(raw);
+    hex::encode(h.finalize())
+}
+
+/// The `Message-ID:` of the message, for the audit line.
+fn header_message_id(raw: &[u8]) -> Option<String> {
+    let msg = mail_parser::MessageParser::default().parse_headers(raw)?;
+    msg.message_id()
+        .map(|s| s.chars().filter(|c| !c.is_control()).take(250).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_key_ignores_recipient_order_and_case() {
+        let a = message_key("A@x.org", &["b@y.org".into(), "c@z.org".into()], b"m");
+        let b = message_key("a@x.org", &["C@z.org".into(), "b@y.org".into()], b"m");
+        assert_eq!(a, b);
+        assert_ne!(a, message_key("a@x.org", &["b@y.org".into()], b"m"));
+        assert_ne!(
+            a,
+            message_key("a@x.org", &["b@y.org".into(), "c@z.org".into()], b"n")
+        );
+    }
+}
