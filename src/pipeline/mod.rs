@@ -27,6 +27,7 @@ use crate::config::{Config, OnError, PolicyConfig};
 use crate::cryptshare;
 use crate::mime::{self, Analysis};
 use crate::ops::audit::{AuditLog, AuditRecord, Decision};
+use crate::ops::metrics::MessageResult;
 use crate::policy::{self, Rules};
 use crate::sim::{Emulator, EmulatorHandle, SimOptions};
 use crate::smtp::relay::{Relay, RelayTransaction};
@@ -180,7 +181,21 @@ impl Gateway {
         }
     }
 
+    /// The end of every message: the audit line and the message metrics.
     fn audit(&self, rec: &AuditRecord) {
+        let m = crate::ops::metrics::global();
+        let policy = rec.policy.as_deref();
+        let result = match rec.decision {
+            Decision::Convert => MessageResult::Converted,
+            Decision::Pass => MessageResult::Passed,
+            Decision::DeliverOriginal | Decision::Tempfail | Decision::Reject => MessageResult::Failed,
+        };
+        // A message refused by the next hop was not converted or passed in the end.
+        let relayed = rec.reply.starts_with('2');
+        m.message(policy, if relayed { result } else { MessageResult::Failed });
+        if rec.decision == Decision::Convert && rec.durations.cryptshare_ms > 0 {
+            m.uploaded(policy, rec.files.len() as u64, rec.files.iter().map(|f| f.size).sum());
+        }
         if let Err(e) = self.audit.write(rec) {
             tracing::error!(error = %e, queue_id = %rec.queue_id, "cannot write the audit line");
         }
