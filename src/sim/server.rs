@@ -1283,7 +1283,11 @@ async fn upload(
 /// Stream the body to `path`, hashing on the way; never more than one chunk in memory.
 async fn receive(body: Body, path: &std::path::Path, max: u64) -> Result<(u64, String), ApiErr> {
     let storage = |_| err(500, 5000, "storage error");
-    let mut file = tokio::fs::File::create(path).await.map_err(storage)?;
+    // Batch hyper's small chunks: every tokio::fs write is a blocking-pool round trip.
+    let mut file = tokio::io::BufWriter::with_capacity(
+        1 << 20,
+        tokio::fs::File::create(path).await.map_err(storage)?,
+    );
     let mut hasher = Sha256::new();
     let mut n = 0u64;
     let mut stream = body.into_data_stream();
