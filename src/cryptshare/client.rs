@@ -900,3 +900,102 @@ pub fn load_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::C
     }
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+    fn cfg() -> CryptshareConfig {
+        CryptshareConfig::default()
+    }
+
+    #[test]
+    fn client_id_from_config_or_file() {
+        let mut c = cfg();
+        c.client_id = Some(format!(" {ID}\n"));
+        assert_eq!(load_client_id(&c).unwrap(), ID);
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("id");
+        std::fs::write(&f, format!("{ID}\n")).unwrap();
+        let mut c = cfg();
+        c.client_id_file = Some(f.clone());
+        assert_eq!(load_client_id(&c).unwrap(), ID);
+
+        std::fs::write(&f, "secret-but-short").unwrap();
+        let e = load_client_id(&c).unwrap_err().to_string();
+        assert!(e.starts_with("cryptshare.client_id_file: "), "{e}");
+        assert!(!e.contains("secret"), "the value must not be echoed: {e}");
+
+        c.client_id_file = Some(dir.path().join("missing"));
+        assert!(load_client_id(&c).is_err());
+        assert!(
+            load_client_id(&cfg())
+                .unwrap_err()
+                .to_string()
+                .starts_with("cryptshare.client_id:")
+        );
+    }
+
+    #[test]
+    fn construction_validates_url_and_id() {
+        assert!(Client::new("ftp://x", ID.into(), ClientOptions::default()).is_err());
+        assert!(Client::new("not a url", ID.into(), ClientOptions::default()).is_err());
+        assert!(
+            Client::new(
+                "https://cs.example",
+                "short".into(),
+                ClientOptions::default()
+            )
+            .is_err()
+        );
+        let c = Client::new(
+            "https://cs.example/base/",
+            ID.into(),
+            ClientOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(c.api_url(), "https://cs.example/base/api");
+        let mut cfg = cfg();
+        assert!(
+            Client::from_config(&cfg, ID.into()).is_err(),
+            "embedded has no URL"
+        );
+        cfg.url = "https://cs.example".into();
+        assert!(Client::from_config(&cfg, ID.into()).is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_the_client_id_or_passwords() {
+        let c = Client::new("https://cs.example", ID.into(), ClientOptions::default()).unwrap();
+        assert!(!format!("{c:?}").contains(ID));
+        let m = SecurityMode::one_time_password(PasswordMode::Manual, Some("hunter22!".into()));
+        assert!(!format!("{m:?}").contains("hunter22"));
+        let t = VerificationToken {
+            token: "tok123secret".into(),
+            valid_until: None,
+        };
+        assert!(!format!("{t:?}").contains("tok123secret"));
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        let c = Client::new("http://127.0.0.1:1", ID.into(), ClientOptions::default()).unwrap();
+        let u = c.user_url("a/b?c#d@example.org", &["transfer-sessions", "x y"]);
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:1/api/users/a%2Fb%3Fc%23d@example.org/transfer-sessions/x%20y"
+        );
+    }
+
+    #[test]
+    fn tracking_ids() {
+        assert!(is_tracking_id("20240522-065711-H8UoUSI6"));
+        assert!(!is_tracking_id("20241322-065711-H8UoUSI6"));
+        assert!(!is_tracking_id("20240522-065711-H8UoUSI"));
+        assert!(!is_tracking_id("20240522_065711-H8UoUSI6"));
+        assert!(!is_tracking_id("20240522-065711-H8UoUS/6"));
+    }
+}

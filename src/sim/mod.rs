@@ -175,7 +175,7 @@ mod opt_millis {
 }
 
 /// How to start the emulator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimOptions {
     /// Port 0 picks a free port; see [`EmulatorHandle::addr`].
     pub listen: SocketAddr,
@@ -196,6 +196,24 @@ pub struct SimOptions {
     /// Base of absolute URLs (`Location`, download links); default: `http://` + the request's
     /// `Host` header.
     pub public_url: Option<String>,
+}
+
+impl std::fmt::Debug for SimOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client id is a credential.
+        f.debug_struct("SimOptions")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("client_id", &self.client_id.as_ref().map(|_| "<redacted>"))
+            .field("policy", &self.policy)
+            .field("faults", &self.faults)
+            .field("api_minor", &self.api_minor)
+            .field("token_validity", &self.token_validity)
+            .field("processing_polls", &self.processing_polls)
+            .field("require_content_length", &self.require_content_length)
+            .field("public_url", &self.public_url)
+            .finish()
+    }
 }
 
 impl SimOptions {
