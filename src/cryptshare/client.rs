@@ -861,6 +861,20 @@ where
         })
 }
 
+/// The client id to use: [`load_client_id`], except that with `url = "embedded"` and no id
+/// configured a random one is generated (the embedded emulator trusts every well-formed id).
+pub fn resolve_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::ConfigError> {
+    if cfg.url == "embedded" && cfg.client_id.is_none() && cfg.client_id_file.is_none() {
+        use rand::Rng;
+        return Ok(rand::rng()
+            .sample_iter(&rand::distr::Alphanumeric)
+            .take(64)
+            .map(char::from)
+            .collect());
+    }
+    load_client_id(cfg)
+}
+
 /// The client id from `[cryptshare] client_id` or `client_id_file` (trimmed), validated.
 pub fn load_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::ConfigError> {
     use crate::config::ConfigError;
@@ -937,6 +951,18 @@ mod tests {
                 .to_string()
                 .starts_with("cryptshare.client_id:")
         );
+    }
+
+    #[test]
+    fn embedded_without_id_gets_a_random_one() {
+        let c = cfg();
+        assert_eq!(c.url, "embedded");
+        let a = resolve_client_id(&c).unwrap();
+        assert!(is_valid_client_id(&a));
+        assert_ne!(a, resolve_client_id(&c).unwrap());
+        let mut c = cfg();
+        c.url = "https://cs.example".into();
+        assert!(resolve_client_id(&c).is_err());
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //! handle.open_sessions() -> usize       handle.shutdown().await
 //! ```
 //!
+//! The recipients' web link `/download?id=ID[&password=PW][&get=FILE-ID]` (legacy link format)
+//! shows a password form, the file list, or streams the file.
+//!
 //! Runtime control over HTTP (for the binary): `GET|POST|DELETE /_sim/faults`,
 //! `GET|PUT /_sim/policy`, `POST /_sim/expire-tokens`, `GET /_sim/state`.
 //!
@@ -102,6 +105,8 @@ pub enum Endpoint {
     RecipientInfo,
     RecipientFiles,
     RecipientDownload,
+    /// The web link `/download?id=…` of the notification mails.
+    WebDownload,
 }
 
 /// One injected fault. Of the calls to `endpoint`, every `every_nth` (0 or 1: every call) is
@@ -217,6 +222,17 @@ impl std::fmt::Debug for SimOptions {
 }
 
 impl SimOptions {
+    /// For `cryptshare.url = "embedded"`: loopback, a free port, data under
+    /// `cryptshare.embedded_data_dir` or `<state.dir>/cryptshare-sim`, every client id trusted.
+    pub fn embedded(cfg: &crate::config::Config) -> Self {
+        let dir = cfg
+            .cryptshare
+            .embedded_data_dir
+            .clone()
+            .unwrap_or_else(|| cfg.state.dir.join("cryptshare-sim"));
+        SimOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir)
+    }
+
     pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
         SimOptions {
             listen,
