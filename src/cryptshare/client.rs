@@ -86,6 +86,8 @@ pub struct Client {
     api: Url,
     opts: ClientOptions,
     tokens: Mutex<HashMap<String, CachedToken>>,
+    /// One verification at a time per sender: concurrent messages of one sender share it.
+    verifying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl fmt::Debug for Client {
@@ -161,6 +163,7 @@ impl Client {
             api,
             opts,
             tokens: Mutex::new(HashMap::new()),
+            verifying: Mutex::new(HashMap::new()),
         })
     }
 
@@ -207,12 +210,32 @@ impl Client {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn token(&self, sender: &str) -> Result<HeaderValue, Error> {
+    fn cached(&self, key: &str, refused: Option<&HeaderValue>) -> Option<HeaderValue> {
+        self.lock_tokens()
+            .get(key)
+            .filter(|t| SystemTime::now() < t.renew_at && Some(&t.value) != refused)
+            .map(|t| t.value.clone())
+    }
+
+    /// A usable token for `sender`; `refused` is one the server just rejected, which must not
+    /// be handed out again.
+    async fn token(
+        &self,
+        sender: &str,
+        refused: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, Error> {
         let key = sender.to_ascii_lowercase();
-        if let Some(t) = self.lock_tokens().get(&key)
-            && SystemTime::now() < t.renew_at
-        {
-            return Ok(t.value.clone());
+        if let Some(t) = self.cached(&key, refused) {
+            return Ok(t);
+        }
+        let gate = {
+            let mut map = self.verifying.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let _turn = gate.lock().await;
+        // Another task may have verified while this one waited.
+        if let Some(t) = self.cached(&key, refused) {
+            return Ok(t);
         }
         self.verify(sender).await
     }
@@ -264,7 +287,10 @@ impl Client {
             .map(SystemTime::from)
             .unwrap_or(now + TOKEN_DEFAULT_VALIDITY);
         let renew_at = until.checked_sub(TOKEN_MARGIN).unwrap_or(now);
-        self.lock_tokens().insert(
+        let mut tokens = self.lock_tokens();
+        // Senders come and go; expired entries would otherwise pile up.
+        tokens.retain(|_, t| t.renew_at > now);
+        tokens.insert(
             sender.to_ascii_lowercase(),
             CachedToken {
                 value: value.clone(),
@@ -272,10 +298,6 @@ impl Client {
             },
         );
         Ok(value)
-    }
-
-    fn forget_token(&self, sender: &str) {
-        self.lock_tokens().remove(&sender.to_ascii_lowercase());
     }
 
     // ---------------------------------------------------------------- transport
@@ -359,7 +381,7 @@ impl Client {
         F: Fn(HeaderValue) -> Fut,
         Fut: Future<Output = Result<RequestBuilder, Error>>,
     {
-        let token = self.token(sender).await?;
+        let token = self.token(sender, None).await?;
         let first = self
             .send(op, idempotent, progress, || {
                 let t = token.clone();
@@ -373,8 +395,7 @@ impl Client {
                     operation = op,
                     "verification token refused; re-verifying once"
                 );
-                self.forget_token(sender);
-                let token = self.verify(sender).await?;
+                let token = self.token(sender, Some(&token)).await?;
                 self.send(op, idempotent, progress, || {
                     let t = token.clone();
                     let fut = make(t.clone());
