@@ -520,6 +520,12 @@ impl SimPolicy {
     }
 }
 
+/// Now plus the retention period, capped (a policy set over HTTP may say anything).
+fn retention_end(days: u32) -> chrono::DateTime<chrono::Utc> {
+    let days = chrono::Duration::days(i64::from(days.min(36_500)));
+    chrono::Utc::now() + days
+}
+
 fn random_alnum(n: usize) -> String {
     rand::rng()
         .sample_iter(&Alphanumeric)
@@ -864,8 +870,7 @@ async fn create_session(
                 break id;
             }
         };
-        let expiration = chrono::Utc::now().fixed_offset()
-            + chrono::Duration::days(i64::from(g.policy.max_retention_period));
+        let expiration = retention_end(g.policy.max_retention_period).fixed_offset();
         let mode = g
             .policy
             .allowed_password_modes
@@ -1020,9 +1025,8 @@ async fn patch_session(
     if let Some(d) = &patch.expiration_date {
         let t = parse_date_time(d).ok_or_else(|| invalid("expirationDate"))?;
         let now = chrono::Utc::now();
-        let max = now + chrono::Duration::days(i64::from(policy.max_retention_period))
-            // Clients compute "now + N days" on their own clock.
-            + chrono::Duration::minutes(5);
+        // Clients compute "now + N days" on their own clock.
+        let max = retention_end(policy.max_retention_period) + chrono::Duration::minutes(5);
         if t <= now || t > max {
             return Err(rule("expirationDate outside the retention period"));
         }
@@ -2059,6 +2063,18 @@ mod tests {
         assert_eq!(percent_decode("a%20b%2"), "a b%2");
         assert_eq!(percent_decode("%C3%BC+x"), "ü x");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn untrusted_strings_never_panic(a in "\\PC{0,40}", b in "\\PC{0,40}") {
+            let _ = glob(&a, &b);
+            let _ = valid_email(&a);
+            let _ = percent_decode(&a);
+            let _ = html_escape(&a);
+            proptest::prop_assert!(url_encode(&a).is_ascii());
+            proptest::prop_assert!(!html_escape(&a).contains('<'));
+        }
     }
 
     #[test]
