@@ -308,3 +308,54 @@ async fn a_token_near_its_end_is_renewed_before_use() {
     cs.get_session(SENDER, &tid).await.unwrap();
     assert_eq!(sim.stats().tokens_issued, 2);
 }
+
+#[tokio::test]
+async fn concurrent_calls_of_one_sender_share_one_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(dir.path()).await;
+    let cs = std::sync::Arc::new(client(&sim));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let cs = cs.clone();
+        tasks.push(tokio::spawn(async move {
+            cs.create_session(SENDER, None, &session()).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(sim.stats().tokens_issued, 1);
+    assert_eq!(sim.stats().sessions_created, 8);
+    // After an expiry, concurrent refusals still lead to a single renewal.
+    sim.expire_tokens();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let cs = cs.clone();
+        tasks.push(tokio::spawn(async move {
+            cs.transfer_policy(SENDER, &["bob@example.com".into()])
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(sim.stats().tokens_issued, 2);
+}
+
+#[tokio::test]
+async fn a_transfer_that_stays_processing_is_temporary_after_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = sim_options(dir.path());
+    opts.processing_polls = u32::MAX;
+    let sim = Emulator::start(opts).await.unwrap();
+    let cs = client(&sim);
+    let (tid, _) = prepared(&cs).await;
+    cs.finalize(SENDER, &tid).await.unwrap();
+    let e = cs
+        .wait_active(SENDER, &tid, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(e.is_temporary(), "{e}");
+    assert_eq!(e.detail().operation, "wait-active");
+}

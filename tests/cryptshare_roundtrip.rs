@@ -186,6 +186,33 @@ async fn password_mode_none_puts_the_password_into_the_link_and_byte_ranges_uplo
     )
     .await;
     assert_eq!((n, got), (part.len() as u64, sha));
+    // The link itself works for a browser: a file list, then the file.
+    let http = reqwest::Client::new();
+    let page = http.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    let href = page
+        .split("href=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .replace("&amp;", "&");
+    assert!(page.contains(">part.bin</a>"), "{page}");
+    let file = http
+        .get(format!("{}/{href}", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        file.headers()["content-disposition"],
+        "attachment; filename*=UTF-8''part.bin"
+    );
+    assert_eq!(&file.bytes().await.unwrap()[..], part);
+    let wrong = url.replace(&t.password, "wrong");
+    assert_eq!(http.get(wrong).send().await.unwrap().status(), 401);
+    let no_pw = url.split("&password").next().unwrap();
+    let form = http.get(no_pw).send().await.unwrap().text().await.unwrap();
+    assert!(form.contains("type=\"password\""), "{form}");
     // No upload summary requested: only the two recipient mails.
     let names: Vec<String> = mails(&sim).into_iter().map(|m| m.0).collect();
     assert_eq!(names.len(), 2, "{names:?}");

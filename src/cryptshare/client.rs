@@ -86,6 +86,8 @@ pub struct Client {
     api: Url,
     opts: ClientOptions,
     tokens: Mutex<HashMap<String, CachedToken>>,
+    /// One verification at a time per sender: concurrent messages of one sender share it.
+    verifying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl fmt::Debug for Client {
@@ -161,6 +163,7 @@ impl Client {
             api,
             opts,
             tokens: Mutex::new(HashMap::new()),
+            verifying: Mutex::new(HashMap::new()),
         })
     }
 
@@ -207,12 +210,32 @@ impl Client {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn token(&self, sender: &str) -> Result<HeaderValue, Error> {
+    fn cached(&self, key: &str, refused: Option<&HeaderValue>) -> Option<HeaderValue> {
+        self.lock_tokens()
+            .get(key)
+            .filter(|t| SystemTime::now() < t.renew_at && Some(&t.value) != refused)
+            .map(|t| t.value.clone())
+    }
+
+    /// A usable token for `sender`; `refused` is one the server just rejected, which must not
+    /// be handed out again.
+    async fn token(
+        &self,
+        sender: &str,
+        refused: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, Error> {
         let key = sender.to_ascii_lowercase();
-        if let Some(t) = self.lock_tokens().get(&key)
-            && SystemTime::now() < t.renew_at
-        {
-            return Ok(t.value.clone());
+        if let Some(t) = self.cached(&key, refused) {
+            return Ok(t);
+        }
+        let gate = {
+            let mut map = self.verifying.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.clone()).or_default().clone()
+        };
+        let _turn = gate.lock().await;
+        // Another task may have verified while this one waited.
+        if let Some(t) = self.cached(&key, refused) {
+            return Ok(t);
         }
         self.verify(sender).await
     }
@@ -264,7 +287,10 @@ impl Client {
             .map(SystemTime::from)
             .unwrap_or(now + TOKEN_DEFAULT_VALIDITY);
         let renew_at = until.checked_sub(TOKEN_MARGIN).unwrap_or(now);
-        self.lock_tokens().insert(
+        let mut tokens = self.lock_tokens();
+        // Senders come and go; expired entries would otherwise pile up.
+        tokens.retain(|_, t| t.renew_at > now);
+        tokens.insert(
             sender.to_ascii_lowercase(),
             CachedToken {
                 value: value.clone(),
@@ -272,10 +298,6 @@ impl Client {
             },
         );
         Ok(value)
-    }
-
-    fn forget_token(&self, sender: &str) {
-        self.lock_tokens().remove(&sender.to_ascii_lowercase());
     }
 
     // ---------------------------------------------------------------- transport
@@ -359,7 +381,7 @@ impl Client {
         F: Fn(HeaderValue) -> Fut,
         Fut: Future<Output = Result<RequestBuilder, Error>>,
     {
-        let token = self.token(sender).await?;
+        let token = self.token(sender, None).await?;
         let first = self
             .send(op, idempotent, progress, || {
                 let t = token.clone();
@@ -373,8 +395,7 @@ impl Client {
                     operation = op,
                     "verification token refused; re-verifying once"
                 );
-                self.forget_token(sender);
-                let token = self.verify(sender).await?;
+                let token = self.token(sender, Some(&token)).await?;
                 self.send(op, idempotent, progress, || {
                     let t = token.clone();
                     let fut = make(t.clone());
@@ -861,6 +882,20 @@ where
         })
 }
 
+/// The client id to use: [`load_client_id`], except that with `url = "embedded"` and no id
+/// configured a random one is generated (the embedded emulator trusts every well-formed id).
+pub fn resolve_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::ConfigError> {
+    if cfg.url == "embedded" && cfg.client_id.is_none() && cfg.client_id_file.is_none() {
+        use rand::Rng;
+        return Ok(rand::rng()
+            .sample_iter(&rand::distr::Alphanumeric)
+            .take(64)
+            .map(char::from)
+            .collect());
+    }
+    load_client_id(cfg)
+}
+
 /// The client id from `[cryptshare] client_id` or `client_id_file` (trimmed), validated.
 pub fn load_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::ConfigError> {
     use crate::config::ConfigError;
@@ -899,4 +934,115 @@ pub fn load_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::C
         ));
     }
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+    fn cfg() -> CryptshareConfig {
+        CryptshareConfig::default()
+    }
+
+    #[test]
+    fn client_id_from_config_or_file() {
+        let mut c = cfg();
+        c.client_id = Some(format!(" {ID}\n"));
+        assert_eq!(load_client_id(&c).unwrap(), ID);
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("id");
+        std::fs::write(&f, format!("{ID}\n")).unwrap();
+        let mut c = cfg();
+        c.client_id_file = Some(f.clone());
+        assert_eq!(load_client_id(&c).unwrap(), ID);
+
+        std::fs::write(&f, "secret-but-short").unwrap();
+        let e = load_client_id(&c).unwrap_err().to_string();
+        assert!(e.starts_with("cryptshare.client_id_file: "), "{e}");
+        assert!(!e.contains("secret"), "the value must not be echoed: {e}");
+
+        c.client_id_file = Some(dir.path().join("missing"));
+        assert!(load_client_id(&c).is_err());
+        assert!(
+            load_client_id(&cfg())
+                .unwrap_err()
+                .to_string()
+                .starts_with("cryptshare.client_id:")
+        );
+    }
+
+    #[test]
+    fn embedded_without_id_gets_a_random_one() {
+        let c = cfg();
+        assert_eq!(c.url, "embedded");
+        let a = resolve_client_id(&c).unwrap();
+        assert!(is_valid_client_id(&a));
+        assert_ne!(a, resolve_client_id(&c).unwrap());
+        let mut c = cfg();
+        c.url = "https://cs.example".into();
+        assert!(resolve_client_id(&c).is_err());
+    }
+
+    #[test]
+    fn construction_validates_url_and_id() {
+        assert!(Client::new("ftp://x", ID.into(), ClientOptions::default()).is_err());
+        assert!(Client::new("not a url", ID.into(), ClientOptions::default()).is_err());
+        assert!(
+            Client::new(
+                "https://cs.example",
+                "short".into(),
+                ClientOptions::default()
+            )
+            .is_err()
+        );
+        let c = Client::new(
+            "https://cs.example/base/",
+            ID.into(),
+            ClientOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(c.api_url(), "https://cs.example/base/api");
+        let mut cfg = cfg();
+        assert!(
+            Client::from_config(&cfg, ID.into()).is_err(),
+            "embedded has no URL"
+        );
+        cfg.url = "https://cs.example".into();
+        assert!(Client::from_config(&cfg, ID.into()).is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_the_client_id_or_passwords() {
+        let c = Client::new("https://cs.example", ID.into(), ClientOptions::default()).unwrap();
+        assert!(!format!("{c:?}").contains(ID));
+        let m = SecurityMode::one_time_password(PasswordMode::Manual, Some("hunter22!".into()));
+        assert!(!format!("{m:?}").contains("hunter22"));
+        let t = VerificationToken {
+            token: "tok123secret".into(),
+            valid_until: None,
+        };
+        assert!(!format!("{t:?}").contains("tok123secret"));
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        let c = Client::new("http://127.0.0.1:1", ID.into(), ClientOptions::default()).unwrap();
+        let u = c.user_url("a/b?c#d@example.org", &["transfer-sessions", "x y"]);
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:1/api/users/a%2Fb%3Fc%23d@example.org/transfer-sessions/x%20y"
+        );
+    }
+
+    #[test]
+    fn tracking_ids() {
+        assert!(is_tracking_id("20240522-065711-H8UoUSI6"));
+        assert!(!is_tracking_id("20241322-065711-H8UoUSI6"));
+        assert!(!is_tracking_id("20240522-065711-H8UoUSI"));
+        assert!(!is_tracking_id("20240522_065711-H8UoUSI6"));
+        assert!(!is_tracking_id("20240522-065711-H8UoUS/6"));
+    }
 }

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! load_client_id(&CryptshareConfig) -> Result<String, config::ConfigError>
+//! resolve_client_id(&CryptshareConfig)   // as load_client_id; random id for "embedded" w/o id
 //! ClientOptions { minimum_minor_api_version, timeout, ca_file, retries, retry_backoff,
 //!                 max_poll_interval }            ClientOptions::from_config(&CryptshareConfig)
 //! Client::new(base_url: &str, client_id: String, ClientOptions) -> Result<Client, Error>
@@ -26,6 +27,10 @@
 //! client.delete_session(sender, tracking_id)                          // 404 counts as done
 //! ```
 //!
+//! Embedded mode: `let sim = sim::Emulator::start(sim::SimOptions::embedded(&config)).await?;`
+//! then `Client::new(&sim.url(), resolve_client_id(&config.cryptshare)?,
+//! ClientOptions::from_config(&config.cryptshare))`; keep `sim` (the handle) alive.
+//!
 //! Errors: [`Error`] = `Temporary | Refused | Auth | Invalid`, each with a [`Detail`]
 //! (operation, HTTP status, errorCode, message without secrets); `is_temporary()` etc.
 //!
@@ -37,6 +42,6 @@ mod client;
 pub mod error;
 pub mod types;
 
-pub use client::{Client, ClientOptions, is_valid_client_id, load_client_id};
+pub use client::{Client, ClientOptions, is_valid_client_id, load_client_id, resolve_client_id};
 pub use error::{Detail, Error, ErrorKind};
 pub use types::*;

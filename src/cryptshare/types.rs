@@ -225,7 +225,9 @@ impl Recipients {
 /// Schema `TransferSessionCreationOptions`: the body of "create transfer session".
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewTransferSession {
+    #[serde(default)]
     pub sender: Sender,
+    #[serde(default)]
     pub recipients: Recipients,
 }
 

@@ -9,13 +9,24 @@
 //!
 //! ```text
 //! Emulator::start(SimOptions::new(listen, data_dir)) -> Result<EmulatorHandle, SimError>
+//! SimOptions::embedded(&config::Config)  // loopback:0, embedded_data_dir or <state.dir>/cryptshare-sim
 //! handle.url() / addr() / data_dir() / mail_dir()
 //! handle.set_policy(SimPolicy) / policy()
 //! handle.inject_fault(FaultSpec) / clear_faults() / faults()
 //! handle.expire_tokens()                 // every issued token becomes invalid (401/3002)
 //! handle.transfers() -> Vec<FinishedTransfer>   handle.stats() -> SimStats
 //! handle.open_sessions() -> usize       handle.shutdown().await
+//! FaultSpec::status(Endpoint::Upload, 503, None).times(1)      // also ::drop_connection(ep),
+//!     .every_nth(n) / .with_latency(d); JSON: {"endpoint":"upload","status":503,"count":1,
+//!     "latency_ms":200,"drop_connection":false,"every_nth":0,"error_code":null}
 //! ```
+//!
+//! Files: `DATA/files/<tracking-id>/<file-id>`; mails: `DATA/mails/<tracking-id>-recipient-
+//! <transfer-id>.eml` (notification with the download link), `<tracking-id>-sender.eml` (upload
+//! summary; with the password for modes GENERATED and MANUAL), `verification-<n>.eml`.
+//!
+//! The recipients' web link `/download?id=ID[&password=PW][&get=FILE-ID]` (legacy link format)
+//! shows a password form, the file list, or streams the file.
 //!
 //! Runtime control over HTTP (for the binary): `GET|POST|DELETE /_sim/faults`,
 //! `GET|PUT /_sim/policy`, `POST /_sim/expire-tokens`, `GET /_sim/state`.
@@ -25,8 +36,10 @@
 //! 404/2003 for unknown sessions and files; 403/3011 for a size overflow at file registration
 //! or upload (the only policy code declared there); 400/1004 for a duplicate file name;
 //! 409/2001 for PATCH values outside the policy and for finalize with missing uploads;
-//! 401/3002 for an unknown or expired token. A session belongs to the (address, client id) it was created for, so a renewed
-//! token of the same client continues it.
+//! 401/3002 for an unknown or expired token. A session belongs to the (address, client id) it
+//! was created for, so a renewed token of the same client continues it. Transfer states:
+//! `processing_polls` status polls answer PROCESSING, then ACTIVE, or FAILED when every file
+//! failed its size/checksum check (no mails are sent then).
 
 mod conn;
 mod mail;
@@ -102,6 +115,8 @@ pub enum Endpoint {
     RecipientInfo,
     RecipientFiles,
     RecipientDownload,
+    /// The web link `/download?id=…` of the notification mails.
+    WebDownload,
 }
 
 /// One injected fault. Of the calls to `endpoint`, every `every_nth` (0 or 1: every call) is
@@ -175,7 +190,7 @@ mod opt_millis {
 }
 
 /// How to start the emulator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimOptions {
     /// Port 0 picks a free port; see [`EmulatorHandle::addr`].
     pub listen: SocketAddr,
@@ -198,7 +213,36 @@ pub struct SimOptions {
     pub public_url: Option<String>,
 }
 
+impl std::fmt::Debug for SimOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client id is a credential.
+        f.debug_struct("SimOptions")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("client_id", &self.client_id.as_ref().map(|_| "<redacted>"))
+            .field("policy", &self.policy)
+            .field("faults", &self.faults)
+            .field("api_minor", &self.api_minor)
+            .field("token_validity", &self.token_validity)
+            .field("processing_polls", &self.processing_polls)
+            .field("require_content_length", &self.require_content_length)
+            .field("public_url", &self.public_url)
+            .finish()
+    }
+}
+
 impl SimOptions {
+    /// For `cryptshare.url = "embedded"`: loopback, a free port, data under
+    /// `cryptshare.embedded_data_dir` or `<state.dir>/cryptshare-sim`, every client id trusted.
+    pub fn embedded(cfg: &crate::config::Config) -> Self {
+        let dir = cfg
+            .cryptshare
+            .embedded_data_dir
+            .clone()
+            .unwrap_or_else(|| cfg.state.dir.join("cryptshare-sim"));
+        SimOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir)
+    }
+
     pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
         SimOptions {
             listen,
@@ -435,14 +479,20 @@ impl EmulatorHandle {
         self.state.lock().sessions.len()
     }
 
-    /// Stop accepting, let in-flight requests finish, and wait for the server task.
+    /// Stop accepting (new connections are refused from now on), give in-flight requests up
+    /// to 5 s to finish, and wait for the server task.
     pub async fn shutdown(self) {
         if let Some(tx) = self.guard.stop.lock().ok().and_then(|mut g| g.take()) {
             let _ = tx.send(());
         }
         let task = self.guard.task.lock().ok().and_then(|mut g| g.take());
-        if let Some(t) = task {
-            let _ = t.await;
+        if let Some(mut t) = task
+            && tokio::time::timeout(Duration::from_secs(5), &mut t)
+                .await
+                .is_err()
+        {
+            // A delayed (latency-fault) or stalled request; do not hang the caller.
+            t.abort();
         }
     }
 }

@@ -520,6 +520,12 @@ impl SimPolicy {
     }
 }
 
+/// Now plus the retention period, capped (a policy set over HTTP may say anything).
+fn retention_end(days: u32) -> chrono::DateTime<chrono::Utc> {
+    let days = chrono::Duration::days(i64::from(days.min(36_500)));
+    chrono::Utc::now() + days
+}
+
 fn random_alnum(n: usize) -> String {
     rand::rng()
         .sample_iter(&Alphanumeric)
@@ -561,6 +567,7 @@ pub(crate) async fn serve(listener: KillListener, sim: Arc<Sim>, stop: oneshot::
         .route("/transfers", get(list_transfers))
         .route("/transfers/{tid}", get(transfer_status));
     let app = Router::new()
+        .route("/download", get(web_download))
         .route("/api/status", get(status))
         .route("/api/clients", get(clients))
         .route("/api/password", get(password))
@@ -863,8 +870,7 @@ async fn create_session(
                 break id;
             }
         };
-        let expiration = chrono::Utc::now().fixed_offset()
-            + chrono::Duration::days(i64::from(g.policy.max_retention_period));
+        let expiration = retention_end(g.policy.max_retention_period).fixed_offset();
         let mode = g
             .policy
             .allowed_password_modes
@@ -1019,9 +1025,8 @@ async fn patch_session(
     if let Some(d) = &patch.expiration_date {
         let t = parse_date_time(d).ok_or_else(|| invalid("expirationDate"))?;
         let now = chrono::Utc::now();
-        let max = now + chrono::Duration::days(i64::from(policy.max_retention_period))
-            // Clients compute "now + N days" on their own clock.
-            + chrono::Duration::minutes(5);
+        // Clients compute "now + N days" on their own clock.
+        let max = retention_end(policy.max_retention_period) + chrono::Duration::minutes(5);
         if t <= now || t > max {
             return Err(rule("expirationDate outside the retention period"));
         }
@@ -1283,7 +1288,11 @@ async fn upload(
 /// Stream the body to `path`, hashing on the way; never more than one chunk in memory.
 async fn receive(body: Body, path: &std::path::Path, max: u64) -> Result<(u64, String), ApiErr> {
     let storage = |_| err(500, 5000, "storage error");
-    let mut file = tokio::fs::File::create(path).await.map_err(storage)?;
+    // Batch hyper's small chunks: every tokio::fs write is a blocking-pool round trip.
+    let mut file = tokio::io::BufWriter::with_capacity(
+        1 << 20,
+        tokio::fs::File::create(path).await.map_err(storage)?,
+    );
     let mut hasher = Sha256::new();
     let mut n = 0u64;
     let mut stream = body.into_data_stream();
@@ -1850,7 +1859,32 @@ async fn recipient_download(
         t.recipients[idx].1.push((fid.clone(), now_string()));
         out
     };
-    let file = tokio::fs::File::open(&path)
+    file_response(&path, size, &name).await
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Stream a stored file (never read whole into memory).
+async fn file_response(path: &std::path::Path, size: u64, name: &str) -> ApiResult {
+    let file = tokio::fs::File::open(path)
         .await
         .map_err(|_| err(500, 5000, "storage error"))?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
@@ -1861,20 +1895,110 @@ async fn recipient_download(
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    let encoded: String = name
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename*=UTF-8''{encoded}")) {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename*=UTF-8''{}",
+        url_encode(name)
+    )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(r)
+}
+
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    let page = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body><h1>{t}</h1>{body}</body></html>\n",
+        t = html_escape(title)
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page,
+    )
+        .into_response()
+}
+
+/// The web link of the notification mails (`/download?id=…[&password=…][&get=FILE-ID]`, the
+/// legacy link format): a password form, a file list, or the file itself. No API headers.
+async fn web_download(State(sim): State<Arc<Sim>>, req: Req) -> Response {
+    if let Err(e) = pre(&sim, Endpoint::WebDownload, &req, Level::Nothing, None).await {
+        return e.into_response();
+    }
+    let Some(rid) = req.query.get("id").cloned() else {
+        return html(StatusCode::NOT_FOUND, "Unknown transfer", "");
+    };
+    let password = req.query.get("password").cloned();
+    let found = {
+        let mut g = sim.lock();
+        g.transfers
+            .iter_mut()
+            .find_map(|t| {
+                let idx = t
+                    .recipients
+                    .iter()
+                    .position(|(r, _)| r.transfer_id == rid)?;
+                Some((t, idx))
+            })
+            .filter(|(t, _)| t.final_state == TransferState::Active)
+            .map(|(t, idx)| {
+                let ok = password.as_deref() == Some(t.password.as_str());
+                let files: Vec<(String, String, u64, PathBuf)> = t
+                    .files
+                    .iter()
+                    .filter(|f| !f.removed)
+                    .map(|f| {
+                        (
+                            f.id.clone(),
+                            f.name.clone(),
+                            f.uploaded_size,
+                            f.path.clone(),
+                        )
+                    })
+                    .collect();
+                if ok && let Some(fid) = req.query.get("get") {
+                    t.recipients[idx].1.push((fid.clone(), now_string()));
+                }
+                (ok, files)
+            })
+    };
+    let Some((ok, files)) = found else {
+        return html(StatusCode::NOT_FOUND, "Unknown transfer", "");
+    };
+    if password.is_none() {
+        let form = format!(
+            "<form method=\"get\"><input type=\"hidden\" name=\"id\" value=\"{}\">\
+             <input type=\"password\" name=\"password\"><button>Download</button></form>",
+            html_escape(&rid)
+        );
+        return html(StatusCode::OK, "Password required", &form);
+    }
+    if !ok {
+        return html(StatusCode::UNAUTHORIZED, "Wrong password", "");
+    }
+    let pw = url_encode(password.as_deref().unwrap_or_default());
+    match req.query.get("get") {
+        Some(fid) => match files.iter().find(|f| f.0 == *fid) {
+            Some((_, name, size, path)) => file_response(path, *size, name)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+            None => html(StatusCode::NOT_FOUND, "Unknown file", ""),
+        },
+        None => {
+            let list: String = files
+                .iter()
+                .map(|(id, name, size, _)| {
+                    format!(
+                        "<li><a href=\"download?id={}&amp;password={pw}&amp;get={}\">{}</a> ({})</li>",
+                        url_encode(&rid),
+                        url_encode(id),
+                        html_escape(name),
+                        human_size(*size)
+                    )
+                })
+                .collect();
+            html(StatusCode::OK, "Your files", &format!("<ul>{list}</ul>"))
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------ control
@@ -1939,6 +2063,18 @@ mod tests {
         assert_eq!(percent_decode("a%20b%2"), "a b%2");
         assert_eq!(percent_decode("%C3%BC+x"), "ü x");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn untrusted_strings_never_panic(a in "\\PC{0,40}", b in "\\PC{0,40}") {
+            let _ = glob(&a, &b);
+            let _ = valid_email(&a);
+            let _ = percent_decode(&a);
+            let _ = html_escape(&a);
+            proptest::prop_assert!(url_encode(&a).is_ascii());
+            proptest::prop_assert!(!html_escape(&a).contains('<'));
+        }
     }
 
     #[test]

@@ -1,0 +1,509 @@
+//! The emulator is as strict as a real Cryptshare Server, driven with raw HTTP; its runtime
+//! control under `/_sim/`; and the `cryptshare-sim` binary.
+
+#[path = "cryptshare_support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+use support::*;
+
+struct Raw {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Raw {
+    fn new(base: String) -> Self {
+        Raw {
+            http: reqwest::Client::new(),
+            base,
+        }
+    }
+
+    async fn token(&self, email: &str, client_id: &str) -> String {
+        let r = self
+            .http
+            .post(format!(
+                "{}/api/users/{email}/verification/token",
+                self.base
+            ))
+            .header("X-CS-MajorApiVersion", "1")
+            .header("X-CS-MinimumMinorApiVersion", "8")
+            .header("X-CS-ClientId", client_id)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        v["data"]["token"].as_str().unwrap().to_owned()
+    }
+
+    fn v(&self, rb: reqwest::RequestBuilder, token: &str) -> reqwest::RequestBuilder {
+        api_headers(rb).header("X-CS-VerificationToken", token)
+    }
+
+    async fn create(&self, token: &str) -> String {
+        let r = self
+            .v(
+                self.http.post(format!(
+                    "{}/api/users/{SENDER}/transfer-sessions",
+                    self.base
+                )),
+                token,
+            )
+            .json(&json!({"recipients": {"to": [{"mail": "bob@example.com"}]}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let loc = r.headers()["location"].to_str().unwrap();
+        loc.rsplit('/').next().unwrap().to_owned()
+    }
+}
+
+async fn code(r: reqwest::Response) -> (u16, Option<i64>) {
+    let st = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    (st, v["errorCode"].as_i64())
+}
+
+#[tokio::test]
+async fn required_headers_versions_and_client_id_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(dir.path()).await;
+    let raw = Raw::new(sim.url());
+    let url = format!("{}/api/users/{SENDER}/verification", sim.url());
+    let h = &raw.http;
+    assert_eq!(
+        code(h.get(&url).send().await.unwrap()).await,
+        (400, Some(1002))
+    );
+    let only_major = h.get(&url).header("X-CS-MajorApiVersion", "1");
+    assert_eq!(
+        code(only_major.send().await.unwrap()).await,
+        (400, Some(1002))
+    );
+    let no_id = h
+        .get(&url)
+        .header("X-CS-MajorApiVersion", "1")
+        .header("X-CS-MinimumMinorApiVersion", "8");
+    assert_eq!(code(no_id.send().await.unwrap()).await, (400, Some(1002)));
+    for bad in ["short", &format!("{}-", "a".repeat(60)), &"a".repeat(4001)] {
+        let r = h
+            .get(&url)
+            .header("X-CS-MajorApiVersion", "1")
+            .header("X-CS-MinimumMinorApiVersion", "8")
+            .header("X-CS-ClientId", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(code(r).await, (400, Some(1004)), "{}", bad.len());
+    }
+    let with = |major: &str, minor: &str, product: &str| {
+        h.get(&url)
+            .header("X-CS-MajorApiVersion", major)
+            .header("X-CS-MinimumMinorApiVersion", minor)
+            .header("X-CS-ProductKey", product)
+            .header("X-CS-ClientId", CLIENT_ID)
+            .send()
+    };
+    assert_eq!(
+        code(with("2", "8", "api.rest").await.unwrap()).await,
+        (404, Some(2004))
+    );
+    assert_eq!(
+        code(with("1", "9", "api.rest").await.unwrap()).await,
+        (404, Some(2004))
+    );
+    assert_eq!(
+        code(with("x", "8", "api.rest").await.unwrap()).await,
+        (400, Some(1004))
+    );
+    assert_eq!(
+        code(with("1", "8", "api.other").await.unwrap()).await,
+        (400, Some(1004))
+    );
+    assert_eq!(with("1", "7", "api.rest").await.unwrap().status(), 200);
+    // The query-parameter alternatives work as well.
+    let q = format!("{url}?major-api-version=1&minimum-minor-api-version=8&client-id={CLIENT_ID}");
+    assert_eq!(h.get(&q).send().await.unwrap().status(), 200);
+    // /api/status needs nothing.
+    let st: Value = h
+        .get(format!("{}/api/status", sim.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        st,
+        json!({"apiVersions": {"uiApiVersions": [{"major": 1, "minor": 8}]}})
+    );
+    let r = api_headers(h.get(format!("{}/api/nope", sim.url())));
+    assert_eq!(code(r.send().await.unwrap()).await, (404, Some(1006)));
+    let r = api_headers(h.get(format!(
+        "{}/api/users/not-an-address/verification",
+        sim.url()
+    )));
+    assert_eq!(code(r.send().await.unwrap()).await, (400, Some(1005)));
+}
+
+#[tokio::test]
+async fn tokens_are_bound_to_address_and_client_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(dir.path()).await;
+    let raw = Raw::new(sim.url());
+    let token = raw.token(SENDER, CLIENT_ID).await;
+    // Percent-encoded `@` and case differences address the same sender.
+    let tid = raw.create(&token).await;
+    let get = |email: &str, cid: &str| {
+        raw.http
+            .get(format!(
+                "{}/api/users/{email}/transfer-sessions/{tid}",
+                sim.url()
+            ))
+            .header("X-CS-MajorApiVersion", "1")
+            .header("X-CS-MinimumMinorApiVersion", "8")
+            .header("X-CS-ClientId", cid)
+            .header("X-CS-VerificationToken", &token)
+    };
+    assert_eq!(
+        get("alice%40example.org", CLIENT_ID)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get("Alice@Example.org", CLIENT_ID)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        code(get("bob@example.org", CLIENT_ID).send().await.unwrap()).await,
+        (401, Some(3002))
+    );
+    let other_id = "Z".repeat(50);
+    assert_eq!(
+        code(get(SENDER, &other_id).send().await.unwrap()).await,
+        (401, Some(3002))
+    );
+    // A token of another client id does not open this client's session.
+    let other_token = raw.token(SENDER, &other_id).await;
+    let r = raw
+        .http
+        .get(format!(
+            "{}/api/users/{SENDER}/transfer-sessions/{tid}",
+            sim.url()
+        ))
+        .header("X-CS-MajorApiVersion", "1")
+        .header("X-CS-MinimumMinorApiVersion", "8")
+        .header("X-CS-ClientId", &other_id)
+        .header("X-CS-VerificationToken", &other_token);
+    assert_eq!(code(r.send().await.unwrap()).await, (401, Some(3002)));
+    let r = api_headers(raw.http.get(format!(
+        "{}/api/users/{SENDER}/transfer-sessions/{tid}",
+        sim.url()
+    )));
+    assert_eq!(code(r.send().await.unwrap()).await, (400, Some(1002)));
+}
+
+#[tokio::test]
+async fn email_code_verification_writes_a_mail_and_accepts_the_code_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(dir.path()).await;
+    let h = reqwest::Client::new();
+    let base = format!("{}/api/users/{SENDER}/verification", sim.url());
+    let r = api_headers(h.post(format!("{base}/code/email")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, mail) = mails(&sim).pop().unwrap();
+    assert!(mail.contains(&format!("To: <{SENDER}>\r\n")));
+    let code_value = mail
+        .lines()
+        .find_map(|l| l.strip_prefix("Your verification code is: "))
+        .unwrap()
+        .to_owned();
+    assert_eq!(code_value.len(), 10);
+    let ask = || {
+        api_headers(h.post(format!("{base}/token")))
+            .json(&json!({"verificationCode": code_value}))
+            .send()
+    };
+    assert_eq!(ask().await.unwrap().status(), 200);
+    assert_eq!(code(ask().await.unwrap()).await, (403, Some(3002)));
+}
+
+#[tokio::test]
+async fn session_rules_read_only_fields_uploads_and_finalize() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(dir.path()).await;
+    let raw = Raw::new(sim.url());
+    let token = raw.token(SENDER, CLIENT_ID).await;
+    let tid = raw.create(&token).await;
+    assert!(
+        cryptshare_gateway::cryptshare::is_tracking_id(&tid),
+        "{tid}"
+    );
+    let base = format!("{}/api/users/{SENDER}/transfer-sessions/{tid}", sim.url());
+    let h = &raw.http;
+
+    for body in [
+        json!({"files": []}),
+        json!({"recipients": {"to": [{"mail": "x@example.com"}]}}),
+        json!({"expirationDate": "next week"}),
+        json!({"securityMode": {"name": "ONE_TIME_PASSWORD", "config": {"passwordMode": "SOMETIMES"}}}),
+        json!({"fileChecksumAlgorithm": "MD5"}),
+        json!([1, 2]),
+    ] {
+        let r = raw
+            .v(h.patch(&base), &token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(code(r).await, (400, Some(1004)), "{body}");
+    }
+    let r = raw
+        .v(h.patch(&base), &token)
+        .json(&json!({"securityMode": {"name": "QUICK", "config": {}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (501, Some(5001)));
+    let r = raw
+        .v(h.patch(&base), &token)
+        .json(&json!({"securityMode": {"name": "ONE_TIME_PASSWORD", "config": {"passwordMode": "MANUAL", "password": "short"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (409, Some(2001)));
+    // Unknown properties are tolerated (a known client sends `sender.email`); merge semantics.
+    let r = raw
+        .v(h.patch(&base), &token)
+        .json(&json!({"sender": {"name": "A", "email": "x@y.z"}, "notificationMessage": {"subject": "S"}}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"]["sender"], json!({"name": "A"}));
+    assert_eq!(
+        v["data"]["notificationMessage"],
+        json!({"subject": "S", "body": ""})
+    );
+    assert_eq!(v["data"]["fileChecksumAlgorithm"], "SHA256");
+
+    let reg = |name: &str, size: u64| {
+        raw.v(h.post(format!("{base}/files")), &token)
+            .json(&json!({"fileName": name, "size": size}))
+            .send()
+    };
+    let fid = {
+        let v: Value = reg("a.txt", 3).await.unwrap().json().await.unwrap();
+        v["data"]["fileId"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(fid.len(), 10);
+    let content = format!("{base}/files/{fid}/content");
+    // Wrong content type; a chunked body without Content-Length.
+    let r = raw
+        .v(h.put(&content), &token)
+        .header("Content-Type", "text/plain")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (400, Some(1004)));
+    let chunked =
+        reqwest::Body::wrap_stream(futures_util::stream::iter(vec![Ok::<_, std::io::Error>(
+            bytes::Bytes::from_static(b"abc"),
+        )]));
+    let r = raw
+        .v(h.put(&content), &token)
+        .header("Content-Type", "application/octet-stream")
+        .body(chunked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (400, Some(1002)));
+    assert_eq!(sim.stats().uploads_without_length, 1);
+    // Finalize with an un-uploaded file is refused; after the upload it works.
+    let r = raw.v(h.post(&base), &token).send().await.unwrap();
+    assert_eq!(code(r).await, (409, Some(2001)));
+    let r = raw
+        .v(h.put(&content), &token)
+        .header("Content-Type", "application/octet-stream")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = raw
+        .v(h.put(format!("{base}/files/nope/content")), &token)
+        .header("Content-Type", "application/octet-stream")
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (404, Some(2003)));
+    let r = raw.v(h.post(&base), &token).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    // Sessions are gone after finalize, for every session endpoint.
+    assert_eq!(
+        code(raw.v(h.get(&base), &token).send().await.unwrap()).await,
+        (404, Some(2003))
+    );
+    assert_eq!(
+        code(raw.v(h.post(&base), &token).send().await.unwrap()).await,
+        (404, Some(2003))
+    );
+    assert_eq!(
+        code(reg("b.txt", 1).await.unwrap()).await,
+        (404, Some(2003))
+    );
+    // No checksum registered: the upload counts as it is; the transfer becomes ACTIVE.
+    let t = &sim.transfers()[0];
+    assert_eq!(
+        t.state,
+        cryptshare_gateway::cryptshare::TransferState::Active
+    );
+    assert_eq!(std::fs::read(&t.files[0].path).unwrap(), b"abc");
+}
+
+#[tokio::test]
+async fn faults_and_policy_are_controlled_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(dir.path()).await;
+    let h = reqwest::Client::new();
+    let ctl = format!("{}/_sim", sim.url());
+    let r = h
+        .post(format!("{ctl}/faults"))
+        .json(&json!({"endpoint": "clients", "status": 503, "count": 1, "latency_ms": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(sim.faults()[0].status, Some(503));
+    let list: Value = h
+        .get(format!("{ctl}/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["endpoint"], "clients");
+    assert_eq!(list[0]["latency_ms"], 1);
+    let clients = || api_headers(h.get(format!("{}/api/clients", sim.url()))).send();
+    assert_eq!(code(clients().await.unwrap()).await, (503, Some(5000)));
+    assert_eq!(clients().await.unwrap().status(), 200);
+    let r = h
+        .post(format!("{ctl}/faults"))
+        .json(&json!({"endpoint": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        h.delete(format!("{ctl}/faults"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert!(sim.faults().is_empty());
+
+    let r = h
+        .put(format!("{ctl}/policy"))
+        .json(&json!({"max_total_size": 10, "allowed_password_modes": ["NONE"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let p = sim.policy();
+    assert_eq!(p.max_total_size, 10);
+    assert_eq!(p.max_retention_period, 30);
+    let state: Value = h
+        .get(format!("{ctl}/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["open_sessions"], 0);
+    assert_eq!(state["stats"]["faults_fired"], 1);
+    assert_eq!(
+        h.post(format!("{ctl}/expire-tokens"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+}
+
+#[tokio::test]
+async fn the_binary_serves_and_takes_faults_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cryptshare-sim"))
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args(["--client-id", CLIENT_ID])
+        .args([
+            "--fault",
+            r#"{"endpoint":"password","status":500,"count":1}"#,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let h = reqwest::Client::new();
+    let pw = || api_headers(h.get(format!("{url}/api/password"))).send();
+    assert_eq!(code(pw().await.unwrap()).await, (500, Some(5000)));
+    assert_eq!(pw().await.unwrap().status(), 200);
+    // Only the configured client id is trusted.
+    let r = h
+        .post(format!("{url}/api/users/{SENDER}/verification/token"))
+        .header("X-CS-MajorApiVersion", "1")
+        .header("X-CS-MinimumMinorApiVersion", "8")
+        .header("X-CS-ClientId", "Q".repeat(50))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, (403, Some(3002)));
+    assert!(dir.path().join("mails").is_dir() && dir.path().join("files").is_dir());
+    // SIGTERM ends it cleanly.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_cryptshare-sim"))
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args(["--client-id", "short"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("client id"));
+}
