@@ -99,9 +99,10 @@ async fn one_refused_recipient_others_delivered() {
 
 #[tokio::test]
 async fn next_hop_down_is_451_4_4_1() {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
+    // Bound but not listening: connections are refused, and no other test can take the port.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = closed.local_addr().unwrap();
     let (cfg, _d) = config(&addr.to_string(), "");
     let relay = Relay::new(&cfg).unwrap();
     let mut tx = relay.begin();
@@ -333,8 +334,16 @@ async fn pooled_connection_failing_at_mail_is_replaced_transparently() {
 
 #[tokio::test]
 async fn connection_lost_before_data_reconnects_and_replays() {
+    for chunking in [false, true] {
+        lost_before_data(chunking).await;
+    }
+}
+
+async fn lost_before_data(chunking: bool) {
     let mut script = Script::default();
-    script.capabilities &= !EXT_CHUNKING;
+    if !chunking {
+        script.capabilities &= !EXT_CHUNKING;
+    }
     let sink = Sink::start(script).await.unwrap();
     let relay = relay_to(&sink, "");
     let mut tx = relay.begin();
@@ -371,6 +380,7 @@ async fn connection_lost_before_data_reconnects_and_replays() {
         ]
     );
     assert_eq!(m.data, [RECEIVED, MSG].concat());
+    assert_eq!(m.bdat, chunking);
     // MAIL and both recipients went out in one pipelined write on the new connection.
     assert!(sink.batches().contains(&vec![
         "MAIL FROM:<a@example.org> SIZE=100 BODY=8BITMIME".to_string(),

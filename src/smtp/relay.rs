@@ -24,6 +24,10 @@ use crate::smtp::{
 /// clients after a few minutes, and a stale connection costs a failed attempt.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 
+/// After a failed attempt to learn the next hop's extensions, answer with the defaults for this
+/// long before trying again.
+const PROBE_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Everything that can go wrong while relaying. [`reply_for`] turns each into the client's reply.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -94,6 +98,9 @@ struct SmtpTarget {
     pool: Mutex<Vec<Idle>>,
     pool_size: usize,
     extensions: Mutex<Option<Extensions>>,
+    /// When learning the extensions last failed: the next EHLO should not wait for another
+    /// connection attempt to an unreachable next hop right away.
+    probe_failed: Mutex<Option<Instant>>,
 }
 
 struct Idle {
@@ -142,6 +149,7 @@ impl Relay {
                     pool: Mutex::new(Vec::new()),
                     pool_size: r.pool_size,
                     extensions: Mutex::new(None),
+                    probe_failed: Mutex::new(None),
                 })
             }
         };
@@ -166,6 +174,9 @@ impl Relay {
                 if let Some(e) = *lock(&t.extensions) {
                     return e;
                 }
+                if lock(&t.probe_failed).is_some_and(|at| at.elapsed() < PROBE_BACKOFF) {
+                    return Extensions::default();
+                }
                 match t.checkout().await {
                     Ok(conn) => {
                         let e = extensions_of(&conn.client);
@@ -174,6 +185,7 @@ impl Relay {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "next hop unavailable while learning its extensions");
+                        *lock(&t.probe_failed) = Some(Instant::now());
                         Extensions::default()
                     }
                 }
@@ -300,6 +312,8 @@ impl RelayTransaction {
             match conn.client.envelope(from, &[], conn.needs_rset).await {
                 Ok(r) => {
                     conn.needs_rset = false;
+                    // Used once: a later failure on it deserves one retry on a new connection.
+                    conn.reused = true;
                     self.conn = Some(conn);
                     if r.mail.is_positive() {
                         self.mail = Some(from.clone());
