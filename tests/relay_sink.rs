@@ -580,3 +580,62 @@ async fn maildir_that_cannot_be_written_is_a_local_tempfail() {
     );
     assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 0);
 }
+
+// --- STARTTLS through the configuration ------------------------------------------------------
+
+fn tls_sink_pki() -> (String, std::sync::Arc<rustls::ServerConfig>) {
+    cryptshare_gateway::install_crypto_provider();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.internal.test".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    (ca.pem(), std::sync::Arc::new(server))
+}
+
+#[tokio::test]
+async fn relay_tls_required_with_ca_file_and_server_name() {
+    let (ca_pem, server) = tls_sink_pki();
+    let sink = Sink::start_tls(Script::default(), server).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let (cfg, _d) = config(
+        &sink.addr().to_string(),
+        &format!(
+            "ca_file = \"{}\"\ntls_server_name = \"mx.internal.test\"",
+            ca.display()
+        ),
+    );
+    let mut cfg = cfg;
+    cfg.relay.tls = cryptshare_gateway::config::NextHopTls::Required;
+    let relay = Relay::new(&cfg).unwrap();
+    let mut tx = relay.begin();
+    assert_eq!(tx.mail_from(&mail("a@example.org")).await.code, 250);
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    let m = &sink.messages()[0];
+    assert!(m.tls);
+    assert_eq!(m.data, MSG);
+
+    // The certificate does not match the default server name (the next hop's IP address).
+    cfg.relay.tls_server_name = None;
+    let relay = Relay::new(&cfg).unwrap();
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_from(&mail("a@example.org")).await.to_bytes(),
+        b"451 4.4.1 Next hop unavailable, try again later (TLS failed)\r\n"
+    );
+    assert_eq!(sink.messages().len(), 1);
+}
