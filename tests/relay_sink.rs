@@ -639,3 +639,64 @@ async fn relay_tls_required_with_ca_file_and_server_name() {
     );
     assert_eq!(sink.messages().len(), 1);
 }
+
+#[tokio::test]
+async fn parameters_that_cannot_be_downgraded_are_refused() {
+    let mut script = Script::default();
+    script.capabilities = EXT_PIPELINING | EXT_CHUNKING;
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    let binary = MailFrom {
+        address: "a@example.org".into(),
+        body: Some(Body::BinaryMime),
+        ..MailFrom::default()
+    };
+    assert_eq!(
+        tx.mail_from(&binary).await.to_bytes(),
+        b"554 5.6.3 BODY=BINARYMIME cannot be relayed: the next hop does not support it\r\n"
+    );
+    let utf8 = MailFrom {
+        address: "jörg@example.org".into(),
+        smtputf8: true,
+        ..MailFrom::default()
+    };
+    assert_eq!(tx.mail_from(&utf8).await.code, 553);
+    // An ASCII sender with SMTPUTF8 is relayed without the parameter.
+    let ascii = MailFrom {
+        address: "a@example.org".into(),
+        smtputf8: true,
+        ..MailFrom::default()
+    };
+    assert_eq!(tx.mail_from(&ascii).await.code, 250);
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    assert_eq!(sink.messages()[0].mail_from, "MAIL FROM:<a@example.org>");
+    assert!(
+        !sink
+            .commands()
+            .iter()
+            .any(|(_, c)| c.contains("BINARYMIME"))
+    );
+}
+
+#[tokio::test]
+async fn binarymime_goes_out_with_bdat_byte_exact() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    let binary = MailFrom {
+        address: "a@example.org".into(),
+        body: Some(Body::BinaryMime),
+        ..MailFrom::default()
+    };
+    assert_eq!(tx.mail_from(&binary).await.code, 250);
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    let content: &[u8] =
+        b"Content-Type: application/octet-stream\r\n\r\n\x00\xff\r.\n.\r\n\r\n.\r\n\x00";
+    assert_eq!(tx.data(&[RECEIVED, content]).await.code, 250);
+    let m = &sink.messages()[0];
+    assert_eq!(m.mail_from, "MAIL FROM:<a@example.org> BODY=BINARYMIME");
+    assert!(m.bdat);
+    assert_eq!(m.data, [RECEIVED, content].concat());
+}

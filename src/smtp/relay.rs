@@ -16,8 +16,8 @@ use crate::config::{Config, ConfigError, NextHop, NextHopTls};
 use crate::smtp::client::{ClientSettings, SmtpClient, tls_connector};
 use crate::smtp::maildir::Maildir;
 use crate::smtp::{
-    ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply, Transaction,
-    replies,
+    Body, ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply,
+    Transaction, replies,
 };
 
 /// Idle pooled connections older than this are closed rather than reused: most MTAs drop idle
@@ -229,6 +229,21 @@ fn extensions_of(c: &SmtpClient) -> Extensions {
     }
 }
 
+/// Parameters that cannot be dropped silently when the next hop lacks the extension (normally
+/// the session never offers them then; this covers a next hop whose capabilities changed).
+fn not_relayable(c: &SmtpClient, from: &MailFrom) -> Option<Reply> {
+    use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_SMTP_UTF8};
+    let caps = c.capabilities();
+    if from.body == Some(Body::BinaryMime) && !(caps.has(EXT_BINARY_MIME) && caps.has(EXT_CHUNKING))
+    {
+        return Some(replies::binarymime_not_relayable());
+    }
+    if from.smtputf8 && !caps.has(EXT_SMTP_UTF8) && !from.address.is_ascii() {
+        return Some(replies::smtputf8_not_relayable());
+    }
+    None
+}
+
 impl SmtpTarget {
     async fn checkout(&self) -> Result<Conn, RelayError> {
         loop {
@@ -309,6 +324,10 @@ impl RelayTransaction {
                     Err(e) => return reply_for(&e),
                 },
             };
+            if let Some(refusal) = not_relayable(&conn.client, from) {
+                self.conn = Some(conn);
+                return refusal;
+            }
             match conn.client.envelope(from, &[], conn.needs_rset).await {
                 Ok(r) => {
                     conn.needs_rset = false;
