@@ -700,3 +700,16 @@ async fn binarymime_goes_out_with_bdat_byte_exact() {
     assert!(m.bdat);
     assert_eq!(m.data, [RECEIVED, content].concat());
 }
+
+#[tokio::test]
+async fn silent_next_hop_at_greeting_is_451_4_4_1_after_connect_timeout() {
+    let mut script = Script::default();
+    script.hang = Some(Stage::Greeting);
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "connect_timeout = 1\ncommand_timeout = 600");
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_from(&mail("a@example.org")).await.to_bytes(),
+        b"451 4.4.1 Next hop unavailable, try again later (session refused)\r\n"
+    );
+}
