@@ -4,6 +4,8 @@
 # Prints messages/s of each leg and the ratio (target: gateway >= 0.5 x direct).
 #
 # Usage: bench/relay-bench.sh [MESSAGES]      (default 20000)
+# ROUNDS (default 3) alternates direct and gateway runs and reports the medians, so that load
+# changing during the run (other jobs on the machine) hits both legs alike.
 # Needs: postfix (smtp-source, smtp-sink), python3, a release build (built if missing).
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
@@ -11,7 +13,11 @@ cd "$(dirname "$0")/.."
 
 MESSAGES=${1:-20000}
 SESSIONS=${SESSIONS:-20}
+ROUNDS=${ROUNDS:-3}
 LENGTH=${LENGTH:-5120}
+# Extra smtp-source options, e.g. SOURCE_OPTS=-d to keep each session's connection open
+# (default: one connection per message, as smtp-source does by default).
+SOURCE_OPTS=${SOURCE_OPTS:-}
 BIN=${BIN:-target/release/cryptshare-gateway}
 
 for tool in smtp-source smtp-sink python3; do
@@ -47,7 +53,8 @@ now() { date +%s.%N; }
 run_leg() { # port
   local t0 t1
   t0=$(now)
-  smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH" \
+  # shellcheck disable=SC2086 # SOURCE_OPTS is a list of options
+  smtp-source $SOURCE_OPTS -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH" \
     -f sender@example.org -t rcpt@example.net "127.0.0.1:$1"
   t1=$(now)
   python3 -c "print(f'{$MESSAGES / ($t1 - $t0):.0f}')"
@@ -75,18 +82,30 @@ pool_size = 64
 dir = "$WORK/state"
 EOF
 
-echo "messages=$MESSAGES sessions=$SESSIONS length=$LENGTH"
-DIRECT=$(run_leg "$SINK_PORT")
-echo "direct  smtp-source -> smtp-sink:            $DIRECT msg/s"
-
 RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
 PIDS+=($!)
-if ! wait_port "$GW_PORT" "${PIDS[-1]}"; then
+GW_UP=1
+wait_port "$GW_PORT" "${PIDS[-1]}" || GW_UP=0
+
+echo "messages=$MESSAGES sessions=$SESSIONS length=$LENGTH rounds=$ROUNDS source_opts=${SOURCE_OPTS:-none}"
+D=() G=()
+for r in $(seq 1 "$ROUNDS"); do
+  D+=("$(run_leg "$SINK_PORT")")
+  echo "round $r direct  smtp-source -> smtp-sink:            ${D[-1]} msg/s"
+  if [ "$GW_UP" = 1 ]; then
+    G+=("$(run_leg "$GW_PORT")")
+    echo "round $r gateway smtp-source -> gateway -> smtp-sink: ${G[-1]} msg/s"
+  fi
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+DIRECT=$(median "${D[@]}")
+echo "median direct:  $DIRECT msg/s"
+if [ "$GW_UP" = 0 ]; then
   echo "gateway did not start (is 'serve' wired in this build?):" >&2
   cat "$WORK/gw.log" >&2
-  echo "gateway smtp-source -> gateway -> smtp-sink: not measured"
+  echo "median gateway: not measured"
   exit 2
 fi
-GATEWAY=$(run_leg "$GW_PORT")
-echo "gateway smtp-source -> gateway -> smtp-sink: $GATEWAY msg/s"
+GATEWAY=$(median "${G[@]}")
+echo "median gateway: $GATEWAY msg/s"
 python3 -c "print(f'ratio gateway/direct: {$GATEWAY / $DIRECT:.2f} (target >= 0.50)')"

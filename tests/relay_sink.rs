@@ -713,3 +713,15 @@ async fn silent_next_hop_at_greeting_is_451_4_4_1_after_connect_timeout() {
         b"451 4.4.1 Next hop unavailable, try again later (session refused)\r\n"
     );
 }
+
+#[tokio::test]
+async fn close_idle_quits_pooled_connections() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "");
+    relay.extensions().await;
+    assert_eq!(relay.idle_connections(), 1);
+    relay.close_idle().await;
+    assert_eq!(relay.idle_connections(), 0);
+    let cmds: Vec<String> = sink.commands().into_iter().map(|(_, c)| c).collect();
+    assert_eq!(cmds, vec!["EHLO gw.test".to_string(), "QUIT".into()]);
+}

@@ -202,6 +202,16 @@ impl Relay {
         }
     }
 
+    /// Close the pooled connections politely (QUIT); for a graceful shutdown.
+    pub async fn close_idle(&self) {
+        if let Target::Smtp(t) = &*self.inner {
+            let idle: Vec<Idle> = std::mem::take(&mut *lock(&t.pool));
+            for i in idle {
+                i.client.quit_quietly().await;
+            }
+        }
+    }
+
     /// Idle connections currently pooled (for tests and metrics).
     pub fn idle_connections(&self) -> usize {
         match &*self.inner {
