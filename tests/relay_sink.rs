@@ -725,3 +725,37 @@ async fn close_idle_quits_pooled_connections() {
     let cmds: Vec<String> = sink.commands().into_iter().map(|(_, c)| c).collect();
     assert_eq!(cmds, vec!["EHLO gw.test".to_string(), "QUIT".into()]);
 }
+
+#[tokio::test]
+async fn failed_opportunistic_tls_falls_back_to_plaintext_required_does_not() {
+    let (_ca, server) = tls_sink_pki();
+    let mut script = Script::default();
+    script.broken_tls = true;
+    let sink = Sink::start_tls(script, server).await.unwrap();
+    let (mut cfg, _d) = config(&sink.addr().to_string(), "");
+    cfg.relay.tls = cryptshare_gateway::config::NextHopTls::Opportunistic;
+    let relay = Relay::new(&cfg).unwrap();
+    let mut tx = relay.begin();
+    assert_eq!(tx.mail_from(&mail("a@example.org")).await.code, 250);
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    let m = &sink.messages()[0];
+    assert!(!m.tls);
+    assert_eq!(m.connection, 2);
+    let first: Vec<String> = sink
+        .commands()
+        .into_iter()
+        .filter(|(c, _)| *c == 1)
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(first, vec!["EHLO gw.test".to_string(), "STARTTLS".into()]);
+
+    cfg.relay.tls = cryptshare_gateway::config::NextHopTls::Required;
+    let relay = Relay::new(&cfg).unwrap();
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_from(&mail("a@example.org")).await.to_bytes(),
+        b"451 4.4.1 Next hop unavailable, try again later (TLS failed)\r\n"
+    );
+    assert_eq!(sink.connections(), 3);
+}

@@ -8,7 +8,8 @@
 //! - `off`: never STARTTLS.
 //! - `opportunistic`: STARTTLS when offered, *without* certificate verification (RFC 7435
 //!   opportunistic security, like Postfix `may`): unauthenticated encryption beats plaintext, and
-//!   a verification failure would otherwise turn into a plaintext fallback or a delivery outage.
+//!   a verification failure would otherwise turn into a delivery outage. A handshake that fails
+//!   outright is retried once in plaintext on a new connection (the relay does this).
 //! - `required`: STARTTLS must be offered and the certificate must verify against the system roots
 //!   plus `relay.ca_file`, for `relay.tls_server_name` (default: the host of `relay.next_hop`).
 

@@ -269,7 +269,18 @@ impl SmtpTarget {
             tracing::debug!("discarding a stale pooled next-hop connection");
             discard(idle.client);
         }
-        let client = SmtpClient::connect(&self.settings).await.inspect_err(|e| {
+        let client = match SmtpClient::connect(&self.settings).await {
+            // RFC 7435: opportunistic TLS that fails falls back to plaintext (as Postfix `may`)
+            // rather than making the next hop unreachable.
+            Err(e @ RelayError::Tls { .. }) if self.settings.tls == NextHopTls::Opportunistic => {
+                tracing::warn!(error = %e, "opportunistic TLS failed, retrying in plaintext");
+                let mut plain = self.settings.clone();
+                plain.tls = NextHopTls::Off;
+                SmtpClient::connect(&plain).await
+            }
+            r => r,
+        }
+        .inspect_err(|e| {
             tracing::warn!(error = %e, "next hop connection failed");
         })?;
         *lock(&self.extensions) = Some(extensions_of(&client));
