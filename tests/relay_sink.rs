@@ -759,3 +759,35 @@ async fn failed_opportunistic_tls_falls_back_to_plaintext_required_does_not() {
     );
     assert_eq!(sink.connections(), 3);
 }
+
+#[tokio::test]
+async fn spilled_message_is_streamed_from_the_memory_map() {
+    use cryptshare_gateway::store::spool::SpoolWriter;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SpoolWriter::new(64 * 1024, dir.path());
+    let mut want = Vec::new();
+    let mut i = 0u32;
+    while want.len() < 3 * 1024 * 1024 {
+        let line = format!(".{i:08} {}\r\n", "x".repeat((i % 97) as usize));
+        w.write(line.as_bytes()).unwrap();
+        want.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    let spooled = w.finish().unwrap();
+    assert!(spooled.is_spilled());
+    for chunking in [true, false] {
+        let mut script = Script::default();
+        if !chunking {
+            script.capabilities &= !EXT_CHUNKING;
+        }
+        let sink = Sink::start(script).await.unwrap();
+        let relay = relay_to(&sink, "");
+        let mut tx = relay.begin();
+        tx.mail_from(&mail("a@example.org")).await;
+        tx.rcpt_to(&rcpt("b@example.net")).await;
+        assert_eq!(tx.data(&[RECEIVED, spooled.as_bytes()]).await.code, 250);
+        let m = &sink.messages()[0];
+        assert_eq!(m.bdat, chunking);
+        assert!(m.data == [RECEIVED, &want].concat(), "chunking={chunking}");
+    }
+}
