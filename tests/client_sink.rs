@@ -326,9 +326,10 @@ async fn helo_fallback_when_ehlo_is_refused() {
 
 #[tokio::test]
 async fn refused_connection_is_next_hop_unavailable() {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
+    // Bound but not listening: connections are refused, and no other test can take the port.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = closed.local_addr().unwrap().port();
     let sink = Sink::start(Script::default()).await.unwrap();
     let mut s = settings(&sink);
     s.port = port;

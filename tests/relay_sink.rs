@@ -99,9 +99,10 @@ async fn one_refused_recipient_others_delivered() {
 
 #[tokio::test]
 async fn next_hop_down_is_451_4_4_1() {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
+    // Bound but not listening: connections are refused, and no other test can take the port.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = closed.local_addr().unwrap();
     let (cfg, _d) = config(&addr.to_string(), "");
     let relay = Relay::new(&cfg).unwrap();
     let mut tx = relay.begin();
@@ -333,8 +334,16 @@ async fn pooled_connection_failing_at_mail_is_replaced_transparently() {
 
 #[tokio::test]
 async fn connection_lost_before_data_reconnects_and_replays() {
+    for chunking in [false, true] {
+        lost_before_data(chunking).await;
+    }
+}
+
+async fn lost_before_data(chunking: bool) {
     let mut script = Script::default();
-    script.capabilities &= !EXT_CHUNKING;
+    if !chunking {
+        script.capabilities &= !EXT_CHUNKING;
+    }
     let sink = Sink::start(script).await.unwrap();
     let relay = relay_to(&sink, "");
     let mut tx = relay.begin();
@@ -371,6 +380,7 @@ async fn connection_lost_before_data_reconnects_and_replays() {
         ]
     );
     assert_eq!(m.data, [RECEIVED, MSG].concat());
+    assert_eq!(m.bdat, chunking);
     // MAIL and both recipients went out in one pipelined write on the new connection.
     assert!(sink.batches().contains(&vec![
         "MAIL FROM:<a@example.org> SIZE=100 BODY=8BITMIME".to_string(),
@@ -569,4 +579,215 @@ async fn maildir_that_cannot_be_written_is_a_local_tempfail() {
         b"451 4.3.0 Local error, try again later (cannot store message)\r\n"
     );
     assert_eq!(std::fs::read_dir(md.join("new")).unwrap().count(), 0);
+}
+
+// --- STARTTLS through the configuration ------------------------------------------------------
+
+fn tls_sink_pki() -> (String, std::sync::Arc<rustls::ServerConfig>) {
+    cryptshare_gateway::install_crypto_provider();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.internal.test".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    (ca.pem(), std::sync::Arc::new(server))
+}
+
+#[tokio::test]
+async fn relay_tls_required_with_ca_file_and_server_name() {
+    let (ca_pem, server) = tls_sink_pki();
+    let sink = Sink::start_tls(Script::default(), server).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let (cfg, _d) = config(
+        &sink.addr().to_string(),
+        &format!(
+            "ca_file = \"{}\"\ntls_server_name = \"mx.internal.test\"",
+            ca.display()
+        ),
+    );
+    let mut cfg = cfg;
+    cfg.relay.tls = cryptshare_gateway::config::NextHopTls::Required;
+    let relay = Relay::new(&cfg).unwrap();
+    let mut tx = relay.begin();
+    assert_eq!(tx.mail_from(&mail("a@example.org")).await.code, 250);
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    let m = &sink.messages()[0];
+    assert!(m.tls);
+    assert_eq!(m.data, MSG);
+
+    // The certificate does not match the default server name (the next hop's IP address).
+    cfg.relay.tls_server_name = None;
+    let relay = Relay::new(&cfg).unwrap();
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_from(&mail("a@example.org")).await.to_bytes(),
+        b"451 4.4.1 Next hop unavailable, try again later (TLS failed)\r\n"
+    );
+    assert_eq!(sink.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn parameters_that_cannot_be_downgraded_are_refused() {
+    let mut script = Script::default();
+    script.capabilities = EXT_PIPELINING | EXT_CHUNKING;
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    let binary = MailFrom {
+        address: "a@example.org".into(),
+        body: Some(Body::BinaryMime),
+        ..MailFrom::default()
+    };
+    assert_eq!(
+        tx.mail_from(&binary).await.to_bytes(),
+        b"554 5.6.3 BODY=BINARYMIME cannot be relayed: the next hop does not support it\r\n"
+    );
+    let utf8 = MailFrom {
+        address: "jörg@example.org".into(),
+        smtputf8: true,
+        ..MailFrom::default()
+    };
+    assert_eq!(tx.mail_from(&utf8).await.code, 553);
+    // An ASCII sender with SMTPUTF8 is relayed without the parameter.
+    let ascii = MailFrom {
+        address: "a@example.org".into(),
+        smtputf8: true,
+        ..MailFrom::default()
+    };
+    assert_eq!(tx.mail_from(&ascii).await.code, 250);
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    assert_eq!(sink.messages()[0].mail_from, "MAIL FROM:<a@example.org>");
+    assert!(
+        !sink
+            .commands()
+            .iter()
+            .any(|(_, c)| c.contains("BINARYMIME"))
+    );
+}
+
+#[tokio::test]
+async fn binarymime_goes_out_with_bdat_byte_exact() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    let binary = MailFrom {
+        address: "a@example.org".into(),
+        body: Some(Body::BinaryMime),
+        ..MailFrom::default()
+    };
+    assert_eq!(tx.mail_from(&binary).await.code, 250);
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    let content: &[u8] =
+        b"Content-Type: application/octet-stream\r\n\r\n\x00\xff\r.\n.\r\n\r\n.\r\n\x00";
+    assert_eq!(tx.data(&[RECEIVED, content]).await.code, 250);
+    let m = &sink.messages()[0];
+    assert_eq!(m.mail_from, "MAIL FROM:<a@example.org> BODY=BINARYMIME");
+    assert!(m.bdat);
+    assert_eq!(m.data, [RECEIVED, content].concat());
+}
+
+#[tokio::test]
+async fn silent_next_hop_at_greeting_is_451_4_4_1_after_connect_timeout() {
+    let mut script = Script::default();
+    script.hang = Some(Stage::Greeting);
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "connect_timeout = 1\ncommand_timeout = 600");
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_from(&mail("a@example.org")).await.to_bytes(),
+        b"451 4.4.1 Next hop unavailable, try again later (session refused)\r\n"
+    );
+}
+
+#[tokio::test]
+async fn close_idle_quits_pooled_connections() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "");
+    relay.extensions().await;
+    assert_eq!(relay.idle_connections(), 1);
+    relay.close_idle().await;
+    assert_eq!(relay.idle_connections(), 0);
+    let cmds: Vec<String> = sink.commands().into_iter().map(|(_, c)| c).collect();
+    assert_eq!(cmds, vec!["EHLO gw.test".to_string(), "QUIT".into()]);
+}
+
+#[tokio::test]
+async fn failed_opportunistic_tls_falls_back_to_plaintext_required_does_not() {
+    let (_ca, server) = tls_sink_pki();
+    let mut script = Script::default();
+    script.broken_tls = true;
+    let sink = Sink::start_tls(script, server).await.unwrap();
+    let (mut cfg, _d) = config(&sink.addr().to_string(), "");
+    cfg.relay.tls = cryptshare_gateway::config::NextHopTls::Opportunistic;
+    let relay = Relay::new(&cfg).unwrap();
+    let mut tx = relay.begin();
+    assert_eq!(tx.mail_from(&mail("a@example.org")).await.code, 250);
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    let m = &sink.messages()[0];
+    assert!(!m.tls);
+    assert_eq!(m.connection, 2);
+    let first: Vec<String> = sink
+        .commands()
+        .into_iter()
+        .filter(|(c, _)| *c == 1)
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(first, vec!["EHLO gw.test".to_string(), "STARTTLS".into()]);
+
+    cfg.relay.tls = cryptshare_gateway::config::NextHopTls::Required;
+    let relay = Relay::new(&cfg).unwrap();
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_from(&mail("a@example.org")).await.to_bytes(),
+        b"451 4.4.1 Next hop unavailable, try again later (TLS failed)\r\n"
+    );
+    assert_eq!(sink.connections(), 3);
+}
+
+#[tokio::test]
+async fn spilled_message_is_streamed_from_the_memory_map() {
+    use cryptshare_gateway::store::spool::SpoolWriter;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SpoolWriter::new(64 * 1024, dir.path());
+    let mut want = Vec::new();
+    let mut i = 0u32;
+    while want.len() < 3 * 1024 * 1024 {
+        let line = format!(".{i:08} {}\r\n", "x".repeat((i % 97) as usize));
+        w.write(line.as_bytes()).unwrap();
+        want.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    let spooled = w.finish().unwrap();
+    assert!(spooled.is_spilled());
+    for chunking in [true, false] {
+        let mut script = Script::default();
+        if !chunking {
+            script.capabilities &= !EXT_CHUNKING;
+        }
+        let sink = Sink::start(script).await.unwrap();
+        let relay = relay_to(&sink, "");
+        let mut tx = relay.begin();
+        tx.mail_from(&mail("a@example.org")).await;
+        tx.rcpt_to(&rcpt("b@example.net")).await;
+        assert_eq!(tx.data(&[RECEIVED, spooled.as_bytes()]).await.code, 250);
+        let m = &sink.messages()[0];
+        assert_eq!(m.bdat, chunking);
+        assert!(m.data == [RECEIVED, &want].concat(), "chunking={chunking}");
+    }
 }

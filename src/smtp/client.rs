@@ -8,7 +8,8 @@
 //! - `off`: never STARTTLS.
 //! - `opportunistic`: STARTTLS when offered, *without* certificate verification (RFC 7435
 //!   opportunistic security, like Postfix `may`): unauthenticated encryption beats plaintext, and
-//!   a verification failure would otherwise turn into a plaintext fallback or a delivery outage.
+//!   a verification failure would otherwise turn into a delivery outage. A handshake that fails
+//!   outright is retried once in plaintext on a new connection (the relay does this).
 //! - `required`: STARTTLS must be offered and the certificate must verify against the system roots
 //!   plus `relay.ca_file`, for `relay.tls_server_name` (default: the host of `relay.next_hop`).
 
@@ -17,7 +18,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use memchr::memmem;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -240,13 +240,12 @@ impl SmtpClient {
             Either::Left(t) => t,
             Either::Right(t) => t.get_ref().0,
         };
-        let mut b = [0u8; 1];
-        match tcp.peek(&mut b).now_or_never() {
-            None => true,
-            Some(Ok(0)) | Some(Err(_)) => false,
+        match peek_socket(tcp) {
+            PeekState::Empty => true,
+            PeekState::Closed => false,
             // Under TLS, pending bytes may be a post-handshake message (session ticket); the
             // RSET before reuse verifies such a connection.
-            Some(Ok(_)) => self.tls,
+            PeekState::Data => self.tls,
         }
     }
 
@@ -572,6 +571,37 @@ impl SmtpClient {
             }
             self.rbuf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+enum PeekState {
+    Empty,
+    Data,
+    Closed,
+}
+
+/// Ask the kernel directly (not tokio's cached readiness, which is only updated when the reactor
+/// runs) whether the peer closed the socket or sent something.
+fn peek_socket(tcp: &TcpStream) -> PeekState {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 1];
+    // SAFETY: a valid, open socket descriptor owned by `tcp` for the duration of the call, and a
+    // one-byte buffer we own; MSG_PEEK leaves the data in the socket, MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            tcp.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => PeekState::Closed,
+        n if n > 0 => PeekState::Data,
+        _ => match io::Error::last_os_error().kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => PeekState::Empty,
+            _ => PeekState::Closed,
+        },
     }
 }
 

@@ -16,13 +16,17 @@ use crate::config::{Config, ConfigError, NextHop, NextHopTls};
 use crate::smtp::client::{ClientSettings, SmtpClient, tls_connector};
 use crate::smtp::maildir::Maildir;
 use crate::smtp::{
-    ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply, Transaction,
-    replies,
+    Body, ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply,
+    Transaction, replies,
 };
 
 /// Idle pooled connections older than this are closed rather than reused: most MTAs drop idle
 /// clients after a few minutes, and a stale connection costs a failed attempt.
 const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// After a failed attempt to learn the next hop's extensions, answer with the defaults for this
+/// long before trying again.
+const PROBE_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Everything that can go wrong while relaying. [`reply_for`] turns each into the client's reply.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +98,9 @@ struct SmtpTarget {
     pool: Mutex<Vec<Idle>>,
     pool_size: usize,
     extensions: Mutex<Option<Extensions>>,
+    /// When learning the extensions last failed: the next EHLO should not wait for another
+    /// connection attempt to an unreachable next hop right away.
+    probe_failed: Mutex<Option<Instant>>,
 }
 
 struct Idle {
@@ -142,6 +149,7 @@ impl Relay {
                     pool: Mutex::new(Vec::new()),
                     pool_size: r.pool_size,
                     extensions: Mutex::new(None),
+                    probe_failed: Mutex::new(None),
                 })
             }
         };
@@ -166,6 +174,9 @@ impl Relay {
                 if let Some(e) = *lock(&t.extensions) {
                     return e;
                 }
+                if lock(&t.probe_failed).is_some_and(|at| at.elapsed() < PROBE_BACKOFF) {
+                    return Extensions::default();
+                }
                 match t.checkout().await {
                     Ok(conn) => {
                         let e = extensions_of(&conn.client);
@@ -174,6 +185,7 @@ impl Relay {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "next hop unavailable while learning its extensions");
+                        *lock(&t.probe_failed) = Some(Instant::now());
                         Extensions::default()
                     }
                 }
@@ -187,6 +199,16 @@ impl Relay {
             conn: None,
             mail: None,
             rcpts: Vec::new(),
+        }
+    }
+
+    /// Close the pooled connections politely (QUIT); for a graceful shutdown.
+    pub async fn close_idle(&self) {
+        if let Target::Smtp(t) = &*self.inner {
+            let idle: Vec<Idle> = std::mem::take(&mut *lock(&t.pool));
+            for i in idle {
+                i.client.quit_quietly().await;
+            }
         }
     }
 
@@ -217,6 +239,21 @@ fn extensions_of(c: &SmtpClient) -> Extensions {
     }
 }
 
+/// Parameters that cannot be dropped silently when the next hop lacks the extension (normally
+/// the session never offers them then; this covers a next hop whose capabilities changed).
+fn not_relayable(c: &SmtpClient, from: &MailFrom) -> Option<Reply> {
+    use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_SMTP_UTF8};
+    let caps = c.capabilities();
+    if from.body == Some(Body::BinaryMime) && !(caps.has(EXT_BINARY_MIME) && caps.has(EXT_CHUNKING))
+    {
+        return Some(replies::binarymime_not_relayable());
+    }
+    if from.smtputf8 && !caps.has(EXT_SMTP_UTF8) && !from.address.is_ascii() {
+        return Some(replies::smtputf8_not_relayable());
+    }
+    None
+}
+
 impl SmtpTarget {
     async fn checkout(&self) -> Result<Conn, RelayError> {
         loop {
@@ -232,7 +269,18 @@ impl SmtpTarget {
             tracing::debug!("discarding a stale pooled next-hop connection");
             discard(idle.client);
         }
-        let client = SmtpClient::connect(&self.settings).await.inspect_err(|e| {
+        let client = match SmtpClient::connect(&self.settings).await {
+            // RFC 7435: opportunistic TLS that fails falls back to plaintext (as Postfix `may`)
+            // rather than making the next hop unreachable.
+            Err(e @ RelayError::Tls { .. }) if self.settings.tls == NextHopTls::Opportunistic => {
+                tracing::warn!(error = %e, "opportunistic TLS failed, retrying in plaintext");
+                let mut plain = self.settings.clone();
+                plain.tls = NextHopTls::Off;
+                SmtpClient::connect(&plain).await
+            }
+            r => r,
+        }
+        .inspect_err(|e| {
             tracing::warn!(error = %e, "next hop connection failed");
         })?;
         *lock(&self.extensions) = Some(extensions_of(&client));
@@ -297,9 +345,15 @@ impl RelayTransaction {
                     Err(e) => return reply_for(&e),
                 },
             };
+            if let Some(refusal) = not_relayable(&conn.client, from) {
+                self.conn = Some(conn);
+                return refusal;
+            }
             match conn.client.envelope(from, &[], conn.needs_rset).await {
                 Ok(r) => {
                     conn.needs_rset = false;
+                    // Used once: a later failure on it deserves one retry on a new connection.
+                    conn.reused = true;
                     self.conn = Some(conn);
                     if r.mail.is_positive() {
                         self.mail = Some(from.clone());

@@ -342,3 +342,17 @@ fn clip(s: &str) -> &str {
         None => s,
     }
 }
+pub fn binarymime_not_relayable() -> Reply {
+    Reply::new(
+        554,
+        [5, 6, 3],
+        "BODY=BINARYMIME cannot be relayed: the next hop does not support it",
+    )
+}
+pub fn smtputf8_not_relayable() -> Reply {
+    Reply::new(
+        553,
+        [5, 6, 7],
+        "Non-ASCII addresses cannot be relayed: the next hop does not support SMTPUTF8",
+    )
+}

@@ -59,6 +59,8 @@ pub struct Script {
     pub close: Option<Stage>,
     /// As `close`, but only once (then cleared).
     pub close_once: Option<Stage>,
+    /// Answer STARTTLS with 220, then send garbage instead of a TLS handshake.
+    pub broken_tls: bool,
 }
 
 impl Default for Script {
@@ -84,6 +86,7 @@ impl Default for Script {
             hang: None,
             close: None,
             close_once: None,
+            broken_tls: false,
         }
     }
 }
@@ -391,6 +394,11 @@ async fn session(
                 };
                 // Plaintext pipelined after STARTTLS is discarded, never executed.
                 buf.clear();
+                if shared.script().broken_tls {
+                    let mut tcp = tcp;
+                    tcp.write_all(b"this is not a TLS handshake\r\n").await?;
+                    return Ok(());
+                }
                 stream = Either::Right(Box::new(acceptor.accept(tcp).await?));
                 tls = true;
             }
