@@ -148,7 +148,9 @@ pub struct TestCert {
 }
 
 pub fn test_cert() -> TestCert {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     TestCert {
         cert_der: ck.cert.der().clone(),
         key_der: ck.signing_key.serialize_der(),
