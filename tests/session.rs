@@ -687,6 +687,22 @@ async fn idle_client_gets_421() {
 }
 
 #[tokio::test]
+async fn session_time_limit_gets_421() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&dir);
+    s.session_timeout = Duration::from_millis(50);
+    let h = TestHandler::new();
+    let (mut c, task) = spawn_session(s, LOCAL, &h, ShutdownSignal::never());
+    assert_eq!(c.reply().await, GREETING);
+    assert_eq!(c.cmd("NOOP\r\n").await, OK);
+    assert_eq!(
+        c.eof().await,
+        "421 4.4.2 mx.test Session time limit exceeded, closing connection\r\n"
+    );
+    task.await.unwrap();
+}
+
+#[tokio::test]
 async fn drain_lets_the_open_transaction_finish() {
     let dir = tempfile::tempdir().unwrap();
     let h = TestHandler::new();
@@ -940,4 +956,45 @@ async fn auth_failures_are_limited() {
     );
     assert_eq!(c.cmd("QUIT\r\n").await, BYE);
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn narrowed_extensions_are_neither_offered_nor_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = TestHandler::new();
+    h.ext = cryptshare_gateway::smtp::Extensions {
+        eight_bit_mime: true,
+        smtputf8: false,
+        dsn: false,
+        chunking: false,
+        binarymime: false,
+    };
+    let input = "EHLO c.test\r\n\
+        MAIL FROM:<s@x.test> RET=FULL\r\n\
+        MAIL FROM:<s@x.test> SMTPUTF8\r\n\
+        MAIL FROM:<s@x.test> BODY=8BITMIME\r\n\
+        RCPT TO:<r@y.test> NOTIFY=NEVER\r\n\
+        RCPT TO:<r@y.test>\r\n\
+        BDAT 6 LAST\r\nQUIT\r\n\
+        RSET\r\nQUIT\r\n";
+    let out = transcript(settings(&dir), LOCAL, input.as_bytes(), &h).await;
+    assert_eq!(
+        out,
+        [
+            GREETING,
+            "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 104857600\r\n\
+             250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n",
+            "555 5.5.4 Unsupported parameter RET/ENVID\r\n",
+            "555 5.5.4 Unsupported parameter SMTPUTF8\r\n",
+            SENDER_OK,
+            "555 5.5.4 Unsupported parameter NOTIFY/ORCPT\r\n",
+            RCPT_OK,
+            // Not offered: refused, but its chunk is still read and dropped.
+            "502 5.5.1 Command not implemented\r\n",
+            OK,
+            BYE,
+        ]
+        .concat()
+    );
+    assert!(h.deliveries().is_empty());
 }
