@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 const WAIT: Duration = Duration::from_secs(60);
 
 struct Running {
+    factory: Arc<TestFactory>,
     addr: SocketAddr,
     tls_addr: SocketAddr,
     deliveries: mpsc::UnboundedReceiver<Delivered>,
@@ -74,8 +75,12 @@ fn write_config(dir: &Path, client_networks: &str, hostname: &str, extra: &str) 
 }
 
 async fn start(client_networks: &str) -> Running {
+    start_with(client_networks, "").await
+}
+
+async fn start_with(client_networks: &str, extra: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), client_networks, "mx.test", "");
+    let cfg = write_config(dir.path(), client_networks, "mx.test", extra);
     let server = Server::bind(&cfg).await.unwrap();
     let addr = server.local_addrs()[0];
     let tls_addr = server.local_tls_addrs()[0];
@@ -83,12 +88,13 @@ async fn start(client_networks: &str) -> Running {
     let (tx, deliveries) = mpsc::unbounded_channel();
     let mut template = TestHandler::new();
     template.delivered = Some(tx);
-    let factory = Arc::new(TestFactory { template });
+    let factory = Arc::new(TestFactory::new(template));
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(factory, async move {
+    let task = tokio::spawn(server.run(factory.clone(), async move {
         let _ = stopped.await;
     }));
     Running {
+        factory,
         addr,
         tls_addr,
         deliveries,
@@ -421,4 +427,42 @@ async fn shutdown_finishes_the_open_transaction_and_stops_accepting() {
     assert_eq!(r.next_delivery().await.message, b"late\r\n");
     r.task.await.unwrap();
     assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn connection_limit_holds_clients_in_the_backlog() {
+    let r = start_with("\"127.0.0.0/8\"", "max_connections = 1").await;
+    let (mut a, greeting) = greeting_of(r.addr).await;
+    assert_eq!(greeting, "220 mx.test ESMTP cryptshare-gateway\r\n");
+    // B's TCP handshake completes in the kernel backlog, but it is not accepted while A holds
+    // the only slot: after a full round trip of A, still one handler has been created.
+    let mut b = BufReader::new(TcpStream::connect(r.addr).await.unwrap());
+    b.get_mut().write_all(b"NOOP\r\n").await.unwrap();
+    a.get_mut().write_all(b"NOOP\r\n").await.unwrap();
+    let mut line = String::new();
+    a.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "250 2.0.0 OK\r\n");
+    assert_eq!(
+        r.factory.created.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    a.get_mut().write_all(b"QUIT\r\n").await.unwrap();
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut a, &mut rest)
+        .await
+        .unwrap();
+    assert_eq!(rest, "221 2.0.0 mx.test closing connection\r\n");
+    // A's slot is free: B gets its greeting and the answer to what it sent meanwhile.
+    let mut line = String::new();
+    b.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "220 mx.test ESMTP cryptshare-gateway\r\n");
+    line.clear();
+    b.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "250 2.0.0 OK\r\n");
+    assert_eq!(
+        r.factory.created.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    drop(b);
+    r.stop().await;
 }

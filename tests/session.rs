@@ -998,3 +998,28 @@ async fn narrowed_extensions_are_neither_offered_nor_accepted() {
     );
     assert!(h.deliveries().is_empty());
 }
+
+#[tokio::test]
+async fn large_messages_spill_to_the_spool_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let mut s = settings(&dir);
+    s.spool_memory_limit = 1024;
+    let body: String = (0..200)
+        .map(|i| format!("line {i:04} of the body\r\n"))
+        .collect();
+    let input = format!(
+        "EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n\
+         Subject: big\r\n\r\n{body}.\r\nQUIT\r\n"
+    );
+    let chunks = input.as_bytes().chunks(333).map(<[u8]>::to_vec).collect();
+    let out = transcript_chunks(s, LOCAL, chunks, &h).await;
+    assert_eq!(
+        out,
+        [GREETING, EHLO, SENDER_OK, RCPT_OK, GO_AHEAD, QUEUED, BYE].concat()
+    );
+    let d = only_delivery(&h);
+    assert!(d.spilled);
+    assert_eq!(d.message, format!("Subject: big\r\n\r\n{body}").as_bytes());
+    assert!(dir.path().join("spool").is_dir());
+}

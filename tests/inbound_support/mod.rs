@@ -34,6 +34,8 @@ pub struct Delivered {
     pub message: Vec<u8>,
     pub auth_user: Option<String>,
     pub tls: bool,
+    /// The spool moved the message to a file (it was larger than `spool_memory_limit`).
+    pub spilled: bool,
 }
 
 /// Scripted answers: senders starting with `tempfail` get 451 at MAIL, recipients starting with
@@ -114,6 +116,7 @@ impl Handler for TestHandler {
             message: tx.message.as_bytes().to_vec(),
             auth_user: info.auth_user.clone(),
             tls: info.tls,
+            spilled: tx.message.is_spilled(),
         };
         self.record(Call::Data(d.clone()));
         if let Some(ch) = &self.delivered {
@@ -130,11 +133,24 @@ impl Handler for TestHandler {
 /// One [`TestHandler`] per connection, all reporting to the same channel and call log.
 pub struct TestFactory {
     pub template: TestHandler,
+    /// Handlers created so far, i.e. connections accepted.
+    pub created: std::sync::atomic::AtomicUsize,
+}
+
+impl TestFactory {
+    pub fn new(template: TestHandler) -> TestFactory {
+        TestFactory {
+            template,
+            created: Default::default(),
+        }
+    }
 }
 
 impl HandlerFactory for TestFactory {
     type Handler = TestHandler;
     fn handler(&self) -> TestHandler {
+        self.created
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.template.clone()
     }
 }
