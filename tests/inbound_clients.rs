@@ -79,6 +79,10 @@ async fn start(client_networks: &str) -> Running {
 }
 
 async fn start_with(client_networks: &str, extra: &str) -> Running {
+    start_handler(client_networks, extra, TestHandler::new()).await
+}
+
+async fn start_handler(client_networks: &str, extra: &str, mut template: TestHandler) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), client_networks, "mx.test", extra);
     let server = Server::bind(&cfg).await.unwrap();
@@ -86,7 +90,6 @@ async fn start_with(client_networks: &str, extra: &str) -> Running {
     let tls_addr = server.local_tls_addrs()[0];
     let reloader = server.reloader();
     let (tx, deliveries) = mpsc::unbounded_channel();
-    let mut template = TestHandler::new();
     template.delivered = Some(tx);
     let factory = Arc::new(TestFactory::new(template));
     let (stop, stopped) = oneshot::channel::<()>();
@@ -465,4 +468,39 @@ async fn connection_limit_holds_clients_in_the_backlog() {
     );
     drop(b);
     r.stop().await;
+}
+
+#[tokio::test]
+async fn after_the_grace_period_in_flight_transactions_get_421() {
+    let mut hanging = TestHandler::new();
+    hanging.hang_in_data = true;
+    let mut r = start_handler("\"127.0.0.0/8\"", "shutdown_grace = 0", hanging).await;
+    let (mut c, _) = greeting_of(r.addr).await;
+    c.get_mut()
+        .write_all(b"HELO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n")
+        .await
+        .unwrap();
+    for expected in [
+        "250 mx.test\r\n",
+        "250 2.1.0 Sender OK\r\n",
+        "250 2.1.5 Recipient OK\r\n",
+        "354 End data with <CR><LF>.<CR><LF>\r\n",
+    ] {
+        let mut line = String::new();
+        c.read_line(&mut line).await.unwrap();
+        assert_eq!(line, expected);
+    }
+    c.get_mut().write_all(b"stuck\r\n.\r\n").await.unwrap();
+    // The handler has the message and hangs (as a dead next hop would).
+    assert_eq!(r.next_delivery().await.message, b"stuck\r\n");
+    let _ = r.stop.take().unwrap().send(());
+    let mut rest = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut c, &mut rest)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest,
+        "421 4.3.2 mx.test Service shutting down, closing transmission channel\r\n"
+    );
+    r.task.await.unwrap();
 }

@@ -45,6 +45,8 @@ pub struct TestHandler {
     pub calls: Arc<Mutex<Vec<Call>>>,
     pub ext: Extensions,
     pub delivered: Option<mpsc::UnboundedSender<Delivered>>,
+    /// When set, `data` reports the message and then never answers (a next hop that hangs).
+    pub hang_in_data: bool,
 }
 
 impl TestHandler {
@@ -53,6 +55,7 @@ impl TestHandler {
             calls: Arc::default(),
             ext: Extensions::default(),
             delivered: None,
+            hang_in_data: false,
         }
     }
 
@@ -121,6 +124,9 @@ impl Handler for TestHandler {
         self.record(Call::Data(d.clone()));
         if let Some(ch) = &self.delivered {
             let _ = ch.send(d);
+        }
+        if self.hang_in_data {
+            std::future::pending::<()>().await;
         }
         queued()
     }
