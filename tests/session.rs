@@ -1023,3 +1023,34 @@ async fn large_messages_spill_to_the_spool_directory() {
     assert_eq!(d.message, format!("Subject: big\r\n\r\n{body}").as_bytes());
     assert!(dir.path().join("spool").is_dir());
 }
+
+#[tokio::test]
+async fn starttls_works_with_a_tls12_only_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_cert();
+    let mut s = settings(&dir);
+    s.tls = Some(acceptor(&cert));
+    let h = TestHandler::new();
+    let (mut c, task) = spawn_session(s, LOCAL, &h, ShutdownSignal::never());
+    assert_eq!(c.reply().await, GREETING);
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO_TLS_OFFER);
+    assert_eq!(c.cmd("STARTTLS\r\n").await, TLS_READY);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert_der.clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, c.io.into_inner())
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let mut c = Client::new(tls);
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO);
+    assert_eq!(c.cmd("QUIT\r\n").await, BYE);
+    task.await.unwrap();
+}
