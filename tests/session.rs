@@ -687,6 +687,22 @@ async fn idle_client_gets_421() {
 }
 
 #[tokio::test]
+async fn session_time_limit_gets_421() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&dir);
+    s.session_timeout = Duration::from_millis(50);
+    let h = TestHandler::new();
+    let (mut c, task) = spawn_session(s, LOCAL, &h, ShutdownSignal::never());
+    assert_eq!(c.reply().await, GREETING);
+    assert_eq!(c.cmd("NOOP\r\n").await, OK);
+    assert_eq!(
+        c.eof().await,
+        "421 4.4.2 mx.test Session time limit exceeded, closing connection\r\n"
+    );
+    task.await.unwrap();
+}
+
+#[tokio::test]
 async fn drain_lets_the_open_transaction_finish() {
     let dir = tempfile::tempdir().unwrap();
     let h = TestHandler::new();
@@ -938,6 +954,103 @@ async fn auth_failures_are_limited() {
             .await,
         "235 2.7.0 Authentication successful\r\n"
     );
+    assert_eq!(c.cmd("QUIT\r\n").await, BYE);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn narrowed_extensions_are_neither_offered_nor_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = TestHandler::new();
+    h.ext = cryptshare_gateway::smtp::Extensions {
+        eight_bit_mime: true,
+        smtputf8: false,
+        dsn: false,
+        chunking: false,
+        binarymime: false,
+    };
+    let input = "EHLO c.test\r\n\
+        MAIL FROM:<s@x.test> RET=FULL\r\n\
+        MAIL FROM:<s@x.test> SMTPUTF8\r\n\
+        MAIL FROM:<s@x.test> BODY=8BITMIME\r\n\
+        RCPT TO:<r@y.test> NOTIFY=NEVER\r\n\
+        RCPT TO:<r@y.test>\r\n\
+        BDAT 6 LAST\r\nQUIT\r\n\
+        RSET\r\nQUIT\r\n";
+    let out = transcript(settings(&dir), LOCAL, input.as_bytes(), &h).await;
+    assert_eq!(
+        out,
+        [
+            GREETING,
+            "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 104857600\r\n\
+             250-ENHANCEDSTATUSCODES\r\n250 8BITMIME\r\n",
+            "555 5.5.4 Unsupported parameter RET/ENVID\r\n",
+            "555 5.5.4 Unsupported parameter SMTPUTF8\r\n",
+            SENDER_OK,
+            "555 5.5.4 Unsupported parameter NOTIFY/ORCPT\r\n",
+            RCPT_OK,
+            // Not offered: refused, but its chunk is still read and dropped.
+            "502 5.5.1 Command not implemented\r\n",
+            OK,
+            BYE,
+        ]
+        .concat()
+    );
+    assert!(h.deliveries().is_empty());
+}
+
+#[tokio::test]
+async fn large_messages_spill_to_the_spool_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let mut s = settings(&dir);
+    s.spool_memory_limit = 1024;
+    let body: String = (0..200)
+        .map(|i| format!("line {i:04} of the body\r\n"))
+        .collect();
+    let input = format!(
+        "EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n\
+         Subject: big\r\n\r\n{body}.\r\nQUIT\r\n"
+    );
+    let chunks = input.as_bytes().chunks(333).map(<[u8]>::to_vec).collect();
+    let out = transcript_chunks(s, LOCAL, chunks, &h).await;
+    assert_eq!(
+        out,
+        [GREETING, EHLO, SENDER_OK, RCPT_OK, GO_AHEAD, QUEUED, BYE].concat()
+    );
+    let d = only_delivery(&h);
+    assert!(d.spilled);
+    assert_eq!(d.message, format!("Subject: big\r\n\r\n{body}").as_bytes());
+    assert!(dir.path().join("spool").is_dir());
+}
+
+#[tokio::test]
+async fn starttls_works_with_a_tls12_only_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = test_cert();
+    let mut s = settings(&dir);
+    s.tls = Some(acceptor(&cert));
+    let h = TestHandler::new();
+    let (mut c, task) = spawn_session(s, LOCAL, &h, ShutdownSignal::never());
+    assert_eq!(c.reply().await, GREETING);
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO_TLS_OFFER);
+    assert_eq!(c.cmd("STARTTLS\r\n").await, TLS_READY);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert_der.clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, c.io.into_inner())
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let mut c = Client::new(tls);
+    assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO);
     assert_eq!(c.cmd("QUIT\r\n").await, BYE);
     task.await.unwrap();
 }

@@ -168,7 +168,9 @@ mod tests {
         use argon2::PasswordHasher;
         use argon2::password_hash::SaltString;
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-        argon2::Argon2::default()
+        // Small parameters: the defaults take seconds in a debug build.
+        let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
             .hash_password(pw.as_bytes(), &salt)
             .unwrap()
             .to_string()

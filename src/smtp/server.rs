@@ -1,6 +1,6 @@
 //! The SMTP listener: binds `server.listen` (plain, STARTTLS when configured) and
 //! `server.listen_tls` (implicit TLS), limits concurrent connections, runs one
-//! [`session`](super::session) per connection and shuts down gracefully.
+//! [`session`] per connection and shuts down gracefully.
 //!
 //! # Connection limit
 //! A slot of the `max_connections` semaphore is taken *before* `accept()`: when all slots are
@@ -168,6 +168,11 @@ impl Server {
         // Every session holds a clone; `recv()` returns None once all of them have ended.
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
         let mut next = 0usize;
+        for l in &listeners {
+            if let Ok(addr) = l.socket.local_addr() {
+                tracing::info!(%addr, implicit_tls = l.implicit_tls, "listening");
+            }
+        }
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {

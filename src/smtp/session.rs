@@ -2,10 +2,10 @@
 //! code runs over TCP, TLS and in-memory test streams.
 //!
 //! # Structure
-//! The session is a small state machine over the bytes the client sends ([`State`]): command lines
+//! The session is a small state machine over the bytes the client sends (`State`): command lines
 //! (parsed with smtp-proto's `Request::parse`), DATA (smtp-proto's `DataReceiver`), BDAT chunks,
 //! discarding states for refused data, and SASL continuation lines. One read may hold many
-//! pipelined commands and data; [`Session::ingest`] walks through all of it before the replies
+//! pipelined commands and data; `Session::ingest` walks through all of it before the replies
 //! are flushed, so the output is the same however the input was split into reads.
 //! STARTTLS is a change of type: the plain `Session<S>` is taken apart and a `Session<TlsStream<S>>`
 //! is built from its parts.
@@ -36,7 +36,7 @@
 //! # Handler calls
 //! `mail_from` at MAIL, `rcpt_to` per RCPT that passed relay control and limits, `data` at the end
 //! of the message, `reset` before the next MAIL after a transaction was opened (also a failed one),
-//! on RSET, EHLO/HELO, STARTTLS and at the end of the connection — never twice in a row.
+//! on RSET and EHLO/HELO, and at the end of the connection — never twice in a row.
 //!
 //! # Errors and limits
 //! Protocol errors (unknown commands, syntax, bad sequence, relay denied, over-long lines, AUTH

@@ -34,6 +34,8 @@ pub struct Delivered {
     pub message: Vec<u8>,
     pub auth_user: Option<String>,
     pub tls: bool,
+    /// The spool moved the message to a file (it was larger than `spool_memory_limit`).
+    pub spilled: bool,
 }
 
 /// Scripted answers: senders starting with `tempfail` get 451 at MAIL, recipients starting with
@@ -43,6 +45,8 @@ pub struct TestHandler {
     pub calls: Arc<Mutex<Vec<Call>>>,
     pub ext: Extensions,
     pub delivered: Option<mpsc::UnboundedSender<Delivered>>,
+    /// When set, `data` reports the message and then never answers (a next hop that hangs).
+    pub hang_in_data: bool,
 }
 
 impl TestHandler {
@@ -51,6 +55,7 @@ impl TestHandler {
             calls: Arc::default(),
             ext: Extensions::default(),
             delivered: None,
+            hang_in_data: false,
         }
     }
 
@@ -114,10 +119,14 @@ impl Handler for TestHandler {
             message: tx.message.as_bytes().to_vec(),
             auth_user: info.auth_user.clone(),
             tls: info.tls,
+            spilled: tx.message.is_spilled(),
         };
         self.record(Call::Data(d.clone()));
         if let Some(ch) = &self.delivered {
             let _ = ch.send(d);
+        }
+        if self.hang_in_data {
+            std::future::pending::<()>().await;
         }
         queued()
     }
@@ -130,11 +139,24 @@ impl Handler for TestHandler {
 /// One [`TestHandler`] per connection, all reporting to the same channel and call log.
 pub struct TestFactory {
     pub template: TestHandler,
+    /// Handlers created so far, i.e. connections accepted.
+    pub created: std::sync::atomic::AtomicUsize,
+}
+
+impl TestFactory {
+    pub fn new(template: TestHandler) -> TestFactory {
+        TestFactory {
+            template,
+            created: Default::default(),
+        }
+    }
 }
 
 impl HandlerFactory for TestFactory {
     type Handler = TestHandler;
     fn handler(&self) -> TestHandler {
+        self.created
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.template.clone()
     }
 }
@@ -148,7 +170,9 @@ pub struct TestCert {
 }
 
 pub fn test_cert() -> TestCert {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     TestCert {
         cert_der: ck.cert.der().clone(),
         key_der: ck.signing_key.serialize_der(),

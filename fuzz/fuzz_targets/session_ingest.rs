@@ -1,0 +1,118 @@
+//! Arbitrary bytes into the inbound SMTP session, delivered in reads whose size the input
+//! chooses. Checks that nothing panics and that the session always ends (EOF closes it).
+#![no_main]
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use cryptshare_gateway::smtp::session::{self, ConnectionMeta, SessionSettings, ShutdownSignal};
+use cryptshare_gateway::smtp::{
+    ConnectionInfo, Extensions, Handler, MailFrom, RcptTo, Reply, Transaction, replies,
+};
+use libfuzzer_sys::fuzz_target;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Reads of `chunk` bytes from `input`, then EOF; writes are discarded.
+struct Feed {
+    input: Vec<u8>,
+    pos: usize,
+    chunk: usize,
+}
+
+impl AsyncRead for Feed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = self
+            .chunk
+            .min(buf.remaining())
+            .min(self.input.len() - self.pos);
+        let start = self.pos;
+        buf.put_slice(&self.input[start..start + n]);
+        self.pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Feed {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(b.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Accepts everything; refuses recipients starting with `x` to exercise both paths.
+struct Sink;
+
+impl Handler for Sink {
+    async fn extensions(&mut self) -> Extensions {
+        Extensions {
+            binarymime: true,
+            ..Extensions::default()
+        }
+    }
+    async fn mail_from(&mut self, _: &ConnectionInfo, _: &MailFrom) -> Reply {
+        replies::sender_ok()
+    }
+    async fn rcpt_to(&mut self, _: &ConnectionInfo, r: &RcptTo) -> Reply {
+        if r.address.starts_with('x') {
+            replies::relay_denied()
+        } else {
+            replies::recipient_ok()
+        }
+    }
+    async fn data(&mut self, _: &ConnectionInfo, tx: Transaction) -> Reply {
+        assert!(tx.message.len() as u64 <= 4096);
+        replies::ok()
+    }
+    async fn reset(&mut self) {}
+}
+
+const PREAMBLE: &[u8] = b"EHLO f\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n";
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&ctl, rest)) = data.split_first() else {
+        return;
+    };
+    let mut input = Vec::with_capacity(rest.len() + PREAMBLE.len());
+    if ctl & 1 == 1 {
+        input.extend_from_slice(PREAMBLE);
+    }
+    input.extend_from_slice(rest);
+    let chunk = usize::from(ctl >> 1) + 1;
+    let mut settings = SessionSettings::new("fuzz.test", std::env::temp_dir().join("csgw-fuzz"));
+    settings.max_message_size = 4096;
+    settings.spool_memory_limit = 8192;
+    settings.max_recipients = 3;
+    settings.max_received_headers = 2;
+    settings.max_errors = 10_000;
+    let meta = ConnectionMeta {
+        peer: "127.0.0.1:1".parse().unwrap(),
+        local: "127.0.0.1:25".parse().unwrap(),
+        tls: false,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(session::serve(
+        Feed {
+            input,
+            pos: 0,
+            chunk,
+        },
+        meta,
+        Sink,
+        Arc::new(settings),
+        ShutdownSignal::never(),
+    ));
+});
