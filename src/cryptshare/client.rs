@@ -318,6 +318,7 @@ impl Client {
         let mut attempt = 0u32;
         loop {
             let rb = make().await?;
+            let started = std::time::Instant::now();
             let result = match progress {
                 None => rb
                     .timeout(self.opts.timeout)
@@ -326,6 +327,11 @@ impl Client {
                     .map_err(|e| Error::transport(op, e)),
                 Some(p) => self.send_watched(op, rb, p).await,
             };
+            crate::ops::metrics::global().cryptshare_call(
+                op,
+                result.as_ref().ok().map(|r| r.status().as_u16()),
+                started.elapsed(),
+            );
             let err = match result {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => error_from_response(op, resp).await,

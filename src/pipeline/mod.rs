@@ -27,7 +27,7 @@ use crate::config::{Config, OnError, PolicyConfig};
 use crate::cryptshare;
 use crate::mime::{self, Analysis};
 use crate::ops::audit::{AuditLog, AuditRecord, Decision};
-use crate::ops::metrics::MessageResult;
+use crate::ops::metrics::{MessageResult, TransactionGuard, TxOutcome};
 use crate::policy::{self, Rules};
 use crate::sim::{Emulator, EmulatorHandle, SimOptions};
 use crate::smtp::relay::{Relay, RelayTransaction};
@@ -188,13 +188,26 @@ impl Gateway {
         let result = match rec.decision {
             Decision::Convert => MessageResult::Converted,
             Decision::Pass => MessageResult::Passed,
-            Decision::DeliverOriginal | Decision::Tempfail | Decision::Reject => MessageResult::Failed,
+            Decision::DeliverOriginal | Decision::Tempfail | Decision::Reject => {
+                MessageResult::Failed
+            }
         };
         // A message refused by the next hop was not converted or passed in the end.
         let relayed = rec.reply.starts_with('2');
-        m.message(policy, if relayed { result } else { MessageResult::Failed });
+        m.message(
+            policy,
+            if relayed {
+                result
+            } else {
+                MessageResult::Failed
+            },
+        );
         if rec.decision == Decision::Convert && rec.durations.cryptshare_ms > 0 {
-            m.uploaded(policy, rec.files.len() as u64, rec.files.iter().map(|f| f.size).sum());
+            m.uploaded(
+                policy,
+                rec.files.len() as u64,
+                rec.files.iter().map(|f| f.size).sum(),
+            );
         }
         if let Err(e) = self.audit.write(rec) {
             tracing::error!(error = %e, queue_id = %rec.queue_id, "cannot write the audit line");
@@ -219,6 +232,7 @@ impl HandlerFactory for GatewayFactory {
         GatewayHandler {
             gw: self.0.clone(),
             tx: None,
+            counted: None,
         }
     }
 }
@@ -226,6 +240,8 @@ impl HandlerFactory for GatewayFactory {
 pub struct GatewayHandler {
     gw: Arc<Gateway>,
     tx: Option<RelayTransaction>,
+    /// Counts the open transaction; dropped unfinished (RSET, disconnect) it counts as aborted.
+    counted: Option<TransactionGuard>,
 }
 
 impl Handler for GatewayHandler {
@@ -237,6 +253,9 @@ impl Handler for GatewayHandler {
         let mut tx = self.gw.relay.begin();
         let r = tx.mail_from(from).await;
         self.tx = Some(tx);
+        if r.is_positive() {
+            self.counted = Some(crate::ops::metrics::global().transaction_started());
+        }
         r
     }
 
@@ -253,10 +272,14 @@ impl Handler for GatewayHandler {
         };
         let reply = process(&self.gw, info, &mut tx, t).await;
         self.tx = Some(tx);
+        if let Some(g) = self.counted.take() {
+            g.finish(TxOutcome::from_reply_code(reply.code));
+        }
         reply
     }
 
     async fn reset(&mut self) {
+        self.counted = None;
         if let Some(mut tx) = self.tx.take() {
             tx.reset().await;
         }
@@ -433,6 +456,7 @@ async fn relay_and_audit(
 ) -> Reply {
     let relay_started = Instant::now();
     let reply = tx.data(&[received, body]).await;
+    crate::ops::metrics::global().next_hop(Some(reply.code), relay_started.elapsed());
     audit.durations.relay_ms = relay_started.elapsed().as_millis() as u64;
     audit.reply = reply.to_string();
     audit.relay = Some(reply.to_string());

@@ -260,6 +260,8 @@ async fn connection<H: super::Handler + 'static>(
         return;
     };
     tracing::debug!(%peer, %local, implicit_tls, "connection");
+    let metrics = crate::ops::metrics::global();
+    let _open = metrics.connection_opened(if implicit_tls { "smtps" } else { "smtp" });
     if !implicit_tls {
         let meta = ConnectionMeta {
             peer,
@@ -276,6 +278,7 @@ async fn connection<H: super::Handler + 'static>(
         _ = signal.drain.cancelled() => return,
         r = handshake => r,
     };
+    metrics.tls_handshake(crate::ops::TlsSide::Inbound, matches!(tls, Ok(Ok(_))));
     match tls {
         Ok(Ok(tls)) => {
             let meta = ConnectionMeta {

@@ -241,7 +241,10 @@ pub async fn serve<S, H>(
                 return parts.finish().await;
             };
             let timeout = parts.settings.idle_timeout;
-            match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+            let handshake = tokio::time::timeout(timeout, acceptor.accept(io)).await;
+            let ok = matches!(handshake, Ok(Ok(_)));
+            crate::ops::metrics::global().tls_handshake(crate::ops::TlsSide::Inbound, ok);
+            match handshake {
                 Ok(Ok(tls)) => {
                     parts.info.tls = true;
                     let mut session = Session::from_parts(tls, parts);
