@@ -222,9 +222,12 @@ impl Analysis {
 
     /// Attachments a policy could move only if it accepts breaking a signature.
     pub fn signed_attachments(&self) -> impl Iterator<Item = &Part> {
-        self.parts
-            .iter()
-            .filter(|p| p.class == Class::Kept && p.flags.in_signed && p.upload_name.is_some())
+        self.parts.iter().filter(|p| {
+            p.class == Class::Kept
+                && p.flags.in_signed
+                && !(p.flags.in_encrypted || p.flags.in_message || p.flags.decoding_problem)
+                && p.upload_name.is_some()
+        })
     }
 
     /// `true` if `id` is `ancestor` or lies below it.
