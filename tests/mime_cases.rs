@@ -120,7 +120,8 @@ fn charsets_and_encodings_of_text_bodies() {
         let want = format!("{}{decoded}", n.render_text().unwrap());
         py.push(PyCase {
             bytes: out,
-            attachments: vec![],
+            attachments: Some(vec![]),
+            baseline: None,
             plain: Some(want),
             html: None,
         });
@@ -146,7 +147,8 @@ fn html_identity_body_gets_notice_after_body_tag() {
     );
     python_check(&[PyCase {
         bytes: out,
-        attachments: vec![],
+        attachments: Some(vec![]),
+        baseline: None,
         plain: None,
         html: Some(want),
     }]);
@@ -165,7 +167,8 @@ Content-Disposition: attachment; filename=scan.pdf\nContent-Transfer-Encoding: b
     assert!(text.starts_with("From: a@example.org\r\nSubject: scan\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"));
     python_check(&[PyCase {
         bytes: out,
-        attachments: vec![],
+        attachments: Some(vec![]),
+        baseline: None,
         plain: Some(n.render_text().unwrap()),
         html: None,
     }]);
@@ -189,7 +192,8 @@ Content-Disposition: attachment; filename*=utf-8''%C3%BCber%20sicht.zip\nContent
     assert_eq!(names, ["über sicht.zip", "attachment-2.bin", "Bär.png"]);
     python_check(&[PyCase {
         bytes: out.clone(),
-        attachments: vec![],
+        attachments: Some(vec![]),
+        baseline: None,
         plain: Some(n.render_text().unwrap()),
         html: None,
     }]);
@@ -208,7 +212,8 @@ fn lf_only_message_keeps_lf() {
     assert!(!out.contains(&b'\r'));
     python_check(&[PyCase {
         bytes: out,
-        attachments: vec![],
+        attachments: Some(vec![]),
+        baseline: None,
         plain: Some(format!("{}hello", n.render_text().unwrap())),
         html: None,
     }]);
