@@ -396,3 +396,28 @@ fn rewrite_rejects_bad_requests() {
     assert!(mime::rewrite(&raw[1..], &a, &[2], &n).is_err()); // another message
     assert_eq!(mime::rewrite(&raw, &a, &[], &n).unwrap(), raw);
 }
+
+#[test]
+fn converting_signed_mail_annotates_the_signed_body() {
+    let raw = crlf(
+        "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=S\n\n\
+--S\nContent-Type: multipart/mixed; boundary=M\n\n--M\nContent-Type: text/plain; charset=utf-8\n\nsigned text\n--M\n\
+Content-Type: application/pdf\nContent-Disposition: attachment; filename=a.pdf\n\n%PDF\n--M--\n\
+--S\nContent-Type: application/pkcs7-signature; name=smime.p7s\n\nSIG\n--S--\n",
+    );
+    let a = mime::analyse(&raw);
+    let pdf: Vec<_> = a
+        .signed_attachments()
+        .filter(|p| p.content_type == "application/pdf")
+        .map(|p| p.id)
+        .collect();
+    let n = notice("en", &a, &pdf);
+    let out = mime::rewrite(&raw, &a, &pdf, &n).unwrap();
+    python_check(&[PyCase {
+        bytes: out,
+        attachments: Some(vec![]),
+        baseline: None,
+        plain: Some(format!("{}signed text", n.render_text().unwrap())),
+        html: None,
+    }]);
+}
