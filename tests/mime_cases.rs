@@ -120,7 +120,8 @@ fn charsets_and_encodings_of_text_bodies() {
         let want = format!("{}{decoded}", n.render_text().unwrap());
         py.push(PyCase {
             bytes: out,
-            attachments: vec![],
+            attachments: Some(vec![]),
+            baseline: None,
             plain: Some(want),
             html: None,
         });
@@ -146,7 +147,8 @@ fn html_identity_body_gets_notice_after_body_tag() {
     );
     python_check(&[PyCase {
         bytes: out,
-        attachments: vec![],
+        attachments: Some(vec![]),
+        baseline: None,
         plain: None,
         html: Some(want),
     }]);
@@ -165,7 +167,8 @@ Content-Disposition: attachment; filename=scan.pdf\nContent-Transfer-Encoding: b
     assert!(text.starts_with("From: a@example.org\r\nSubject: scan\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"));
     python_check(&[PyCase {
         bytes: out,
-        attachments: vec![],
+        attachments: Some(vec![]),
+        baseline: None,
         plain: Some(n.render_text().unwrap()),
         html: None,
     }]);
@@ -189,7 +192,8 @@ Content-Disposition: attachment; filename*=utf-8''%C3%BCber%20sicht.zip\nContent
     assert_eq!(names, ["über sicht.zip", "attachment-2.bin", "Bär.png"]);
     python_check(&[PyCase {
         bytes: out.clone(),
-        attachments: vec![],
+        attachments: Some(vec![]),
+        baseline: None,
         plain: Some(n.render_text().unwrap()),
         html: None,
     }]);
@@ -208,7 +212,8 @@ fn lf_only_message_keeps_lf() {
     assert!(!out.contains(&b'\r'));
     python_check(&[PyCase {
         bytes: out,
-        attachments: vec![],
+        attachments: Some(vec![]),
+        baseline: None,
         plain: Some(format!("{}hello", n.render_text().unwrap())),
         html: None,
     }]);
@@ -390,4 +395,29 @@ fn rewrite_rejects_bad_requests() {
     assert!(mime::rewrite(&raw, &a, &[0], &n).is_err()); // the root multipart
     assert!(mime::rewrite(&raw[1..], &a, &[2], &n).is_err()); // another message
     assert_eq!(mime::rewrite(&raw, &a, &[], &n).unwrap(), raw);
+}
+
+#[test]
+fn converting_signed_mail_annotates_the_signed_body() {
+    let raw = crlf(
+        "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=S\n\n\
+--S\nContent-Type: multipart/mixed; boundary=M\n\n--M\nContent-Type: text/plain; charset=utf-8\n\nsigned text\n--M\n\
+Content-Type: application/pdf\nContent-Disposition: attachment; filename=a.pdf\n\n%PDF\n--M--\n\
+--S\nContent-Type: application/pkcs7-signature; name=smime.p7s\n\nSIG\n--S--\n",
+    );
+    let a = mime::analyse(&raw);
+    let pdf: Vec<_> = a
+        .signed_attachments()
+        .filter(|p| p.content_type == "application/pdf")
+        .map(|p| p.id)
+        .collect();
+    let n = notice("en", &a, &pdf);
+    let out = mime::rewrite(&raw, &a, &pdf, &n).unwrap();
+    python_check(&[PyCase {
+        bytes: out,
+        attachments: Some(vec![]),
+        baseline: None,
+        plain: Some(format!("{}signed text", n.render_text().unwrap())),
+        html: None,
+    }]);
 }

@@ -207,7 +207,8 @@ fn rewrite_random_messages() {
         }
         cases.borrow_mut().push(PyCase {
             bytes: out,
-            attachments: kept,
+            attachments: Some(kept),
+            baseline: None,
             plain: want_plain,
             html: want_html,
         });

@@ -4,20 +4,36 @@
 //! # API for the pipeline
 //!
 //! ```text
-//! mime::analyse(raw: &[u8]) -> Analysis                       // never panics; depth/part limits
-//! mime::PartReader::new(raw, &Part)      : std::io::Read       // streaming decode, no second copy
+//! mime::analyse(raw: &[u8]) -> Analysis                    // never panics; MAX_DEPTH / MAX_PARTS
+//! Analysis::candidates() -> impl Iterator<Item = &Part>    // what a policy may move
+//! mime::PartReader::new(raw, &Part): std::io::Read          // streaming decode, no second copy
 //! mime::decode_part(raw, &Part, &mut impl Write) -> io::Result<u64>
-//! mime::part_sha256(raw, &Part) -> (u64, [u8; 32])            // decoded size + SHA-256
+//! mime::part_sha256(raw, &Part) -> (u64, [u8; 32])         // decoded size + SHA-256
 //! mime::rewrite(raw, &Analysis, remove: &[PartId], &Notice) -> Result<Vec<u8>, RewriteError>
-//! mime::Notice { language, files: Vec<NoticeFile>, expires, sender, tracking_id,
-//!                download_url, instructions, template_dir }    // render_text()/render_html()
+//! mime::Notice { language, files: Vec<NoticeFile { name, size }>, expires: Option<NaiveDate>,
+//!                sender, tracking_id, download_url, instructions, template_dir }
 //! mime::explain::explain(&Config, from, to, path, json) -> Result<String, ExplainError>
+//! policy::Rules::new(&[PolicyConfig]).match_sender(sender) -> Option<&PolicyConfig>
+//! policy::select(&PolicyConfig, &Analysis) -> Selection { convert: Vec<PartId>, total, reason }
 //! ```
 //!
-//! `Analysis::parts` is a pre-order list of every MIME entity; `Part::id` is its index. Leaves
-//! carry a [`Class`] and a human-readable reason; [`Analysis::candidates`] lists the parts that a
-//! policy may move to Cryptshare (`Class::Attachment`, not inside a signed/encrypted/report
-//! structure, no decoding problem). [`crate::policy::select`] turns them into a decision.
+//! Typical use: `let a = analyse(&raw); let sel = select(policy, &a);` then for each id in
+//! `sel.convert`: `part_sha256` for the file registration and a `PartReader` as the upload body,
+//! named `part.upload_name` (sanitised, unique); finally `rewrite(&raw, &a, &sel.convert, &notice)`.
+//!
+//! `Analysis::parts` is a pre-order list of every MIME entity; `Part::id` is its index. Every
+//! leaf has a [`Class`] and a human-readable reason. Parts inside `multipart/signed`,
+//! `multipart/encrypted`, `application/pkcs7-mime`, `multipart/report` or an inline forwarded
+//! message, and attachments with decoding problems, are `Class::Kept`; natural attachments among
+//! them still get an `upload_name` so a policy that converts signed mail can find them
+//! ([`Analysis::signed_attachments`]).
+//!
+//! The rewrite cuts removed parts out by their offsets (a container left empty goes as well),
+//! puts the notice at the top of the first `text/plain` and the first `text/html` body (the
+//! alternatives of a normal message), in the body's own charset and transfer encoding or
+//! relabelled to UTF-8 / quoted-printable when they cannot carry it, and adds a `text/plain`
+//! notice part as the first child of the root when no text body is left. A single-part message
+//! that is itself the attachment becomes a text/plain notice. Everything else is copied.
 //!
 //! # Why our own structure scanner
 //!
@@ -222,9 +238,12 @@ impl Analysis {
 
     /// Attachments a policy could move only if it accepts breaking a signature.
     pub fn signed_attachments(&self) -> impl Iterator<Item = &Part> {
-        self.parts
-            .iter()
-            .filter(|p| p.class == Class::Kept && p.flags.in_signed && p.upload_name.is_some())
+        self.parts.iter().filter(|p| {
+            p.class == Class::Kept
+                && p.flags.in_signed
+                && !(p.flags.in_encrypted || p.flags.in_message || p.flags.decoding_problem)
+                && p.upload_name.is_some()
+        })
     }
 
     /// `true` if `id` is `ancestor` or lies below it.

@@ -16,6 +16,8 @@ pub enum RewriteError {
     NoSuchPart(PartId),
     #[error("part {0} cannot be removed on its own (not a leaf of a multipart)")]
     NotRemovable(PartId),
+    #[error("no text body and no room for a notice part (multipart/signed or /encrypted root)")]
+    NoRoomForNotice,
     #[error("the analysis does not belong to this message")]
     Mismatch,
     #[error(transparent)]
@@ -82,10 +84,24 @@ pub fn rewrite(
     }
 
     let alive = |p: &Part| !analysis_removed(analysis, &removed, p.id);
+    // When a policy converts signed mail (breaking the signature knowingly), the text bodies
+    // inside the signed part are the ones to annotate.
+    let signed_body = |p: &Part| {
+        p.flags.in_signed
+            && !(p.flags.in_encrypted || p.flags.in_message)
+            && p.children.is_empty()
+            && p.file_name.is_none()
+            && p.disposition != Some(super::Disposition::Attachment)
+    };
     let first_of = |t: &str| {
         parts
             .iter()
             .find(|p| p.class == Class::Body && p.content_type == t && alive(p))
+            .or_else(|| {
+                parts
+                    .iter()
+                    .find(|p| p.content_type == t && signed_body(p) && alive(p))
+            })
     };
     let bodies: Vec<&Part> = [first_of("text/plain"), first_of("text/html")]
         .into_iter()
@@ -218,6 +234,10 @@ fn notice_part(
     let (Some(&first), Some(boundary)) = (root.children.first(), root.boundary.as_deref()) else {
         return Err(RewriteError::NotRemovable(0));
     };
+    if root.content_type == "multipart/signed" || root.content_type == "multipart/encrypted" {
+        // Exactly two parts by definition: no room for a notice part.
+        return Err(RewriteError::NoRoomForNotice);
+    }
     let first = &a.parts[first];
     let part = qp_part(text, nl);
     if removed[first.id] {

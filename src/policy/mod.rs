@@ -157,6 +157,41 @@ mod tests {
         cfg
     }
 
+    fn message(outer: &str) -> Vec<u8> {
+        format!(
+            "Content-Type: {outer}; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n\
+--B\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n\r\n\
+{}\r\n--B--\r\n",
+            "x".repeat(150)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn threshold_on_decoded_total_and_protected_messages() {
+        let mut p = policy("p", &["*"]);
+        let a = crate::mime::analyse(&message("multipart/mixed"));
+        let sel = select(&p, &a);
+        assert_eq!((sel.convert, sel.total), (vec![2], 150));
+        p.threshold = 150;
+        let sel = select(&p, &a);
+        assert!(sel.convert.is_empty());
+        assert!(sel.reason.contains("not above the threshold of 150 bytes"));
+
+        p.threshold = 0;
+        let signed = crate::mime::analyse(&message("multipart/signed"));
+        let sel = select(&p, &signed);
+        assert!(sel.convert.is_empty());
+        assert_eq!(sel.reason, "signed message: left unchanged");
+        p.signed = SignedHandling::Convert;
+        assert_eq!(select(&p, &signed).convert, vec![2]);
+
+        let report = crate::mime::analyse(&message("multipart/report"));
+        assert!(select(&p, &report).convert.is_empty());
+        let encrypted = crate::mime::analyse(&message("multipart/encrypted"));
+        assert!(select(&p, &encrypted).convert.is_empty());
+    }
+
     #[test]
     fn first_match_wins_and_domains_are_case_insensitive() {
         let rules = Rules::new(&[
