@@ -8,7 +8,7 @@ use serde_json::json;
 use super::notice::human_size;
 use super::{Analysis, Class, analyse};
 use crate::config::Config;
-use crate::policy::{Rules, Selection, select};
+use crate::policy::{Rules, Selection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
@@ -36,7 +36,7 @@ pub fn explain(
     let rules = Rules::new(&cfg.policy);
     let policy = rules.match_sender(from);
     let selection = match policy {
-        Some(p) => select(p, &analysis),
+        Some(p) => crate::policy::select_for(p, &analysis, to),
         None => Selection {
             convert: Vec::new(),
             total: analysis.candidates().map(|p| p.size).sum(),

@@ -334,7 +334,7 @@ async fn process(
         tokio::task::spawn_blocking(move || {
             let raw = message.as_bytes();
             let analysis = mime::analyse(raw);
-            let selection = policy::select(&policy, &analysis);
+            let selection = policy::select_for(&policy, &analysis, &rcpts);
             let key = message_key(&from, &rcpts, raw);
             (analysis, selection, key)
         })

@@ -1,8 +1,8 @@
 //! Policy rules: which `[[policy]]` applies to a sender, and which parts it converts.
 //!
-//! The core only: sender patterns (as accepted by [`crate::config::validate_sender_pattern`]),
-//! case-insensitive domains, first match wins, `threshold` on the decoded total of the
-//! candidate attachments. The pipeline extends this module with the remaining keys.
+//! Sender patterns (as accepted by [`crate::config::validate_sender_pattern`]),
+//! case-insensitive domains, first match wins; then per message [`select_for`]: protected
+//! structures, `internal_domains`, per-file filters, `threshold`, `subject_tag`.
 
 use crate::config::{PolicyConfig, SignedHandling};
 use crate::mime::{Analysis, PartId};
@@ -92,8 +92,19 @@ pub struct Selection {
     pub reason: String,
 }
 
-/// Apply `policy` to an analysed message.
+/// Apply `policy` to an analysed message, without a recipient condition (see [`select_for`]).
 pub fn select(policy: &PolicyConfig, analysis: &Analysis) -> Selection {
+    select_for(policy, analysis, &[])
+}
+
+/// Apply `policy` to an analysed message sent to `rcpts` (envelope recipients; empty = unknown,
+/// which skips the `internal_domains` condition).
+///
+/// Order of the checks: protected structures (encrypted, reports, signed unless the rule says
+/// `signed = "convert"`) → recipients all internal → per-file filters (`include_files`,
+/// `exclude_files`, `min_attachment_size`) → `threshold` on what is left, unless the subject
+/// carries the rule's `subject_tag`, which forces conversion of every remaining attachment.
+pub fn select_for(policy: &PolicyConfig, analysis: &Analysis, rcpts: &[String]) -> Selection {
     let flags = analysis.flags;
     let pass = |total, reason: String| Selection {
         convert: Vec::new(),
@@ -114,11 +125,48 @@ pub fn select(policy: &PolicyConfig, analysis: &Analysis) -> Selection {
         }
         candidates.extend(analysis.signed_attachments());
     }
+    if !policy.internal_domains.is_empty()
+        && !rcpts.is_empty()
+        && rcpts
+            .iter()
+            .all(|r| is_internal(r, &policy.internal_domains))
+    {
+        return pass(0, "all recipients are internal: left unchanged".into());
+    }
+    let before = candidates.len();
+    candidates.retain(|p| {
+        let name = p
+            .file_name
+            .as_deref()
+            .or(p.upload_name.as_deref())
+            .unwrap_or("");
+        p.size >= policy.min_attachment_size
+            && (policy.include_files.is_empty()
+                || policy.include_files.iter().any(|g| glob_match(g, name)))
+            && !policy.exclude_files.iter().any(|g| glob_match(g, name))
+    });
+    let filtered = before - candidates.len();
     let total: u64 = candidates.iter().map(|p| p.size).sum();
     if candidates.is_empty() {
-        return pass(0, "no attachments to convert".into());
+        return pass(
+            0,
+            if filtered > 0 {
+                format!(
+                    "no attachments to convert ({filtered} kept by the file filters or min_attachment_size)"
+                )
+            } else {
+                "no attachments to convert".into()
+            },
+        );
     }
-    if total <= policy.threshold {
+    let tagged = policy.subject_tag.as_deref().is_some_and(|tag| {
+        !tag.is_empty()
+            && analysis
+                .subject
+                .as_deref()
+                .is_some_and(|s| s.to_lowercase().contains(&tag.to_lowercase()))
+    });
+    if !tagged && total <= policy.threshold {
         return pass(
             total,
             format!(
@@ -129,14 +177,61 @@ pub fn select(policy: &PolicyConfig, analysis: &Analysis) -> Selection {
     }
     let mut convert: Vec<PartId> = candidates.iter().map(|p| p.id).collect();
     convert.sort_unstable();
+    let reason = if tagged && total <= policy.threshold {
+        format!(
+            "the subject carries the tag {:?}: converting {total} bytes",
+            policy.subject_tag.as_deref().unwrap_or("")
+        )
+    } else {
+        format!(
+            "attachments total {total} bytes, above the threshold of {} bytes",
+            policy.threshold
+        )
+    };
     Selection {
         convert,
         total,
-        reason: format!(
-            "attachments total {total} bytes, above the threshold of {} bytes",
-            policy.threshold
-        ),
+        reason,
     }
+}
+
+/// `user@dept.example.org` is internal for `example.org` and `dept.example.org`.
+fn is_internal(addr: &str, domains: &[String]) -> bool {
+    let Some((_, d)) = addr.rsplit_once('@') else {
+        return false;
+    };
+    let d = d.trim_end_matches('.').to_ascii_lowercase();
+    domains.iter().any(|i| {
+        let i = i
+            .trim_start_matches("*.")
+            .trim_start_matches('.')
+            .to_ascii_lowercase();
+        d == i || d.strip_suffix(i.as_str()).is_some_and(|h| h.ends_with('.'))
+    })
+}
+
+/// Case-insensitive glob with `*` and `?` on a file name.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let n: Vec<char> = name.to_lowercase().chars().collect();
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 #[cfg(test)]
@@ -190,6 +285,54 @@ mod tests {
         assert!(select(&p, &report).convert.is_empty());
         let encrypted = crate::mime::analyse(&message("multipart/encrypted"));
         assert!(select(&p, &encrypted).convert.is_empty());
+    }
+
+    #[test]
+    fn file_filters_min_size_internal_recipients_and_subject_tag() {
+        let mut p = policy("p", &["*"]);
+        let a = crate::mime::analyse(&message("multipart/mixed"));
+        p.exclude_files = vec!["*.PDF".into()];
+        assert!(select(&p, &a).convert.is_empty());
+        p.exclude_files.clear();
+        p.include_files = vec!["*.docx".into(), "a.p?f".into()];
+        assert_eq!(select(&p, &a).convert, vec![2]);
+        p.include_files.clear();
+        p.min_attachment_size = 151;
+        assert!(select(&p, &a).convert.is_empty());
+        p.min_attachment_size = 150;
+        assert_eq!(select(&p, &a).convert, vec![2]);
+
+        p.internal_domains = vec!["example.org".into()];
+        let internal = [
+            "a@example.org".to_string(),
+            "b@dept.Example.org".to_string(),
+        ];
+        assert!(select_for(&p, &a, &internal).convert.is_empty());
+        let mixed = ["a@example.org".to_string(), "c@other.net".to_string()];
+        assert_eq!(select_for(&p, &a, &mixed).convert, vec![2]);
+        assert_eq!(
+            select_for(&p, &a, &["x@notexample.org".to_string()]).convert,
+            vec![2]
+        );
+
+        p.threshold = 1000;
+        assert!(select(&p, &a).convert.is_empty());
+        p.subject_tag = Some("[secure]".into());
+        let mut tagged = message("multipart/mixed");
+        tagged.splice(0..0, b"Subject: Report [SECURE]\r\n".iter().copied());
+        let t = crate::mime::analyse(&tagged);
+        let sel = select(&p, &t);
+        assert_eq!(sel.convert, vec![2], "{}", sel.reason);
+        assert!(sel.reason.contains("tag"));
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("*.pdf", "Report.PDF"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(!glob_match("*.pdf", "x.pdf.exe"));
     }
 
     #[test]
