@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Relay benchmark (issue 2): Postfix smtp-source -> gateway -> smtp-sink versus
+# smtp-source -> smtp-sink directly, in the same run. 5 KB messages, 20 parallel sessions.
+# The legs alternate for ROUNDS rounds (so that a noisy neighbour hits both alike); prints
+# messages/s of every leg, the medians and the ratio (target: gateway >= 0.5 x direct).
+#
+# Usage: bench/relay-bench.sh [MESSAGES]          (default 20000 per leg)
+# Environment: ROUNDS (3), SESSIONS (20), LENGTH (5120), SOURCE_OPTS (extra smtp-source flags,
+#   e.g. "-d" to send all messages of a session over one connection), RUST_LOG (info: the
+#   gateway logs one line per transaction, as in production), SKIP_BUILD=1.
+# Needs: postfix (smtp-source, smtp-sink), python3, cargo. Everything listens on 127.0.0.1 only;
+# the gateway relays to smtp-sink (no maildir, no disk writes on the gateway side).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MESSAGES=${1:-20000}
+ROUNDS=${ROUNDS:-3}
+SESSIONS=${SESSIONS:-20}
+LENGTH=${LENGTH:-5120}
+SOURCE_OPTS=${SOURCE_OPTS:-}
+BIN=target/release/cryptshare-gateway
+
+for tool in smtp-source smtp-sink python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y postfix python3)" >&2; exit 1; }
+done
+if [ "${SKIP_BUILD:-}" != 1 ]; then
+  cargo build --release --bin cryptshare-gateway
+fi
+[ -x "$BIN" ] || { echo "no $BIN" >&2; exit 1; }
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Poll until the port accepts connections (or the process died): no fixed sleeps.
+wait_port() { # port pid
+  for _ in $(seq 1 1000); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.01
+  done
+  return 1
+}
+
+now() { date +%s.%N; }
+
+# One run of smtp-source against a port; prints messages/s.
+run_leg() { # port
+  local t0 t1
+  t0=$(now)
+  # shellcheck disable=SC2086
+  smtp-source $SOURCE_OPTS -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH" \
+    -f sender@example.org -t rcpt@example.net "127.0.0.1:$1" >&2
+  t1=$(now)
+  python3 -c "print(f'{$MESSAGES / ($t1 - $t0):.0f}')"
+}
+
+median() { python3 -c 'import statistics,sys; print(f"{statistics.median(map(float, sys.argv[1:])):.0f}")' "$@"; }
+
+SINK_PORT=$(free_port)
+smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 &
+PIDS+=($!)
+wait_port "$SINK_PORT" "${PIDS[-1]}" || { echo "smtp-sink did not start" >&2; exit 1; }
+
+GW_PORT=$(free_port)
+cat >"$WORK/gw.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$GW_PORT"]
+hostname = "gw.bench"
+max_connections = 512
+client_networks = ["127.0.0.0/8"]
+
+[relay]
+next_hop = "127.0.0.1:$SINK_PORT"
+tls = "off"
+pool_size = 64
+
+[state]
+dir = "$WORK/state"
+EOF
+
+RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "$BIN" serve --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
+PIDS+=($!)
+if ! wait_port "$GW_PORT" "${PIDS[-1]}"; then
+  echo "gateway did not start:" >&2
+  cat "$WORK/gw.log" >&2
+  exit 2
+fi
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+echo "messages=$MESSAGES per leg, sessions=$SESSIONS, length=$LENGTH, rounds=$ROUNDS, smtp-source opts='$SOURCE_OPTS'"
+DIRECT=()
+GATEWAY=()
+for r in $(seq 1 "$ROUNDS"); do
+  d=$(run_leg "$SINK_PORT")
+  g=$(run_leg "$GW_PORT")
+  DIRECT+=("$d")
+  GATEWAY+=("$g")
+  echo "round $r: direct $d msg/s, gateway $g msg/s"
+done
+D=$(median "${DIRECT[@]}")
+G=$(median "${GATEWAY[@]}")
+echo "direct  smtp-source -> smtp-sink:            $D msg/s (median)"
+echo "gateway smtp-source -> gateway -> smtp-sink: $G msg/s (median)"
+python3 -c "print(f'ratio gateway/direct: {$G / $D:.2f} (target >= 0.50)')"
+
+# Sanity: every message went through the gateway with a 250 (needs info logs).
+if [ "${RUST_LOG:-info}" = info ]; then
+  relayed=$(grep -c 'outcome="250 ' "$WORK/gw.log" || true)
+  want=$((MESSAGES * ROUNDS))
+  echo "gateway relayed $relayed of $want messages with 250"
+  [ "$relayed" -eq "$want" ] || { echo "gateway lost or refused messages:" >&2; grep -v 'outcome="250 ' "$WORK/gw.log" | tail -20 >&2; exit 3; }
+fi
