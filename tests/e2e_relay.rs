@@ -517,7 +517,7 @@ fn next_hop_down_is_451_and_the_retried_message_is_delivered() {
 }
 
 #[test]
-fn next_hop_lost_during_the_data_is_451_not_250() {
+fn next_hop_lost_during_the_data_is_451_and_the_retry_is_delivered() {
     let rt = runtime();
     let next = rt
         .block_on(Sink::start(Script {
@@ -538,8 +538,36 @@ fn next_hop_lost_during_the_data_is_451_not_250() {
     );
     assert_eq!(c.cmd("DATA"), "354 End data with <CR><LF>.<CR><LF>\r\n");
     c.send(&dot_stuffed(&msg));
-    let r = c.reply();
-    assert!(r.starts_with("451 4.4.2 "), "{r}");
+    assert_eq!(
+        c.reply(),
+        "451 4.4.2 Next hop connection failed, try again later (connection lost)\r\n"
+    );
+    assert!(next.messages().is_empty());
+
+    // The client kept the message; its retry is delivered once, intact.
+    next.script(|s| s.close = None);
+    let mut c = open(gw.port);
+    c.send(b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<rcpt@example.net>\r\nDATA\r\n");
+    let mut replies = String::new();
+    for _ in 0..3 {
+        replies.push_str(&c.reply());
+    }
+    assert_eq!(
+        replies,
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    c.send(&dot_stuffed(&msg));
+    assert_eq!(c.reply(), "250 2.0.0 OK, relayed (Queued as SINK)\r\n");
+    let got = next.messages();
+    assert_eq!(got.len(), 1);
+    let body = split_received(
+        &got[0].data,
+        "\r\n",
+        "raw.e2e.test",
+        "ESMTP",
+        Some("rcpt@example.net"),
+    );
+    assert_bytes_eq(&body, &msg, "retried message");
 }
 
 #[test]
