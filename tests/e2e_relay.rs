@@ -773,3 +773,50 @@ fn check_config_exits_2_naming_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn sigterm_closes_idle_sessions_lets_open_transactions_finish_and_exits_0() {
+    let rt = runtime();
+    let next = rt.block_on(Sink::start(Script::default())).expect("sink");
+    let mut gw = Gateway::start("", &next.addr().to_string(), "");
+    let msg = message("in-flight-at-sigterm", 20_000);
+    let (head, _) = msg.split_at(msg.len() / 2);
+
+    let mut idle = open(gw.port);
+    let mut busy = open(gw.port);
+    busy.send(b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<rcpt@example.net>\r\nDATA\r\n");
+    for want in [
+        "250 2.1.0 Sender OK\r\n",
+        "250 2.1.5 Recipient OK\r\n",
+        "354 End data with <CR><LF>.<CR><LF>\r\n",
+    ] {
+        assert_eq!(busy.reply(), want);
+    }
+    let stuffed = dot_stuffed(&msg);
+    let half = dot_stuffed(head).len() - 3;
+    busy.send(&stuffed[..half]);
+
+    gw.signal(libc::SIGTERM);
+    let closing =
+        format!("421 4.3.2 {HOSTNAME} Service shutting down, closing transmission channel\r\n");
+    // The session without a transaction is closed at once; that 421 also says the drain began.
+    assert_eq!(idle.reply(), closing);
+    idle.expect_eof();
+    // The open transaction finishes and is relayed; then that session is closed too.
+    busy.send(&stuffed[half..]);
+    assert_eq!(busy.reply(), "250 2.0.0 OK, relayed (Queued as SINK)\r\n");
+    assert_eq!(busy.reply(), closing);
+    busy.expect_eof();
+    let status = gw.wait_exit();
+    assert!(status.success(), "exit status {status}");
+    let got = next.messages();
+    assert_eq!(got.len(), 1);
+    let body = split_received(
+        &got[0].data,
+        "\r\n",
+        "raw.e2e.test",
+        "ESMTP",
+        Some("rcpt@example.net"),
+    );
+    assert_bytes_eq(&body, &msg, "message finished during shutdown");
+}

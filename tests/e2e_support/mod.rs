@@ -129,6 +129,25 @@ impl Gateway {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Send `signal` (e.g. `libc::SIGTERM`) to the gateway process.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
+    }
+
+    /// Wait (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_until("the gateway to exit", || {
+            child.try_wait().expect("try_wait")
+        })
+    }
 }
 
 impl Drop for Gateway {
