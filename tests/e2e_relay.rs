@@ -21,10 +21,12 @@ use e2e_support::*;
 
 /// A Python client: `python3 -c PY PORT MODE CAFILE MSGFILE FROM RCPT...`. MODE is `plain`
 /// (smtplib, one command per round trip), `starttls` (smtplib with a verified STARTTLS upgrade)
-/// or `pipelining` (raw socket: the envelope and DATA in one write, then the content and QUIT in
-/// one write). Prints one line per reply: `CMD CODE TEXT` (multi-line texts joined with ` / `).
+/// `smtps` (smtplib over implicit TLS), or `pipelining` (raw socket: the envelope and DATA in one
+/// write, then the content and QUIT in one write). Environment `MAIL_OPTS` / `RCPT_OPTS`: ESMTP
+/// parameters for smtplib. Prints one line per reply: `CMD CODE TEXT` (multi-line texts joined
+/// with ` / `).
 const PY_CLIENT: &str = r#"
-import smtplib, socket, ssl, sys
+import os, smtplib, socket, ssl, sys
 port, mode, cafile, path, sender = sys.argv[1:6]
 rcpts = sys.argv[6:]
 msg = open(path, 'rb').read()
@@ -66,16 +68,23 @@ if mode == 'pipelining':
     reply('DOT')
     reply('QUIT')
 else:
-    s = smtplib.SMTP('127.0.0.1', int(port), local_hostname='py.e2e.test', timeout=60)
+    if mode == 'smtps':
+        ctx = ssl.create_default_context(cafile=cafile)
+        s = smtplib.SMTP_SSL('127.0.0.1', int(port), local_hostname='py.e2e.test', timeout=60, context=ctx)
+    else:
+        s = smtplib.SMTP('127.0.0.1', int(port), local_hostname='py.e2e.test', timeout=60)
     show('EHLO', *s.ehlo())
     if mode == 'starttls':
         ctx = ssl.create_default_context(cafile=cafile)
         show('STARTTLS', *s.starttls(context=ctx))
         show('EHLO', *s.ehlo())
+    if mode in ('starttls', 'smtps'):
         print('CIPHER', s.sock.version(), flush=True)
-    show('MAIL', *s.mail(sender))
+    mail_opts = os.environ.get('MAIL_OPTS', '').split()
+    rcpt_opts = os.environ.get('RCPT_OPTS', '').split()
+    show('MAIL', *s.mail(sender, mail_opts))
     for r in rcpts:
-        show('RCPT', *s.rcpt(r))
+        show('RCPT', *s.rcpt(r, rcpt_opts))
     show('DOT', *s.data(msg))
     show('QUIT', *s.quit())
 "#;
@@ -88,6 +97,7 @@ fn python(
     msg: &[u8],
     from: &str,
     rcpts: &[&str],
+    env: &[(&str, &str)],
 ) -> Vec<String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("msg.eml");
@@ -101,7 +111,8 @@ fn python(
             .arg(cafile)
             .arg(&path)
             .arg(from)
-            .args(rcpts),
+            .args(rcpts)
+            .envs(env.iter().copied()),
         "python3",
     );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -126,11 +137,17 @@ fn transaction_lines(lines: &[String]) -> Vec<&str> {
 const RELAYED: &str = "250 2.0.0 OK, relayed (Ok)";
 
 #[test]
-fn python_smtplib_plain_pipelining_and_starttls_are_relayed_byte_exact() {
+fn python_smtplib_plain_pipelining_starttls_and_smtps_are_relayed_byte_exact() {
     let sink = SmtpSink::start(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = write_cert(dir.path());
-    let gw = Gateway::start_in(dir, "", &sink.next_hop(), &tls_section(&cert, &key));
+    let smtps = free_port();
+    let gw = Gateway::start_in(
+        dir,
+        &format!("listen_tls = [\"127.0.0.1:{smtps}\"]"),
+        &sink.next_hop(),
+        &tls_section(&cert, &key),
+    );
     let cafile = cert.display().to_string();
 
     for (mode, size, rcpts) in [
@@ -141,10 +158,12 @@ fn python_smtplib_plain_pipelining_and_starttls_are_relayed_byte_exact() {
             vec!["rcpt@example.net", "second@example.net"],
         ),
         ("starttls", 70_000, vec!["rcpt@example.net"]),
+        ("smtps", 10_000, vec!["rcpt@example.net"]),
     ] {
         let subject = format!("python-{mode}");
         let msg = message(&subject, size);
-        let lines = python(gw.port, mode, &cafile, &msg, "sender@example.org", &rcpts);
+        let port = if mode == "smtps" { smtps } else { gw.port };
+        let lines = python(port, mode, &cafile, &msg, "sender@example.org", &rcpts, &[]);
         let mut want = vec!["MAIL 250 2.1.0 Sender OK".to_string()];
         want.extend(
             rcpts
@@ -167,13 +186,22 @@ fn python_smtplib_plain_pipelining_and_starttls_are_relayed_byte_exact() {
             got.drain(..2);
             proto = "ESMTPS";
         }
+        if mode == "smtps" {
+            assert!(
+                got[0] == "CIPHER TLSv1.3" || got[0] == "CIPHER TLSv1.2",
+                "{lines:?}"
+            );
+            got.remove(0);
+            proto = "ESMTPS";
+        }
         assert_eq!(got, want, "{mode}: {lines:?}");
         let ehlo = lines
             .iter()
             .find(|l| l.starts_with("EHLO 250 "))
             .expect("EHLO");
         assert!(ehlo.contains(" / PIPELINING / "), "{ehlo}");
-        assert!(ehlo.contains(" / STARTTLS / "), "{ehlo}");
+        // STARTTLS is offered on the plain listener only.
+        assert_eq!(ehlo.contains(" / STARTTLS / "), mode != "smtps", "{ehlo}");
 
         let dump = sink.wait_dump(&format!("Subject: {subject}\n"));
         assert_eq!(dump.trace_values("X-Helo-Args"), vec![HOSTNAME.to_string()]);
@@ -819,4 +847,82 @@ fn sigterm_closes_idle_sessions_lets_open_transactions_finish_and_exits_0() {
         Some("rcpt@example.net"),
     );
     assert_bytes_eq(&body, &msg, "message finished during shutdown");
+}
+
+#[test]
+fn python_esmtp_parameters_pass_through_and_are_downgraded_to_the_next_hop() {
+    let rt = runtime();
+    let next = rt.block_on(Sink::start(Script::default())).expect("sink");
+    let gw = Gateway::start("", &next.addr().to_string(), "");
+    let msg = message("esmtp-parameters", 3_000);
+    let sender = "s\u{e9}nder@ex\u{e4}mple.org";
+    let lines = python(
+        gw.port,
+        "plain",
+        "",
+        &msg,
+        sender,
+        &["rcpt@example.net"],
+        &[
+            (
+                "MAIL_OPTS",
+                &format!(
+                    "SMTPUTF8 BODY=8BITMIME SIZE={} RET=HDRS ENVID=abc+2Bdef",
+                    msg.len()
+                ),
+            ),
+            (
+                "RCPT_OPTS",
+                "NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;rcpt@example.net",
+            ),
+        ],
+    );
+    let ehlo = &lines[0];
+    for kw in ["8BITMIME", "SMTPUTF8", "DSN", "CHUNKING", "SIZE 104857600"] {
+        assert!(ehlo.contains(&format!(" / {kw}")), "{kw}: {ehlo}");
+    }
+    assert_eq!(
+        transaction_lines(&lines),
+        vec![
+            "MAIL 250 2.1.0 Sender OK".to_string(),
+            "RCPT 250 2.1.5 Recipient OK".to_string(),
+            "DOT 250 2.0.0 OK, relayed (Queued as SINK)".to_string(),
+            format!("QUIT 221 2.0.0 {HOSTNAME} closing connection"),
+        ]
+    );
+    let got = next.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].mail_from,
+        format!(
+            "MAIL FROM:<{sender}> SIZE={} BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=abc+2Bdef",
+            msg.len()
+        )
+    );
+    assert_eq!(
+        got[0].rcpt_to,
+        vec!["RCPT TO:<rcpt@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;rcpt@example.net"]
+    );
+    let body = split_received(
+        &got[0].data,
+        "\r\n",
+        "py.e2e.test",
+        "UTF8SMTP",
+        Some("rcpt@example.net"),
+    );
+    assert_bytes_eq(&body, &msg, "SMTPUTF8 message");
+
+    // smtp-sink offers neither SMTPUTF8 nor CHUNKING: the gateway does not offer SMTPUTF8 either
+    // (nothing is accepted that cannot be passed on); BDAT is still offered (relayed as DATA).
+    let sink = SmtpSink::start(&[]);
+    let gw = Gateway::start("", &sink.next_hop(), "");
+    let (mut c, _) = RawSmtp::connect(gw.port);
+    let ehlo = c.cmd("EHLO raw.e2e.test");
+    assert!(!ehlo.contains("SMTPUTF8"), "{ehlo}");
+    assert!(ehlo.contains("\r\n250-8BITMIME\r\n"), "{ehlo}");
+    assert!(ehlo.contains("CHUNKING\r\n"), "{ehlo}");
+    assert_eq!(
+        c.cmd(&format!("MAIL FROM:<{sender}> SMTPUTF8")),
+        "555 5.5.4 Unsupported parameter SMTPUTF8\r\n"
+    );
 }
