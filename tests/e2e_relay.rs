@@ -926,3 +926,64 @@ fn python_esmtp_parameters_pass_through_and_are_downgraded_to_the_next_hop() {
         "555 5.5.4 Unsupported parameter SMTPUTF8\r\n"
     );
 }
+
+/// The SIZE a fresh session's EHLO advertises.
+fn advertised_size(port: u16) -> String {
+    let (mut c, _) = RawSmtp::connect(port);
+    let ehlo = c.cmd("EHLO raw.e2e.test");
+    ehlo.lines()
+        .find_map(|l| l.strip_prefix("250-SIZE "))
+        .unwrap_or_else(|| panic!("no SIZE in {ehlo}"))
+        .to_string()
+}
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_broken() {
+    let rt = runtime();
+    let next = rt.block_on(Sink::start(Script::default())).expect("sink");
+    let gw = Gateway::start("max_message_size = 10000", &next.addr().to_string(), "");
+    assert_eq!(advertised_size(gw.port), "10000");
+    let (mut open_session, _) = RawSmtp::connect(gw.port);
+    assert!(
+        open_session
+            .cmd("EHLO raw.e2e.test")
+            .contains("250-SIZE 10000\r\n")
+    );
+
+    let text = std::fs::read_to_string(&gw.config).expect("config");
+    std::fs::write(
+        &gw.config,
+        text.replace("max_message_size = 10000", "max_message_size = 20000"),
+    )
+    .expect("rewrite config");
+    gw.signal(libc::SIGHUP);
+    // New sessions get the new settings once the reload is done.
+    wait_until("the reloaded SIZE", || {
+        (advertised_size(gw.port) == "20000").then_some(())
+    });
+    // An open session keeps the settings it started with.
+    assert!(
+        open_session
+            .cmd("EHLO raw.e2e.test")
+            .contains("250-SIZE 10000\r\n")
+    );
+
+    std::fs::write(
+        &gw.config,
+        text.replace("max_message_size = 10000", "max_message_size = 0"),
+    )
+    .expect("rewrite config");
+    gw.signal(libc::SIGHUP);
+    wait_until("the refused reload in the log", || {
+        gw.log()
+            .contains("reload refused; keeping the old configuration")
+            .then_some(())
+    });
+    assert!(
+        gw.log()
+            .contains("server.max_message_size: must be greater than 0"),
+        "{}",
+        gw.log()
+    );
+    assert_eq!(advertised_size(gw.port), "20000");
+}
