@@ -47,14 +47,32 @@ impl Postfix {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
+        // The installation's own program and meta directories (distribution layout).
+        let out = run(
+            Command::new(tool("postconf")).args([
+                "-d",
+                "-h",
+                "command_directory",
+                "daemon_directory",
+                "meta_directory",
+                "shlib_directory",
+            ]),
+            "postfix",
+        );
+        let defaults = String::from_utf8_lossy(&out.stdout).into_owned();
+        let dirs: Vec<&str> = defaults.lines().collect();
+        assert!(
+            out.status.success() && dirs.len() == 4,
+            "postconf -d: {defaults}"
+        );
         let main_cf = format!(
             "compatibility_level = 3.6\n\
              queue_directory = {queue}\n\
              data_directory = {data}\n\
-             command_directory = /usr/sbin\n\
-             daemon_directory = /usr/lib/postfix/sbin\n\
-             meta_directory = /etc/postfix\n\
-             shlib_directory = /usr/lib/postfix\n\
+             command_directory = {}\n\
+             daemon_directory = {}\n\
+             meta_directory = {}\n\
+             shlib_directory = {}\n\
              mail_owner = postfix\n\
              setgid_group = postdrop\n\
              inet_interfaces = loopback-only\n\
@@ -74,6 +92,10 @@ impl Postfix {
              maillog_file_prefixes = {root}\n\
              maillog_file = {root}/maillog\n\
              {main_extra}\n",
+            dirs[0],
+            dirs[1],
+            dirs[2],
+            dirs[3],
             queue = queue.display(),
             data = data.display(),
             root = root.display(),
@@ -97,7 +119,7 @@ impl Postfix {
 
     fn postfix(&self, what: &str) -> std::process::Output {
         run(
-            Command::new("/usr/sbin/postfix")
+            Command::new(tool("postfix"))
                 .arg("-c")
                 .arg(&self.conf)
                 .arg(what),

@@ -58,6 +58,17 @@ pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// A tool's path: from `PATH`, else `/usr/sbin` (Postfix's programs live there, and CI shells do
+/// not always have it in `PATH`). Unfound, the bare name: spawning it then fails with its name.
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 /// Run a tool to completion; a missing tool is a failure naming the package.
 pub fn run(cmd: &mut Command, package: &str) -> std::process::Output {
     let name = format!("{:?}", cmd.get_program());
@@ -180,7 +191,7 @@ impl SmtpSink {
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )
         .expect("chmod");
-        let mut child = Command::new("smtp-sink")
+        let mut child = Command::new(tool("smtp-sink"))
             .args(["-u", "nobody", "-d"])
             .arg(format!("{}/msg.", dir.path().display()))
             .args(extra)
