@@ -12,6 +12,7 @@
 # the gateway relays to smtp-sink (no maildir, no disk writes on the gateway side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PATH="$PATH:/usr/sbin"   # Postfix tools
 
 MESSAGES=${1:-20000}
 ROUNDS=${ROUNDS:-3}
