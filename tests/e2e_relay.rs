@@ -347,6 +347,19 @@ fn swaks_plain_tls_auth_and_pipelining_are_relayed_byte_exact() {
             want[..],
             "{name}:\n{transcript}"
         );
+        if extra.contains(&"--pipeline") {
+            // Pipelined for real: DATA went out before the reply to MAIL came back.
+            let pos = |pat: &str| {
+                transcript
+                    .lines()
+                    .position(|l| l.ends_with(pat))
+                    .unwrap_or_else(|| panic!("{pat:?} not in:\n{transcript}"))
+            };
+            assert!(
+                pos("> DATA") < pos("250 2.1.0 Sender OK"),
+                "{name}:\n{transcript}"
+            );
+        }
         if extra.contains(&"--tls") {
             assert!(
                 replies.contains(&"220 2.0.0 Ready to start TLS".to_string()),
