@@ -1000,3 +1000,67 @@ fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_broken() {
     );
     assert_eq!(advertised_size(gw.port), "20000");
 }
+
+#[test]
+fn recipient_limit_and_mail_loop_limit_from_the_config() {
+    let rt = runtime();
+    let next = rt.block_on(Sink::start(Script::default())).expect("sink");
+    let gw = Gateway::start(
+        "max_recipients = 2\nmax_received_headers = 3",
+        &next.addr().to_string(),
+        "",
+    );
+    let mut c = open(gw.port);
+    c.send(
+        b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.net>\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n",
+    );
+    let mut replies = String::new();
+    for _ in 0..5 {
+        replies.push_str(&c.reply());
+    }
+    assert_eq!(
+        replies,
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n250 2.1.5 Recipient OK\r\n\
+         452 4.5.3 Too many recipients\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    // Three Received headers are fine (the gateway's own makes the fourth downstream) ...
+    let three = [
+        "Received: from a by b; Fri, 27 Nov 2026 10:00:00 +0000\r\n"
+            .repeat(3)
+            .into_bytes(),
+        message("three-hops", 1_000),
+    ]
+    .concat();
+    c.send(&dot_stuffed(&three));
+    assert_eq!(c.reply(), "250 2.0.0 OK, relayed (Queued as SINK)\r\n");
+    // ... four are a loop.
+    let four = [
+        "Received: from a by b; Fri, 27 Nov 2026 10:00:00 +0000\r\n"
+            .repeat(4)
+            .into_bytes(),
+        message("four-hops", 1_000),
+    ]
+    .concat();
+    assert_eq!(
+        c.cmd("MAIL FROM:<sender@example.org>"),
+        "250 2.1.0 Sender OK\r\n"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<a@example.net>"),
+        "250 2.1.5 Recipient OK\r\n"
+    );
+    assert_eq!(c.cmd("DATA"), "354 End data with <CR><LF>.<CR><LF>\r\n");
+    c.send(&dot_stuffed(&four));
+    assert_eq!(
+        c.reply(),
+        "554 5.4.6 Too many Received headers: mail loop detected\r\n"
+    );
+    let got = next.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].rcpt_to,
+        vec!["RCPT TO:<a@example.net>", "RCPT TO:<b@example.net>"]
+    );
+    let body = split_received(&got[0].data, "\r\n", "raw.e2e.test", "ESMTP", None);
+    assert_bytes_eq(&body, &three, "three hops");
+}
