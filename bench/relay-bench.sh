@@ -2,10 +2,11 @@
 # Relay benchmark (issue 2): Postfix smtp-source -> gateway -> smtp-sink versus
 # smtp-source -> smtp-sink directly, in the same run. 5 KB messages, 20 parallel sessions.
 # The legs alternate for ROUNDS rounds (so that a noisy neighbour hits both alike); prints
-# messages/s of every leg, the medians and the ratio (target: gateway >= 0.5 x direct).
+# messages/s of every leg, the medians and the ratio (target: gateway >= 0.5 x direct), and the
+# CPU time per message of smtp-sink and of the gateway (from /proc/PID/stat).
 #
-# Usage: bench/relay-bench.sh [MESSAGES]          (default 20000 per leg)
-# Environment: ROUNDS (3), SESSIONS (20), LENGTH (5120), SOURCE_OPTS (extra smtp-source flags,
+# Usage: bench/relay-bench.sh [MESSAGES]          (default 30000 per leg)
+# Environment: ROUNDS (5), SESSIONS (20), LENGTH (5120), SOURCE_OPTS (extra smtp-source flags,
 #   e.g. "-d" to send all messages of a session over one connection), RUST_LOG (info: the
 #   gateway logs one line per transaction, as in production), SKIP_BUILD=1.
 # Needs: postfix (smtp-source, smtp-sink), python3, cargo. Everything listens on 127.0.0.1 only;
@@ -14,8 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PATH="$PATH:/usr/sbin"   # Postfix tools
 
-MESSAGES=${1:-20000}
-ROUNDS=${ROUNDS:-3}
+MESSAGES=${1:-30000}
+ROUNDS=${ROUNDS:-5}
 SESSIONS=${SESSIONS:-20}
 LENGTH=${LENGTH:-5120}
 SOURCE_OPTS=${SOURCE_OPTS:-}
@@ -65,6 +66,12 @@ run_leg() { # port
   python3 -c "print(f'{$MESSAGES / ($t1 - $t0):.0f}')"
 }
 
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+# CPU microseconds per message between two cpu_ticks readings.
+us_per_msg() { python3 -c "print(f'{($2 - $1) * 1e6 / $TCK / $MESSAGES:.0f}')"; }
+
 median() { python3 -c 'import statistics,sys; print(f"{statistics.median(map(float, sys.argv[1:])):.0f}")' "$@"; }
 
 SINK_PORT=$(free_port)
@@ -99,14 +106,21 @@ fi
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 echo "messages=$MESSAGES per leg, sessions=$SESSIONS, length=$LENGTH, rounds=$ROUNDS, smtp-source opts='$SOURCE_OPTS'"
+SINK_PID=${PIDS[0]}
+GW_PID=${PIDS[1]}
 DIRECT=()
 GATEWAY=()
 for r in $(seq 1 "$ROUNDS"); do
+  s0=$(cpu_ticks "$SINK_PID")
   d=$(run_leg "$SINK_PORT")
+  s1=$(cpu_ticks "$SINK_PID"); g0=$(cpu_ticks "$GW_PID")
   g=$(run_leg "$GW_PORT")
+  s2=$(cpu_ticks "$SINK_PID"); g1=$(cpu_ticks "$GW_PID")
   DIRECT+=("$d")
   GATEWAY+=("$g")
-  echo "round $r: direct $d msg/s, gateway $g msg/s"
+  echo "round $r: direct $d msg/s, gateway $g msg/s;" \
+    "CPU µs/msg: smtp-sink $(us_per_msg "$s0" "$s1") (direct) / $(us_per_msg "$s1" "$s2") (via gateway)," \
+    "gateway $(us_per_msg "$g0" "$g1")"
 done
 D=$(median "${DIRECT[@]}")
 G=$(median "${GATEWAY[@]}")
