@@ -1,29 +1,34 @@
 #!/usr/bin/env bash
 # Relay benchmark (issue 2): Postfix smtp-source -> gateway -> smtp-sink versus
 # smtp-source -> smtp-sink directly, in the same run. 5 KB messages, 20 parallel sessions.
-# Prints messages/s of each leg and the ratio (target: gateway >= 0.5 x direct).
+# The legs alternate for ROUNDS rounds (so that a noisy neighbour hits both alike); prints
+# messages/s of every leg, the medians and the ratio (target: gateway >= 0.5 x direct), and the
+# CPU time per message of smtp-sink and of the gateway (from /proc/PID/stat).
 #
-# Usage: bench/relay-bench.sh [MESSAGES]      (default 20000)
-# ROUNDS (default 3) alternates direct and gateway runs and reports the medians, so that load
-# changing during the run (other jobs on the machine) hits both legs alike.
-# Needs: postfix (smtp-source, smtp-sink), python3, a release build (built if missing).
-# Everything listens on 127.0.0.1 only.
+# Usage: bench/relay-bench.sh [MESSAGES]          (default 30000 per leg)
+# Environment: ROUNDS (5), SESSIONS (20), LENGTH (5120), SOURCE_OPTS (extra smtp-source flags,
+#   e.g. "-d" to send all messages of a session over one connection), RUST_LOG (info: the
+#   gateway logs one line per transaction, as in production), SKIP_BUILD=1.
+# Needs: postfix (smtp-source, smtp-sink), python3, cargo. Everything listens on 127.0.0.1 only;
+# the gateway relays to smtp-sink (no maildir, no disk writes on the gateway side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PATH="$PATH:/usr/sbin"   # Postfix tools
 
-MESSAGES=${1:-20000}
+MESSAGES=${1:-30000}
+ROUNDS=${ROUNDS:-5}
 SESSIONS=${SESSIONS:-20}
-ROUNDS=${ROUNDS:-3}
 LENGTH=${LENGTH:-5120}
-# Extra smtp-source options, e.g. SOURCE_OPTS=-d to keep each session's connection open
-# (default: one connection per message, as smtp-source does by default).
 SOURCE_OPTS=${SOURCE_OPTS:-}
-BIN=${BIN:-target/release/cryptshare-gateway}
+BIN=target/release/cryptshare-gateway
 
 for tool in smtp-source smtp-sink python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y postfix python3)" >&2; exit 1; }
 done
-[ -x "$BIN" ] || cargo build --release --bin cryptshare-gateway
+if [ "${SKIP_BUILD:-}" != 1 ]; then
+  cargo build --release --bin cryptshare-gateway
+fi
+[ -x "$BIN" ] || { echo "no $BIN" >&2; exit 1; }
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -38,11 +43,12 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# Poll until the port accepts connections (or the process died): no fixed sleeps.
 wait_port() { # port pid
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 1000); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.05
+    sleep 0.01
   done
   return 1
 }
@@ -53,12 +59,20 @@ now() { date +%s.%N; }
 run_leg() { # port
   local t0 t1
   t0=$(now)
-  # shellcheck disable=SC2086 # SOURCE_OPTS is a list of options
+  # shellcheck disable=SC2086
   smtp-source $SOURCE_OPTS -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH" \
-    -f sender@example.org -t rcpt@example.net "127.0.0.1:$1"
+    -f sender@example.org -t rcpt@example.net "127.0.0.1:$1" >&2
   t1=$(now)
   python3 -c "print(f'{$MESSAGES / ($t1 - $t0):.0f}')"
 }
+
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+# CPU microseconds per message between two cpu_ticks readings.
+us_per_msg() { python3 -c "print(f'{($2 - $1) * 1e6 / $TCK / $MESSAGES:.0f}')"; }
+
+median() { python3 -c 'import statistics,sys; print(f"{statistics.median(map(float, sys.argv[1:])):.0f}")' "$@"; }
 
 SINK_PORT=$(free_port)
 smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 &
@@ -82,30 +96,42 @@ pool_size = 64
 dir = "$WORK/state"
 EOF
 
-RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
+RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "$BIN" serve --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
 PIDS+=($!)
-GW_UP=1
-wait_port "$GW_PORT" "${PIDS[-1]}" || GW_UP=0
-
-echo "messages=$MESSAGES sessions=$SESSIONS length=$LENGTH rounds=$ROUNDS source_opts=${SOURCE_OPTS:-none}"
-D=() G=()
-for r in $(seq 1 "$ROUNDS"); do
-  D+=("$(run_leg "$SINK_PORT")")
-  echo "round $r direct  smtp-source -> smtp-sink:            ${D[-1]} msg/s"
-  if [ "$GW_UP" = 1 ]; then
-    G+=("$(run_leg "$GW_PORT")")
-    echo "round $r gateway smtp-source -> gateway -> smtp-sink: ${G[-1]} msg/s"
-  fi
-done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-DIRECT=$(median "${D[@]}")
-echo "median direct:  $DIRECT msg/s"
-if [ "$GW_UP" = 0 ]; then
-  echo "gateway did not start (is 'serve' wired in this build?):" >&2
+if ! wait_port "$GW_PORT" "${PIDS[-1]}"; then
+  echo "gateway did not start:" >&2
   cat "$WORK/gw.log" >&2
-  echo "median gateway: not measured"
   exit 2
 fi
-GATEWAY=$(median "${G[@]}")
-echo "median gateway: $GATEWAY msg/s"
-python3 -c "print(f'ratio gateway/direct: {$GATEWAY / $DIRECT:.2f} (target >= 0.50)')"
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+echo "messages=$MESSAGES per leg, sessions=$SESSIONS, length=$LENGTH, rounds=$ROUNDS, smtp-source opts='$SOURCE_OPTS'"
+SINK_PID=${PIDS[0]}
+GW_PID=${PIDS[1]}
+DIRECT=()
+GATEWAY=()
+for r in $(seq 1 "$ROUNDS"); do
+  s0=$(cpu_ticks "$SINK_PID")
+  d=$(run_leg "$SINK_PORT")
+  s1=$(cpu_ticks "$SINK_PID"); g0=$(cpu_ticks "$GW_PID")
+  g=$(run_leg "$GW_PORT")
+  s2=$(cpu_ticks "$SINK_PID"); g1=$(cpu_ticks "$GW_PID")
+  DIRECT+=("$d")
+  GATEWAY+=("$g")
+  echo "round $r: direct $d msg/s, gateway $g msg/s;" \
+    "CPU µs/msg: smtp-sink $(us_per_msg "$s0" "$s1") (direct) / $(us_per_msg "$s1" "$s2") (via gateway)," \
+    "gateway $(us_per_msg "$g0" "$g1")"
+done
+D=$(median "${DIRECT[@]}")
+G=$(median "${GATEWAY[@]}")
+echo "direct  smtp-source -> smtp-sink:            $D msg/s (median)"
+echo "gateway smtp-source -> gateway -> smtp-sink: $G msg/s (median)"
+python3 -c "print(f'ratio gateway/direct: {$G / $D:.2f} (target >= 0.50)')"
+
+# Sanity: every message went through the gateway with a 250 (needs info logs).
+if [ "${RUST_LOG:-info}" = info ]; then
+  relayed=$(grep -c 'outcome="250 ' "$WORK/gw.log" || true)
+  want=$((MESSAGES * ROUNDS))
+  echo "gateway relayed $relayed of $want messages with 250"
+  [ "$relayed" -eq "$want" ] || { echo "gateway lost or refused messages:" >&2; grep -v 'outcome="250 ' "$WORK/gw.log" | tail -20 >&2; exit 3; }
+fi
