@@ -989,7 +989,7 @@ fn sighup_reloads_the_config_and_keeps_the_old_one_when_the_new_is_broken() {
     gw.signal(libc::SIGHUP);
     wait_until("the refused reload in the log", || {
         gw.log()
-            .contains("reload refused; keeping the old configuration")
+            .contains("configuration reload refused, keeping the old configuration")
             .then_some(())
     });
     assert!(
