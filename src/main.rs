@@ -206,11 +206,12 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let shutdown = {
         let (notifier, readiness) = (notifier.clone(), readiness.clone());
         async move {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-            tracing::info!("shutting down: no new connections, finishing open transactions");
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            };
+            // The server logs the shutdown itself once its listeners are closed.
+            tracing::info!(signal = name, "shutdown requested");
             readiness.set_draining();
             let _ = notifier.stopping();
         }
