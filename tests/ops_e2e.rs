@@ -236,6 +236,41 @@ fn metrics_count_a_converted_and_a_passed_message() {
     );
     assert_eq!(value(&s, "csgw_connections_active", &[]), 0.0);
     assert_eq!(value(&s, "csgw_transactions_active", &[]), 0.0);
+
+    // The scrape header, and OpenMetrics for scrapers that ask for it (Prometheus does).
+    let (status, head, _) = http_request(gw.metrics, "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    let (status, head, body) = http_request(
+        gw.metrics,
+        "/metrics",
+        &["Accept: application/openmetrics-text; version=1.0.0"],
+    );
+    assert_eq!(status, 200);
+    assert!(
+        head.contains(
+            "\r\ncontent-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+        ),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"));
+    let om = parse_openmetrics(&body);
+    assert_eq!(
+        value(
+            &om,
+            "csgw_messages_total",
+            &[("policy", "trial"), ("result", "converted")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&om, "csgw_uploaded_bytes_total", &[("policy", "trial")]),
+        ATTACHMENT_SIZE as f64
+    );
+
     // Still ready after traffic.
     assert_eq!(gw.http_get("/readyz"), (200, "ready\n".to_string()));
 }

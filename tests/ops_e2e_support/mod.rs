@@ -279,13 +279,21 @@ impl Drop for Gateway {
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = http_request(addr, path, &[]);
+    (status, body)
+}
+
+/// `GET path` with extra header lines: (status, lower-cased header block, body).
+pub fn http_request(addr: SocketAddr, path: &str, headers: &[&str]) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8(raw).unwrap();
@@ -295,13 +303,12 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad status line: {head}"));
+    let head = head.to_ascii_lowercase();
     assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
+        !head.contains("transfer-encoding: chunked"),
         "unexpected chunked body: {head}"
     );
-    (status, body.to_string())
+    (status, head, body.to_string())
 }
 
 /// Poll `/readyz` until 200: readiness has no event to wait on from outside the process, so this
@@ -368,7 +375,10 @@ pub fn sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 
 const PARSER: &str = r#"
 import json, sys
-from prometheus_client.parser import text_string_to_metric_families
+if sys.argv[1] == "openmetrics":
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+else:
+    from prometheus_client.parser import text_string_to_metric_families
 out = []
 for fam in text_string_to_metric_families(sys.stdin.read()):
     for s in fam.samples:
@@ -379,8 +389,17 @@ print(json.dumps(out))
 /// Parse the exposition with `prometheus_client` (pip install prometheus-client); a parse error
 /// fails the test.
 pub fn parse_prometheus(text: &str) -> Vec<Sample> {
+    parse_with(text, "prometheus")
+}
+
+/// Parse OpenMetrics 1.0 text with `prometheus_client`'s (strict) OpenMetrics parser.
+pub fn parse_openmetrics(text: &str) -> Vec<Sample> {
+    parse_with(text, "openmetrics")
+}
+
+fn parse_with(text: &str, format: &str) -> Vec<Sample> {
     let mut child = Command::new("python3")
-        .args(["-c", PARSER])
+        .args(["-c", PARSER, format])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
