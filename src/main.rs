@@ -127,6 +127,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+    // Handlers first: until they exist, the default action of SIGHUP (a logrotate postrotate
+    // `kill -HUP`, say) and SIGTERM is to kill the process outright. Signals arriving during
+    // start-up wait in the streams and are handled once the gateway runs.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     cryptshare_gateway::install_crypto_provider();
     std::fs::create_dir_all(&cfg.state.dir)
         .with_context(|| format!("state.dir: cannot create {}", cfg.state.dir.display()))?;
@@ -184,7 +190,6 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
 
     // SIGHUP: re-read the file; a broken one is refused and the old configuration stays.
     let reloader = server.reloader();
-    let mut hup = signal(SignalKind::hangup())?;
     {
         let (notifier, metrics, gateway) = (notifier.clone(), metrics.clone(), gateway.clone());
         tokio::spawn(async move {
@@ -202,13 +207,12 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let mut term = signal(SignalKind::terminate())?;
     let shutdown = {
         let (notifier, readiness) = (notifier.clone(), readiness.clone());
         async move {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
-                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = int.recv() => "SIGINT",
             };
             // The server logs the shutdown itself once its listeners are closed.
             tracing::info!(signal = name, "shutdown requested");

@@ -39,12 +39,23 @@ pub enum LogFormat {
 /// Writes a gateway configuration for `dir` with the given policy threshold. `extra` is appended
 /// verbatim (e.g. an unknown key to break the file).
 pub fn write_config(dir: &Path, threshold: u64, extra: &str) -> PathBuf {
+    write_config_with(dir, threshold, "", extra)
+}
+
+/// [`write_config`] with `server_extra` appended to `[server]` (which already sets `listen`,
+/// `hostname` and, unless given here, `shutdown_grace = 60`).
+pub fn write_config_with(dir: &Path, threshold: u64, server_extra: &str, extra: &str) -> PathBuf {
+    let grace = if server_extra.contains("shutdown_grace") {
+        ""
+    } else {
+        "shutdown_grace = 60\n"
+    };
     let path = dir.join("gateway.toml");
     let text = format!(
         r#"[server]
 listen = ["127.0.0.1:0"]
 hostname = "{HOSTNAME}"
-shutdown_grace = 60
+{grace}{server_extra}
 
 [relay]
 next_hop = "maildir:{outbox}"
@@ -99,8 +110,18 @@ impl Gateway {
     }
 
     pub fn start_with_env(threshold: u64, format: LogFormat, env: &[(&str, &str)]) -> Gateway {
+        Self::start_with(threshold, format, env, "")
+    }
+
+    /// `server_extra`: lines for the `[server]` section (see [`write_config_with`]).
+    pub fn start_with(
+        threshold: u64,
+        format: LogFormat,
+        env: &[(&str, &str)],
+        server_extra: &str,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let config = write_config(dir.path(), threshold, "");
+        let config = write_config_with(dir.path(), threshold, server_extra, "");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cryptshare-gateway"));
         cmd.arg("serve").arg("--config").arg(&config);
         if format == LogFormat::Json {
@@ -256,6 +277,20 @@ impl Gateway {
         let (status, body) = self.http_get("/metrics");
         assert_eq!(status, 200, "{body}");
         parse_prometheus(&body)
+    }
+
+    /// Scrape until `done` holds: for values that settle just after the client saw its reply (a
+    /// session's gauge drops after its socket is closed). Bounded by [`WAIT`].
+    pub fn scrape_until(&self, what: &str, done: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = self.scrape();
+            if done(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "/metrics never showed {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Messages delivered to the maildir outbox (`new/`), sorted by file name.
