@@ -192,6 +192,7 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let reloader = server.reloader();
     {
         let (notifier, metrics, gateway) = (notifier.clone(), metrics.clone(), gateway.clone());
+        let mut running = cfg.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let loaded = ops::reload(&notifier, &metrics, || {
@@ -202,6 +203,14 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
                 if let Some(new) = loaded {
                     gateway.reload(&new);
                     metrics.init_policies(new.policy.iter().map(|p| p.name.as_str()));
+                    let pending = restart_only_changes(&running, &new);
+                    if !pending.is_empty() {
+                        tracing::warn!(
+                            keys = %pending.join(", "),
+                            "changed settings take effect at the next restart, not on reload"
+                        );
+                    }
+                    running = new;
                 }
                 gateway.reopen_audit();
             }
@@ -230,6 +239,36 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Settings a reload cannot apply: bound sockets, the relay, the Cryptshare client, the state
+/// store and the audit sink are built once at start. Compared through `Debug` (the values are
+/// never logged, only the key names: the Cryptshare section holds the client id).
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let (o, n) = (&old.server, &new.server);
+    [
+        ("server.listen", differs(&o.listen, &n.listen)),
+        ("server.listen_tls", differs(&o.listen_tls, &n.listen_tls)),
+        (
+            "server.max_connections",
+            o.max_connections != n.max_connections,
+        ),
+        (
+            "server.shutdown_grace",
+            o.shutdown_grace != n.shutdown_grace,
+        ),
+        ("relay", differs(&old.relay, &new.relay)),
+        ("cryptshare", differs(&old.cryptshare, &new.cryptshare)),
+        ("state", differs(&old.state, &new.state)),
+        ("metrics", differs(&old.metrics, &new.metrics)),
+        ("audit", differs(&old.audit, &new.audit)),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect()
 }
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(10);

@@ -94,6 +94,11 @@ fn sighup_new_policy_applies_to_the_next_message_while_a_session_stays_open() {
     let samples = gw.scrape();
     let reload = |r| value(&samples, "csgw_config_reloads_total", &[("result", r)]);
     assert_eq!((reload("ok"), reload("failed")), (1.0, 0.0));
+
+    gw.signal(libc::SIGTERM);
+    assert_eq!(gw.wait_exit().code(), Some(0), "{}", gw.log());
+    // Only the policy changed: nothing waits for a restart.
+    assert!(!gw.log().contains("next restart"), "{}", gw.log());
 }
 
 #[test]
@@ -173,6 +178,7 @@ fn sigterm_lets_an_open_transaction_finish_then_exits_0() {
     let status = gw.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", gw.log());
     gw.wait_log("stopped");
+    assert!(!gw.log().contains(CLIENT_ID), "the client id is in the log");
 }
 
 /// Session limits are taken when a connection is accepted: a reload lowering
@@ -245,6 +251,61 @@ fn sigterm_grace_over_answers_421_mid_data() {
         })
         .count();
     assert_eq!(aborted, 1, "{}", gw.log());
+}
+
+/// logrotate: move the audit file away, SIGHUP, and the next record goes to a new file.
+#[test]
+fn sighup_reopens_the_audit_file_for_log_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let extra = format!("\n[audit]\nfile = \"{}\"\n", audit.display());
+    let mut gw = Gateway::start_with_policy_extra(SMALL, LogFormat::Json, &extra);
+    assert_relayed(send(&gw, "first"));
+    let rotated = dir.path().join("audit.log.1");
+    std::fs::rename(&audit, &rotated).unwrap();
+    gw.signal(libc::SIGHUP);
+    gw.wait_log("configuration reloaded");
+    assert_relayed(send(&gw, "second"));
+
+    let ids = |p: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let r: AuditRecord = serde_json::from_str(l).unwrap();
+                r.message_id.unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(ids(&rotated), ["first@example.org"]);
+    assert_eq!(ids(&audit), ["second@example.org"]);
+    // With a file, audit records are not in the log.
+    assert!(!gw.log().contains("\"target\":\"audit\""), "{}", gw.log());
+}
+
+/// The relay is built at start: a reload that changes `relay.next_hop` applies the rest of the
+/// file, says in the log that the next hop needs a restart, and keeps relaying to the old one.
+#[test]
+fn sighup_names_settings_that_need_a_restart() {
+    let mut gw = Gateway::start(HUGE, LogFormat::Json);
+    let path = write_config(gw.dir.path(), SMALL, "");
+    let old = std::fs::read_to_string(&path).unwrap();
+    let outbox = gw.outbox().display().to_string();
+    let moved = old.replace(&outbox, &format!("{outbox}-new"));
+    assert_ne!(old, moved);
+    std::fs::write(gw.dir.path().join("gateway.toml.new"), moved).unwrap();
+    std::fs::rename(gw.dir.path().join("gateway.toml.new"), &path).unwrap();
+    gw.signal(libc::SIGHUP);
+    gw.wait_log("configuration reloaded");
+    let line = gw.wait_log("take effect at the next restart");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["level"], "WARN");
+    assert_eq!(v["keys"], "relay", "{line}");
+
+    assert_relayed(send(&gw, "where"));
+    assert_converted(&gw, "where");
+    assert!(!gw.dir.path().join("outbox-new").exists());
+    assert!(!gw.log().contains(CLIENT_ID));
 }
 
 #[test]

@@ -120,8 +120,23 @@ impl Gateway {
         env: &[(&str, &str)],
         server_extra: &str,
     ) -> Gateway {
+        Self::start_full(threshold, format, env, server_extra, "")
+    }
+
+    /// `extra`: lines appended after the `[[policy]]` keys (further keys, or new tables).
+    pub fn start_with_policy_extra(threshold: u64, format: LogFormat, extra: &str) -> Gateway {
+        Self::start_full(threshold, format, &[], "", extra)
+    }
+
+    fn start_full(
+        threshold: u64,
+        format: LogFormat,
+        env: &[(&str, &str)],
+        server_extra: &str,
+        extra: &str,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let config = write_config_with(dir.path(), threshold, server_extra, "");
+        let config = write_config_with(dir.path(), threshold, server_extra, extra);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cryptshare-gateway"));
         cmd.arg("serve").arg("--config").arg(&config);
         if format == LogFormat::Json {
