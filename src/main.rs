@@ -192,7 +192,8 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let reloader = server.reloader();
     {
         let (notifier, metrics, gateway) = (notifier.clone(), metrics.clone(), gateway.clone());
-        let mut running = cfg.clone();
+        // What the start-up built; restart-only settings stay as they were then.
+        let started = cfg.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let loaded = ops::reload(&notifier, &metrics, || {
@@ -203,14 +204,13 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
                 if let Some(new) = loaded {
                     gateway.reload(&new);
                     metrics.init_policies(new.policy.iter().map(|p| p.name.as_str()));
-                    let pending = restart_only_changes(&running, &new);
+                    let pending = restart_only_changes(&started, &new);
                     if !pending.is_empty() {
                         tracing::warn!(
                             keys = %pending.join(", "),
                             "changed settings take effect at the next restart, not on reload"
                         );
                     }
-                    running = new;
                 }
                 gateway.reopen_audit();
             }

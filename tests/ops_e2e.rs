@@ -304,6 +304,11 @@ fn sighup_names_settings_that_need_a_restart() {
 
     assert_relayed(send(&gw, "where"));
     assert_converted(&gw, "where");
+    // Still pending at the next reload: compared with what runs, not with the previous file.
+    gw.signal(libc::SIGHUP);
+    gw.wait_log("configuration reloaded");
+    let line = gw.wait_log("take effect at the next restart");
+    assert!(line.contains("\"keys\":\"relay\""), "{line}");
     assert!(!gw.dir.path().join("outbox-new").exists());
     assert!(!gw.log().contains(CLIENT_ID));
 }
