@@ -575,7 +575,7 @@ fn json_logs_carry_audit_records_and_no_secrets() {
     );
     assert_eq!(big.policy.as_deref(), Some("trial"));
     assert_eq!(serde_json::to_value(big.decision).unwrap(), "convert");
-    assert_eq!(big.size, 27_802);
+    assert_eq!(big.size, message("big", ATTACHMENT_SIZE).len() as u64);
     assert_eq!(big.files.len(), 1);
     assert_eq!(big.files[0].name, "data-big.bin");
     assert_eq!(big.files[0].size, ATTACHMENT_SIZE as u64);
