@@ -127,6 +127,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+    // Handlers first: until they exist, the default action of SIGHUP (a logrotate postrotate
+    // `kill -HUP`, say) and SIGTERM is to kill the process outright. Signals arriving during
+    // start-up wait in the streams and are handled once the gateway runs.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     cryptshare_gateway::install_crypto_provider();
     std::fs::create_dir_all(&cfg.state.dir)
         .with_context(|| format!("state.dir: cannot create {}", cfg.state.dir.display()))?;
@@ -184,9 +190,10 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
 
     // SIGHUP: re-read the file; a broken one is refused and the old configuration stays.
     let reloader = server.reloader();
-    let mut hup = signal(SignalKind::hangup())?;
     {
         let (notifier, metrics, gateway) = (notifier.clone(), metrics.clone(), gateway.clone());
+        // What the start-up built; restart-only settings stay as they were then.
+        let started = cfg.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let loaded = ops::reload(&notifier, &metrics, || {
@@ -197,20 +204,27 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
                 if let Some(new) = loaded {
                     gateway.reload(&new);
                     metrics.init_policies(new.policy.iter().map(|p| p.name.as_str()));
+                    let pending = restart_only_changes(&started, &new);
+                    if !pending.is_empty() {
+                        tracing::warn!(
+                            keys = %pending.join(", "),
+                            "changed settings take effect at the next restart, not on reload"
+                        );
+                    }
                 }
                 gateway.reopen_audit();
             }
         });
     }
-    let mut term = signal(SignalKind::terminate())?;
     let shutdown = {
         let (notifier, readiness) = (notifier.clone(), readiness.clone());
         async move {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-            tracing::info!("shutting down: no new connections, finishing open transactions");
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            // The server logs the shutdown itself once its listeners are closed.
+            tracing::info!(signal = name, "shutdown requested");
             readiness.set_draining();
             let _ = notifier.stopping();
         }
@@ -225,6 +239,36 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Settings a reload cannot apply: bound sockets, the relay, the Cryptshare client, the state
+/// store and the audit sink are built once at start. Compared through `Debug` (the values are
+/// never logged, only the key names: the Cryptshare section holds the client id).
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let (o, n) = (&old.server, &new.server);
+    [
+        ("server.listen", differs(&o.listen, &n.listen)),
+        ("server.listen_tls", differs(&o.listen_tls, &n.listen_tls)),
+        (
+            "server.max_connections",
+            o.max_connections != n.max_connections,
+        ),
+        (
+            "server.shutdown_grace",
+            o.shutdown_grace != n.shutdown_grace,
+        ),
+        ("relay", differs(&old.relay, &new.relay)),
+        ("cryptshare", differs(&old.cryptshare, &new.cryptshare)),
+        ("state", differs(&old.state, &new.state)),
+        ("metrics", differs(&old.metrics, &new.metrics)),
+        ("audit", differs(&old.audit, &new.audit)),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect()
 }
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(10);

@@ -3,7 +3,7 @@
 //! Every metric family is registered once in [`Metrics::new`], so a scrape shows all families
 //! (with zero samples for label sets not seen yet) and a typo in a metric name cannot create a
 //! second family at run time. Label values come from closed enums or from configuration (policy
-//! names, listener addresses): nothing client-controlled becomes a label, which bounds cardinality.
+//! names, listener kinds): nothing client-controlled becomes a label, which bounds cardinality.
 
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, OnceLock};
@@ -214,7 +214,7 @@ impl Metrics {
         let connections = Family::<ListenerLabels, Counter>::default();
         registry.register(
             "connections",
-            "SMTP connections accepted, by listener address",
+            "SMTP connections accepted, by listener kind (smtp, smtps)",
             connections.clone(),
         );
         let connections_active = Gauge::default();
@@ -371,7 +371,7 @@ impl Metrics {
         }
     }
 
-    /// A connection was accepted on `listener` (its configured address). The active gauge stays
+    /// A connection was accepted on `listener` (`"smtp"` or `"smtps"`). The active gauge stays
     /// raised until the guard is dropped, so early returns and panics cannot leak a session.
     #[must_use = "the session counts as active until the guard is dropped"]
     pub fn connection_opened(self: &Arc<Self>, listener: &str) -> ConnectionGuard {
