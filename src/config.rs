@@ -146,7 +146,7 @@ pub struct CryptshareConfig {
     #[serde(default = "default_cryptshare_url")]
     pub url: String,
     #[serde(default)]
-    pub client_id: Option<String>,
+    pub client_id: Option<crate::ops::Secret>,
     #[serde(default)]
     pub client_id_file: Option<PathBuf>,
     /// Value of `X-CS-MinimumMinorApiVersion`.
@@ -717,6 +717,19 @@ mod tests {
             vec!["10.0.0.0/8", "192.168.0.0/16"]
         );
         assert_eq!(c.next_hop().unwrap(), NextHop::Maildir("/tmp/x".into()));
+    }
+
+    #[test]
+    fn client_id_never_shows_in_debug_output() {
+        let f = write(&format!(
+            "{MIN}[cryptshare]\nclient_id = \"SecretClientId0123456789abcdefghijklmnopqrstuvwxyzABCD\"\n"
+        ));
+        let c = Config::load_with_env(f.path(), []).unwrap();
+        assert!(!format!("{c:?}").contains("SecretClientId"));
+        assert_eq!(
+            c.cryptshare.client_id.as_ref().map(|s| s.expose().as_str()),
+            Some("SecretClientId0123456789abcdefghijklmnopqrstuvwxyzABCD")
+        );
     }
 
     #[test]

@@ -906,7 +906,7 @@ pub fn resolve_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config
 pub fn load_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::ConfigError> {
     use crate::config::ConfigError;
     let (key, id) = match (&cfg.client_id, &cfg.client_id_file) {
-        (Some(id), None) => ("cryptshare.client_id", id.trim().to_owned()),
+        (Some(id), None) => ("cryptshare.client_id", id.expose().trim().to_owned()),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::invalid(
@@ -955,7 +955,7 @@ mod tests {
     #[test]
     fn client_id_from_config_or_file() {
         let mut c = cfg();
-        c.client_id = Some(format!(" {ID}\n"));
+        c.client_id = Some(format!(" {ID}\n").into());
         assert_eq!(load_client_id(&c).unwrap(), ID);
 
         let dir = tempfile::tempdir().unwrap();
