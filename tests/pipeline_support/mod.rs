@@ -64,6 +64,15 @@ pub struct Harness {
 impl Harness {
     /// `extra` is appended to the configuration (policies).
     pub async fn start(extra: &str) -> Harness {
+        Self::start_inner(extra, None).await
+    }
+
+    /// As [`Harness::start`], relaying to `next_hop` instead of the sink.
+    pub async fn start_with_hop(extra: &str, next_hop: SocketAddr) -> Harness {
+        Self::start_inner(extra, Some(next_hop)).await
+    }
+
+    async fn start_inner(extra: &str, next_hop: Option<SocketAddr>) -> Harness {
         cryptshare_gateway::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let emu = Emulator::start(SimOptions::new(
@@ -73,7 +82,8 @@ impl Harness {
         .await
         .unwrap();
         let sink = Sink::start(Script::default()).await.unwrap();
-        let text = config_text(dir.path(), &sink.addr().to_string(), &emu.url(), extra);
+        let hop = next_hop.unwrap_or(sink.addr());
+        let text = config_text(dir.path(), &hop.to_string(), &emu.url(), extra);
         let (_, cfg) = write_config(dir.path(), &text);
         let gw = Gateway::new(&cfg).await.unwrap();
         let server = Server::bind(&cfg).await.unwrap();
@@ -295,3 +305,81 @@ Cc: carol@example.net\r\n\
 Subject: Quarterly figures\r\n\
 Date: Fri, 27 Nov 2026 10:00:00 +0000\r\n\
 Message-ID: <pipeline-test-1@example.org>\r\n";
+
+/// A minimal next hop that records the content of EVERY DATA transaction (the scriptable sink
+/// records accepted ones only) and answers the n-th with `replies[n]` (the last one repeats).
+pub struct RecordingHop {
+    pub addr: SocketAddr,
+    pub seen: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RecordingHop {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RecordingHop {
+    pub async fn start(replies: Vec<&'static str>) -> RecordingHop {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let s2 = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let seen = s2.clone();
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = tcp.into_split();
+                    let _: Option<()> = async {
+                    let mut r = BufReader::new(r);
+                    w.write_all(b"220 hop.test ESMTP\r\n").await.ok()?;
+                    loop {
+                        let mut line = Vec::new();
+                        if r.read_until(b'\n', &mut line).await.ok()? == 0 {
+                            return None;
+                        }
+                        let cmd = String::from_utf8_lossy(&line).to_ascii_uppercase();
+                        let out: String = if cmd.starts_with("EHLO") {
+                            "250-hop.test\r\n250 ENHANCEDSTATUSCODES\r\n".into()
+                        } else if cmd.starts_with("DATA") {
+                            w.write_all(b"354 go ahead\r\n").await.ok()?;
+                            let mut data = Vec::new();
+                            loop {
+                                let mut l = Vec::new();
+                                if r.read_until(b'\n', &mut l).await.ok()? == 0 {
+                                    return None;
+                                }
+                                if l == b".\r\n" {
+                                    break;
+                                }
+                                let l = if l.starts_with(b"..") { &l[1..] } else { &l[..] };
+                                data.extend_from_slice(l);
+                            }
+                            let n = {
+                                let mut s = seen.lock().unwrap();
+                                s.push(data);
+                                s.len() - 1
+                            };
+                            format!("{}\r\n", replies[n.min(replies.len() - 1)])
+                        } else if cmd.starts_with("QUIT") {
+                            w.write_all(b"221 bye\r\n").await.ok()?;
+                            return None;
+                        } else {
+                            "250 2.0.0 ok\r\n".into()
+                        };
+                        w.write_all(out.as_bytes()).await.ok()?;
+                    }
+                    }
+                    .await;
+                });
+            }
+        });
+        RecordingHop { addr, seen, task }
+    }
+
+    pub fn seen(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().unwrap().clone()
+    }
+}

@@ -1,0 +1,248 @@
+//! Issue 5 acceptance, failures: Cryptshare faults at every step of the workflow for each
+//! `on_error`, Cryptshare policy refusals, and a next hop failing after a finished transfer.
+
+mod pipeline_support;
+
+use cryptshare_gateway::sim::{Endpoint, FaultSpec, SimPolicy};
+use cryptshare_gateway::smtp::Reply;
+use pipeline_support::*;
+
+const OK: &str = "250 2.0.0 OK, relayed (Queued as SINK)\r\n";
+
+fn message() -> Vec<u8> {
+    mixed(
+        HEADERS,
+        "see attachment",
+        &[(
+            "Content-Type: application/pdf; name=\"report.pdf\"\r\nContent-Disposition: attachment; filename=\"report.pdf\"",
+            &payload(200 * 1024, 11),
+        )],
+    )
+}
+
+/// Every step of the workflow before `finalize` (after it, see the tests below).
+const STEPS: [Endpoint; 7] = [
+    Endpoint::Token,
+    Endpoint::TransferPolicy,
+    Endpoint::CreateSession,
+    Endpoint::PatchSession,
+    Endpoint::RegisterFile,
+    Endpoint::Upload,
+    Endpoint::Finalize,
+];
+
+async fn fault_at(step: Endpoint, on_error: &str) -> (Harness, String, Vec<u8>) {
+    let h = Harness::start(&policy(on_error)).await;
+    // Unlimited: the client's own retries of idempotent calls fail as well.
+    h.emu
+        .inject_fault(FaultSpec::status(step, 503, None));
+    let msg = message();
+    let reply = h
+        .send("alice@example.org", &["bob@example.net"], &msg)
+        .await;
+    assert!(
+        h.emu.stats().faults_fired >= 1,
+        "{step:?}: the fault never fired"
+    );
+    (h, reply, msg)
+}
+
+fn assert_nothing_left(h: &Harness, step: Endpoint) {
+    assert_eq!(h.emu.open_sessions(), 0, "{step:?}: a session was left open");
+    assert!(
+        h.emu.transfers().is_empty(),
+        "{step:?}: a transfer was finished"
+    );
+    let pending = h.gw.state().pending().unwrap();
+    assert!(pending.is_empty(), "{step:?}: state left {pending:?}");
+}
+
+#[tokio::test]
+async fn tempfail_at_every_step_is_451_and_nothing_relayed() {
+    for step in STEPS {
+        let (h, reply, _) = fault_at(step, "tempfail").await;
+        assert!(
+            reply.starts_with("451 4.3.0 Cryptshare unavailable, try again later: "),
+            "{step:?}: {reply}"
+        );
+        assert!(reply.ends_with("\r\n") && reply.lines().count() == 1);
+        assert!(h.sink.messages().is_empty(), "{step:?}: relayed");
+        assert_nothing_left(&h, step);
+        let audit = h.audit();
+        assert_eq!(audit[0]["decision"], "tempfail", "{step:?}");
+        h.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn deliver_original_at_every_step_relays_the_original() {
+    for step in STEPS {
+        let (h, reply, msg) = fault_at(step, "deliver-original").await;
+        assert_eq!(reply, OK, "{step:?}");
+        let got = h.sink.messages();
+        assert_eq!(got.len(), 1, "{step:?}");
+        let (_, rest) = split_received(&got[0].data);
+        assert_eq!(rest, msg.as_slice(), "{step:?}: not the original");
+        assert_nothing_left(&h, step);
+        let audit = h.audit();
+        assert_eq!(audit[0]["decision"], "deliver-original", "{step:?}");
+        assert!(
+            audit[0]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("conversion failed: "),
+            "{step:?}: {}",
+            audit[0]["reason"]
+        );
+        h.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn reject_at_every_step_is_554() {
+    for step in STEPS {
+        let (h, reply, _) = fault_at(step, "reject").await;
+        assert!(
+            reply.starts_with("554 5.3.0 Attachments could not be moved to Cryptshare: "),
+            "{step:?}: {reply}"
+        );
+        assert!(h.sink.messages().is_empty(), "{step:?}: relayed");
+        assert_nothing_left(&h, step);
+        assert_eq!(h.audit()[0]["decision"], "reject", "{step:?}");
+        h.stop().await;
+    }
+}
+
+/// After finalize the transfer exists and cannot be taken back (revocation needs API 1.10):
+/// a failing status poll must not lead to a second transfer on the retry.
+#[tokio::test]
+async fn status_failure_after_finalize_is_retried_without_a_second_transfer() {
+    let h = Harness::start(&policy("tempfail")).await;
+    h.emu
+        .inject_fault(FaultSpec::status(Endpoint::TransferStatus, 503, None));
+    let msg = message();
+    let reply = h
+        .send("alice@example.org", &["bob@example.net"], &msg)
+        .await;
+    assert!(reply.starts_with("451 4.3.0 "), "{reply}");
+    assert!(h.sink.messages().is_empty());
+    assert_eq!(h.emu.open_sessions(), 0);
+    assert_eq!(h.emu.transfers().len(), 1);
+    h.emu.clear_faults();
+    let reply = h
+        .send("alice@example.org", &["bob@example.net"], &msg)
+        .await;
+    assert_eq!(reply, OK);
+    let ts = h.emu.transfers();
+    assert_eq!(ts.len(), 1, "a second transfer was created: {ts:?}");
+    assert_eq!(h.emu.stats().sessions_created, 1);
+    let got = h.sink.messages();
+    assert_eq!(got.len(), 1);
+    let (_, rewritten) = split_received(&got[0].data);
+    let text = String::from_utf8_lossy(rewritten);
+    assert!(text.contains(&ts[0].tracking_id));
+    assert!(text.contains("report.pdf"));
+    h.stop().await;
+}
+
+/// A lost answer to finalize: the server did finalize. The retry must find that transfer.
+#[tokio::test]
+async fn lost_finalize_answer_is_retried_without_a_second_transfer() {
+    let h = Harness::start(&policy("tempfail")).await;
+    // The status poll right after finalize fails once (as if the answer to finalize had been lost
+    // and nothing is known), and so do the client's retries.
+    h.emu
+        .inject_fault(FaultSpec::status(Endpoint::TransferStatus, 503, None).times(3));
+    let msg = message();
+    let first = h
+        .send("alice@example.org", &["bob@example.net"], &msg)
+        .await;
+    assert!(first.starts_with("451 "), "{first}");
+    let second = h
+        .send("alice@example.org", &["bob@example.net"], &msg)
+        .await;
+    assert_eq!(second, OK);
+    assert_eq!(h.emu.transfers().len(), 1);
+    assert_eq!(h.sink.messages().len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn cryptshare_policy_refusals_are_554_5_7_1() {
+    // Recipient domain not allowed.
+    let h = Harness::start(&policy("tempfail")).await;
+    h.emu.set_policy(SimPolicy {
+        allowed_recipient_domains: vec!["partner.example".into()],
+        ..SimPolicy::default()
+    });
+    let reply = h
+        .send("alice@example.org", &["bob@example.net"], &message())
+        .await;
+    assert!(
+        reply.starts_with("554 5.7.1 Attachments refused by the Cryptshare policy: "),
+        "{reply}"
+    );
+    assert!(reply.contains("bob@example.net"), "{reply}");
+    assert!(h.sink.messages().is_empty());
+    assert_eq!(h.emu.stats().sessions_created, 0);
+    assert_eq!(h.audit()[0]["decision"], "reject");
+    h.stop().await;
+
+    // Too large for the server.
+    let h = Harness::start(&policy("tempfail")).await;
+    h.emu.set_policy(SimPolicy {
+        max_total_size: 100 * 1024,
+        ..SimPolicy::default()
+    });
+    let reply = h
+        .send("alice@example.org", &["bob@example.net"], &message())
+        .await;
+    assert!(
+        reply.starts_with("554 5.7.1 Attachments refused by the Cryptshare policy: "),
+        "{reply}"
+    );
+    assert!(h.sink.messages().is_empty());
+    assert_eq!(h.emu.open_sessions(), 0);
+    assert!(h.emu.transfers().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn next_hop_4xx_after_the_transfer_then_retry_reuses_it() {
+    let hop = RecordingHop::start(vec!["451 4.3.0 Try later", "250 2.0.0 Queued as HOP"]).await;
+    let h = Harness::start_with_hop(&policy("tempfail"), hop.addr).await;
+    let msg = message();
+    let first = h
+        .send("alice@example.org", &["bob@example.net"], &msg)
+        .await;
+    assert_eq!(first, "451 4.3.0 Try later\r\n");
+    assert_eq!(h.emu.transfers().len(), 1);
+    let second = h
+        .send("alice@example.org", &["bob@example.net"], &msg)
+        .await;
+    assert_eq!(second, "250 2.0.0 OK, relayed (Queued as HOP)\r\n");
+    let ts = h.emu.transfers();
+    assert_eq!(ts.len(), 1, "exactly one transfer");
+    assert_eq!(h.emu.stats().sessions_created, 1);
+    assert_eq!(h.emu.open_sessions(), 0);
+    let seen = hop.seen();
+    assert_eq!(seen.len(), 2, "one refused, one delivered");
+    // The retry carries exactly what the first attempt sent (only our Received differs).
+    let (_, first_body) = split_received(&seen[0]);
+    let (_, second_body) = split_received(&seen[1]);
+    assert_eq!(first_body, second_body);
+    let text = String::from_utf8_lossy(second_body);
+    assert!(text.contains(&ts[0].tracking_id));
+    assert!(!text.contains(&base64_lines(&payload(200 * 1024, 11))[..76]));
+    let audit = h.audit();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0]["tracking_id"], audit[1]["tracking_id"]);
+    assert_eq!(audit[1]["decision"], "convert");
+    assert!(
+        audit[1]["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("reused the transfer of an earlier attempt")
+    );
+    h.stop().await;
+}
