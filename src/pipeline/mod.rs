@@ -162,14 +162,37 @@ impl Gateway {
                         ..
                     } = rec
                     {
-                        if let Some(id) = tracking_id {
-                            if let Err(e) = self.cryptshare.delete_session(&sender, &id).await {
-                                tracing::warn!(tracking_id = %id, error = %e, "cannot delete an unfinished transfer session; will retry at the next start");
-                                continue;
+                        if let Some(id) = &tracking_id {
+                            match convert::earlier_transfer(&self.cryptshare, &sender, id).await {
+                                // The retry of that message adopts it (no second transfer).
+                                Ok(convert::Earlier::Finalized(_)) => {
+                                    tracing::info!(tracking_id = %id, "an earlier run finalized this transfer; kept for the retry");
+                                    continue;
+                                }
+                                Ok(convert::Earlier::Unusable) => {}
+                                Ok(convert::Earlier::Unfinished) => {
+                                    if let Err(e) =
+                                        self.cryptshare.delete_session(&sender, id).await
+                                    {
+                                        tracing::warn!(tracking_id = %id, error = %e, "cannot delete an unfinished transfer session; will retry at the next start");
+                                        continue;
+                                    }
+                                    tracing::info!(tracking_id = %id, "deleted an unfinished transfer session left by an earlier run");
+                                }
+                                Err(e) => {
+                                    tracing::warn!(tracking_id = %id, error = %e, "cannot check a transfer session left by an earlier run; will retry at the next start");
+                                    continue;
+                                }
                             }
-                            tracing::info!(tracking_id = %id, "deleted an unfinished transfer session left by an earlier run");
                         }
-                        let _ = self.state.remove(&key);
+                        // A retry may have replaced the record meanwhile: remove only ours.
+                        if let Ok(Some(Record::Pending {
+                            tracking_id: now, ..
+                        })) = self.state.get(&key)
+                            && now == tracking_id
+                        {
+                            let _ = self.state.remove(&key);
+                        }
                     }
                 }
             }

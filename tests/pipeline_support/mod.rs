@@ -57,6 +57,7 @@ pub struct Harness {
     pub gw: Arc<Gateway>,
     pub smtp: SocketAddr,
     pub dir: tempfile::TempDir,
+    pub cfg: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -85,27 +86,33 @@ impl Harness {
         let hop = next_hop.unwrap_or(sink.addr());
         let text = config_text(dir.path(), &hop.to_string(), &emu.url(), extra);
         let (_, cfg) = write_config(dir.path(), &text);
-        let gw = Gateway::new(&cfg).await.unwrap();
-        let server = Server::bind(&cfg).await.unwrap();
-        let smtp = server.local_addrs()[0];
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let factory = Arc::new(GatewayFactory(gw.clone()));
-        let task = tokio::spawn(async move {
-            server
-                .run(factory, async move {
-                    let _ = rx.await;
-                })
-                .await
-        });
+        let (gw, smtp, stop, task) = serve(&cfg).await;
         Harness {
             emu,
             sink,
             gw,
             smtp,
             dir,
+            cfg,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Stop the gateway and start a new one on the same configuration and state (the SMTP port
+    /// changes).
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+        let (gw, smtp, stop, task) = serve(&self.cfg).await;
+        self.gw = gw;
+        self.smtp = smtp;
+        self.stop = Some(stop);
+        self.task = Some(task);
     }
 
     /// One complete SMTP transaction; returns the reply to the end of DATA.
@@ -126,6 +133,29 @@ impl Harness {
             t.await.unwrap();
         }
     }
+}
+
+async fn serve(
+    cfg: &Config,
+) -> (
+    Arc<Gateway>,
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let gw = Gateway::new(cfg).await.unwrap();
+    let server = Server::bind(cfg).await.unwrap();
+    let smtp = server.local_addrs()[0];
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let factory = Arc::new(GatewayFactory(gw.clone()));
+    let task = tokio::spawn(async move {
+        server
+            .run(factory, async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    (gw, smtp, stop, task)
 }
 
 pub fn read_audit(path: &Path) -> Vec<serde_json::Value> {
@@ -333,44 +363,48 @@ impl RecordingHop {
                 tokio::spawn(async move {
                     let (r, mut w) = tcp.into_split();
                     let _: Option<()> = async {
-                    let mut r = BufReader::new(r);
-                    w.write_all(b"220 hop.test ESMTP\r\n").await.ok()?;
-                    loop {
-                        let mut line = Vec::new();
-                        if r.read_until(b'\n', &mut line).await.ok()? == 0 {
-                            return None;
-                        }
-                        let cmd = String::from_utf8_lossy(&line).to_ascii_uppercase();
-                        let out: String = if cmd.starts_with("EHLO") {
-                            "250-hop.test\r\n250 ENHANCEDSTATUSCODES\r\n".into()
-                        } else if cmd.starts_with("DATA") {
-                            w.write_all(b"354 go ahead\r\n").await.ok()?;
-                            let mut data = Vec::new();
-                            loop {
-                                let mut l = Vec::new();
-                                if r.read_until(b'\n', &mut l).await.ok()? == 0 {
-                                    return None;
-                                }
-                                if l == b".\r\n" {
-                                    break;
-                                }
-                                let l = if l.starts_with(b"..") { &l[1..] } else { &l[..] };
-                                data.extend_from_slice(l);
+                        let mut r = BufReader::new(r);
+                        w.write_all(b"220 hop.test ESMTP\r\n").await.ok()?;
+                        loop {
+                            let mut line = Vec::new();
+                            if r.read_until(b'\n', &mut line).await.ok()? == 0 {
+                                return None;
                             }
-                            let n = {
-                                let mut s = seen.lock().unwrap();
-                                s.push(data);
-                                s.len() - 1
+                            let cmd = String::from_utf8_lossy(&line).to_ascii_uppercase();
+                            let out: String = if cmd.starts_with("EHLO") {
+                                "250-hop.test\r\n250 ENHANCEDSTATUSCODES\r\n".into()
+                            } else if cmd.starts_with("DATA") {
+                                w.write_all(b"354 go ahead\r\n").await.ok()?;
+                                let mut data = Vec::new();
+                                loop {
+                                    let mut l = Vec::new();
+                                    if r.read_until(b'\n', &mut l).await.ok()? == 0 {
+                                        return None;
+                                    }
+                                    if l == b".\r\n" {
+                                        break;
+                                    }
+                                    let l = if l.starts_with(b"..") {
+                                        &l[1..]
+                                    } else {
+                                        &l[..]
+                                    };
+                                    data.extend_from_slice(l);
+                                }
+                                let n = {
+                                    let mut s = seen.lock().unwrap();
+                                    s.push(data);
+                                    s.len() - 1
+                                };
+                                format!("{}\r\n", replies[n.min(replies.len() - 1)])
+                            } else if cmd.starts_with("QUIT") {
+                                w.write_all(b"221 bye\r\n").await.ok()?;
+                                return None;
+                            } else {
+                                "250 2.0.0 ok\r\n".into()
                             };
-                            format!("{}\r\n", replies[n.min(replies.len() - 1)])
-                        } else if cmd.starts_with("QUIT") {
-                            w.write_all(b"221 bye\r\n").await.ok()?;
-                            return None;
-                        } else {
-                            "250 2.0.0 ok\r\n".into()
-                        };
-                        w.write_all(out.as_bytes()).await.ok()?;
-                    }
+                            w.write_all(out.as_bytes()).await.ok()?;
+                        }
                     }
                     .await;
                 });
