@@ -8,7 +8,9 @@
 #   3. through the gateway from a sender whose rule converts it           -> "convert"
 #      (embedded Cryptshare emulator: files written to disk, SHA-256 verified, rewrite, relay)
 # Time = from the DATA command to the final reply. Each gateway run is a fresh process; its peak
-# RSS is VmHWM from /proc/PID/status, read after the reply.
+# RSS is VmHWM from /proc/PID/status, read after the reply. VmHWM counts the pages of the
+# memory-mapped spool file too (page cache, not heap), so RssAnon (heap, stacks) and RssFile
+# (mapped files) are also sampled every 5 ms during the transaction and their peaks shown.
 #
 # Needs: a release build (built if missing), python3, smtp-sink (apt-get install postfix).
 # Usage: bench/convert-bench.sh            SIZES="25 100" bench/convert-bench.sh
@@ -72,25 +74,45 @@ with open(path, "wb") as f:
 PY
 }
 
-# Prints the seconds from DATA to the final reply; fails unless the reply is 250.
-send() { # $1 = port, $2 = sender, $3 = message file
-    python3 - "$1" "$2" "$3" <<'PY'
-import re, smtplib, sys, time
-port, sender, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+# Prints "seconds peak-RssAnon-MB peak-RssFile-MB" (from DATA to the final reply; the two peaks
+# sampled from /proc/$4/status every 5 ms while the transaction runs, "-" without a pid);
+# fails unless the reply is 250.
+send() { # $1 = port, $2 = sender, $3 = message file, $4 = gateway pid or 0
+    python3 - "$1" "$2" "$3" "$4" <<'PY'
+import re, smtplib, sys, threading, time
+port, sender, path, pid = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 data = open(path, "rb").read()
 data = re.sub(rb"(?m)^\.", b"..", data) + b".\r\n"
+peak = {"RssAnon": 0, "RssFile": 0}
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                k, _, v = line.partition(":")
+                if k in peak:
+                    peak[k] = max(peak[k], int(v.split()[0]))
+        except OSError:
+            pass
+        time.sleep(0.005)
 s = smtplib.SMTP("127.0.0.1", port, timeout=900)
 s.ehlo("bench.client")
 code, msg = s.mail(sender); assert code == 250, (code, msg)
 code, msg = s.rcpt("rcpt@example.net"); assert code == 250, (code, msg)
+if pid:
+    threading.Thread(target=sample, daemon=True).start()
 t = time.monotonic()
 s.putcmd("data"); code, msg = s.getreply(); assert code == 354, (code, msg)
 s.sock.sendall(data)
 code, msg = s.getreply()
 dt = time.monotonic() - t
+done.set()
 assert code == 250, (code, msg)
 s.quit()
-print(f"{dt:.3f}")
+if pid:
+    print(f"{dt:.3f} {peak['RssAnon']/1024:.1f} {peak['RssFile']/1024:.1f}")
+else:
+    print(f"{dt:.3f} - -")
 PY
 }
 
@@ -138,25 +160,29 @@ stop_gateway() {
 
 hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
-printf '%-8s %-9s %10s %10s %12s\n' "MB" "path" "seconds" "MB/s" "peak RSS MB"
+row() { # path, MB, "seconds anon file", hwm
+    set -- "$1" "$2" $3 "$4"
+    printf '%-8s %-9s %9s %9.1f %10s %12s %12s\n' "$2" "$1" "$3" "$(echo "$2 / $3" | bc -l)" "$6" "$4" "$5"
+}
+
+printf '%-8s %-9s %9s %9s %10s %12s %12s\n' "MB" "path" "seconds" "MB/s" "VmHWM MB" "RssAnon MB" "RssFile MB"
 for mb in $SIZES; do
     msg="$WORK/msg-$mb.eml"
     make_message "$mb" "$msg"
     for run in $(seq 1 "$RUNS"); do
-        t=$(send "$SINK_PORT" "bench@plain.test" "$msg")
-        printf '%-8s %-9s %10s %10.1f %12s\n' "$mb" direct "$t" "$(echo "$mb / $t" | bc -l)" "-"
+        row direct "$mb" "$(send "$SINK_PORT" "bench@plain.test" "$msg" 0)" "-"
 
         start_gateway "$WORK/pass-$mb-$run"
-        t_pass=$(send "$GW_PORT" "bench@plain.test" "$msg")
-        printf '%-8s %-9s %10s %10.1f %12s\n' "$mb" pass "$t_pass" "$(echo "$mb / $t_pass" | bc -l)" "$(hwm_mb "$GW_PID")"
+        r_pass=$(send "$GW_PORT" "bench@plain.test" "$msg" "$GW_PID")
+        row pass "$mb" "$r_pass" "$(hwm_mb "$GW_PID")"
         stop_gateway
 
         start_gateway "$WORK/conv-$mb-$run"
-        t_conv=$(send "$GW_PORT" "bench@convert.test" "$msg")
-        printf '%-8s %-9s %10s %10.1f %12s\n' "$mb" convert "$t_conv" "$(echo "$mb / $t_conv" | bc -l)" "$(hwm_mb "$GW_PID")"
+        r_conv=$(send "$GW_PORT" "bench@convert.test" "$msg" "$GW_PID")
+        row convert "$mb" "$r_conv" "$(hwm_mb "$GW_PID")"
         grep -q '"decision":"convert"' "$WORK/conv-$mb-$run/audit.jsonl" || { echo "not converted" >&2; exit 1; }
         stop_gateway
-        printf '%-8s %-9s %10.2f  (convert / pass)\n' "$mb" ratio "$(echo "$t_conv / $t_pass" | bc -l)"
+        printf '%-8s %-9s %9.2f  (convert / pass)\n' "$mb" ratio "$(echo "${r_conv%% *} / ${r_pass%% *}" | bc -l)"
     done
     rm -f "$msg"
 done
