@@ -116,35 +116,46 @@ async fn reject_at_every_step_is_554() {
 }
 
 /// After finalize the transfer exists and cannot be taken back (revocation needs API 1.10):
-/// a failing status poll must not lead to a second transfer on the retry.
+/// a failing status poll is `451` whatever `on_error` says (the original would send the files
+/// twice, a 554 would bounce a message whose files went out), and the retry adopts the transfer.
 #[tokio::test]
-async fn status_failure_after_finalize_is_retried_without_a_second_transfer() {
-    let h = Harness::start(&policy("tempfail")).await;
-    h.emu
-        .inject_fault(FaultSpec::status(Endpoint::TransferStatus, 503, None));
-    let msg = message();
-    let reply = h
-        .send("alice@example.org", &["bob@example.net"], &msg)
-        .await;
-    assert!(reply.starts_with("451 4.3.0 "), "{reply}");
-    assert!(h.sink.messages().is_empty());
-    assert_eq!(h.emu.open_sessions(), 0);
-    assert_eq!(h.emu.transfers().len(), 1);
-    h.emu.clear_faults();
-    let reply = h
-        .send("alice@example.org", &["bob@example.net"], &msg)
-        .await;
-    assert_eq!(reply, OK);
-    let ts = h.emu.transfers();
-    assert_eq!(ts.len(), 1, "a second transfer was created: {ts:?}");
-    assert_eq!(h.emu.stats().sessions_created, 1);
-    let got = h.sink.messages();
-    assert_eq!(got.len(), 1);
-    let (_, rewritten) = split_received(&got[0].data);
-    let text = String::from_utf8_lossy(rewritten);
-    assert!(text.contains(&ts[0].tracking_id));
-    assert!(text.contains("report.pdf"));
-    h.stop().await;
+async fn status_failure_after_finalize_is_451_for_every_on_error_and_the_retry_adopts() {
+    for on_error in ["tempfail", "deliver-original", "reject"] {
+        let h = Harness::start(&policy(on_error)).await;
+        h.emu
+            .inject_fault(FaultSpec::status(Endpoint::TransferStatus, 503, None));
+        let msg = message();
+        let reply = h
+            .send("alice@example.org", &["bob@example.net"], &msg)
+            .await;
+        assert!(
+            reply.starts_with("451 4.3.0 Cryptshare transfer not confirmed, try again later: "),
+            "{on_error}: {reply}"
+        );
+        assert!(h.sink.messages().is_empty(), "{on_error}");
+        assert_eq!(h.emu.open_sessions(), 0, "{on_error}");
+        assert_eq!(h.emu.transfers().len(), 1, "{on_error}");
+        assert_eq!(h.gw.state().pending().unwrap().len(), 1, "{on_error}");
+        h.emu.clear_faults();
+        let reply = h
+            .send("alice@example.org", &["bob@example.net"], &msg)
+            .await;
+        assert_eq!(reply, OK, "{on_error}");
+        let ts = h.emu.transfers();
+        assert_eq!(ts.len(), 1, "{on_error}: a second transfer: {ts:?}");
+        assert_eq!(h.emu.stats().sessions_created, 1, "{on_error}");
+        assert!(h.gw.state().pending().unwrap().is_empty(), "{on_error}");
+        let got = h.sink.messages();
+        assert_eq!(got.len(), 1, "{on_error}");
+        let (_, rewritten) = split_received(&got[0].data);
+        let text = String::from_utf8_lossy(rewritten);
+        assert!(text.contains(&ts[0].tracking_id), "{on_error}");
+        assert!(text.contains("report.pdf"), "{on_error}");
+        let audit = h.audit();
+        assert_eq!(audit[0]["decision"], "tempfail", "{on_error}");
+        assert_eq!(audit[1]["decision"], "convert", "{on_error}");
+        h.stop().await;
+    }
 }
 
 /// As above, with a gateway restart between the attempts: the start-up clean-up must keep the

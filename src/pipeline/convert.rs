@@ -27,9 +27,19 @@ pub enum ConvertError {
     State(#[from] StateError),
     #[error("{0}")]
     Local(String),
+    /// Failed after finalize, when the transfer exists (or may): only a retry, which adopts
+    /// it, can end well — whatever the rule's `on_error` says.
+    #[error("transfer sent, not yet confirmed: {0}")]
+    AfterFinalize(String),
 }
 
 impl ConvertError {
+    /// The transfer exists (or may): delivering the original or rejecting would duplicate the
+    /// files or bounce a message whose files were sent.
+    pub fn after_finalize(&self) -> bool {
+        matches!(self, ConvertError::AfterFinalize(_))
+    }
+
     /// A permanent refusal (retrying the same message cannot help).
     pub fn is_refusal(&self) -> bool {
         match self {
@@ -244,39 +254,44 @@ impl Job<'_> {
                 c.cryptshare_ms = started.elapsed().as_millis() as u64;
                 Ok(c)
             }
-            Err(e) => {
-                // All or nothing: no half-made transfer stays on the server.
-                let mut finalized = progress.finalize_sent;
-                if let (Some(id), true) = (&progress.tracking_id, progress.finalize_sent) {
-                    // The answer to finalize (or to a status poll) failed: ask whether the
-                    // transfer exists. Only a definite "no such transfer" allows the delete.
-                    finalized = !matches!(
-                        earlier_transfer(self.cs, self.sender, id).await,
-                        Ok(Earlier::Unfinished)
-                    );
+            Err(e) => Err(self.clean_up_failed(e, &progress).await),
+        }
+    }
+
+    /// All or nothing: no half-made transfer stays on the server. Returns the error to report.
+    async fn clean_up_failed(&self, e: ConvertError, progress: &Progress) -> ConvertError {
+        let Some(id) = &progress.tracking_id else {
+            let _ = self.state.remove(self.key);
+            return e;
+        };
+        if progress.finalize_sent {
+            // The answer to finalize (or a status poll) failed: ask whether the transfer exists.
+            // Only a definite "no such transfer" allows the delete.
+            match earlier_transfer(self.cs, self.sender, id).await {
+                Ok(Earlier::Unfinished) => {}
+                Ok(Earlier::Unusable) => {
+                    // Failed or deleted on the server: final, nothing to adopt or to delete.
+                    let _ = self.state.remove(self.key);
+                    return e;
                 }
-                match &progress.tracking_id {
-                    // The transfer may exist and cannot be taken back (revocation needs API
-                    // 1.10). Keep the pending record so that the retry finds and adopts it
-                    // instead of making a second one.
-                    Some(id) if finalized => {
-                        tracing::warn!(tracking_id = %id, error = %e, "failed after finalize; the retry will adopt the transfer if it exists")
-                    }
-                    Some(id) => match self.cs.delete_session(self.sender, id).await {
-                        Ok(()) => {
-                            let _ = self.state.remove(self.key);
-                        }
-                        Err(de) => {
-                            tracing::warn!(tracking_id = %id, error = %de, "cannot delete the transfer session; it is deleted at the next attempt or start")
-                        }
-                    },
-                    None => {
-                        let _ = self.state.remove(self.key);
-                    }
+                Ok(Earlier::Finalized(_)) | Err(_) => {
+                    // The transfer (may) exist and cannot be taken back (revocation needs API
+                    // 1.10). Keep the pending record so that the retry adopts it instead of
+                    // making a second one.
+                    tracing::warn!(tracking_id = %id, error = %e, "failed after finalize; the retry adopts the transfer");
+                    return ConvertError::AfterFinalize(e.short());
                 }
-                Err(e)
             }
         }
+        match self.cs.delete_session(self.sender, id).await {
+            Ok(()) => {
+                let _ = self.state.remove(self.key);
+            }
+            Err(de) => {
+                tracing::warn!(tracking_id = %id, error = %de, "cannot delete the transfer session; it is deleted at the next attempt or start")
+            }
+        }
+        e
     }
 
     /// Name, decoded size and SHA-256 of a part to upload (one decoding pass, off the workers).

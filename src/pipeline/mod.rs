@@ -455,11 +455,24 @@ enum Failure {
 }
 
 /// The one place where conversion failures become SMTP replies (SPEC §3):
+/// - a failure after finalize, when the transfer exists or may exist, is always `451`: the
+///   retry adopts that transfer (exactly once); delivering the original would send the files
+///   twice, a `554` would bounce a message whose files went out;
 /// - a permanent refusal by the Cryptshare policy (sender, recipients, size) is never
 ///   retried for days: `554 5.7.1` unless the rule says `deliver-original`;
 /// - everything else (unreachable, timeout, 5xx, 429, token refused, local trouble) is
 ///   `451` with `tempfail`, the original with `deliver-original`, `554` with `reject`.
 fn failure_outcome(e: &ConvertError, on_error: OnError) -> Failure {
+    if e.after_finalize() {
+        return Failure::Reply(Reply::new(
+            451,
+            [4, 3, 0],
+            format!(
+                "Cryptshare transfer not confirmed, try again later: {}",
+                e.short()
+            ),
+        ));
+    }
     if on_error == OnError::DeliverOriginal {
         return Failure::DeliverOriginal;
     }
@@ -543,6 +556,46 @@ fn header_message_id(raw: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply(f: Failure) -> Option<String> {
+        match f {
+            Failure::DeliverOriginal => None,
+            Failure::Reply(r) => Some(r.to_string()),
+        }
+    }
+
+    #[test]
+    fn failure_outcomes_follow_on_error_except_after_finalize() {
+        let temp = || ConvertError::Local("disk full".into());
+        let refused = || ConvertError::PolicyRefused("sender not allowed".into());
+        let after = || ConvertError::AfterFinalize("timeout".into());
+        assert_eq!(
+            reply(failure_outcome(&temp(), OnError::Tempfail)).as_deref(),
+            Some("451 4.3.0 Cryptshare unavailable, try again later: disk full")
+        );
+        assert_eq!(
+            reply(failure_outcome(&temp(), OnError::Reject)).as_deref(),
+            Some("554 5.3.0 Attachments could not be moved to Cryptshare: disk full")
+        );
+        assert!(reply(failure_outcome(&temp(), OnError::DeliverOriginal)).is_none());
+        for on_error in [OnError::Tempfail, OnError::Reject] {
+            assert_eq!(
+                reply(failure_outcome(&refused(), on_error)).as_deref(),
+                Some(
+                    "554 5.7.1 Attachments refused by the Cryptshare policy: refused by the Cryptshare transfer policy: sender not allowed"
+                )
+            );
+        }
+        assert!(reply(failure_outcome(&refused(), OnError::DeliverOriginal)).is_none());
+        for on_error in [OnError::Tempfail, OnError::Reject, OnError::DeliverOriginal] {
+            assert_eq!(
+                reply(failure_outcome(&after(), on_error)).as_deref(),
+                Some(
+                    "451 4.3.0 Cryptshare transfer not confirmed, try again later: transfer sent, not yet confirmed: timeout"
+                )
+            );
+        }
+    }
 
     #[test]
     fn message_key_ignores_recipient_order_and_case() {
