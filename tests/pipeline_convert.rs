@@ -365,3 +365,111 @@ Subject: =?utf-8?b?w5xiZXJzaWNodCBmw7xyIE3DpHJ6?=\r\n";
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn server_retention_caps_expiry_password_none_and_german() {
+    let h = Harness::start(
+        "[[policy]]\nname = \"de\"\nsenders = [\"*@example.org\"]\nthreshold = 1024\n\
+         password_mode = \"none\"\nexpiration_days = 30\nlanguage = \"de\"\nnotify_recipients = false\n",
+    )
+    .await;
+    h.emu.set_policy(cryptshare_gateway::sim::SimPolicy {
+        max_retention_period: 3,
+        ..Default::default()
+    });
+    let data = payload(4096, 12);
+    let msg = mixed(
+        HEADERS,
+        "Hallo",
+        &[(
+            "Content-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"",
+            &data,
+        )],
+    );
+    assert_eq!(
+        h.send("alice@example.org", &["bob@example.net"], &msg)
+            .await,
+        OK
+    );
+    let ts = h.emu.transfers();
+    assert_eq!(ts.len(), 1);
+    let t = &ts[0];
+    assert_eq!(t.password_mode, PasswordMode::None);
+    assert_eq!(t.accept_language.as_deref(), Some("de"));
+    assert_eq!(t.settings.send_recipient_notification, Some(false));
+    let exp = t.settings.expiration_date.as_deref().unwrap();
+    let exp = chrono::DateTime::parse_from_rfc3339(exp).unwrap();
+    let hours = (exp.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_hours();
+    assert!(
+        (2 * 24..=3 * 24).contains(&hours),
+        "capped by the server's 3 days: {hours} h"
+    );
+    let got = h.sink.messages();
+    let (_, rewritten) = split_received(&got[0].data);
+    let text = String::from_utf8_lossy(rewritten);
+    assert!(
+        text.contains(&format!("Verfügbar bis: {}", exp.format("%d.%m.%Y"))),
+        "{text}"
+    );
+    assert!(text.contains("Ein Passwort ist nicht erforderlich."), "{text}");
+    assert!(text.contains("Den Download-Link erhalten Sie vom Absender."), "{text}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn attachment_only_message_gets_a_notice_part_and_html_body_feeds_the_notification() {
+    let h = Harness::start(&policy("tempfail")).await;
+    let data = payload(5000, 13);
+    // No text body at all: the notice becomes a part of its own.
+    let msg = format!(
+        "{HEADERS}MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n\
+         --x\r\nContent-Type: application/zip; name=\"only.zip\"\r\nContent-Disposition: attachment; filename=\"only.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\
+         --x--\r\n",
+        base64_lines(&data)
+    )
+    .into_bytes();
+    assert_eq!(
+        h.send("alice@example.org", &["bob@example.net"], &msg)
+            .await,
+        OK
+    );
+    // HTML only: the notification body is its text.
+    let msg2 = format!(
+        "{HEADERS}MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n\
+         --x\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Dear Bob &amp; team,</p><p>files &lt;attached&gt;</p>\r\n\
+         --x\r\nContent-Type: application/zip; name=\"h.zip\"\r\nContent-Disposition: attachment; filename=\"h.zip\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\
+         --x--\r\n",
+        base64_lines(&payload(5000, 14))
+    )
+    .into_bytes();
+    assert_eq!(
+        h.send("alice@example.org", &["bob@example.net"], &msg2)
+            .await,
+        OK
+    );
+    let ts = h.emu.transfers();
+    assert_eq!(ts.len(), 2);
+    assert_eq!(
+        ts[1]
+            .settings
+            .notification_message
+            .as_ref()
+            .unwrap()
+            .body
+            .as_deref(),
+        Some("Dear Bob & team,files <attached>")
+    );
+    let got = h.sink.messages();
+    let (_, first) = split_received(&got[0].data);
+    let first = String::from_utf8_lossy(first);
+    assert!(first.contains("only.zip"), "{first}");
+    assert!(first.contains(&ts[0].tracking_id), "{first}");
+    assert!(!first.contains(&base64_lines(&data)[..76]));
+    // Valid MIME: still the original boundary structure, closed.
+    assert!(first.trim_end().ends_with("--x--"), "{first}");
+    let (_, second) = split_received(&got[1].data);
+    let second = String::from_utf8_lossy(second);
+    assert!(second.contains("h.zip") && second.contains(&ts[1].tracking_id));
+    assert!(second.contains("<p>Dear Bob &amp; team,</p>"));
+    h.stop().await;
+}
