@@ -411,8 +411,14 @@ async fn server_retention_caps_expiry_password_none_and_german() {
         text.contains(&format!("Verfügbar bis: {}", exp.format("%d.%m.%Y"))),
         "{text}"
     );
-    assert!(text.contains("Ein Passwort ist nicht erforderlich."), "{text}");
-    assert!(text.contains("Den Download-Link erhalten Sie vom Absender."), "{text}");
+    assert!(
+        text.contains("Ein Passwort ist nicht erforderlich."),
+        "{text}"
+    );
+    assert!(
+        text.contains("Den Download-Link erhalten Sie vom Absender."),
+        "{text}"
+    );
     h.stop().await;
 }
 

@@ -268,3 +268,30 @@ async fn next_hop_4xx_after_the_transfer_then_retry_reuses_it() {
     );
     h.stop().await;
 }
+
+/// An upstream that times out and retries while the first attempt is still converting: the two
+/// attempts of the same message must not make two transfers.
+#[tokio::test]
+async fn the_same_message_twice_at_once_makes_one_transfer() {
+    let h = Harness::start(&policy("tempfail")).await;
+    let msg = message();
+    let (a, b) = tokio::join!(
+        h.send("alice@example.org", &["bob@example.net"], &msg),
+        h.send("alice@example.org", &["bob@example.net"], &msg)
+    );
+    assert_eq!(a, OK);
+    assert_eq!(b, OK);
+    let ts = h.emu.transfers();
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    assert_eq!(h.emu.stats().sessions_created, 1);
+    assert_eq!(h.emu.open_sessions(), 0);
+    // Both attempts were live and got 250, so both went on (the upstream's own duplicate), as
+    // the same rewritten message.
+    let got = h.sink.messages();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        split_received(&got[0].data).1,
+        split_received(&got[1].data).1
+    );
+    h.stop().await;
+}

@@ -18,7 +18,8 @@
 
 mod convert;
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -74,6 +75,10 @@ pub struct Gateway {
     embedded: Option<EmulatorHandle>,
     /// How long to wait for a finalized transfer to become active.
     activation_timeout: Duration,
+    /// One lock per message key being converted: an upstream that gives up and retries while
+    /// the first attempt still runs must wait for it (and then reuse its transfer) instead of
+    /// creating a second one or deleting the first one's session.
+    converting: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl Gateway {
@@ -123,6 +128,7 @@ impl Gateway {
             audit,
             embedded,
             activation_timeout: Duration::from_secs(cfg.cryptshare.timeout.max(1) * 2),
+            converting: Default::default(),
         });
         let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
         let cleanup = gw.clone();
@@ -140,6 +146,17 @@ impl Gateway {
 
     fn live(&self) -> Arc<Live> {
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.converting.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(l) = map.get(key).and_then(Weak::upgrade) {
+            return l;
+        }
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(key.to_string(), Arc::downgrade(&l));
+        l
     }
 
     /// The embedded emulator, when `cryptshare.url = "embedded"`.
@@ -366,7 +383,12 @@ async fn process(
         selection: &selection.convert,
         activation_timeout: gw.activation_timeout,
     };
-    match job.run().await {
+    let lock = gw.key_lock(&key);
+    let converted = {
+        let _same_message = lock.lock().await;
+        job.run().await
+    };
+    match converted {
         Ok(converted) => {
             audit.files = converted.audit_files();
             audit.tracking_id = Some(converted.tracking_id.clone());
