@@ -136,6 +136,13 @@ async fn status_failure_after_finalize_is_451_for_every_on_error_and_the_retry_a
         assert_eq!(h.emu.open_sessions(), 0, "{on_error}");
         assert_eq!(h.emu.transfers().len(), 1, "{on_error}");
         assert_eq!(h.gw.state().pending().unwrap().len(), 1, "{on_error}");
+        // While the server still cannot say what became of it, a retry is 451 again (never
+        // the original: the files may already be out).
+        let again = h
+            .send("alice@example.org", &["bob@example.net"], &msg)
+            .await;
+        assert!(again.starts_with("451 4.3.0 "), "{on_error}: {again}");
+        assert!(h.sink.messages().is_empty(), "{on_error}");
         h.emu.clear_faults();
         let reply = h
             .send("alice@example.org", &["bob@example.net"], &msg)
@@ -153,7 +160,8 @@ async fn status_failure_after_finalize_is_451_for_every_on_error_and_the_retry_a
         assert!(text.contains("report.pdf"), "{on_error}");
         let audit = h.audit();
         assert_eq!(audit[0]["decision"], "tempfail", "{on_error}");
-        assert_eq!(audit[1]["decision"], "convert", "{on_error}");
+        assert_eq!(audit[1]["decision"], "tempfail", "{on_error}");
+        assert_eq!(audit[2]["decision"], "convert", "{on_error}");
         h.stop().await;
     }
 }

@@ -217,14 +217,20 @@ impl Job<'_> {
                 // An earlier attempt died half-way. If it got as far as finalize, the transfer
                 // exists (and its recipients may be notified): adopt it. Otherwise its session
                 // must not become a second transfer: delete it.
-                match earlier_transfer(self.cs, &sender, &id).await? {
+                // Until that is known, only a retry is safe (the original could duplicate files).
+                let unresolved = |e: cryptshare::Error| ConvertError::AfterFinalize(e.to_string());
+                match earlier_transfer(self.cs, &sender, &id)
+                    .await
+                    .map_err(unresolved)?
+                {
                     Earlier::Finalized(st) => {
                         let st = if st.status.state == TransferState::Active {
                             *st
                         } else {
                             self.cs
                                 .wait_active(&sender, &id, self.activation_timeout)
-                                .await?
+                                .await
+                                .map_err(unresolved)?
                         };
                         tracing::info!(tracking_id = %id, "message seen before: adopting the transfer an earlier attempt finalized");
                         return self.adopt(id, st, sender_display, started).await;
