@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot};
 const FORWARD_BEFORE_HOLD: usize = 256 * 1024;
 /// Upper bound for any wait, so that a broken gateway fails the test instead of hanging it.
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+/// The upload's request line ends so (`PUT …/files/{id}/content`); plain `http://` to the
+/// emulator is HTTP/1.1, so the proxy sees it in clear.
 const MARKER: &[u8] = b"/content HTTP/1.1\r\n";
 
 /// Forwards to `target`; the first upload request (`PUT …/content`) is held after
