@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::config::{PasswordMode as PolicyPasswordMode, PolicyConfig};
 use crate::cryptshare::{
     self, NewTransferSession, NotificationMessage, PasswordMode, Recipient, Recipients,
-    SecurityMode, Sender, TransferSessionPatch, format_date_time,
+    SecurityMode, Sender, TransferSessionPatch, TransferState, format_date_time,
 };
 use crate::mime::{self, Analysis, PartId};
 use crate::ops::audit::AuditFile;
@@ -27,9 +27,19 @@ pub enum ConvertError {
     State(#[from] StateError),
     #[error("{0}")]
     Local(String),
+    /// Failed after finalize, when the transfer exists (or may): only a retry, which adopts
+    /// it, can end well — whatever the rule's `on_error` says.
+    #[error("transfer sent, not yet confirmed: {0}")]
+    AfterFinalize(String),
 }
 
 impl ConvertError {
+    /// The transfer exists (or may): delivering the original or rejecting would duplicate the
+    /// files or bounce a message whose files were sent.
+    pub fn after_finalize(&self) -> bool {
+        matches!(self, ConvertError::AfterFinalize(_))
+    }
+
     /// A permanent refusal (retrying the same message cannot help).
     pub fn is_refusal(&self) -> bool {
         match self {
@@ -204,12 +214,36 @@ impl Job<'_> {
                 tracking_id: Some(id),
                 ..
             }) => {
-                // An earlier attempt died half-way: its session must not become a second transfer.
-                if let Err(e) = self.cs.delete_session(&sender, &id).await {
-                    tracing::warn!(tracking_id = %id, error = %e, "cannot delete the unfinished session of an earlier attempt");
-                    return Err(e.into());
+                // An earlier attempt died half-way. If it got as far as finalize, the transfer
+                // exists (and its recipients may be notified): adopt it. Otherwise its session
+                // must not become a second transfer: delete it.
+                // Until that is known, only a retry is safe (the original could duplicate files).
+                let unresolved = |e: cryptshare::Error| ConvertError::AfterFinalize(e.to_string());
+                match earlier_transfer(self.cs, &sender, &id)
+                    .await
+                    .map_err(unresolved)?
+                {
+                    Earlier::Finalized(st) => {
+                        let st = if st.status.state == TransferState::Active {
+                            *st
+                        } else {
+                            self.cs
+                                .wait_active(&sender, &id, self.activation_timeout)
+                                .await
+                                .map_err(unresolved)?
+                        };
+                        tracing::info!(tracking_id = %id, "message seen before: adopting the transfer an earlier attempt finalized");
+                        return self.adopt(id, st, sender_display, started).await;
+                    }
+                    Earlier::Unusable => self.state.remove(self.key)?,
+                    Earlier::Unfinished => {
+                        if let Err(e) = self.cs.delete_session(&sender, &id).await {
+                            tracing::warn!(tracking_id = %id, error = %e, "cannot delete the unfinished session of an earlier attempt");
+                            return Err(e.into());
+                        }
+                        self.state.remove(self.key)?;
+                    }
                 }
-                self.state.remove(self.key)?;
             }
             Some(Record::Pending {
                 tracking_id: None, ..
@@ -217,40 +251,143 @@ impl Job<'_> {
             | None => {}
         }
 
-        let mut tracking: Option<String> = None;
+        let mut progress = Progress::default();
         let result = self
-            .create_transfer(&facts, &sender_display, &mut tracking)
+            .create_transfer(&facts, &sender_display, &mut progress)
             .await;
         match result {
             Ok(mut c) => {
                 c.cryptshare_ms = started.elapsed().as_millis() as u64;
                 Ok(c)
             }
-            Err(e) => {
-                // All or nothing: no half-made transfer stays on the server.
-                match &tracking {
-                    Some(id) => match self.cs.delete_session(self.sender, id).await {
-                        Ok(()) => {
-                            let _ = self.state.remove(self.key);
-                        }
-                        Err(de) => {
-                            tracing::warn!(tracking_id = %id, error = %de, "cannot delete the transfer session; it is deleted at the next attempt or start")
-                        }
-                    },
-                    None => {
-                        let _ = self.state.remove(self.key);
-                    }
+            Err(e) => Err(self.clean_up_failed(e, &progress).await),
+        }
+    }
+
+    /// All or nothing: no half-made transfer stays on the server. Returns the error to report.
+    async fn clean_up_failed(&self, e: ConvertError, progress: &Progress) -> ConvertError {
+        let Some(id) = &progress.tracking_id else {
+            let _ = self.state.remove(self.key);
+            return e;
+        };
+        if progress.finalize_sent {
+            // The answer to finalize (or a status poll) failed: ask whether the transfer exists.
+            // Only a definite "no such transfer" allows the delete.
+            match earlier_transfer(self.cs, self.sender, id).await {
+                Ok(Earlier::Unfinished) => {}
+                Ok(Earlier::Unusable) => {
+                    // Failed or deleted on the server: final, nothing to adopt or to delete.
+                    let _ = self.state.remove(self.key);
+                    return e;
                 }
-                Err(e)
+                Ok(Earlier::Finalized(_)) | Err(_) => {
+                    // The transfer (may) exist and cannot be taken back (revocation needs API
+                    // 1.10). Keep the pending record so that the retry adopts it instead of
+                    // making a second one.
+                    tracing::warn!(tracking_id = %id, error = %e, "failed after finalize; the retry adopts the transfer");
+                    return ConvertError::AfterFinalize(e.short());
+                }
             }
         }
+        match self.cs.delete_session(self.sender, id).await {
+            Ok(()) => {
+                let _ = self.state.remove(self.key);
+            }
+            Err(de) => {
+                tracing::warn!(tracking_id = %id, error = %de, "cannot delete the transfer session; it is deleted at the next attempt or start")
+            }
+        }
+        e
+    }
+
+    /// Name, decoded size and SHA-256 of a part to upload (one decoding pass, off the workers).
+    async fn file_facts(&self, part: &mime::Part) -> Result<StoredFile, ConvertError> {
+        let name = part
+            .upload_name
+            .clone()
+            .unwrap_or_else(|| format!("attachment-{}.bin", part.id));
+        let (size, sha) = {
+            let message = self.message.clone();
+            let part = part.clone();
+            tokio::task::spawn_blocking(move || mime::part_sha256(message.as_bytes(), &part))
+                .await
+                .map_err(|e| ConvertError::Local(format!("hashing failed: {e}")))?
+        };
+        Ok(StoredFile {
+            name,
+            size,
+            sha256: hex::encode(sha),
+        })
+    }
+
+    fn parts(&self) -> Vec<&mime::Part> {
+        self.selection
+            .iter()
+            .filter_map(|&id| self.analysis.part(id))
+            .collect()
+    }
+
+    /// Record and return a transfer that an earlier attempt finalized: the files are those of
+    /// this same message (same key), the expiry and links come from the server, so the notice
+    /// is the one the earlier attempt would have produced.
+    async fn adopt(
+        &self,
+        id: String,
+        st: cryptshare::TransferStatus,
+        sender_display: String,
+        started: Instant,
+    ) -> Result<Converted, ConvertError> {
+        let mut files = Vec::new();
+        for part in self.parts() {
+            files.push(self.file_facts(part).await?);
+        }
+        let expiration = st
+            .transfer
+            .expiration_date
+            .as_deref()
+            .and_then(|d| d.get(..10))
+            .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| self.expires(None).format("%Y-%m-%d").to_string());
+        let urls: Vec<String> = st.download_urls().into_iter().map(|(_, u)| u).collect();
+        self.state.put(
+            self.key,
+            &Record::Finished {
+                sender: self.sender.to_string(),
+                tracking_id: id.clone(),
+                expiration: expiration.clone(),
+                files: files.clone(),
+                download_urls: urls.clone(),
+                created: chrono::Utc::now().timestamp(),
+            },
+        )?;
+        Ok(Converted {
+            tracking_id: id,
+            expiration,
+            files,
+            download_url: single(&urls),
+            sender_display,
+            password_mode: self.policy.password_mode,
+            notify_recipients: self.policy.notify_recipients,
+            reused: true,
+            cryptshare_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// The policy's expiry, capped by the server's maximum retention.
+    fn expires(&self, max_retention_days: Option<i64>) -> chrono::DateTime<chrono::Utc> {
+        let mut days = i64::from(self.policy.expiration_days);
+        if let Some(max) = max_retention_days.filter(|&m| m > 0) {
+            days = days.min(max);
+        }
+        chrono::Utc::now() + chrono::Duration::days(days)
     }
 
     async fn create_transfer(
         &self,
         facts: &HeaderFacts,
         sender_display: &str,
-        tracking: &mut Option<String>,
+        progress: &mut Progress,
     ) -> Result<Converted, ConvertError> {
         let cs = self.cs;
         let sender = self.sender;
@@ -279,11 +416,7 @@ impl Job<'_> {
             }));
         }
         let settings = tp.settings.unwrap_or_default();
-        let parts: Vec<&mime::Part> = self
-            .selection
-            .iter()
-            .filter_map(|&id| self.analysis.part(id))
-            .collect();
+        let parts = self.parts();
         let total: u64 = parts.iter().map(|p| p.size).sum();
         if settings.max_total_size > 0 && total > settings.max_total_size as u64 {
             return Err(ConvertError::PolicyRefused(format!(
@@ -302,11 +435,7 @@ impl Job<'_> {
                 mode.as_str()
             )));
         }
-        let mut days = i64::from(policy.expiration_days);
-        if settings.max_retention_period > 0 {
-            days = days.min(settings.max_retention_period);
-        }
-        let expires = chrono::Utc::now() + chrono::Duration::days(days);
+        let expires = self.expires(Some(settings.max_retention_period));
 
         // 2. Create the session (recipients are fixed here): to / cc from the headers, the rest bcc.
         let mut recipients = Recipients::default();
@@ -339,7 +468,7 @@ impl Job<'_> {
         let id = cs
             .create_session(sender, Some(&policy.language), &new)
             .await?;
-        *tracking = Some(id.clone());
+        progress.tracking_id = Some(id.clone());
         self.state.put(
             self.key,
             &Record::Pending {
@@ -374,18 +503,11 @@ impl Job<'_> {
         // 4. Files: hash (one decoding pass), register, stream (a second pass, never in memory).
         let mut stored = Vec::with_capacity(parts.len());
         for part in parts {
-            let name = part
-                .upload_name
-                .clone()
-                .unwrap_or_else(|| format!("attachment-{}.bin", part.id));
-            let (size, sha) = {
-                let message = self.message.clone();
-                let part = part.clone();
-                tokio::task::spawn_blocking(move || mime::part_sha256(message.as_bytes(), &part))
-                    .await
-                    .map_err(|e| ConvertError::Local(format!("hashing failed: {e}")))?
-            };
-            let sha = hex::encode(sha);
+            let StoredFile {
+                name,
+                size,
+                sha256: sha,
+            } = self.file_facts(part).await?;
             let file_id = cs.register_file(sender, &id, &name, size, &sha).await?;
             let message = self.message.clone();
             let part = part.clone();
@@ -424,6 +546,7 @@ impl Job<'_> {
         }
 
         // 5. Send, and wait until the recipients can download.
+        progress.finalize_sent = true;
         cs.finalize(sender, &id).await?;
         let status = cs.wait_active(sender, &id, self.activation_timeout).await?;
         let urls: Vec<String> = status.download_urls().into_iter().map(|(_, u)| u).collect();
@@ -450,6 +573,45 @@ impl Job<'_> {
             reused: false,
             cryptshare_ms: 0,
         })
+    }
+}
+
+/// How far [`Job::create_transfer`] got, for the clean-up after a failure.
+#[derive(Default)]
+struct Progress {
+    tracking_id: Option<String>,
+    finalize_sent: bool,
+}
+
+/// What became of the session an earlier attempt recorded as pending.
+pub(super) enum Earlier {
+    /// Finalized: the transfer exists (active, or still processing).
+    Finalized(Box<cryptshare::TransferStatus>),
+    /// Finalized, but failed or deleted since: nothing to reuse, nothing to clean up.
+    Unusable,
+    /// Never finalized: a session to delete.
+    Unfinished,
+}
+
+/// Ask the server whether `id` became a transfer. Unknown → the session was never finalized.
+pub(super) async fn earlier_transfer(
+    cs: &cryptshare::Client,
+    sender: &str,
+    id: &str,
+) -> Result<Earlier, cryptshare::Error> {
+    match cs.transfer_status(sender, id).await {
+        Ok(st) => Ok(match st.status.state {
+            TransferState::Active
+            | TransferState::Processing
+            | TransferState::Pending
+            | TransferState::Unknown => Earlier::Finalized(Box::new(st)),
+            _ => Earlier::Unusable,
+        }),
+        // 404/2004 is an unsupported API version, not an unknown transfer.
+        Err(e) if e.status() == Some(404) && e.error_code() != Some(2004) => {
+            Ok(Earlier::Unfinished)
+        }
+        Err(e) => Err(e),
     }
 }
 

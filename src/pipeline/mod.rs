@@ -18,7 +18,8 @@
 
 mod convert;
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -75,6 +76,10 @@ pub struct Gateway {
     embedded: Option<EmulatorHandle>,
     /// How long to wait for a finalized transfer to become active.
     activation_timeout: Duration,
+    /// One lock per message key being converted: an upstream that gives up and retries while
+    /// the first attempt still runs must wait for it (and then reuse its transfer) instead of
+    /// creating a second one or deleting the first one's session.
+    converting: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl Gateway {
@@ -124,6 +129,7 @@ impl Gateway {
             audit,
             embedded,
             activation_timeout: Duration::from_secs(cfg.cryptshare.timeout.max(1) * 2),
+            converting: Default::default(),
         });
         let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
         let cleanup = gw.clone();
@@ -141,6 +147,17 @@ impl Gateway {
 
     fn live(&self) -> Arc<Live> {
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.converting.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(l) = map.get(key).and_then(Weak::upgrade) {
+            return l;
+        }
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(key.to_string(), Arc::downgrade(&l));
+        l
     }
 
     /// The embedded emulator, when `cryptshare.url = "embedded"`.
@@ -163,14 +180,37 @@ impl Gateway {
                         ..
                     } = rec
                     {
-                        if let Some(id) = tracking_id {
-                            if let Err(e) = self.cryptshare.delete_session(&sender, &id).await {
-                                tracing::warn!(tracking_id = %id, error = %e, "cannot delete an unfinished transfer session; will retry at the next start");
-                                continue;
+                        if let Some(id) = &tracking_id {
+                            match convert::earlier_transfer(&self.cryptshare, &sender, id).await {
+                                // The retry of that message adopts it (no second transfer).
+                                Ok(convert::Earlier::Finalized(_)) => {
+                                    tracing::info!(tracking_id = %id, "an earlier run finalized this transfer; kept for the retry");
+                                    continue;
+                                }
+                                Ok(convert::Earlier::Unusable) => {}
+                                Ok(convert::Earlier::Unfinished) => {
+                                    if let Err(e) =
+                                        self.cryptshare.delete_session(&sender, id).await
+                                    {
+                                        tracing::warn!(tracking_id = %id, error = %e, "cannot delete an unfinished transfer session; will retry at the next start");
+                                        continue;
+                                    }
+                                    tracing::info!(tracking_id = %id, "deleted an unfinished transfer session left by an earlier run");
+                                }
+                                Err(e) => {
+                                    tracing::warn!(tracking_id = %id, error = %e, "cannot check a transfer session left by an earlier run; will retry at the next start");
+                                    continue;
+                                }
                             }
-                            tracing::info!(tracking_id = %id, "deleted an unfinished transfer session left by an earlier run");
                         }
-                        let _ = self.state.remove(&key);
+                        // A retry may have replaced the record meanwhile: remove only ours.
+                        if let Ok(Some(Record::Pending {
+                            tracking_id: now, ..
+                        })) = self.state.get(&key)
+                            && now == tracking_id
+                        {
+                            let _ = self.state.remove(&key);
+                        }
                     }
                 }
             }
@@ -381,7 +421,12 @@ async fn process(
         selection: &selection.convert,
         activation_timeout: gw.activation_timeout,
     };
-    match job.run().await {
+    let lock = gw.key_lock(&key);
+    let converted = {
+        let _same_message = lock.lock().await;
+        job.run().await
+    };
+    match converted {
         Ok(converted) => {
             audit.files = converted.audit_files();
             audit.tracking_id = Some(converted.tracking_id.clone());
@@ -471,11 +516,24 @@ enum Failure {
 }
 
 /// The one place where conversion failures become SMTP replies (SPEC §3):
+/// - a failure after finalize, when the transfer exists or may exist, is always `451`: the
+///   retry adopts that transfer (exactly once); delivering the original would send the files
+///   twice, a `554` would bounce a message whose files went out;
 /// - a permanent refusal by the Cryptshare policy (sender, recipients, size) is never
 ///   retried for days: `554 5.7.1` unless the rule says `deliver-original`;
 /// - everything else (unreachable, timeout, 5xx, 429, token refused, local trouble) is
 ///   `451` with `tempfail`, the original with `deliver-original`, `554` with `reject`.
 fn failure_outcome(e: &ConvertError, on_error: OnError) -> Failure {
+    if e.after_finalize() {
+        return Failure::Reply(Reply::new(
+            451,
+            [4, 3, 0],
+            format!(
+                "Cryptshare transfer not confirmed, try again later: {}",
+                e.short()
+            ),
+        ));
+    }
     if on_error == OnError::DeliverOriginal {
         return Failure::DeliverOriginal;
     }
@@ -559,6 +617,46 @@ fn header_message_id(raw: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply(f: Failure) -> Option<String> {
+        match f {
+            Failure::DeliverOriginal => None,
+            Failure::Reply(r) => Some(r.to_string()),
+        }
+    }
+
+    #[test]
+    fn failure_outcomes_follow_on_error_except_after_finalize() {
+        let temp = || ConvertError::Local("disk full".into());
+        let refused = || ConvertError::PolicyRefused("sender not allowed".into());
+        let after = || ConvertError::AfterFinalize("timeout".into());
+        assert_eq!(
+            reply(failure_outcome(&temp(), OnError::Tempfail)).as_deref(),
+            Some("451 4.3.0 Cryptshare unavailable, try again later: disk full")
+        );
+        assert_eq!(
+            reply(failure_outcome(&temp(), OnError::Reject)).as_deref(),
+            Some("554 5.3.0 Attachments could not be moved to Cryptshare: disk full")
+        );
+        assert!(reply(failure_outcome(&temp(), OnError::DeliverOriginal)).is_none());
+        for on_error in [OnError::Tempfail, OnError::Reject] {
+            assert_eq!(
+                reply(failure_outcome(&refused(), on_error)).as_deref(),
+                Some(
+                    "554 5.7.1 Attachments refused by the Cryptshare policy: refused by the Cryptshare transfer policy: sender not allowed"
+                )
+            );
+        }
+        assert!(reply(failure_outcome(&refused(), OnError::DeliverOriginal)).is_none());
+        for on_error in [OnError::Tempfail, OnError::Reject, OnError::DeliverOriginal] {
+            assert_eq!(
+                reply(failure_outcome(&after(), on_error)).as_deref(),
+                Some(
+                    "451 4.3.0 Cryptshare transfer not confirmed, try again later: transfer sent, not yet confirmed: timeout"
+                )
+            );
+        }
+    }
 
     #[test]
     fn message_key_ignores_recipient_order_and_case() {
