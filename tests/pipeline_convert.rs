@@ -415,6 +415,8 @@ async fn server_retention_caps_expiry_password_none_and_german() {
         text.contains("Ein Passwort ist nicht erforderlich."),
         "{text}"
     );
+    // Password mode none keys the link with the password: it must not travel in the mail.
+    assert!(!text.to_lowercase().contains("password="), "{text}");
     assert!(
         text.contains("Den Download-Link erhalten Sie vom Absender."),
         "{text}"

@@ -615,10 +615,22 @@ pub(super) async fn earlier_transfer(
     }
 }
 
+/// The download link for the notice: only with exactly one recipient (a shared message must
+/// not carry personal links), and never one that carries a password (password mode `none` puts
+/// it into the link; SPEC §2: the relayed message never contains a password).
 fn single(urls: &[String]) -> Option<String> {
     match urls {
-        [one] => Some(one.clone()),
+        [one] if !carries_password(one) => Some(one.clone()),
         _ => None,
+    }
+}
+
+fn carries_password(url: &str) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u
+            .query_pairs()
+            .any(|(k, _)| k.eq_ignore_ascii_case("password")),
+        Err(_) => url.to_ascii_lowercase().contains("password"),
     }
 }
 
@@ -689,6 +701,15 @@ fn html_to_text(html: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_with_a_password_never_reach_the_notice() {
+        let plain = "https://cs.example/download?id=abc".to_string();
+        let keyed = "https://cs.example/download?id=abc&Password=s3cret".to_string();
+        assert_eq!(single(std::slice::from_ref(&plain)), Some(plain.clone()));
+        assert_eq!(single(&[keyed]), None);
+        assert_eq!(single(&[plain.clone(), plain]), None);
+    }
 
     #[test]
     fn html_is_reduced_to_text() {

@@ -137,7 +137,8 @@ impl Gateway {
         Ok(gw)
     }
 
-    /// Swap in new policies (SIGHUP). Open transactions keep the rules they started with.
+    /// Swap in new policies (SIGHUP). The policy is looked up when a message's data ends, so every
+    /// message whose data ends after the reload uses the new rules, also in sessions already open.
     pub fn reload(&self, cfg: &Config) {
         let live = Arc::new(Live {
             rules: Rules::new(&cfg.policy),
