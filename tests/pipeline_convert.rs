@@ -481,3 +481,57 @@ async fn attachment_only_message_gets_a_notice_part_and_html_body_feeds_the_noti
     assert!(second.contains("<p>Dear Bob &amp; team,</p>"));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn subject_tag_forces_conversion_below_the_threshold_and_leaves_the_subject() {
+    let h = Harness::start(&format!(
+        "{}subject_tag = \"[secure]\"\n",
+        policy("tempfail").replace("threshold = 1024", "threshold = 100000000")
+    ))
+    .await;
+    let small = payload(2000, 21);
+    let attach = "Content-Type: application/pdf; name=\"s.pdf\"\r\nContent-Disposition: attachment; filename=\"s.pdf\"";
+    let untagged = mixed(
+        "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: Contract\r\n",
+        "Hi",
+        &[(attach, &small)],
+    );
+    assert_eq!(
+        h.send("alice@example.org", &["bob@example.net"], &untagged)
+            .await,
+        OK
+    );
+    assert!(
+        h.emu.transfers().is_empty(),
+        "below the threshold without the tag: passed"
+    );
+
+    let tagged = mixed(
+        "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: [SECURE] Contract\r\n",
+        "Hi",
+        &[(attach, &small)],
+    );
+    assert_eq!(
+        h.send("alice@example.org", &["bob@example.net"], &tagged)
+            .await,
+        OK
+    );
+    let ts = h.emu.transfers();
+    assert_eq!(ts.len(), 1, "the tag forces the conversion");
+    assert_eq!(
+        ts[0]
+            .settings
+            .notification_message
+            .as_ref()
+            .unwrap()
+            .subject
+            .as_deref(),
+        Some("Contract")
+    );
+    let got = h.sink.messages();
+    let (_, rewritten) = split_received(&got[1].data);
+    let text = String::from_utf8_lossy(rewritten);
+    assert!(text.contains("\r\nSubject: Contract\r\n"), "{text}");
+    assert!(!text.to_lowercase().contains("[secure]"), "{text}");
+    h.stop().await;
+}

@@ -50,12 +50,14 @@ mod decode;
 pub mod explain;
 mod notice;
 mod rewrite;
+mod subject;
 mod tnef;
 
 pub use analyse::{MAX_DEPTH, MAX_PARTS, analyse};
 pub use decode::{PartReader, decode_part, part_sha256};
 pub use notice::{Notice, NoticeError, NoticeFile};
 pub use rewrite::{RewriteError, rewrite};
+pub use subject::remove_subject_tag;
 
 use std::ops::Range;
 

@@ -161,6 +161,23 @@ fn header_facts(raw: &[u8]) -> HeaderFacts {
     }
 }
 
+/// `subject` without the first case-insensitive occurrence of `tag` (and the space after it).
+fn strip_tag(subject: &str, tag: &str) -> String {
+    let lower = subject.to_lowercase();
+    match lower.find(&tag.to_lowercase()) {
+        // Lower-casing can change byte lengths outside ASCII; only cut where it cannot have.
+        Some(i)
+            if !tag.is_empty() && lower.len() == subject.len() && subject.is_char_boundary(i) =>
+        {
+            let end = (i + tag.len()).min(subject.len());
+            format!("{}{}", &subject[..i], subject[end..].trim_start())
+                .trim()
+                .to_string()
+        }
+        _ => subject.to_string(),
+    }
+}
+
 /// Untrusted header text for an API call: no control characters, bounded.
 fn clean(s: &str, max: usize) -> String {
     s.chars()
@@ -175,7 +192,10 @@ impl Job<'_> {
     pub async fn run(self) -> Result<Converted, ConvertError> {
         let started = Instant::now();
         let raw = self.message.as_bytes();
-        let facts = header_facts(raw);
+        let mut facts = header_facts(raw);
+        if let (Some(tag), Some(subject)) = (self.policy.subject_tag.as_deref(), &facts.subject) {
+            facts.subject = Some(strip_tag(subject, tag));
+        }
         let sender_display = facts
             .from_name
             .clone()
@@ -709,6 +729,13 @@ mod tests {
         assert_eq!(single(std::slice::from_ref(&plain)), Some(plain.clone()));
         assert_eq!(single(&[keyed]), None);
         assert_eq!(single(&[plain.clone(), plain]), None);
+    }
+
+    #[test]
+    fn subject_tag_is_stripped_for_the_notification() {
+        assert_eq!(strip_tag("[SECURE] Report", "[secure]"), "Report");
+        assert_eq!(strip_tag("Report [secure]", "[secure]"), "Report");
+        assert_eq!(strip_tag("Report", "[secure]"), "Report");
     }
 
     #[test]

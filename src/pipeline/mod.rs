@@ -588,7 +588,12 @@ fn rewrite(
         instructions: Some(c.instructions(&policy.language)),
         template_dir: policy.template_dir.clone(),
     };
-    mime::rewrite(message.as_bytes(), analysis, remove, &notice)
+    let out = mime::rewrite(message.as_bytes(), analysis, remove, &notice)?;
+    // The tag asked for the conversion; it has done its job and leaves the subject.
+    Ok(match policy.subject_tag.as_deref() {
+        Some(tag) => mime::remove_subject_tag(&out, tag).unwrap_or(out),
+        None => out,
+    })
 }
 
 /// SHA-256 over the envelope and the message bytes (not our `Received:` line, which differs on
