@@ -347,10 +347,10 @@ async fn process(
     audit.sender = mail_from.address.clone();
     audit.recipients = rcpt_addrs.clone();
     audit.size = message.len() as u64;
+    audit.message_id = header_message_id(message.as_bytes());
 
     let policy = live.rules.match_sender(&mail_from.address).cloned();
     let Some(policy) = policy else {
-        audit.message_id = header_message_id(message.as_bytes());
         audit.reason = "no policy matches the sender".into();
         return relay_and_audit(
             gw,
@@ -376,7 +376,12 @@ async fn process(
             let raw = message.as_bytes();
             let analysis = mime::analyse(raw);
             let selection = policy::select_for(&policy, &analysis, &rcpts);
-            let key = message_key(&from, &rcpts, raw);
+            // Hashing the whole message is only worth it when a transfer is to be made.
+            let key = if selection.convert.is_empty() {
+                String::new()
+            } else {
+                message_key(&from, &rcpts, raw)
+            };
             (analysis, selection, key)
         })
         .await
@@ -395,7 +400,6 @@ async fn process(
         )
         .await;
     };
-    audit.message_id = header_message_id(message.as_bytes());
     audit.reason = selection.reason.clone();
     if selection.convert.is_empty() {
         return relay_and_audit(
