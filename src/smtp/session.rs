@@ -486,6 +486,10 @@ where
             };
             let n = match read {
                 None => {
+                    // Say why an open transaction ends here, before `finish` sees only a close.
+                    if let Some(tx) = self.tx.take() {
+                        log_tx(&self.info, &tx, 0, "aborted: shutdown");
+                    }
                     let r = replies::shutting_down(&self.settings.hostname);
                     self.reply(r);
                     let _ = self.flush().await;
