@@ -349,46 +349,14 @@ async fn process(
     audit.size = message.len() as u64;
     audit.message_id = header_message_id(message.as_bytes());
 
-    let policy = live.rules.match_sender(&mail_from.address).cloned();
-    let Some(policy) = policy else {
-        audit.reason = "no policy matches the sender".into();
-        return relay_and_audit(
-            gw,
-            tx,
-            &received,
-            message.as_bytes(),
-            audit,
-            Decision::Pass,
-            started,
-        )
-        .await;
-    };
-    audit.policy = Some(policy.name.clone());
-
-    // Analysis touches every byte of a possibly huge message: off the async workers.
     let message = Arc::new(message);
-    let analysed = {
-        let message = message.clone();
-        let policy = policy.clone();
-        let from = mail_from.address.clone();
-        let rcpts = rcpt_addrs.clone();
-        tokio::task::spawn_blocking(move || {
-            let raw = message.as_bytes();
-            let analysis = mime::analyse(raw);
-            let selection = policy::select_for(&policy, &analysis, &rcpts);
-            // Hashing the whole message is only worth it when a transfer is to be made.
-            let key = if selection.convert.is_empty() {
-                String::new()
-            } else {
-                message_key(&from, &rcpts, raw)
-            };
-            (analysis, selection, key)
-        })
-        .await
-    };
-    let Ok((analysis, selection, key)) = analysed else {
-        // A panic in analysis must not lose the message: relay it unchanged.
-        audit.reason = "analysis failed; relayed unchanged".into();
+    let Some(Plan {
+        policy,
+        analysis,
+        selection,
+        key,
+    }) = plan(&live, &mail_from.address, &rcpt_addrs, &message, &mut audit).await
+    else {
         return relay_and_audit(
             gw,
             tx,
@@ -400,19 +368,6 @@ async fn process(
         )
         .await;
     };
-    audit.reason = selection.reason.clone();
-    if selection.convert.is_empty() {
-        return relay_and_audit(
-            gw,
-            tx,
-            &received,
-            message.as_bytes(),
-            audit,
-            Decision::Pass,
-            started,
-        )
-        .await;
-    }
 
     let job = convert::Job {
         cs: &gw.cryptshare,
@@ -487,6 +442,66 @@ async fn process(
             }
         }
     }
+}
+
+/// A message the matched policy wants converted.
+struct Plan {
+    policy: PolicyConfig,
+    analysis: Analysis,
+    selection: policy::Selection,
+    /// The message key for the state store.
+    key: String,
+}
+
+/// Match the policy and analyse the message. `None` means "relay it unchanged", with the reason
+/// (and the matched policy, if any) recorded in `audit`.
+async fn plan(
+    live: &Live,
+    from: &str,
+    rcpts: &[String],
+    message: &Arc<Spooled>,
+    audit: &mut AuditRecord,
+) -> Option<Plan> {
+    let Some(policy) = live.rules.match_sender(from).cloned() else {
+        audit.reason = "no policy matches the sender".into();
+        return None;
+    };
+    audit.policy = Some(policy.name.clone());
+    // Analysis touches every byte of a possibly huge message: off the async workers.
+    let analysed = {
+        let message = message.clone();
+        let policy = policy.clone();
+        let from = from.to_string();
+        let rcpts = rcpts.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let raw = message.as_bytes();
+            let analysis = mime::analyse(raw);
+            let selection = policy::select_for(&policy, &analysis, &rcpts);
+            // Hashing the whole message is only worth it when a transfer is to be made.
+            let key = if selection.convert.is_empty() {
+                String::new()
+            } else {
+                message_key(&from, &rcpts, raw)
+            };
+            (analysis, selection, key)
+        })
+        .await
+    };
+    let Ok((analysis, selection, key)) = analysed else {
+        // A panic in analysis must not lose the message: relay it unchanged.
+        audit.reason = "analysis failed; relayed unchanged".into();
+        return None;
+    };
+    audit.reason = selection.reason.clone();
+    if selection.convert.is_empty() {
+        return None;
+    }
+    Some(Plan {
+        policy,
+        analysis,
+        selection,
+        key,
+    })
 }
 
 fn finish(mut audit: AuditRecord, decision: Decision, started: Instant) -> AuditRecord {
