@@ -307,11 +307,11 @@ impl Handler for GatewayHandler {
         }
     }
 
-    async fn data(&mut self, info: &ConnectionInfo, t: Transaction) -> Reply {
+    async fn data(&mut self, _info: &ConnectionInfo, t: Transaction) -> Reply {
         let Some(mut tx) = self.tx.take() else {
             return replies::need_mail();
         };
-        let reply = process(&self.gw, info, &mut tx, t).await;
+        let reply = process(&self.gw, &mut tx, t).await;
         self.tx = Some(tx);
         if let Some(g) = self.counted.take() {
             g.finish(TxOutcome::from_reply_code(reply.code));
@@ -327,12 +327,7 @@ impl Handler for GatewayHandler {
     }
 }
 
-async fn process(
-    gw: &Arc<Gateway>,
-    _info: &ConnectionInfo,
-    tx: &mut RelayTransaction,
-    t: Transaction,
-) -> Reply {
+async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Transaction) -> Reply {
     let started = Instant::now();
     let live = gw.live();
     let Transaction {
