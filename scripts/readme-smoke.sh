@@ -34,8 +34,10 @@ for f in $(find data/state/cryptshare-sim -type f); do
 done
 [ "$found" = yes ] || { echo "FAIL: the attachment is not in the emulator's data dir"; exit 1; }
 grep -q '"decision":"convert"' "$work/gateway.log" || { cat "$work/gateway.log"; echo "FAIL: no audit line"; exit 1; }
-curl -fsS http://127.0.0.1:9325/metrics | grep -q 'csgw_messages_total{.*result="converted".*} 1' \
-  || { curl -sS http://127.0.0.1:9325/metrics | grep csgw_messages; echo "FAIL: metrics"; exit 1; }
+# Read the whole page first: `curl | grep -q` fails under pipefail when grep stops reading early.
+metrics=$(curl -fsS http://127.0.0.1:9325/metrics)
+grep -q 'csgw_messages_total{.*result="converted".*} 1' <<<"$metrics" \
+  || { grep csgw_messages <<<"$metrics"; echo "FAIL: metrics"; exit 1; }
 kill -TERM %1
 wait %1 || true
 echo "README smoke test: 1 passed, 0 failed"
