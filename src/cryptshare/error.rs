@@ -65,6 +65,37 @@ impl Error {
         }
     }
 
+    /// One short line for an SMTP reply: the operation and what happened, without the chain of
+    /// transport causes the log line carries (e.g. `transfer-policy: connect failed (Connection
+    /// refused)` or `create-session: HTTP 503`).
+    pub fn brief(&self) -> String {
+        let d = self.detail();
+        let mut out = d.operation.to_string();
+        if let Some(s) = d.status {
+            out.push_str(&format!(": HTTP {s}"));
+            if let Some(c) = d.error_code {
+                out.push_str(&format!(" errorCode {c}"));
+            }
+            if !d.message.is_empty() {
+                out.push_str(": ");
+                out.push_str(&d.message);
+            }
+        } else {
+            // Transport messages are "<what>: <reqwest error>: <cause>: … : <root cause>".
+            let segments: Vec<&str> = d.message.split(": ").collect();
+            out.push_str(": ");
+            out.push_str(segments[0]);
+            if let Some(root) = segments.get(1..).and_then(|rest| rest.last()) {
+                let root = match root.find(" (os error") {
+                    Some(i) => &root[..i],
+                    None => root,
+                };
+                out.push_str(&format!(" ({root})"));
+            }
+        }
+        out
+    }
+
     pub fn detail(&self) -> &Detail {
         match self {
             Error::Temporary(d) | Error::Refused(d) | Error::Auth(d) | Error::Invalid(d) => d,
@@ -189,7 +220,7 @@ pub(crate) fn sanitize(s: &str) -> String {
         .take(300)
         .collect();
     if s.chars().count() > 300 {
-        out.push('…');
+        out.push_str("...");
     }
     out
 }
@@ -215,9 +246,33 @@ mod tests {
     }
 
     #[test]
+    fn brief_is_one_short_line() {
+        let e = Error::Temporary(Detail {
+            operation: "transfer-policy",
+            status: None,
+            error_code: None,
+            message: "connect failed: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)".into(),
+        });
+        assert_eq!(
+            e.brief(),
+            "transfer-policy: connect failed (Connection refused)"
+        );
+        let e = Error::Refused(Detail {
+            operation: "transfer-policy",
+            status: Some(403),
+            error_code: Some(3010),
+            message: "recipient not allowed".into(),
+        });
+        assert_eq!(
+            e.brief(),
+            "transfer-policy: HTTP 403 errorCode 3010: recipient not allowed"
+        );
+    }
+
+    #[test]
     fn sanitize_strips_controls_and_truncates() {
         assert_eq!(sanitize("a\r\nb"), "a  b");
         let long = "x".repeat(400);
-        assert_eq!(sanitize(&long).chars().count(), 301);
+        assert_eq!(sanitize(&long).chars().count(), 303);
     }
 }

@@ -51,9 +51,15 @@ impl ConvertError {
 
     /// A short, secret-free text for an SMTP reply.
     pub fn short(&self) -> String {
-        let s = self.to_string();
-        let s: String = s.chars().filter(|c| !c.is_control()).take(160).collect();
-        s
+        let s = match self {
+            ConvertError::Cryptshare(e) => e.brief(),
+            other => other.to_string(),
+        };
+        let mut out: String = s.chars().filter(|c| !c.is_control()).take(160).collect();
+        if out.len() < s.len() {
+            out.push_str("...");
+        }
+        out
     }
 }
 

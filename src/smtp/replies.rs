@@ -51,11 +51,21 @@ impl Reply {
             if let Some([a, b, c]) = self.enhanced {
                 out.extend_from_slice(format!("{a}.{b}.{c} ").as_bytes());
             }
+            // RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets with CRLF, and reply text
+            // is US-ASCII. Texts passed on from Cryptshare or the next hop may be neither.
+            let start = out.len();
             for ch in text.chars() {
-                if ch != '\r' && ch != '\n' {
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                if ch == '\r' || ch == '\n' {
+                    continue;
                 }
+                if out.len() - start >= 500 {
+                    break;
+                }
+                out.push(if ch == ' ' || ch.is_ascii_graphic() {
+                    ch as u8
+                } else {
+                    b'?'
+                });
             }
             out.extend_from_slice(b"\r\n");
         }
@@ -355,4 +365,19 @@ pub fn smtputf8_not_relayable() -> Reply {
         [5, 6, 7],
         "Non-ASCII addresses cannot be relayed: the next hop does not support SMTPUTF8",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_lines_are_ascii_and_at_most_512_octets() {
+        let r = Reply::new(451, [4, 3, 0], format!("Grüße\r\nQUIT {}", "x".repeat(600)));
+        let b = r.to_bytes();
+        assert_eq!(b.len(), 512);
+        assert!(b.starts_with(b"451 4.3.0 Gr??eQUIT xxx"));
+        assert!(b.ends_with(b"x\r\n"));
+        assert!(b.is_ascii());
+    }
 }
