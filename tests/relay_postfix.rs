@@ -52,11 +52,12 @@ impl SmtpSink {
         // Wait until it accepts connections (a refused connect returns at once on loopback).
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
+            if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                // The port is from the ephemeral range: with nobody listening yet, a connect can
+                // succeed as a TCP self-connect (source port = destination port). Not smtp-sink.
+                if s.local_addr().ok() != s.peer_addr().ok() {
+                    break;
+                }
             }
             assert!(Instant::now() < deadline, "smtp-sink did not start");
             tokio::task::yield_now().await;

@@ -29,8 +29,13 @@ pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: Option<&Path
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + WAIT;
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-            return;
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            // A free port lies in the ephemeral range, so a connect with nobody listening can
+            // succeed as a TCP self-connect (source port = destination port). That is not the
+            // process under test.
+            if s.local_addr().ok() != s.peer_addr().ok() {
+                return;
+            }
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = log
