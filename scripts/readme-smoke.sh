@@ -19,11 +19,13 @@ for _ in $(seq 600); do
 done
 head -c 3000000 /dev/urandom >"$work/report.bin"
 swaks --server 127.0.0.1:2525 --from alice@example.org --to bob@example.com \
-  --header "Subject: Quarterly report" --body "Hello Bob" --attach @"$work/report.bin" >"$work/swaks.log" 2>&1 \
+  --header "Subject: Quarterly report" --body "Hello Bob" \
+  --attach-name report.bin --attach @"$work/report.bin" >"$work/swaks.log" 2>&1 \
   || { cat "$work/swaks.log"; echo "FAIL: swaks"; exit 1; }
 grep -q '^<-  250 2.0.0' "$work/swaks.log" || { cat "$work/swaks.log"; echo "FAIL: no 250 after DATA"; exit 1; }
 msg=$(ls data/outbox/new/* | head -n1)
 grep -q 'moved to a secure Cryptshare transfer' "$msg" || { cat "$msg"; echo "FAIL: no notice"; exit 1; }
+grep -q 'report.bin (2.9 MB)' "$msg" || { cat "$msg"; echo "FAIL: the notice does not name report.bin (2.9 MB)"; exit 1; }
 # The 3 MB attachment is about 4 MB in base64; without it the message is a few KB.
 size=$(stat -c %s "$msg")
 [ "$size" -lt 100000 ] || { echo "FAIL: attachment still in the mail ($size bytes)"; exit 1; }
