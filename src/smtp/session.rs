@@ -845,9 +845,15 @@ where
             return self.shutting_down();
         }
         self.handler_dirty = true;
+        // The message the handler relays is the client's plus our Received: header, so the size
+        // declared onwards must include it (RFC 1870: SIZE is an upper estimate, never less).
+        let mut onward = from.clone();
+        if let Some(n) = onward.size.as_mut() {
+            *n = n.saturating_add(received_allowance(&self.settings.hostname, &self.info));
+        }
         let Some(r) = guarded(
             &self.shutdown.abort,
-            self.handler.mail_from(&self.info, &from),
+            self.handler.mail_from(&self.info, &onward),
         )
         .await
         else {
@@ -1520,6 +1526,13 @@ pub fn new_queue_id() -> String {
     format!("{micros:X}{n:05X}")
 }
 
+/// An upper bound of the length of [`received_header`] for this connection: its fixed text and
+/// the longest queue id, protocol name, IPv6 literal, recipient path (256) and date.
+fn received_allowance(hostname: &str, info: &ConnectionInfo) -> u64 {
+    let helo = info.helo.len().max("unknown".len());
+    (helo + hostname.len() + 512) as u64
+}
+
 /// The `Received:` header (RFC 5321 §4.4, protocol names of RFC 3848/6531). `for <rcpt>` only
 /// with exactly one recipient, so that Bcc recipients are not disclosed to each other.
 fn received_header(hostname: &str, info: &ConnectionInfo, tx: &Tx) -> Vec<u8> {
@@ -1580,6 +1593,40 @@ mod tests {
         s.feed(&msg[at..]);
         s.finish();
         s
+    }
+
+    #[test]
+    fn received_allowance_covers_the_longest_received_header() {
+        let info = ConnectionInfo {
+            peer: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:65535"
+                .parse()
+                .unwrap(),
+            local: "[::1]:25".parse().unwrap(),
+            helo: "h".repeat(255),
+            tls: true,
+            auth_user: Some("user".into()),
+            may_relay: true,
+        };
+        let tx = Tx {
+            queue_id: new_queue_id(),
+            from: MailFrom {
+                smtputf8: true,
+                ..MailFrom::default()
+            },
+            rcpts: vec![RcptTo {
+                address: format!("{}@{}", "l".repeat(64), "d".repeat(190)),
+                ..RcptTo::default()
+            }],
+            incoming: None,
+            bdat: false,
+        };
+        let hostname = "gateway.example.org";
+        let h = received_header(hostname, &info, &tx);
+        assert!(
+            (h.len() as u64) <= received_allowance(hostname, &info),
+            "{}",
+            String::from_utf8_lossy(&h)
+        );
     }
 
     #[test]
