@@ -49,11 +49,12 @@ pub enum ServerError {
     Settings(#[from] SettingsError),
     #[error("server.tls: implicit TLS listeners are running; TLS cannot be removed by a reload")]
     TlsRemoved,
-    #[error("inherited fd {fd} ({addr}): {source}")]
+    // Not `source`: the message carries the cause already, anyhow's chain would repeat it.
+    #[error("inherited fd {fd} ({addr}): {error}")]
     Inherited {
         fd: i32,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("inherited fd {fd} ({addr}) serves implicit TLS, which needs [server.tls]")]
     InheritedTlsWithoutTls { fd: i32, addr: SocketAddr },
@@ -133,10 +134,10 @@ impl Server {
                 });
             }
             let socket =
-                TcpListener::from_std(s.listener).map_err(|source| ServerError::Inherited {
+                TcpListener::from_std(s.listener).map_err(|error| ServerError::Inherited {
                     fd: s.fd,
                     addr: s.local_addr,
-                    source,
+                    error,
                 })?;
             tracing::info!(
                 fd = s.fd,
