@@ -393,14 +393,15 @@ fn fds_for_another_process_are_ignored() {
     transaction(&gw, connect(bound), "sockact-other-pid", false);
 }
 
-/// Start with `fds` passed for the gateway's pid; it must exit non-zero naming `message`.
-fn assert_refused(fds: &[RawFd], message: &str) {
+/// Start with `fds` passed for the gateway's pid; it must exit with status 1, and print
+/// `cryptshare-gateway: {message}`.
+fn assert_refused(fds: &[RawFd], names: Option<&str>, message: &str) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "127.0.0.1:0".parse().unwrap(), "");
-    let mut gw = start(dir, cfg, fds, None, ListenPid::Own);
+    let mut gw = start(dir, cfg, fds, names, ListenPid::Own);
     let status = gw.wait_exit();
     assert_eq!(status.code(), Some(1), "{}", gw.log());
-    let want = format!("cryptshare-gateway: socket activation: {message}");
+    let want = format!("cryptshare-gateway: {message}");
     assert!(
         gw.lines.iter().any(|l| l == &want),
         "no line {want:?} in:\n{}",
@@ -414,7 +415,8 @@ fn a_file_as_fd_3_is_a_start_up_error() {
     let file = tempfile::tempfile().unwrap();
     assert_refused(
         &[file.as_raw_fd()],
-        "inherited fd 3 is not a listening TCP socket: \
+        None,
+        "socket activation: inherited fd 3 is not a listening TCP socket: \
          Socket operation on non-socket (os error 88)",
     );
 }
@@ -425,8 +427,9 @@ fn a_udp_socket_as_fd_4_is_a_start_up_error() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     assert_refused(
         &[tcp.as_raw_fd(), udp.as_raw_fd()],
+        None,
         &format!(
-            "inherited fd 4 is not a listening TCP socket: socket type {}, not a stream socket",
+            "socket activation: inherited fd 4 is not a listening TCP socket: socket type {}, not a stream socket",
             libc::SOCK_DGRAM
         ),
     );
@@ -438,6 +441,18 @@ fn a_connected_tcp_socket_is_a_start_up_error() {
     let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     assert_refused(
         &[stream.as_raw_fd()],
-        "inherited fd 3 is not a listening TCP socket: the socket is not listening",
+        None,
+        "socket activation: inherited fd 3 is not a listening TCP socket: the socket is not listening",
+    );
+}
+
+#[test]
+fn an_smtps_socket_without_tls_configured_is_a_start_up_error() {
+    let smtps = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = smtps.local_addr().unwrap();
+    assert_refused(
+        &[smtps.as_raw_fd()],
+        Some("smtps"),
+        &format!("inherited fd 3 ({addr}) serves implicit TLS, which needs [server.tls]"),
     );
 }
