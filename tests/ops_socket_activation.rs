@@ -53,19 +53,30 @@ fn start(
     names: Option<&str>,
     pid: ListenPid,
 ) -> Gateway {
+    start_via(&[BIN], dir, config, fds, names, pid)
+}
+
+/// [`start`], with `program` (the gateway binary, or a launcher and its arguments up to the
+/// gateway binary) run in place of the gateway binary.
+fn start_via(
+    program: &[&str],
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    fds: &[RawFd],
+    names: Option<&str>,
+    pid: ListenPid,
+) -> Gateway {
     assert!(fds.len() <= MAX_FDS);
     let mut cmd = match pid {
         ListenPid::Own => {
             let mut c = Command::new("/bin/sh");
-            c.args([
-                "-c",
-                r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@""#,
-                BIN,
-            ]);
+            c.args(["-c", r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@""#]);
+            c.args(program);
             c
         }
         ListenPid::Other(p) => {
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(program[0]);
+            c.args(&program[1..]);
             c.env("LISTEN_PID", p.to_string());
             c
         }
@@ -391,6 +402,53 @@ fn fds_for_another_process_are_ignored() {
         gw.log()
     );
     transaction(&gw, connect(bound), "sockact-other-pid", false);
+}
+
+/// systemd's own implementation of the protocol: `systemd-socket-activate` (from the systemd
+/// package) gets the sockets, waits for the first connection, then execs the gateway with
+/// `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` set the way the service manager sets them.
+#[test]
+fn systemd_socket_activate_starts_the_gateway_on_the_first_connection() {
+    let tool = "systemd-socket-activate";
+    let out = Command::new(tool)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e} (apt-get install -y systemd)"));
+    assert!(out.status.success(), "{tool} --version: {out:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, client) = tls_setup(dir.path());
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let smtps = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (plain_addr, smtps_addr) = (plain.local_addr().unwrap(), smtps.local_addr().unwrap());
+    let cfg = config(dir.path(), held.local_addr().unwrap(), &tls);
+    let mut gw = start_via(
+        &[tool, "--fdname=smtp:smtps", BIN],
+        dir,
+        cfg,
+        &[plain.as_raw_fd(), smtps.as_raw_fd()],
+        None,
+        ListenPid::Own,
+    );
+    // This connection is what starts the gateway: it waits in the backlog meanwhile.
+    transaction(&gw, connect(plain_addr), "sockact-ssa-plain", false);
+    gw.wait_log("Communication attempt on fd 3");
+    wait_started(&mut gw);
+    assert_eq!(
+        inherited_lines(&gw),
+        vec![
+            ("3".to_string(), plain_addr.to_string(), "smtp".to_string()),
+            ("4".to_string(), smtps_addr.to_string(), "smtps".to_string()),
+        ],
+        "{}",
+        gw.log()
+    );
+    transaction(
+        &gw,
+        tls_connect(smtps_addr, &client),
+        "sockact-ssa-tls",
+        true,
+    );
 }
 
 /// Start with `fds` passed for the gateway's pid; it must exit with status 1, and print
