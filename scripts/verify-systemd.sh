@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# CI check of systemd/cryptshare-gateway.service:
-#   1. `systemd-analyze verify` with the real binary in ExecStart (verify needs the executable to
-#      exist; the unit names /usr/bin/cryptshare-gateway, so a temporary copy points at the build);
+# CI check of systemd/cryptshare-gateway.service and its optional socket units (*.socket):
+#   1. `systemd-analyze verify` of every unit with the real binary in ExecStart (verify needs the
+#      executable to exist; the unit names /usr/bin/cryptshare-gateway, so temporary copies point
+#      at the build; the socket units are checked next to that copy, which their Service= names);
 #      any diagnostic at all fails the check, because verify exits 0 on unknown keys and bad values.
 #   2. `systemd-analyze security --offline=true`: the exposure score must stay ≤ 2.0 ("OK").
 # Usage: scripts/verify-systemd.sh [PATH/TO/cryptshare-gateway]
@@ -30,9 +31,14 @@ command -v systemd-analyze >/dev/null || { echo "verify-systemd: systemd-analyze
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 sed "s#/usr/bin/cryptshare-gateway#$bin#g" "$unit" > "$tmp/cryptshare-gateway.service"
+units=("$tmp/cryptshare-gateway.service")
+for socket in "$root"/systemd/*.socket; do
+    cp "$socket" "$tmp/"
+    units+=("$tmp/$(basename "$socket")")
+done
 
-echo "== systemd-analyze verify ($(systemd-analyze --version | head -n1))"
-if ! out="$(systemd-analyze verify --man=no "$tmp/cryptshare-gateway.service" 2>&1)"; then
+echo "== systemd-analyze verify ($(systemd-analyze --version | head -n1)): ${units[*]##*/}"
+if ! out="$(systemd-analyze verify --man=no "${units[@]}" 2>&1)"; then
     echo "$out" >&2
     echo "verify-systemd: systemd-analyze verify failed" >&2
     exit 1

@@ -96,6 +96,14 @@ fn main() -> ExitCode {
             config: path,
             log_format,
         } => {
+            // First, while the process is still single-threaded: it edits the environment.
+            let inherited = match ops::activation::take_listen_fds() {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("cryptshare-gateway: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let cfg = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
@@ -114,7 +122,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(serve(path, cfg)) {
+            match rt.block_on(serve(path, cfg, inherited)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -126,7 +134,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+async fn serve(
+    path: PathBuf,
+    cfg: Config,
+    inherited: Vec<ops::activation::InheritedListener>,
+) -> anyhow::Result<()> {
     // Handlers first: until they exist, the default action of SIGHUP (a logrotate postrotate
     // `kill -HUP`, say) and SIGTERM is to kill the process outright. Signals arriving during
     // start-up wait in the streams and are handled once the gateway runs.
@@ -147,7 +159,7 @@ async fn serve(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let gateway = Gateway::new(&cfg).await?;
-    let server = Server::bind(&cfg).await?;
+    let server = Server::bind_with(&cfg, inherited).await?;
     for a in server.local_addrs() {
         tracing::info!(listen = %a, "SMTP listener ready");
     }

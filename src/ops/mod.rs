@@ -3,6 +3,7 @@
 //!
 //! Nothing here depends on the SMTP, MIME or Cryptshare modules: they call into it.
 
+pub mod activation;
 pub mod audit;
 pub mod http;
 pub mod logging;

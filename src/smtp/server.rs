@@ -1,6 +1,7 @@
 //! The SMTP listener: binds `server.listen` (plain, STARTTLS when configured) and
 //! `server.listen_tls` (implicit TLS), limits concurrent connections, runs one
-//! [`session`] per connection and shuts down gracefully.
+//! [`session`] per connection and shuts down gracefully. Under socket activation it serves the
+//! sockets systemd passed instead ([`Server::bind_with`]).
 //!
 //! # Connection limit
 //! A slot of the `max_connections` semaphore is taken *before* `accept()`: when all slots are
@@ -34,6 +35,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::HandlerFactory;
 use super::session::{self, ConnectionMeta, SessionSettings, SettingsError, ShutdownSignal};
 use crate::config::Config;
+use crate::ops::activation::InheritedListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -47,6 +49,15 @@ pub enum ServerError {
     Settings(#[from] SettingsError),
     #[error("server.tls: implicit TLS listeners are running; TLS cannot be removed by a reload")]
     TlsRemoved,
+    // Not `source`: the message carries the cause already, anyhow's chain would repeat it.
+    #[error("inherited fd {fd} ({addr}): {error}")]
+    Inherited {
+        fd: i32,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("inherited fd {fd} ({addr}) serves implicit TLS, which needs [server.tls]")]
+    InheritedTlsWithoutTls { fd: i32, addr: SocketAddr },
 }
 
 struct Listener {
@@ -93,12 +104,63 @@ pub struct Server {
 impl Server {
     /// Bind every listener of `[server]` and load TLS certificate and users file.
     pub async fn bind(cfg: &Config) -> Result<Server, ServerError> {
+        Self::bind_with(cfg, Vec::new()).await
+    }
+
+    /// [`Server::bind`], unless the service manager passed listening sockets (socket activation,
+    /// [`crate::ops::activation`]): then those are served and `server.listen` / `server.listen_tls`
+    /// are not bound. An inherited socket named `smtps` (`FileDescriptorName=smtps`) or bound to
+    /// an address of `server.listen_tls` serves implicit TLS; every other one plain SMTP.
+    pub async fn bind_with(
+        cfg: &Config,
+        inherited: Vec<InheritedListener>,
+    ) -> Result<Server, ServerError> {
         let settings = SessionSettings::from_config(cfg)?;
         let mut listeners = Vec::new();
-        for (key, addrs, implicit_tls) in [
-            ("server.listen", &cfg.server.listen, false),
-            ("server.listen_tls", &cfg.server.listen_tls, true),
-        ] {
+        let tls_addrs: Vec<SocketAddr> = cfg
+            .server
+            .listen_tls
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let activated = !inherited.is_empty();
+        for s in inherited {
+            let implicit_tls =
+                s.name.as_deref() == Some("smtps") || tls_addrs.contains(&s.local_addr);
+            if implicit_tls && settings.tls.is_none() {
+                return Err(ServerError::InheritedTlsWithoutTls {
+                    fd: s.fd,
+                    addr: s.local_addr,
+                });
+            }
+            let socket =
+                TcpListener::from_std(s.listener).map_err(|error| ServerError::Inherited {
+                    fd: s.fd,
+                    addr: s.local_addr,
+                    error,
+                })?;
+            tracing::info!(
+                fd = s.fd,
+                listen = %s.local_addr,
+                name = s.name.as_deref().unwrap_or(""),
+                role = if implicit_tls { "smtps" } else { "smtp" },
+                "using socket passed by systemd"
+            );
+            listeners.push(Listener {
+                socket,
+                implicit_tls,
+            });
+        }
+        let configured = if activated {
+            tracing::info!("socket activation: server.listen and server.listen_tls are not bound");
+            Vec::new()
+        } else {
+            vec![
+                ("server.listen", &cfg.server.listen, false),
+                ("server.listen_tls", &cfg.server.listen_tls, true),
+            ]
+        };
+        for (key, addrs, implicit_tls) in configured {
             for addr in addrs {
                 let socket =
                     TcpListener::bind(addr.as_str())

@@ -185,6 +185,46 @@ impl Gateway {
         gw
     }
 
+    /// Spawn a prepared command (arguments, environment, `pre_exec`: the caller's) with stderr
+    /// read as by [`Gateway::start`], without waiting for anything: the caller waits for the log
+    /// lines it expects and fills in `smtp` / `metrics` if it needs them. `dir` holds `config`.
+    pub fn spawn(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        format: LogFormat,
+    ) -> Gateway {
+        let mut child = cmd
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cryptshare-gateway");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines_rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Gateway {
+            child,
+            dir,
+            config,
+            smtp: "0.0.0.0:0".parse().unwrap(),
+            metrics: "0.0.0.0:0".parse().unwrap(),
+            format,
+            lines_rx,
+            lines: Vec::new(),
+            cursor: 0,
+            eof: false,
+        }
+    }
+
     pub fn outbox(&self) -> PathBuf {
         self.dir.path().join("outbox")
     }
