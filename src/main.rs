@@ -125,8 +125,9 @@ fn main() -> ExitCode {
             match rt.block_on(serve(path, cfg, inherited)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("cryptshare-gateway: {e:#}");
+                    let e = error_chain(&e);
+                    tracing::error!("{e}");
+                    eprintln!("cryptshare-gateway: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -285,3 +286,19 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 
 const PROBE_INTERVAL: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The error and its causes on one line, leaving out a cause whose text the line already carries
+/// (most of our messages name their cause, and anyhow's `{:#}` would print it twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}

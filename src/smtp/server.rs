@@ -39,11 +39,12 @@ use crate::ops::activation::InheritedListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("{key}: cannot listen on {addr}: {source}")]
+    // Not `source`: the message carries the cause already, anyhow's chain would repeat it.
+    #[error("{key}: cannot listen on {addr}: {error}")]
     Bind {
         key: &'static str,
         addr: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Settings(#[from] SettingsError),
@@ -165,10 +166,10 @@ impl Server {
                 let socket =
                     TcpListener::bind(addr.as_str())
                         .await
-                        .map_err(|source| ServerError::Bind {
+                        .map_err(|error| ServerError::Bind {
                             key,
                             addr: addr.clone(),
-                            source,
+                            error,
                         })?;
                 listeners.push(Listener {
                     socket,
