@@ -349,3 +349,168 @@ fn no_tag_in_the_decoded_subject_changes_nothing() {
         assert_eq!(remove_subject_tag(m, tag), None, "{m:?}");
     }
 }
+
+const PIECES: &[&str] = &[
+    "[secure]",
+    "[SeC",
+    "ure]",
+    " ",
+    "\t",
+    "x",
+    "für",
+    "_",
+    "=?utf-8?q?",
+    "=?UTF-8?B?",
+    "=?",
+    "?=",
+    "=C3=BC",
+    "=5B",
+    "W3NlY3VyZV0=",
+    "=?utf-8?b?W3NlY3VyZV0gw7w=?=",
+    "=?iso-8859-1?q?=FC_[secure]?=",
+    "\r\n ",
+    "\n ",
+    "\r\n",
+    "\r",
+    "\0",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// Whatever the subject holds: no panic, nothing outside the field changes, and a rewritten
+    /// field (anything but a plain cut) is clean: no control or 8-bit character, no blank or
+    /// unindented continuation line, no line over 998, encoded words within 75.
+    #[test]
+    fn any_subject_keeps_the_rest_and_a_rewrite_is_clean(
+        pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..24),
+        crlf in proptest::bool::ANY,
+    ) {
+        let nl = if crlf { "\r\n" } else { "\n" };
+        let input = format!("From: a@b.c{nl}Subject: {}{nl}To: x@y.z{nl}{nl}body", pieces.concat());
+        let input = input.as_bytes();
+        let Some(out) = remove_subject_tag(input, "[secure]") else {
+            return Ok(());
+        };
+        let (start, end) = field(input);
+        let suffix = &input[end..];
+        proptest::prop_assert_eq!(&out[..start], &input[..start]);
+        proptest::prop_assert!(out.ends_with(suffix));
+        let head = out.iter().zip(input).take_while(|(x, y)| x == y).count();
+        let tail = out.iter().rev().zip(input.iter().rev()).take_while(|(x, y)| x == y).count();
+        let cut = out.len() < input.len() && head + tail >= out.len();
+        if !cut {
+            let new = &out[start..out.len() - suffix.len()];
+            let text = std::str::from_utf8(new).unwrap();
+            // The field's own line ending, which a mixed message may not share.
+            let nl = if input[end] == b'\r' { "\r\n" } else { "\n" };
+            for (i, line) in text.split(nl).enumerate() {
+                proptest::prop_assert!(line.bytes().all(|b| (b' '..=b'~').contains(&b)), "{:?}", line);
+                proptest::prop_assert!(line.len() <= 998);
+                if i > 0 {
+                    proptest::prop_assert!(line.starts_with(' ') && !line.trim().is_empty());
+                }
+                for w in line.split(' ').filter(|w| w.starts_with("=?")) {
+                    proptest::prop_assert!(w.len() <= 75 && w.starts_with("=?UTF-8?B?"), "{}", w);
+                }
+            }
+        }
+    }
+}
+
+/// Random subjects (spaces, tabs, control characters, 2- to 4-byte UTF-8) with the tag at a random
+/// place, encoded as a client would (Q or B words split at random characters, folded); Python
+/// must read back exactly the subject without the tag and one adjoining space.
+#[test]
+fn random_encoded_subjects_read_back_exactly_in_python() {
+    use base64::Engine as _;
+    use rand::{Rng, SeedableRng};
+    const CHARS: &[char] = &[
+        'a', 'Z', '0', ' ', ' ', ' ', '\t', '\r', '\n', '\0', 'ü', 'ß', '€', '😀', '=', '?', '_',
+        ']', ':', '"',
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2047);
+    let text = |rng: &mut rand::rngs::StdRng| -> String {
+        let n = rng.random_range(0..40);
+        (0..n)
+            .map(|_| CHARS[rng.random_range(0..CHARS.len())])
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    let mut paths = Vec::new();
+    for i in 0..200 {
+        let (left, right) = (text(&mut rng), text(&mut rng));
+        let full = format!("{left}[SeCuRe]{right}");
+        let want = if let Some(r) = right.strip_prefix(' ') {
+            format!("{left}{r}")
+        } else if let Some(l) = left.strip_suffix(' ') {
+            format!("{l}{right}")
+        } else {
+            format!("{left}{right}")
+        };
+        let want = want.trim_matches([' ', '\t']).to_string();
+        // Encode in chunks of 1..12 characters, each word Q or B.
+        let chars: Vec<char> = full.chars().collect();
+        let mut words = Vec::new();
+        let mut at = 0;
+        while at < chars.len() {
+            let n = rng.random_range(1..12).min(chars.len() - at);
+            let chunk: String = chars[at..at + n].iter().collect();
+            at += n;
+            words.push(if rng.random_bool(0.5) {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&chunk);
+                format!("=?utf-8?B?{b64}?=")
+            } else {
+                let q: String = chunk
+                    .bytes()
+                    .map(|b| match b {
+                        b' ' => "_".to_string(),
+                        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'[' | b']' => {
+                            (b as char).to_string()
+                        }
+                        _ => format!("={b:02X}"),
+                    })
+                    .collect();
+                format!("=?UTF-8?q?{q}?=")
+            });
+        }
+        let nl = if i % 2 == 0 { "\r\n" } else { "\n" };
+        let input = format!(
+            "From: a@b.c{nl}Subject: {}{nl}To: x@y.z{nl}{nl}body{nl}",
+            words.join(&format!("{nl} "))
+        );
+        let input = input.as_bytes();
+        let out = remove_subject_tag(input, "[secure]")
+            .unwrap_or_else(|| panic!("tag not removed from {full:?}"));
+        let (start, end) = field(input);
+        assert_eq!(&out[..start], &input[..start]);
+        assert!(out.ends_with(&input[end..]));
+        for line in out[start..out.len() - (input.len() - end)].split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            assert!(line.len() <= 78, "{:?}", String::from_utf8_lossy(line));
+            assert!(line.iter().all(|b| (b' '..=b'~').contains(b)));
+        }
+        let path = dir.path().join(format!("{i}.eml"));
+        std::fs::write(&path, &out).unwrap();
+        paths.push(path);
+        expected.push(want);
+    }
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(PY_READ)
+        .args(&paths)
+        .output()
+        .expect("python3 is required (apt-get install -y python3)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(read.len(), expected.len());
+    for (want, r) in expected.iter().zip(&read) {
+        assert_eq!(r["subject"], want.as_str());
+        assert_eq!(r["defects"], serde_json::json!([]), "{want:?}");
+    }
+}
