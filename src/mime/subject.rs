@@ -6,8 +6,10 @@
 //! sits inside an encoded word (`=?utf-8?Q?Bericht_f=C3=BCr_Q3_[secure]?=`), maybe split across
 //! two of them. Encoded bytes cannot be cut, so then the subject is decoded (with mail-parser, the
 //! same decoder the policy matched the tag with), the tag is removed from the text, and the whole
-//! `Subject:` field is written anew: printable ASCII as it is, anything else as UTF-8 `B` encoded
-//! words. Only that field changes.
+//! `Subject:` field is written anew (white space at either end dropped): printable ASCII as it
+//! is, folded at spaces, anything else as UTF-8 `B` encoded words, so no control character of the
+//! untrusted decoded text reaches the header raw. Only that field changes. A tag found both
+//! literally and inside an encoded word goes by the literal cut, the smaller edit.
 
 use base64::Engine as _;
 
