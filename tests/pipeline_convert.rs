@@ -533,5 +533,39 @@ async fn subject_tag_forces_conversion_below_the_threshold_and_leaves_the_subjec
     let text = String::from_utf8_lossy(rewritten);
     assert!(text.contains("\r\nSubject: Contract\r\n"), "{text}");
     assert!(!text.to_lowercase().contains("[secure]"), "{text}");
+
+    // As Outlook sends a non-ASCII subject: the tag inside an encoded word.
+    let encoded = mixed(
+        "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: =?utf-8?Q?Bericht_f=C3=BCr_Q3_[secure]?=\r\n",
+        "Hi",
+        &[(attach, &small)],
+    );
+    assert_eq!(
+        h.send("alice@example.org", &["bob@example.net"], &encoded)
+            .await,
+        OK
+    );
+    let ts = h.emu.transfers();
+    assert_eq!(ts.len(), 2, "the encoded tag forces the conversion too");
+    let subject = |t: &cryptshare_gateway::sim::FinishedTransfer| {
+        t.settings
+            .notification_message
+            .as_ref()
+            .and_then(|m| m.subject.clone())
+    };
+    assert!(
+        ts.iter()
+            .any(|t| subject(t).as_deref() == Some("Bericht für Q3")),
+        "notification subjects: {:?}",
+        ts.iter().map(subject).collect::<Vec<_>>()
+    );
+    let got = h.sink.messages();
+    let (_, rewritten) = split_received(&got[2].data);
+    let text = String::from_utf8_lossy(rewritten);
+    // "Bericht für Q3" as one UTF-8 B-word.
+    assert!(
+        text.contains("\r\nSubject: =?UTF-8?B?QmVyaWNodCBmw7xyIFEz?=\r\n"),
+        "{text}"
+    );
     h.stop().await;
 }

@@ -57,7 +57,7 @@ pub use analyse::{MAX_DEPTH, MAX_PARTS, analyse};
 pub use decode::{PartReader, decode_part, part_sha256};
 pub use notice::{Notice, NoticeError, NoticeFile};
 pub use rewrite::{RewriteError, rewrite};
-pub use subject::remove_subject_tag;
+pub use subject::{remove_subject_tag, remove_tag_from_text};
 
 use std::ops::Range;
 

@@ -164,14 +164,8 @@ fn encoded_word_end(v: &[u8], p: usize) -> Option<usize> {
 /// the tag, or `None` when the decoded subject does not contain it either.
 fn reencode(msg: &[u8], start: usize, end: usize, tag: &str) -> Option<Vec<u8>> {
     let subject = decode_subject(&msg[start..end])?;
-    let (mut a, mut b) = find_ci_str(&subject, tag)?;
-    if subject[b..].starts_with(' ') {
-        b += 1;
-    } else if subject[..a].ends_with(' ') {
-        a -= 1;
-    }
-    let rest = format!("{}{}", &subject[..a], &subject[b..]);
-    let value = rest.trim_matches([' ', '\t']);
+    let rest = remove_tag_from_text(&subject, tag)?;
+    let value = rest.as_str();
     // Keep the message's own line ending; the field ends right before it.
     let nl: &[u8] = match msg.get(end) {
         Some(b'\n') => b"\n",
@@ -187,6 +181,20 @@ fn reencode(msg: &[u8], start: usize, end: usize, tag: &str) -> Option<Vec<u8>> 
     }
     out.extend_from_slice(&msg[end..]);
     Some(out)
+}
+
+/// A decoded subject without the first case-insensitive occurrence of `tag` and one adjoining
+/// space, trimmed; `None` when the tag is not in it. The same cut as in the header, for the texts
+/// that carry the subject elsewhere (the Cryptshare notification).
+pub fn remove_tag_from_text(subject: &str, tag: &str) -> Option<String> {
+    let (mut a, mut b) = find_ci_str(subject, tag)?;
+    if subject[b..].starts_with(' ') {
+        b += 1;
+    } else if subject[..a].ends_with(' ') {
+        a -= 1;
+    }
+    let rest = format!("{}{}", &subject[..a], &subject[b..]);
+    Some(rest.trim_matches([' ', '\t']).to_string())
 }
 
 /// The subject as the policy saw it: mail-parser's decoding of the unstructured field.

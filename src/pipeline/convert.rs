@@ -169,19 +169,7 @@ fn header_facts(raw: &[u8]) -> HeaderFacts {
 
 /// `subject` without the first case-insensitive occurrence of `tag` (and the space after it).
 fn strip_tag(subject: &str, tag: &str) -> String {
-    let lower = subject.to_lowercase();
-    match lower.find(&tag.to_lowercase()) {
-        // Lower-casing can change byte lengths outside ASCII; only cut where it cannot have.
-        Some(i)
-            if !tag.is_empty() && lower.len() == subject.len() && subject.is_char_boundary(i) =>
-        {
-            let end = (i + tag.len()).min(subject.len());
-            format!("{}{}", &subject[..i], subject[end..].trim_start())
-                .trim()
-                .to_string()
-        }
-        _ => subject.to_string(),
-    }
+    mime::remove_tag_from_text(subject, tag).unwrap_or_else(|| subject.to_string())
 }
 
 /// Untrusted header text for an API call: no control characters, bounded.
@@ -742,6 +730,8 @@ mod tests {
         assert_eq!(strip_tag("[SECURE] Report", "[secure]"), "Report");
         assert_eq!(strip_tag("Report [secure]", "[secure]"), "Report");
         assert_eq!(strip_tag("Report", "[secure]"), "Report");
+        // Lower-casing "İ" changes its length: the cut must still fall right.
+        assert_eq!(strip_tag("İstanbul [SECURE] Q3", "[secure]"), "İstanbul Q3");
     }
 
     #[test]
