@@ -149,35 +149,7 @@ impl Gateway {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn cryptshare-gateway");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines_rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut gw = Gateway {
-            child,
-            dir,
-            config,
-            smtp: "0.0.0.0:0".parse().unwrap(),
-            metrics: "0.0.0.0:0".parse().unwrap(),
-            format,
-            lines_rx,
-            lines: Vec::new(),
-            cursor: 0,
-            eof: false,
-        };
+        let mut gw = Gateway::spawn(cmd, dir, config, format);
         let l = gw.wait_log("SMTP listener ready");
         gw.smtp = gw.field(&l, "listen").parse().unwrap();
         let l = gw.wait_log("metrics endpoint ready");
