@@ -36,33 +36,41 @@ impl SmtpSink {
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )
         .unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let child = Command::new("smtp-sink")
-            .args(["-u", "nobody", "-d"])
-            .arg(format!("{}/msg.", dir.path().display()))
-            .args(extra)
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("64")
-            .spawn()
-            .expect("smtp-sink (apt-get install postfix)");
-        let sink = SmtpSink { child, port, dir };
-        // Wait until it accepts connections (a refused connect returns at once on loopback).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-                // The port is from the ephemeral range: with nobody listening yet, a connect can
-                // succeed as a TCP self-connect (source port = destination port). Not smtp-sink.
-                if s.local_addr().ok() != s.peer_addr().ok() {
-                    break;
+        // The port is picked as free and released for smtp-sink, so another process may take it
+        // in between: then smtp-sink cannot listen, and the test tries another port. Its own name
+        // in the greeting tells this smtp-sink from any other listener.
+        for _attempt in 0..5 {
+            let port = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            };
+            let name = format!("sink-{}-{port}", std::process::id());
+            let mut child = Command::new("smtp-sink")
+                .args(["-u", "nobody", "-h", &name, "-d"])
+                .arg(format!("{}/msg.", dir.path().display()))
+                .args(extra)
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("64")
+                .spawn()
+                .expect("smtp-sink (apt-get install postfix)");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let ours = loop {
+                if let Some(greeting) = greeting(port).await {
+                    break greeting.starts_with(&format!("220 {name} "));
                 }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false;
+                }
+                assert!(Instant::now() < deadline, "smtp-sink did not start");
+                tokio::task::yield_now().await;
+            };
+            if ours {
+                return SmtpSink { child, port, dir };
             }
-            assert!(Instant::now() < deadline, "smtp-sink did not start");
-            tokio::task::yield_now().await;
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        sink
+        panic!("smtp-sink found no free port in 5 attempts");
     }
 
     fn relay(&self) -> (Relay, tempfile::TempDir) {
@@ -91,6 +99,28 @@ impl SmtpSink {
 }
 
 /// Split a dump into (smtp-sink trace headers, message part).
+/// The first line a listener on `port` sends, or `None` when nothing (else) listens there yet.
+async fn greeting(port: u16) -> Option<String> {
+    use tokio::io::AsyncBufReadExt;
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    // The port is from the ephemeral range: with nobody listening yet, a connect can succeed as
+    // a TCP self-connect (source port = destination port), which greets nobody.
+    if s.local_addr().ok() == s.peer_addr().ok() {
+        return None;
+    }
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::BufReader::new(s).read_line(&mut line),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(line)
+}
+
 fn split_dump(dump: &[u8]) -> (String, Vec<u8>) {
     let text = String::from_utf8_lossy(dump);
     // The trace ends with the 3-line Received header: "Received: …\n\tby …\n\t<date>\n".
@@ -216,7 +246,10 @@ async fn smtp_sink_hard_reject_of_recipients_is_passed_through() {
     let sink = SmtpSink::start(&["-f", "RCPT"]).await;
     let (relay, _d) = sink.relay();
     let mut tx = relay.begin();
-    tx.mail_from(&MailFrom::default()).await;
+    assert_eq!(
+        tx.mail_from(&MailFrom::default()).await.to_bytes(),
+        b"250 2.1.0 Sender OK\r\n"
+    );
     assert_eq!(
         tx.rcpt_to(&rcpt("b@example.net")).await.to_bytes(),
         b"500 5.3.0 Error: command failed\r\n"

@@ -51,6 +51,39 @@ pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: Option<&Path
     }
 }
 
+/// The port of the gateway's `SMTP listener ready listen=127.0.0.1:PORT` log line, once written;
+/// fails at once when the gateway exits first.
+fn wait_for_listen_log(child: &mut Child, log: &Path) -> u16 {
+    wait_until("the gateway's SMTP listener", || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found = text.lines().find_map(|l| {
+            let rest = &l[l.find("SMTP listener ready")?..];
+            let addr = rest.split("listen=").nth(1)?.split_whitespace().next()?;
+            addr.parse::<SocketAddr>().ok().map(|a| a.port())
+        });
+        if found.is_none()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("cryptshare-gateway exited ({status}) before listening:\n{text}");
+        }
+        found
+    })
+}
+
+/// The first line a listener on `port` sends, or `None` when nothing (else) listens there yet.
+fn greeting(port: u16) -> Option<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    // A self-connect (see `wait_for_port`) greets nobody.
+    if s.local_addr().ok() == s.peer_addr().ok() {
+        return None;
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    Some(line)
+}
+
 /// Poll `f` until it returns `Some`, failing with `what` after [`WAIT`].
 pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;
@@ -110,10 +143,11 @@ impl Gateway {
         next_hop: &str,
         tail: &str,
     ) -> Gateway {
-        let port = free_port();
+        // Port 0: the gateway binds a port of the kernel's choice and logs it, so that no other
+        // process can take the port between a test picking it and the gateway binding it.
         let config = dir.path().join("gateway.toml");
         let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"{HOSTNAME}\"\n{server_extra}\n\
+            "[server]\nlisten = [\"127.0.0.1:0\"]\nhostname = \"{HOSTNAME}\"\n{server_extra}\n\
              [relay]\nnext_hop = \"{next_hop}\"\ntls = \"off\"\nconnect_timeout = 10\ncommand_timeout = 60\n\
              [state]\ndir = \"{}\"\n{tail}\n",
             dir.path().join("state").display()
@@ -132,7 +166,7 @@ impl Gateway {
             .stderr(logfile)
             .spawn()
             .expect("start cryptshare-gateway");
-        wait_for_port(port, &mut child, "cryptshare-gateway", Some(&log));
+        let port = wait_for_listen_log(&mut child, &log);
         Gateway {
             child,
             port,
@@ -184,11 +218,24 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
+    /// On a free port. The port is picked as free and released for smtp-sink, so another
+    /// process may take it in between: then another port is tried.
     pub fn start(extra: &[&str]) -> SmtpSink {
-        Self::start_on(free_port(), extra)
+        for _attempt in 0..5 {
+            if let Some(sink) = Self::try_start_on(free_port(), extra) {
+                return sink;
+            }
+        }
+        panic!("smtp-sink found no free port in 5 attempts");
     }
 
+    /// On `port`, which must be free.
     pub fn start_on(port: u16, extra: &[&str]) -> SmtpSink {
+        Self::try_start_on(port, extra)
+            .unwrap_or_else(|| panic!("smtp-sink could not listen on port {port}"))
+    }
+
+    fn try_start_on(port: u16, extra: &[&str]) -> Option<SmtpSink> {
         let dir = tempfile::tempdir().expect("tempdir");
         // smtp-sink refuses to run as root and writes its dumps as `nobody`.
         std::fs::set_permissions(
@@ -196,8 +243,10 @@ impl SmtpSink {
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )
         .expect("chmod");
+        // Its own name in the greeting tells this smtp-sink from any other listener on the port.
+        let name = format!("sink-{}-{port}", std::process::id());
         let mut child = Command::new(tool("smtp-sink"))
-            .args(["-u", "nobody", "-d"])
+            .args(["-u", "nobody", "-h", &name, "-d"])
             .arg(format!("{}/msg.", dir.path().display()))
             .args(extra)
             .arg(format!("127.0.0.1:{port}"))
@@ -205,8 +254,22 @@ impl SmtpSink {
             .stdin(Stdio::null())
             .spawn()
             .expect("smtp-sink not found: apt-get install -y postfix");
-        wait_for_port(port, &mut child, "smtp-sink", None);
-        SmtpSink { child, port, dir }
+        let ours = wait_until("smtp-sink to listen", || {
+            if let Some(greeting) = greeting(port) {
+                return Some(greeting.starts_with(&format!("220 {name} ")));
+            }
+            match child.try_wait() {
+                Ok(Some(_)) => Some(false),
+                _ => None,
+            }
+        });
+        if ours {
+            Some(SmtpSink { child, port, dir })
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
     }
 
     pub fn next_hop(&self) -> String {
@@ -275,7 +338,7 @@ impl Dump {
             end += text[end..].find('\n').expect("3-line Received") + 1;
         }
         assert!(
-            text[start..end].contains("\tby smtp-sink (smtp-sink) with "),
+            text[start..end].contains(" (smtp-sink) with "),
             "unexpected trace: {text}"
         );
         let mut message = raw[end..].to_vec();
