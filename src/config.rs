@@ -105,6 +105,12 @@ pub struct AuthConfig {
     /// Allow AUTH without TLS (tests only; never in production).
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// Seconds before answering a failed AUTH, times the failures so far in the session.
+    #[serde(default = "default_auth_failure_delay")]
+    pub failure_delay: u64,
+    /// Failed AUTH attempts after which the session is closed (421).
+    #[serde(default = "default_auth_max_failures")]
+    pub max_failures: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -311,6 +317,14 @@ fn default_client_networks() -> Vec<String> {
 fn default_max_connections() -> usize {
     512
 }
+fn default_auth_failure_delay() -> u64 {
+    1
+}
+
+fn default_auth_max_failures() -> u32 {
+    3
+}
+
 fn default_idle_timeout() -> u64 {
     300
 }
@@ -476,13 +490,25 @@ impl Config {
                 }
             }
         }
-        if let Some(auth) = &s.auth
-            && !auth.users_file.is_file()
-        {
-            return Err(ConfigError::invalid(
-                "server.auth.users_file",
-                format!("{}: no such file", auth.users_file.display()),
-            ));
+        if let Some(auth) = &s.auth {
+            if !auth.users_file.is_file() {
+                return Err(ConfigError::invalid(
+                    "server.auth.users_file",
+                    format!("{}: no such file", auth.users_file.display()),
+                ));
+            }
+            if auth.max_failures == 0 {
+                return Err(ConfigError::invalid(
+                    "server.auth.max_failures",
+                    "must be at least 1",
+                ));
+            }
+            if auth.failure_delay > 60 {
+                return Err(ConfigError::invalid(
+                    "server.auth.failure_delay",
+                    "at most 60 seconds (it grows with each failure, and clients time out)",
+                ));
+            }
         }
         match self.next_hop()? {
             NextHop::Smtp { .. } | NextHop::Maildir(_) => {}
@@ -764,6 +790,36 @@ mod tests {
             ),
         ] {
             let f = write(toml);
+            let e = Config::load_with_env(f.path(), []).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn auth_throttling_keys() {
+        let users = write("alice:$2b$04$abcdefghijklmnopqrstuu5sEXkjPzjZq6Vt0i4JLF0zC0Hf7mO6\n");
+        let section = |extra: &str| {
+            format!(
+                "{MIN}[server.auth]\nusers_file = \"{}\"\n{extra}",
+                users.path().display()
+            )
+        };
+        let f = write(&section(""));
+        let c = Config::load_with_env(f.path(), []).unwrap();
+        let a = c.server.auth.unwrap();
+        assert_eq!((a.failure_delay, a.max_failures), (1, 3));
+        let f = write(&section("failure_delay = 0\nmax_failures = 5\n"));
+        let a = Config::load_with_env(f.path(), [])
+            .unwrap()
+            .server
+            .auth
+            .unwrap();
+        assert_eq!((a.failure_delay, a.max_failures), (0, 5));
+        for (extra, key) in [
+            ("max_failures = 0\n", "server.auth.max_failures"),
+            ("failure_delay = 61\n", "server.auth.failure_delay"),
+        ] {
+            let f = write(&section(extra));
             let e = Config::load_with_env(f.path(), []).unwrap_err().to_string();
             assert!(e.starts_with(key), "{key}: {e}");
         }

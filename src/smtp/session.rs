@@ -167,8 +167,8 @@ impl SessionSettings {
             Some(a) => Some(AuthSettings {
                 users: UserDb::load(&a.users_file)?,
                 allow_plaintext: a.allow_plaintext,
-                failure_delay: Duration::from_secs(1),
-                max_failures: 3,
+                failure_delay: Duration::from_secs(a.failure_delay),
+                max_failures: a.max_failures,
             }),
             None => None,
         };
