@@ -78,6 +78,10 @@ pub struct ServerConfig {
     /// More `Received:` headers than this means a mail loop: 554 5.4.6.
     #[serde(default = "default_max_received")]
     pub max_received_headers: usize,
+    /// Longest text line of a message in octets, CRLF included (RFC 5321: 1000); longer ones are
+    /// refused with 554 5.5.6. 0 = no limit: lines are passed on as received.
+    #[serde(default = "default_max_line_length")]
+    pub max_line_length: usize,
     /// Messages up to this size stay in memory while received; larger ones spill to `state.dir`.
     #[serde(default = "default_spool_memory_limit")]
     pub spool_memory_limit: usize,
@@ -325,6 +329,10 @@ fn default_auth_max_failures() -> u32 {
     3
 }
 
+fn default_max_line_length() -> usize {
+    1000
+}
+
 fn default_idle_timeout() -> u64 {
     300
 }
@@ -425,6 +433,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "server.listen",
                 "at least one listener is required",
+            ));
+        }
+        if s.max_line_length != 0 && s.max_line_length < 1000 {
+            return Err(ConfigError::invalid(
+                "server.max_line_length",
+                "0 (no limit) or at least 1000 (RFC 5321 requires lines of 1000 octets)",
             ));
         }
         for (i, l) in s.listen.iter().enumerate() {
@@ -787,6 +801,10 @@ mod tests {
             (
                 "[server]\n[relay]\nnext_hop = \"a:1\"\n[cryptshare]\nurl = \"ftp://x\"\n",
                 "cryptshare.url",
+            ),
+            (
+                "[server]\nmax_line_length = 998\n[relay]\nnext_hop = \"a:1\"\n",
+                "server.max_line_length",
             ),
         ] {
             let f = write(toml);

@@ -548,6 +548,28 @@ async fn over_long_lines_are_refused() {
 }
 
 #[tokio::test]
+async fn without_a_line_limit_long_lines_are_relayed_as_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let mut s = settings(&dir);
+    s.max_line_length = 0;
+    let message = format!(
+        "Subject: one-line HTML\r\n\r\n<html>{}</html>\r\n",
+        "<p>x</p>".repeat(2000)
+    );
+    let input = format!(
+        "EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n{message}.\r\nQUIT\r\n"
+    );
+    let chunks = input.as_bytes().chunks(700).map(<[u8]>::to_vec).collect();
+    let out = transcript_chunks(s, LOCAL, chunks, &h).await;
+    assert_eq!(
+        out,
+        [GREETING, EHLO, SENDER_OK, RCPT_OK, GO_AHEAD, QUEUED, BYE].concat()
+    );
+    assert_eq!(only_delivery(&h).message, message.as_bytes());
+}
+
+#[tokio::test]
 async fn error_limit_closes_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let h = TestHandler::new();

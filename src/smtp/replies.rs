@@ -262,11 +262,11 @@ pub fn bare_line_ending_dot() -> Reply {
         "Bare CR or LF followed by '.' is not allowed (SMTP smuggling defence)",
     )
 }
-pub fn text_line_too_long() -> Reply {
+pub fn text_line_too_long(limit: usize) -> Reply {
     Reply::new(
         554,
         [5, 5, 6],
-        "Message contains a line longer than 1000 octets",
+        format!("Message contains a line longer than {limit} octets"),
     )
 }
 pub fn tls_ready() -> Reply {

@@ -113,6 +113,8 @@ pub struct SessionSettings {
     pub session_timeout: Duration,
     pub max_errors: u32,
     pub max_received_headers: usize,
+    /// Longest text line with CRLF; 0 = no limit.
+    pub max_line_length: usize,
     pub spool_memory_limit: usize,
     pub spool_dir: PathBuf,
     /// Enables STARTTLS (and implicit-TLS listeners in the server).
@@ -149,6 +151,7 @@ impl SessionSettings {
             session_timeout: Duration::from_secs(3600),
             max_errors: 10,
             max_received_headers: 50,
+            max_line_length: TEXT_LINE_MAX,
             spool_memory_limit: 8 * 1024 * 1024,
             spool_dir: spool_dir.into(),
             tls: None,
@@ -182,6 +185,7 @@ impl SessionSettings {
             session_timeout: Duration::from_secs(s.session_timeout),
             max_errors: s.max_errors,
             max_received_headers: s.max_received_headers,
+            max_line_length: s.max_line_length,
             spool_memory_limit: s.spool_memory_limit,
             spool_dir: spool::spool_dir(&cfg.state.dir),
             tls,
@@ -922,7 +926,7 @@ where
                 self.settings.spool_memory_limit,
                 self.settings.spool_dir.clone(),
             )),
-            scan: ContentScan::new(binary),
+            scan: ContentScan::new(binary, self.settings.max_line_length),
             size: 0,
             refused: None,
         }
@@ -1038,7 +1042,7 @@ where
             return true;
         }
         if inc.scan.long_line {
-            inc.refuse(replies::text_line_too_long());
+            inc.refuse(replies::text_line_too_long(self.settings.max_line_length));
             return true;
         }
         if let Some(sp) = &mut inc.spool
@@ -1063,7 +1067,7 @@ where
         };
         inc.scan.finish();
         if inc.refused.is_none() && inc.scan.long_line {
-            inc.refuse(replies::text_line_too_long());
+            inc.refuse(replies::text_line_too_long(self.settings.max_line_length));
         }
         if let Some(r) = inc.refused {
             log_tx(&self.info, &tx, inc.size, &r.to_string());
@@ -1319,7 +1323,8 @@ fn primed_data_receiver() -> DataReceiver {
 /// message was split into reads.
 #[derive(Debug)]
 pub(crate) struct ContentScan {
-    binary: bool,
+    /// Longest text line with CRLF; `usize::MAX` for BINARYMIME bodies and without a limit.
+    max_line: usize,
     line_len: usize,
     prev: [u8; 2],
     in_header: bool,
@@ -1331,9 +1336,13 @@ pub(crate) struct ContentScan {
 }
 
 impl ContentScan {
-    pub(crate) fn new(binary: bool) -> ContentScan {
+    pub(crate) fn new(binary: bool, max_line_length: usize) -> ContentScan {
         ContentScan {
-            binary,
+            max_line: if binary || max_line_length == 0 {
+                usize::MAX
+            } else {
+                max_line_length
+            },
             line_len: 0,
             // As if preceded by CRLF: a leading '.' is no bare-line-ending dot.
             prev: [b'\r', b'\n'],
@@ -1386,7 +1395,7 @@ impl ContentScan {
         }
         self.line_len += seg.len();
         // The LF still to come makes it one longer.
-        if !self.binary && self.line_len >= TEXT_LINE_MAX {
+        if self.line_len >= self.max_line {
             self.long_line = true;
         }
     }
@@ -1406,7 +1415,7 @@ impl ContentScan {
 
     /// The message ended (a last line without LF is checked like any other).
     pub(crate) fn finish(&mut self) {
-        if !self.binary && self.line_len > TEXT_LINE_MAX {
+        if self.line_len > self.max_line {
             self.long_line = true;
         }
     }
@@ -1588,7 +1597,7 @@ mod tests {
     use super::*;
 
     fn scan_split(msg: &[u8], at: usize) -> ContentScan {
-        let mut s = ContentScan::new(false);
+        let mut s = ContentScan::new(false, TEXT_LINE_MAX);
         s.feed(&msg[..at]);
         s.feed(&msg[at..]);
         s.finish();
@@ -1665,10 +1674,23 @@ mod tests {
             assert!(scan_split(&bad, at.min(bad.len())).long_line);
         }
         assert!(scan_split(&vec![b'x'; 1001], 3).long_line);
-        let mut bin = ContentScan::new(true);
+        let mut bin = ContentScan::new(true, TEXT_LINE_MAX);
         bin.feed(&vec![b'x'; 5000]);
         bin.finish();
         assert!(!bin.long_line);
+        // server.max_line_length = 0: no limit; a higher limit counts the same way.
+        let mut unlimited = ContentScan::new(false, 0);
+        unlimited.feed(&vec![b'x'; 100_000]);
+        unlimited.feed(b"\r\n");
+        unlimited.finish();
+        assert!(!unlimited.long_line);
+        let line = |n: usize| [vec![b'x'; n - 2], b"\r\n".to_vec()].concat();
+        for (len, long) in [(2048, false), (2049, true)] {
+            let mut s = ContentScan::new(false, 2048);
+            s.feed(&line(len));
+            s.finish();
+            assert_eq!(s.long_line, long, "{len}");
+        }
     }
 
     #[test]
