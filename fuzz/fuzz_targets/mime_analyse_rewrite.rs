@@ -1,5 +1,6 @@
 //! Analysis + rewrite of arbitrary bytes: never panics, every candidate can be removed, every
-//! part can be decoded, and the rewritten message analyses again.
+//! part can be decoded, and the rewritten message analyses again. The subject-tag removal runs
+//! over the same bytes (literal and encoded-word paths) and never panics.
 #![no_main]
 
 use cryptshare_gateway::mime::{self, Notice, NoticeFile};
@@ -29,5 +30,10 @@ fuzz_target!(|data: &[u8]| {
     if !remove.is_empty() {
         // Removing a part never creates new attachments.
         assert!(b.candidates().count() <= a.candidates().count());
+    }
+    for tag in ["[secure]", "x", "=?", "\u{fc}"] {
+        if let Some(t) = mime::remove_subject_tag(data, tag) {
+            let _ = mime::analyse(&t);
+        }
     }
 });
