@@ -1,7 +1,8 @@
 //! The receive spool: a message being received is kept in memory up to a limit and spills to an
 //! unlinked temporary file beyond it. The finished message is exposed as one byte slice (a
 //! memory map for spilled messages), because mail-parser 0.11 needs the whole message as `&[u8]`;
-//! with a map, the page cache rather than the heap holds a large message.
+//! with a map, the page cache rather than the heap holds a large message, and a trim thread keeps
+//! the map's pages from accumulating in the process's resident set (see [`Mapped`]).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -64,7 +65,7 @@ impl SpoolWriter {
                 // SAFETY: the file is an unlinked temporary file owned by this process; nobody
                 // else can truncate or modify it while the map lives.
                 let map = unsafe { memmap2::Mmap::map(&f)? };
-                Ok(Spooled::File { map, _file: f })
+                Ok(Spooled::File(Mapped::new(map, f)))
             }
         }
     }
@@ -74,14 +75,150 @@ impl SpoolWriter {
 #[derive(Debug)]
 pub enum Spooled {
     Memory(Vec<u8>),
-    File { map: memmap2::Mmap, _file: File },
+    File(Mapped),
+}
+
+/// A spilled message's memory map. Large ones are registered with the [`trim`] thread, which
+/// keeps the process's resident set from growing with the message.
+#[derive(Debug)]
+pub struct Mapped {
+    map: memmap2::Mmap,
+    _file: File,
+    trimmed: bool,
+}
+
+impl Mapped {
+    fn new(map: memmap2::Mmap, file: File) -> Mapped {
+        let trimmed = map.len() >= trim::MIN_LEN;
+        if trimmed {
+            trim::register(map.as_ptr(), map.len());
+        }
+        Mapped {
+            map,
+            _file: file,
+            trimmed,
+        }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // Before the fields drop, i.e. before the map is unmapped: the trim thread must never
+        // advise an address range that is no longer ours.
+        if self.trimmed {
+            trim::unregister(self.map.as_ptr());
+        }
+    }
+}
+
+/// Bounding the resident set of large spilled messages.
+///
+/// Every pass over a memory-mapped message (structure scan, decoded sizes, SHA-256, upload,
+/// relay) maps its pages into the process; after one pass the resident set is as large as the
+/// message, although those pages are clean page cache that the file backs. Every millisecond
+/// (a memchr scan maps ~10 MB in that time) this thread drops the page-table entries of the
+/// registered maps (`MADV_DONTNEED`, which on a shared file mapping discards nothing: a later
+/// access maps the same page-cache page again, a minor fault). So the resident set stays at what
+/// the passes touch in one interval, and only the kernel's page cache, which it can reclaim,
+/// follows the message size — as with a reader that streams the file through a buffer. The
+/// thread sleeps while no large message is in flight.
+mod trim {
+    use std::sync::{Condvar, Mutex, OnceLock};
+    use std::time::Duration;
+
+    /// Maps from this size on are trimmed; smaller ones are not worth a page fault.
+    pub(super) const MIN_LEN: usize = 16 << 20;
+    const INTERVAL: Duration = Duration::from_millis(1);
+
+    struct Registry {
+        /// (address, length) of the registered maps; addresses as integers so that the
+        /// registry is `Send` (it only ever hands them to `madvise`).
+        maps: Mutex<Vec<(usize, usize)>>,
+        changed: Condvar,
+    }
+
+    fn registry() -> &'static Registry {
+        static REGISTRY: OnceLock<&'static Registry> = OnceLock::new();
+        REGISTRY.get_or_init(|| {
+            let r: &'static Registry = Box::leak(Box::new(Registry {
+                maps: Mutex::new(Vec::new()),
+                changed: Condvar::new(),
+            }));
+            let spawned = std::thread::Builder::new()
+                .name("spool-trim".into())
+                .spawn(move || run(r));
+            if let Err(e) = spawned {
+                // Without the thread the maps stay resident: more memory, nothing wrong.
+                tracing::warn!(error = %e, "spool trim thread not started");
+            }
+            r
+        })
+    }
+
+    fn run(r: &'static Registry) {
+        let mut maps = r.maps.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            maps = if maps.is_empty() {
+                r.changed.wait(maps).unwrap_or_else(|e| e.into_inner())
+            } else {
+                r.changed
+                    .wait_timeout(maps, INTERVAL)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            };
+            trim_all(&maps);
+        }
+    }
+
+    /// Call with the registry locked, so that no map is unmapped (see `Mapped::drop`) meanwhile.
+    fn trim_all(maps: &[(usize, usize)]) {
+        for &(addr, len) in maps {
+            // SAFETY: `addr..addr + len` is a live, page-aligned, read-only shared file mapping
+            // (registered after mmap, unregistered before munmap, both under the registry's
+            // lock, which the caller holds). MADV_DONTNEED only drops its page-table entries;
+            // the contents stay those of the file.
+            unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        }
+    }
+
+    /// Addresses of the registered maps (tests).
+    #[cfg(test)]
+    pub(super) fn registered() -> Vec<usize> {
+        let maps = registry().maps.lock().unwrap_or_else(|e| e.into_inner());
+        maps.iter().map(|&(a, _)| a).collect()
+    }
+
+    /// One trim pass now, and the number of registered maps (tests).
+    #[cfg(test)]
+    pub(super) fn trim_now() -> usize {
+        let maps = registry().maps.lock().unwrap_or_else(|e| e.into_inner());
+        trim_all(&maps);
+        maps.len()
+    }
+
+    pub(super) fn register(addr: *const u8, len: usize) {
+        let r = registry();
+        r.maps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((addr as usize, len));
+        r.changed.notify_one();
+    }
+
+    pub(super) fn unregister(addr: *const u8) {
+        let r = registry();
+        let mut maps = r.maps.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = maps.iter().position(|&(a, _)| a == addr as usize) {
+            maps.swap_remove(i);
+        }
+    }
 }
 
 impl Spooled {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Spooled::Memory(v) => v,
-            Spooled::File { map, .. } => map,
+            Spooled::File(m) => &m.map,
         }
     }
 
@@ -94,7 +231,7 @@ impl Spooled {
     }
 
     pub fn is_spilled(&self) -> bool {
-        matches!(self, Spooled::File { .. })
+        matches!(self, Spooled::File(_))
     }
 
     /// Spool a complete byte string (tests, re-submission).
@@ -111,6 +248,39 @@ pub fn spool_dir(state_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trimmed_maps_keep_their_contents() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = SpoolWriter::new(1024, dir.path());
+        let mut expected = sha2::Sha256::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..(trim::MIN_LEN / 4096 + 3) {
+            let block: Vec<u8> = (0..4096)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            expected.update(&block);
+            w.write(&block).unwrap();
+        }
+        let expected = expected.finalize();
+        let s = w.finish().unwrap();
+        assert!(s.is_spilled());
+        // Registered (other tests may hold maps of their own at the same time).
+        assert!(trim::trim_now() >= 1);
+        assert_eq!(sha2::Sha256::digest(s.as_bytes()), expected);
+        trim::trim_now();
+        assert_eq!(sha2::Sha256::digest(s.as_bytes()), expected);
+        let addr = s.as_bytes().as_ptr() as usize;
+        drop(s);
+        let maps = trim::registered();
+        assert!(!maps.contains(&addr), "unregistered on drop");
+    }
 
     #[test]
     fn stays_in_memory_below_limit() {
