@@ -55,8 +55,9 @@ impl ConvertError {
             ConvertError::Cryptshare(e) => e.brief(),
             other => other.to_string(),
         };
-        let mut out: String = s.chars().filter(|c| !c.is_control()).take(160).collect();
-        if out.len() < s.len() {
+        let clean: Vec<char> = s.chars().filter(|c| !c.is_control()).collect();
+        let mut out: String = clean.iter().take(160).collect();
+        if clean.len() > 160 {
             out.push_str("...");
         }
         out
@@ -723,6 +724,14 @@ mod tests {
         assert_eq!(single(std::slice::from_ref(&plain)), Some(plain.clone()));
         assert_eq!(single(&[keyed]), None);
         assert_eq!(single(&[plain.clone(), plain]), None);
+    }
+
+    #[test]
+    fn short_reply_text_is_one_bounded_line() {
+        let e = ConvertError::Local("disk\r\nfull".into());
+        assert_eq!(e.short(), "diskfull");
+        let e = ConvertError::Local("x".repeat(200));
+        assert_eq!(e.short(), format!("{}...", "x".repeat(160)));
     }
 
     #[test]
