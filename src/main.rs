@@ -160,6 +160,8 @@ async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let gateway = Gateway::new(&cfg).await?;
+    // Under socket activation the listen keys are not used at all, so a change is no news.
+    let activated = !inherited.is_empty();
     let server = Server::bind_with(&cfg, inherited).await?;
     for a in server.local_addrs() {
         tracing::info!(listen = %a, "SMTP listener ready");
@@ -217,7 +219,7 @@ async fn serve(
                 if let Some(new) = loaded {
                     gateway.reload(&new);
                     metrics.init_policies(new.policy.iter().map(|p| p.name.as_str()));
-                    let pending = restart_only_changes(&started, &new);
+                    let pending = restart_only_changes(&started, &new, activated);
                     if !pending.is_empty() {
                         tracing::warn!(
                             keys = %pending.join(", "),
@@ -257,14 +259,17 @@ async fn serve(
 /// Settings a reload cannot apply: bound sockets, the relay, the Cryptshare client, the state
 /// store and the audit sink are built once at start. Compared through `Debug` (the values are
 /// never logged, only the key names: the Cryptshare section holds the client id).
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+fn restart_only_changes(old: &Config, new: &Config, activated: bool) -> Vec<&'static str> {
     fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
         format!("{a:?}") != format!("{b:?}")
     }
     let (o, n) = (&old.server, &new.server);
     [
-        ("server.listen", differs(&o.listen, &n.listen)),
-        ("server.listen_tls", differs(&o.listen_tls, &n.listen_tls)),
+        ("server.listen", !activated && differs(&o.listen, &n.listen)),
+        (
+            "server.listen_tls",
+            !activated && differs(&o.listen_tls, &n.listen_tls),
+        ),
         (
             "server.max_connections",
             o.max_connections != n.max_connections,

@@ -304,6 +304,26 @@ fn serves_smtp_on_the_inherited_socket_and_binds_nothing_itself() {
     // Still served after the first connection (the socket is the gateway's listener, not a
     // one-shot): a second transaction.
     transaction(&gw, connect(addr), "sockact-plain-2", false);
+
+    // A reload with another `listen` (unused under socket activation) and another
+    // `max_connections` (restart-only): the warning names only the latter.
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    let changed = text
+        .replacen(
+            &format!(r#"listen = ["{}"]"#, held.local_addr().unwrap()),
+            r#"listen = ["127.0.0.1:1"]"#,
+            1,
+        )
+        .replacen("[server]\n", "[server]\nmax_connections = 7\n", 1);
+    assert!(changed.contains("127.0.0.1:1") && changed.contains("max_connections = 7"));
+    let tmp = gw.config.with_extension("new");
+    std::fs::write(&tmp, changed).unwrap();
+    std::fs::rename(&tmp, &gw.config).unwrap();
+    gw.signal(libc::SIGHUP);
+    gw.wait_log("configuration reloaded");
+    let warning = gw.wait_log("take effect at the next restart");
+    assert_eq!(gw.field(&warning, "keys"), "server.max_connections");
+    transaction(&gw, connect(addr), "sockact-plain-3", false);
 }
 
 #[test]
