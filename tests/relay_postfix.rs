@@ -6,121 +6,30 @@
 //! transformation. smtp-sink 3.7 does not offer CHUNKING, so this path is DATA; BDAT is covered
 //! against the test sink.
 
-use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+mod e2e_support;
 
 use cryptshare_gateway::config::Config;
 use cryptshare_gateway::smtp::relay::Relay;
 use cryptshare_gateway::smtp::{Body, MailFrom, Notify, RcptTo};
+use e2e_support::SmtpSink;
 
-struct SmtpSink {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl SmtpSink {
-    async fn start(extra: &[&str]) -> SmtpSink {
-        let dir = tempfile::tempdir().unwrap();
-        // smtp-sink drops to `nobody` before writing dumps.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .unwrap();
-        // The port is picked as free and released for smtp-sink, so another process may take it
-        // in between: then smtp-sink cannot listen, and the test tries another port. Its own name
-        // in the greeting tells this smtp-sink from any other listener.
-        for _attempt in 0..5 {
-            let port = {
-                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                l.local_addr().unwrap().port()
-            };
-            let name = format!("sink-{}-{port}", std::process::id());
-            let mut child = Command::new("smtp-sink")
-                .args(["-u", "nobody", "-h", &name, "-d"])
-                .arg(format!("{}/msg.", dir.path().display()))
-                .args(extra)
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("64")
-                .spawn()
-                .expect("smtp-sink (apt-get install postfix)");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let ours = loop {
-                if let Some(greeting) = greeting(port).await {
-                    break greeting.starts_with(&format!("220 {name} "));
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break false;
-                }
-                assert!(Instant::now() < deadline, "smtp-sink did not start");
-                tokio::task::yield_now().await;
-            };
-            if ours {
-                return SmtpSink { child, port, dir };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("smtp-sink found no free port in 5 attempts");
-    }
-
-    fn relay(&self) -> (Relay, tempfile::TempDir) {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("gw.toml");
-        std::fs::write(
-            &p,
-            format!(
-                "[server]\nhostname = \"gw.test\"\n[relay]\nnext_hop = \"127.0.0.1:{}\"\ntls = \"off\"\ncommand_timeout = 30\n",
-                self.port
-            ),
-        )
-        .unwrap();
-        let cfg = Config::load_with_env(&p, []).unwrap();
-        (Relay::new(&cfg).unwrap(), d)
-    }
-
-    fn dumps(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        v.sort();
-        v
-    }
+/// A relay to `sink`, from a config file as an operator would write it.
+fn relay_to(sink: &SmtpSink) -> (Relay, tempfile::TempDir) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("gw.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[server]\nhostname = \"gw.test\"\n[relay]\nnext_hop = \"127.0.0.1:{}\"\ntls = \"off\"\ncommand_timeout = 30\n",
+            sink.port
+        ),
+    )
+    .unwrap();
+    let cfg = Config::load_with_env(&p, []).unwrap();
+    (Relay::new(&cfg).unwrap(), d)
 }
 
 /// Split a dump into (smtp-sink trace headers, message part).
-/// The first line a listener on `port` sends, or `None` when nothing (else) listens there yet.
-async fn greeting(port: u16) -> Option<String> {
-    use tokio::io::AsyncBufReadExt;
-    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    // The port is from the ephemeral range: with nobody listening yet, a connect can succeed as
-    // a TCP self-connect (source port = destination port), which greets nobody.
-    if s.local_addr().ok() == s.peer_addr().ok() {
-        return None;
-    }
-    let mut line = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::io::BufReader::new(s).read_line(&mut line),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    Some(line)
-}
-
 fn split_dump(dump: &[u8]) -> (String, Vec<u8>) {
     let text = String::from_utf8_lossy(dump);
     // The trace ends with the 3-line Received header: "Received: …\n\tby …\n\t<date>\n".
@@ -142,13 +51,10 @@ fn as_dumped(message: &[u8]) -> Vec<u8> {
 }
 
 fn find_dump(sink: &SmtpSink, marker: &str) -> Vec<u8> {
-    for p in sink.dumps() {
-        let b = std::fs::read(&p).unwrap();
-        if String::from_utf8_lossy(&b).contains(marker) {
-            return b;
-        }
-    }
-    panic!("no dump contains {marker:?} in {:?}", sink.dumps());
+    sink.dumps()
+        .into_iter()
+        .find(|b| String::from_utf8_lossy(b).contains(marker))
+        .unwrap_or_else(|| panic!("no dump contains {marker:?} in {:?}", sink.dump_dir()))
 }
 
 fn rcpt(a: &str) -> RcptTo {
@@ -160,8 +66,8 @@ fn rcpt(a: &str) -> RcptTo {
 
 #[tokio::test]
 async fn smtp_sink_stores_exactly_what_was_relayed_via_data() {
-    let sink = SmtpSink::start(&[]).await;
-    let (relay, _d) = sink.relay();
+    let sink = SmtpSink::start(&[]);
+    let (relay, _d) = relay_to(&sink);
     let received = b"Received: from client.test ([127.0.0.1]) by gw.test with ESMTP id Q1;\r\n\tFri, 27 Nov 2026 10:00:00 +0000\r\n";
     let mut big = String::new();
     for i in 0..20_000 {
@@ -222,8 +128,8 @@ async fn smtp_sink_stores_exactly_what_was_relayed_via_data() {
 
 #[tokio::test]
 async fn smtp_sink_soft_reject_of_the_data_is_passed_through() {
-    let sink = SmtpSink::start(&["-r", "."]).await;
-    let (relay, _d) = sink.relay();
+    let sink = SmtpSink::start(&["-r", "."]);
+    let (relay, _d) = relay_to(&sink);
     let mut tx = relay.begin();
     assert_eq!(
         tx.mail_from(&MailFrom {
@@ -243,8 +149,8 @@ async fn smtp_sink_soft_reject_of_the_data_is_passed_through() {
 
 #[tokio::test]
 async fn smtp_sink_hard_reject_of_recipients_is_passed_through() {
-    let sink = SmtpSink::start(&["-f", "RCPT"]).await;
-    let (relay, _d) = sink.relay();
+    let sink = SmtpSink::start(&["-f", "RCPT"]);
+    let (relay, _d) = relay_to(&sink);
     let mut tx = relay.begin();
     assert_eq!(
         tx.mail_from(&MailFrom::default()).await.to_bytes(),
