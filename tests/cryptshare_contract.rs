@@ -18,9 +18,12 @@ struct Contract {
 fn load_spec() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/cryptshare/openapi-1.8.json"
+        "/tests/data/cryptshare/openapi-1.8.json"
     );
-    let mut spec: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")),
+    )
+    .unwrap_or_else(|e| panic!("{path}: {e}"));
     let schemas = spec["components"]["schemas"].as_object_mut().unwrap();
     // The export has one dangling $ref (a springdoc "Error-ModelName{…}" placeholder) for the
     // policy's security modes; its items are the three documented security-mode schemas.

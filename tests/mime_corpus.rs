@@ -9,7 +9,7 @@ mod mime_support;
 use cryptshare_gateway::mime::{self, Analysis, Notice, NoticeFile};
 use mime_support::{PyCase, assert_unedited_bytes_identical, edited_ranges, python_check};
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/corpus");
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
 
 fn corpus_files() -> Vec<PathBuf> {
