@@ -128,6 +128,9 @@ fn interpret(block: &[u8]) -> Headers {
         .map(|c| c.trim().trim_matches(['<', '>']).to_owned())
         .filter(|c| !c.is_empty());
     h.name = msg.attachment_name().map(str::to_owned);
+    if h.name.is_some() && std::str::from_utf8(block).is_err() {
+        h.name = eight_bit_name(block, h.charset.as_deref()).or(h.name);
+    }
     h.encoding =
         msg.content_transfer_encoding()
             .map(|e| match e.trim().to_ascii_lowercase().as_str() {
@@ -140,6 +143,22 @@ fn interpret(block: &[u8]) -> Headers {
             });
     h.subject = msg.subject().map(str::to_owned);
     h
+}
+
+/// The file name of a header block with raw 8-bit octets (`filename="Fr\xF6sche.txt"`, not
+/// RFC 2231/2047 encoded, as old mailers write them). mail-parser reads such octets as UTF-8 and
+/// makes `Fr\u{FFFD}sche.txt` of them; instead the block is decoded with the part's charset
+/// (when that is a known charset other than UTF-8, which the octets are evidently not) or else
+/// windows-1252, the superset of Latin-1 that such mailers used, and the name is read again.
+fn eight_bit_name(block: &[u8], charset: Option<&str>) -> Option<String> {
+    use mail_parser::decoders::charsets::map::charset_decoder;
+    let decoder = charset
+        .filter(|c| !c.eq_ignore_ascii_case("utf-8") && !c.eq_ignore_ascii_case("utf8"))
+        .and_then(|c| charset_decoder(c.as_bytes()))
+        .or_else(|| charset_decoder(b"windows-1252"))?;
+    let text = decoder(block);
+    let msg = MessageParser::default().parse_headers(text.as_bytes())?;
+    msg.attachment_name().map(str::to_owned)
 }
 
 struct Delimiter {
@@ -593,11 +612,13 @@ fn extension_for(content_type: &str) -> &str {
 }
 
 /// A file name that is safe in a Cryptshare transfer and on every desktop OS: last path
-/// component only, no control characters or reserved punctuation, at most 200 bytes.
+/// component only, no control characters, invisible format characters (bidi overrides,
+/// zero-width characters: [`super::text`]) or reserved punctuation, at most 200 bytes.
 pub(crate) fn sanitise_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let mut s: String = base
         .chars()
+        .filter(|&c| !super::text::is_invisible(c))
         .map(|c| match c {
             c if c.is_control() => '_',
             ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
@@ -663,6 +684,25 @@ mod tests {
         let long = "ä".repeat(150) + ".pdf";
         let s = sanitise_file_name(&long);
         assert!(s.len() <= 200 && s.ends_with(".pdf"));
+        assert_eq!(sanitise_file_name("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
+        assert_eq!(sanitise_file_name("\u{200B}\u{FEFF}"), "");
+    }
+
+    #[test]
+    fn raw_eight_bit_file_names() {
+        let latin1 = b"Content-Type: text/plain; charset=iso-8859-1; name=\"Fr\xF6sche.txt\"\r\n\
+Content-Disposition: attachment; filename=\"Fr\xF6sche.txt\"\r\n\r\n";
+        assert_eq!(interpret(latin1).name.as_deref(), Some("Fr\u{f6}sche.txt"));
+        // No charset (or a UTF-8 one the octets are not): windows-1252.
+        let cp1252 = b"Content-Type: application/octet-stream; charset=utf-8\r\n\
+Content-Disposition: attachment; filename=\"\x93Quote\x94 \xE9t\xE9.pdf\"\r\n\r\n";
+        assert_eq!(
+            interpret(cp1252).name.as_deref(),
+            Some("\u{201c}Quote\u{201d} \u{e9}t\u{e9}.pdf")
+        );
+        // Real UTF-8 stays as it is.
+        let utf8 = "Content-Disposition: attachment; filename=\"Fr\u{f6}sche.txt\"\r\n\r\n";
+        assert_eq!(interpret(utf8.as_bytes()).name.as_deref(), Some("Fr\u{f6}sche.txt"));
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub mod explain;
 mod notice;
 mod rewrite;
 mod subject;
+mod text;
 mod tnef;
 
 pub use analyse::{MAX_DEPTH, MAX_PARTS, analyse};
@@ -58,6 +59,7 @@ pub use decode::{PartReader, decode_part, part_sha256};
 pub use notice::{Notice, NoticeError, NoticeFile};
 pub use rewrite::{RewriteError, rewrite};
 pub use subject::{remove_subject_tag, remove_tag_from_text};
+pub use text::{is_invisible, strip_invisible};
 
 use std::ops::Range;
 
