@@ -140,10 +140,11 @@ async fn serve(
     cfg: Config,
     inherited: Vec<ops::activation::InheritedListener>,
 ) -> anyhow::Result<()> {
-    // Handlers first: until they exist, the default action of SIGHUP (a logrotate postrotate
-    // `kill -HUP`, say) and SIGTERM is to kill the process outright. Signals arriving during
+    // Handlers first: until they exist, the default action of SIGHUP, SIGUSR1 (a logrotate
+    // postrotate, say) and SIGTERM is to kill the process outright. Signals arriving during
     // start-up wait in the streams and are handled once the gateway runs.
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     cryptshare_gateway::install_crypto_provider();
@@ -228,6 +229,18 @@ async fn serve(
                     }
                 }
                 gateway.reopen_audit();
+            }
+        });
+    }
+    // SIGUSR1: reopen the audit file and nothing else. logrotate's postrotate sends this one, so
+    // that a nightly rotation never loads a configuration file somebody is still editing (SIGHUP
+    // would reload it and, if it parses, apply it).
+    {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                gateway.reopen_audit();
+                tracing::info!("audit file reopened (SIGUSR1)");
             }
         });
     }

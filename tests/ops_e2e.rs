@@ -283,6 +283,39 @@ fn sighup_reopens_the_audit_file_for_log_rotation() {
     assert!(!gw.log().contains("\"target\":\"audit\""), "{}", gw.log());
 }
 
+/// logrotate's postrotate: SIGUSR1 reopens the audit file and reloads nothing — a configuration
+/// file changed in the meantime (here: to a broken one) is neither read nor reported.
+#[test]
+fn sigusr1_reopens_the_audit_file_without_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let extra = format!("\n[audit]\nfile = \"{}\"\n", audit.display());
+    let mut gw = Gateway::start_with_policy_extra(SMALL, LogFormat::Json, &extra);
+    assert_relayed(send(&gw, "first"));
+    let rotated = dir.path().join("audit.log.1");
+    std::fs::rename(&audit, &rotated).unwrap();
+    let path = write_config(gw.dir.path(), SMALL, &extra);
+    std::fs::write(&path, "[server\nbroken").unwrap();
+    gw.signal(libc::SIGUSR1);
+    gw.wait_log("audit file reopened (SIGUSR1)");
+    assert_relayed(send(&gw, "second"));
+
+    let ids = |p: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let r: AuditRecord = serde_json::from_str(l).unwrap();
+                r.message_id.unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(ids(&rotated), ["first@example.org"]);
+    assert_eq!(ids(&audit), ["second@example.org"]);
+    let log = gw.log();
+    assert!(!log.contains("reload"), "{log}");
+}
+
 /// The relay is built at start: a reload that changes `relay.next_hop` applies the rest of the
 /// file, says in the log that the next hop needs a restart, and keeps relaying to the old one.
 #[test]
