@@ -143,7 +143,9 @@ impl Notice {
         if let Some(dir) = &self.template_dir {
             let path = dir.join(format!("notice.{lang}.{ext}"));
             match std::fs::read_to_string(&path) {
-                Ok(t) => return Ok(t),
+                // Templates written on Windows end their lines in CRLF; the rewrite turns each
+                // LF into the message's line ending, so a CR left here would become a bare CR.
+                Ok(t) => return Ok(t.replace("\r\n", "\n")),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => return Err(NoticeError::Template { path, source }),
             }
@@ -301,5 +303,15 @@ mod tests {
         );
         // No HTML override: the built-in one is used.
         assert!(n.render_html().unwrap().contains("<ul>"));
+        // A template saved with CRLF line endings renders with LF like any other.
+        std::fs::write(
+            dir.path().join("notice.en.txt"),
+            "Moved: {{files}}\r\nURL {{download_url}}\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            n.render_text().unwrap(),
+            "Moved:   - <b>report</b>.pdf (1.5 MB)\n"
+        );
     }
 }
