@@ -149,7 +149,7 @@ async fn serve(
     cryptshare_gateway::install_crypto_provider();
     std::fs::create_dir_all(&cfg.state.dir)
         .with_context(|| format!("state.dir: cannot create {}", cfg.state.dir.display()))?;
-    if let NextHop::Maildir(dir) = cfg.next_hop()? {
+    if let NextHop::Maildir(dir) = &cfg.relay.next_hop {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("relay.next_hop: cannot create {}", dir.display()))?;
     }
@@ -171,7 +171,7 @@ async fn serve(
     }
     readiness.set(Component::Listeners, Ok(()));
     if let Some(m) = &cfg.metrics {
-        let addr = m.listen.parse().context("metrics.listen")?;
+        let addr = m.listen;
         let mut rx = stop_rx.clone();
         let http = ops::http::serve(addr, metrics.clone(), readiness.clone(), async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -179,7 +179,7 @@ async fn serve(
         .await?;
         tracing::info!(listen = %http.local_addr, "metrics endpoint ready");
     }
-    let next_hop = cfg.next_hop()?;
+    let next_hop = cfg.relay.next_hop.clone();
     ops::http::spawn_probe(
         readiness.clone(),
         Component::NextHop,
