@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cryptshare_gateway::config::Config;
-use cryptshare_gateway::config::NextHop;
+use cryptshare_gateway::config::{Config, Loaded, NextHop, NextHopTls};
 use cryptshare_gateway::ops::{self, Component, LogFormat, Notifier, Readiness};
 use cryptshare_gateway::pipeline::{Gateway, GatewayFactory};
 use cryptshare_gateway::smtp::server::Server;
+use cryptshare_gateway::smtp::session::SessionSettings;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -35,10 +35,20 @@ enum Command {
         #[arg(long, default_value = "human")]
         log_format: LogFormat,
     },
-    /// Validate a configuration file: exit 0 when valid, 2 naming the wrong key otherwise.
+    /// Validate a configuration file as `serve` would (certificates, key, users file, client id,
+    /// audit and state directories): exit 0 when valid, 2 naming the wrong key otherwise.
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// The effective configuration, defaults included: one `key = value  # source` line each
+    /// (source: file:LINE, env VARIABLE or default); secrets redacted.
+    ShowConfig {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only the values set in the file or the environment (like `postconf -n`).
+        #[arg(short = 'n', long)]
+        non_default: bool,
     },
     /// Dry run: which policy matches, which parts would be converted and why. Contacts no server.
     Explain {
@@ -57,13 +67,26 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config } => match load_checked(&config) {
             Ok(_) => {
                 println!("{}: OK", config.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{}: {e}", config.display());
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::ShowConfig {
+            config,
+            non_default,
+        } => match Loaded::read(&config, std::env::vars()) {
+            Ok(loaded) => {
+                print!("{}", loaded.render(non_default));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
                 ExitCode::from(2)
             }
         },
@@ -77,7 +100,7 @@ fn main() -> ExitCode {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{}: {e}", config.display());
+                    eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
@@ -104,10 +127,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let cfg = match Config::load(&path) {
+            let cfg = match load_checked(&path) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{}: {e}", path.display());
+                    eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
@@ -150,7 +173,7 @@ async fn serve(
     cryptshare_gateway::install_crypto_provider();
     std::fs::create_dir_all(&cfg.state.dir)
         .with_context(|| format!("state.dir: cannot create {}", cfg.state.dir.display()))?;
-    if let NextHop::Maildir(dir) = cfg.next_hop()? {
+    if let NextHop::Maildir(dir) = &cfg.relay.next_hop {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("relay.next_hop: cannot create {}", dir.display()))?;
     }
@@ -172,7 +195,7 @@ async fn serve(
     }
     readiness.set(Component::Listeners, Ok(()));
     if let Some(m) = &cfg.metrics {
-        let addr = m.listen.parse().context("metrics.listen")?;
+        let addr = m.listen;
         let mut rx = stop_rx.clone();
         let http = ops::http::serve(addr, metrics.clone(), readiness.clone(), async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -180,7 +203,7 @@ async fn serve(
         .await?;
         tracing::info!(listen = %http.local_addr, "metrics endpoint ready");
     }
-    let next_hop = cfg.next_hop()?;
+    let next_hop = cfg.relay.next_hop.clone();
     ops::http::spawn_probe(
         readiness.clone(),
         Component::NextHop,
@@ -213,7 +236,7 @@ async fn serve(
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 let loaded = ops::reload(&notifier, &metrics, || {
-                    let new = Config::load(&path).map_err(|e| e.to_string())?;
+                    let new = load_checked(&path)?;
                     reloader.reload(&new).map_err(|e| e.to_string())?;
                     Ok::<_, String>(new)
                 });
@@ -267,6 +290,96 @@ async fn serve(
     let _ = stop_tx.send(true);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The one validation of `check-config`, start-up and reload: load the file (types, values,
+/// files that must exist), then build what `serve` builds from it and can fail on, without
+/// binding a socket or contacting a server — so that `systemctl reload` (whose `ExecReload`
+/// runs `check-config`) never passes a file the gateway then refuses.
+fn load_checked(path: &std::path::Path) -> Result<Config, String> {
+    let cfg = Config::load(path).map_err(|e| e.to_string())?;
+    preflight(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(cfg)
+}
+
+fn preflight(cfg: &Config) -> Result<(), String> {
+    use cryptshare_gateway::cryptshare;
+    cryptshare_gateway::install_crypto_provider();
+    // [server.tls] (certificate chain, the key matching it) and [server.auth] (the users file):
+    // the session settings every connection gets.
+    SessionSettings::from_config(cfg).map_err(|e| e.to_string())?;
+    if cfg.relay.tls != NextHopTls::Off
+        && let Some(ca) = &cfg.relay.ca_file
+    {
+        cryptshare_gateway::smtp::client::tls_connector(cfg.relay.tls, Some(ca))
+            .map_err(|e| format!("relay.ca_file: {e}"))?;
+    }
+    if let NextHop::Maildir(dir) = &cfg.relay.next_hop {
+        creatable_dir(dir).map_err(|e| format!("relay.next_hop: {}: {e}", dir.display()))?;
+    }
+    // The embedded emulator accepts any id (and `serve` makes one up when there is none).
+    if cfg.cryptshare.url != "embedded" {
+        let id = cryptshare::load_client_id(&cfg.cryptshare).map_err(|e| e.to_string())?;
+        cryptshare::Client::from_config(&cfg.cryptshare, id)
+            .map_err(|e| format!("cryptshare: {e}"))?;
+    }
+    creatable_dir(&cfg.state.dir).map_err(|e| format!("state.dir: {}: {e}", cfg.state.dir.display()))?;
+    if let Some(a) = &cfg.audit {
+        audit_writable(&a.file).map_err(|e| format!("audit.file: {}: {e}", a.file.display()))?;
+    }
+    for (i, p) in cfg.policy.iter().enumerate() {
+        if let Some(dir) = &p.template_dir {
+            for ext in ["txt", "html"] {
+                let f = dir.join(format!("notice.{}.{ext}", p.language));
+                if f.exists() {
+                    std::fs::read_to_string(&f).map_err(|e| {
+                        format!("policy[{i}].template_dir: {}: {e}", f.display())
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `dir` exists and is writable, or can be created (its nearest existing ancestor is writable).
+fn creatable_dir(dir: &std::path::Path) -> Result<(), String> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => return Ok(()),
+        }
+    }
+    if !existing.is_dir() {
+        return Err(format!("{} is not a directory", existing.display()));
+    }
+    // An unnamed temporary file: nothing is left behind.
+    tempfile::tempfile_in(existing)
+        .map(drop)
+        .map_err(|e| format!("cannot write in {}: {e}", existing.display()))
+}
+
+/// The audit file can be appended to: it exists and is writable, or its directory exists and is
+/// writable (`serve` creates the file, not the directory).
+fn audit_writable(file: &std::path::Path) -> Result<(), String> {
+    if file.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .map(drop)
+            .map_err(|e| e.to_string());
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("directory {} does not exist", dir.display()));
+    }
+    tempfile::tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
 }
 
 /// Settings a reload cannot apply: bound sockets, the relay, the Cryptshare client, the state

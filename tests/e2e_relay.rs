@@ -788,7 +788,7 @@ fn check_config_exits_2_naming_the_key() {
         (
             2,
             String::new(),
-            "FILE: server.max_message_size: must be greater than 0\n".into()
+            "FILE:3: server.max_message_size: must be greater than 0\n".into()
         )
     );
     let (code, _, err) = check_config(
@@ -798,19 +798,21 @@ fn check_config_exits_2_naming_the_key() {
     assert_eq!(code, 2);
     assert_eq!(
         err,
-        "FILE: server.client_networks[1]: \"not-a-net\" is not a network (CIDR)\n"
+        "FILE:2: server.client_networks[1]: \"not-a-net\" is not a network (CIDR)\n"
     );
     let (code, _, err) = check_config(&GOOD.replace("listen", "listn"), &[]);
     assert_eq!(code, 2);
     assert!(
-        err.starts_with("FILE: unknown field `listn`") && err.contains("for key `server`"),
+        err.starts_with("FILE:2: server.listn: unknown key (valid: listen, listen_tls, "),
         "{err}"
     );
     // Environment overrides are checked like the file.
     let (code, _, err) = check_config(GOOD, &[("CSGW__SERVER__LISTEN", "localhost:25")]);
     assert_eq!(code, 2);
     assert!(
-        err.starts_with("FILE: server.listen[0]: \"localhost:25\" is not an IP:port"),
+        err.starts_with(
+            "CSGW__SERVER__LISTEN: server.listen[0]: \"localhost:25\" is not an IP:port"
+        ),
         "{err}"
     );
 }

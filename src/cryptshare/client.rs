@@ -68,7 +68,7 @@ impl ClientOptions {
     pub fn from_config(cfg: &CryptshareConfig) -> Self {
         ClientOptions {
             minimum_minor_api_version: cfg.minimum_minor_api_version,
-            timeout: Duration::from_secs(cfg.timeout.max(1)),
+            timeout: cfg.timeout,
             ca_file: cfg.ca_file.clone(),
             ..ClientOptions::default()
         }

@@ -5,7 +5,6 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -114,58 +113,6 @@ where
     })
 }
 
-/// A value that must never reach a log, an error message or JSON output: `Debug`, `Display` and
-/// `Serialize` all print `[redacted]`. Use [`Redacted::expose`] at the one place that needs the
-/// value (the HTTP header, the password check).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Redacted<T>(T);
-
-/// The usual case: a password, token or client id.
-pub type Secret = Redacted<String>;
-
-const REDACTED: &str = "[redacted]";
-
-impl<T> Redacted<T> {
-    pub fn new(value: T) -> Self {
-        Redacted(value)
-    }
-
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-
-    pub fn into_inner(self) -> T {
-        self.0
-    }
-}
-
-impl<T> From<T> for Redacted<T> {
-    fn from(value: T) -> Self {
-        Redacted(value)
-    }
-}
-
-impl<T> fmt::Debug for Redacted<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl<T> fmt::Display for Redacted<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(REDACTED)
-    }
-}
-
-impl<T> Serialize for Redacted<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(REDACTED)
-    }
-}
-
-/// Reading is transparent so that configuration structs can hold secrets directly.
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Redacted<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        T::deserialize(d).map(Redacted)
-    }
-}
+// `Redacted` lives below both config and ops (the configuration holds the client id); the
+// old paths `ops::logging::{Redacted, Secret}` keep working.
+pub use crate::config::secret::{Redacted, Secret};

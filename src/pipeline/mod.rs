@@ -128,7 +128,7 @@ impl Gateway {
             state,
             audit,
             embedded,
-            activation_timeout: Duration::from_secs(cfg.cryptshare.timeout.max(1) * 2),
+            activation_timeout: cfg.cryptshare.timeout * 2,
             converting: Default::default(),
         });
         let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);

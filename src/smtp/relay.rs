@@ -118,7 +118,7 @@ struct Conn {
 
 impl Relay {
     pub fn new(config: &Config) -> Result<Relay, RelayError> {
-        let target = match config.next_hop()? {
+        let target = match config.relay.next_hop.clone() {
             NextHop::Maildir(dir) => Target::Maildir(
                 Maildir::open(&dir, &config.server.hostname).map_err(RelayError::Maildir)?,
             ),
@@ -143,8 +143,8 @@ impl Relay {
                         tls: r.tls,
                         tls_connector,
                         server_name,
-                        connect_timeout: Duration::from_secs(r.connect_timeout.max(1)),
-                        command_timeout: Duration::from_secs(r.command_timeout.max(1)),
+                        connect_timeout: r.connect_timeout,
+                        command_timeout: r.command_timeout,
                     },
                     pool: Mutex::new(Vec::new()),
                     pool_size: r.pool_size,

@@ -118,12 +118,7 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let settings = SessionSettings::from_config(cfg)?;
         let mut listeners = Vec::new();
-        let tls_addrs: Vec<SocketAddr> = cfg
-            .server
-            .listen_tls
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
+        let tls_addrs = &cfg.server.listen_tls;
         let activated = !inherited.is_empty();
         for s in inherited {
             let implicit_tls =
@@ -164,11 +159,11 @@ impl Server {
         for (key, addrs, implicit_tls) in configured {
             for addr in addrs {
                 let socket =
-                    TcpListener::bind(addr.as_str())
+                    TcpListener::bind(addr)
                         .await
                         .map_err(|error| ServerError::Bind {
                             key,
-                            addr: addr.clone(),
+                            addr: addr.to_string(),
                             error,
                         })?;
                 listeners.push(Listener {
@@ -185,7 +180,7 @@ impl Server {
                 has_tls_listeners,
             },
             max_connections: cfg.server.max_connections,
-            shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace),
+            shutdown_grace: cfg.server.shutdown_grace,
         })
     }
 

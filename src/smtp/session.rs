@@ -136,23 +136,21 @@ impl std::fmt::Debug for SessionSettings {
 }
 
 impl SessionSettings {
-    /// Defaults as in the configuration (`[server]` without keys), no TLS, no AUTH.
+    /// The defaults of the configuration (`[server]` without keys), no TLS, no AUTH.
     pub fn new(hostname: impl Into<String>, spool_dir: impl Into<PathBuf>) -> SessionSettings {
+        let d = crate::config::ServerConfig::default();
         SessionSettings {
             hostname: hostname.into(),
-            greeting: "ESMTP cryptshare-gateway".into(),
-            max_message_size: 104_857_600,
-            max_recipients: 100,
-            client_networks: vec![
-                "127.0.0.0/8".parse().expect("literal network"),
-                "::1/128".parse().expect("literal network"),
-            ],
-            idle_timeout: Duration::from_secs(300),
-            session_timeout: Duration::from_secs(3600),
-            max_errors: 10,
-            max_received_headers: 50,
-            max_line_length: TEXT_LINE_MAX,
-            spool_memory_limit: 8 * 1024 * 1024,
+            greeting: d.greeting,
+            max_message_size: d.max_message_size,
+            max_recipients: d.max_recipients,
+            client_networks: d.client_networks,
+            idle_timeout: d.idle_timeout,
+            session_timeout: d.session_timeout,
+            max_errors: d.max_errors,
+            max_received_headers: d.max_received_headers,
+            max_line_length: d.max_line_length,
+            spool_memory_limit: d.spool_memory_limit,
             spool_dir: spool_dir.into(),
             tls: None,
             auth: None,
@@ -170,7 +168,7 @@ impl SessionSettings {
             Some(a) => Some(AuthSettings {
                 users: UserDb::load(&a.users_file)?,
                 allow_plaintext: a.allow_plaintext,
-                failure_delay: Duration::from_secs(a.failure_delay),
+                failure_delay: a.failure_delay,
                 max_failures: a.max_failures,
             }),
             None => None,
@@ -180,9 +178,9 @@ impl SessionSettings {
             greeting: s.greeting.clone(),
             max_message_size: s.max_message_size,
             max_recipients: s.max_recipients,
-            client_networks: cfg.client_networks()?,
-            idle_timeout: Duration::from_secs(s.idle_timeout),
-            session_timeout: Duration::from_secs(s.session_timeout),
+            client_networks: s.client_networks.clone(),
+            idle_timeout: s.idle_timeout,
+            session_timeout: s.session_timeout,
             max_errors: s.max_errors,
             max_received_headers: s.max_received_headers,
             max_line_length: s.max_line_length,

@@ -1,0 +1,324 @@
+//! The configuration structs. Key names are an operator contract (SPEC §3): never rename them.
+//! Every struct uses `deny_unknown_fields`, so a typo is an error naming the key instead of a
+//! silently ignored setting. Values are typed here, once (addresses, networks, the next hop,
+//! durations); the defaults below are the only copy (the session settings start from them too).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::parse::{self, NextHop};
+use super::secret::Secret;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub relay: RelayConfig,
+    #[serde(default)]
+    pub cryptshare: CryptshareConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
+    #[serde(default)]
+    pub policy: Vec<PolicyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(with = "parse::list")]
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners (SMTPS, port 465 style); needs `[server.tls]`.
+    #[serde(with = "parse::list")]
+    pub listen_tls: Vec<SocketAddr>,
+    pub hostname: String,
+    /// Greeting text after `220 <hostname> `.
+    pub greeting: String,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    #[serde(with = "parse::list")]
+    pub client_networks: Vec<IpNet>,
+    pub max_connections: usize,
+    /// How long a client may stay silent between commands (RFC 5321 §4.5.3.2: at least 5
+    /// minutes); written in seconds.
+    #[serde(with = "parse::seconds")]
+    pub idle_timeout: Duration,
+    /// How long a whole session may last (seconds).
+    #[serde(with = "parse::seconds")]
+    pub session_timeout: Duration,
+    /// Protocol errors tolerated before the session is closed with 421.
+    pub max_errors: u32,
+    /// More `Received:` headers than this means a mail loop: 554 5.4.6.
+    pub max_received_headers: usize,
+    /// Longest text line of a message in octets, CRLF included (RFC 5321: 1000); longer ones are
+    /// refused with 554 5.5.6. 0 = no limit: lines are passed on as received.
+    pub max_line_length: usize,
+    /// Messages up to this size stay in memory while received; larger ones spill to `state.dir`.
+    pub spool_memory_limit: usize,
+    /// Time to let in-flight transactions finish on shutdown before answering 421 (seconds).
+    #[serde(with = "parse::seconds")]
+    pub shutdown_grace: Duration,
+    pub tls: Option<TlsConfig>,
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[server]` without keys.
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            listen_tls: Vec::new(),
+            hostname: "localhost".into(),
+            greeting: "ESMTP cryptshare-gateway".into(),
+            max_message_size: 104_857_600,
+            max_recipients: 100,
+            client_networks: vec![
+                "127.0.0.0/8".parse().expect("literal network"),
+                "::1/128".parse().expect("literal network"),
+            ],
+            max_connections: 512,
+            idle_timeout: Duration::from_secs(300),
+            session_timeout: Duration::from_secs(3600),
+            max_errors: 10,
+            max_received_headers: 50,
+            max_line_length: 1000,
+            spool_memory_limit: 8 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            tls: None,
+            auth: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lines `user:hash` with argon2 (`$argon2id$…`) or bcrypt (`$2b$…`) hashes.
+    pub users_file: PathBuf,
+    /// Allow AUTH without TLS (tests only; never in production).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Wait before answering a failed AUTH (seconds), times the failures so far in the session.
+    #[serde(default = "default_auth_failure_delay", with = "parse::seconds")]
+    pub failure_delay: Duration,
+    /// Failed AUTH attempts after which the session is closed (421).
+    #[serde(default = "default_auth_max_failures")]
+    pub max_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NextHopTls {
+    Off,
+    #[default]
+    Opportunistic,
+    Required,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// `host:port` of the next-hop MTA, or `maildir:DIR`.
+    #[serde(with = "parse::one")]
+    pub next_hop: NextHop,
+    #[serde(default)]
+    pub tls: NextHopTls,
+    /// Extra CA certificates (PEM) for verifying the next hop.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify the next hop's certificate against (default: the host of `next_hop`).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// Seconds to wait for the connection and the greeting (at least 1).
+    #[serde(default = "default_connect_timeout", with = "parse::seconds")]
+    pub connect_timeout: Duration,
+    /// Seconds to wait for any next-hop reply, the final reply after data included (at least 1).
+    #[serde(default = "default_command_timeout", with = "parse::seconds")]
+    pub command_timeout: Duration,
+    /// Idle connections to the next hop kept for reuse.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CryptshareConfig {
+    /// Server base URL (the API is under `/api`), or `embedded` for the built-in emulator.
+    pub url: String,
+    pub client_id: Option<Secret>,
+    pub client_id_file: Option<PathBuf>,
+    /// Value of `X-CS-MinimumMinorApiVersion`.
+    pub minimum_minor_api_version: u32,
+    /// Extra CA certificates (PEM) for the Cryptshare server.
+    pub ca_file: Option<PathBuf>,
+    /// Seconds per API call (uploads: per chunk of progress, see the client); at least 1.
+    #[serde(with = "parse::seconds")]
+    pub timeout: Duration,
+    /// Data directory of the embedded emulator (default: `<state.dir>/cryptshare-sim`).
+    pub embedded_data_dir: Option<PathBuf>,
+}
+
+impl Default for CryptshareConfig {
+    fn default() -> Self {
+        CryptshareConfig {
+            url: "embedded".into(),
+            client_id: None,
+            client_id_file: None,
+            minimum_minor_api_version: 8,
+            ca_file: None,
+            timeout: Duration::from_secs(60),
+            embedded_data_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+    /// Days a finished transfer is remembered for idempotent retries.
+    pub retention_days: u32,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("/var/lib/cryptshare-gateway"),
+            retention_days: 14,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(with = "parse::one")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// File receiving one JSON line per message (appended; reopened on SIGHUP for rotation).
+    /// Without `[audit]` the lines go to the log under the target `audit`.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    #[default]
+    Tempfail,
+    DeliverOriginal,
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PasswordMode {
+    #[default]
+    Generated,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignedHandling {
+    #[default]
+    Skip,
+    Convert,
+}
+
+/// One `[[policy]]` rule. SPEC §3 keys first, then the extensions of the pipeline issue.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub name: String,
+    /// Patterns on the envelope sender: `*@example.org`, `*@*.example.org`, `user@example.org`, `*`.
+    pub senders: Vec<String>,
+    /// Convert when the decoded attachments total more than this many bytes.
+    #[serde(default)]
+    pub threshold: u64,
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default)]
+    pub password_mode: PasswordMode,
+    #[serde(default = "default_expiration_days")]
+    pub expiration_days: u32,
+    #[serde(default = "default_language")]
+    pub language: String,
+    #[serde(default = "default_true")]
+    pub notify_recipients: bool,
+    // --- extensions ---
+    /// Only when at least one recipient is outside these domains.
+    #[serde(default)]
+    pub internal_domains: Vec<String>,
+    /// Attachments smaller than this stay in the mail.
+    #[serde(default)]
+    pub min_attachment_size: u64,
+    /// File name patterns (`*.pdf`) that may be converted; empty = all.
+    #[serde(default)]
+    pub include_files: Vec<String>,
+    /// File name patterns never converted.
+    #[serde(default)]
+    pub exclude_files: Vec<String>,
+    /// A subject tag (e.g. `[secure]`) that forces conversion and is removed from the subject.
+    #[serde(default)]
+    pub subject_tag: Option<String>,
+    #[serde(default)]
+    pub signed: SignedHandling,
+    #[serde(default)]
+    pub sender_name: Option<String>,
+    #[serde(default)]
+    pub sender_phone: Option<String>,
+    #[serde(default = "default_true")]
+    pub show_file_names: bool,
+    #[serde(default)]
+    pub download_notifications: bool,
+    #[serde(default = "default_true")]
+    pub upload_summary: bool,
+    #[serde(default)]
+    pub classification_id: Option<String>,
+    /// Directory with notice templates overriding the built-in ones (`notice.<lang>.txt`, `notice.<lang>.html`).
+    #[serde(default)]
+    pub template_dir: Option<PathBuf>,
+}
+
+fn default_auth_failure_delay() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_auth_max_failures() -> u32 {
+    3
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_pool_size() -> usize {
+    8
+}
+fn default_expiration_days() -> u32 {
+    14
+}
+fn default_language() -> String {
+    "en".into()
+}
+fn default_true() -> bool {
+    true
+}

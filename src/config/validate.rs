@@ -1,0 +1,225 @@
+//! Checks of values that their types cannot express (ranges, combinations of keys, files that
+//! must exist), and the clamps. Every error names its key; the loader adds where it was set.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{Config, ConfigError, NextHop};
+
+impl Config {
+    /// The one place where out-of-range values are raised to what the code can work with
+    /// instead of being refused (a timeout of 0 s would fail every attempt at once).
+    pub(super) fn apply_clamps(&mut self) {
+        let at_least_1s = |d: &mut Duration| *d = (*d).max(Duration::from_secs(1));
+        at_least_1s(&mut self.relay.connect_timeout);
+        at_least_1s(&mut self.relay.command_timeout);
+        at_least_1s(&mut self.cryptshare.timeout);
+    }
+
+    /// Checks serde cannot express. Every error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.listen.is_empty() && s.listen_tls.is_empty() {
+            return Err(ConfigError::invalid(
+                "server.listen",
+                "at least one listener is required",
+            ));
+        }
+        if s.max_line_length != 0 && s.max_line_length < 1000 {
+            return Err(ConfigError::invalid(
+                "server.max_line_length",
+                "0 (no limit) or at least 1000 (RFC 5321 requires lines of 1000 octets)",
+            ));
+        }
+        if !s.listen_tls.is_empty() && s.tls.is_none() {
+            return Err(ConfigError::invalid(
+                "server.listen_tls",
+                "implicit TLS listeners need [server.tls]",
+            ));
+        }
+        if s.hostname.is_empty() || s.hostname.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "server.hostname",
+                "must be a host name without spaces",
+            ));
+        }
+        if s.max_message_size == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_message_size",
+                "must be greater than 0",
+            ));
+        }
+        if s.max_message_size >= u32::MAX as u64 {
+            return Err(ConfigError::invalid(
+                "server.max_message_size",
+                "must be below 4 GiB",
+            ));
+        }
+        if s.max_recipients == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_recipients",
+                "must be greater than 0",
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(tls) = &s.tls {
+            for (key, p) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
+                if !p.is_file() {
+                    return Err(ConfigError::invalid(
+                        key,
+                        format!("{}: no such file", p.display()),
+                    ));
+                }
+            }
+        }
+        if let Some(auth) = &s.auth {
+            if !auth.users_file.is_file() {
+                return Err(ConfigError::invalid(
+                    "server.auth.users_file",
+                    format!("{}: no such file", auth.users_file.display()),
+                ));
+            }
+            if auth.max_failures == 0 {
+                return Err(ConfigError::invalid(
+                    "server.auth.max_failures",
+                    "must be at least 1",
+                ));
+            }
+            if auth.failure_delay > Duration::from_secs(60) {
+                return Err(ConfigError::invalid(
+                    "server.auth.failure_delay",
+                    "at most 60 seconds (it grows with each failure, and clients time out)",
+                ));
+            }
+        }
+        if let NextHop::Smtp { host, .. } = &self.relay.next_hop {
+            let name = self.relay.tls_server_name.as_ref().unwrap_or(host);
+            if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+                return Err(ConfigError::invalid(
+                    "relay.tls_server_name",
+                    format!("{name:?} is not a valid TLS server name"),
+                ));
+            }
+        }
+        if let Some(ca) = &self.relay.ca_file
+            && !ca.is_file()
+        {
+            return Err(ConfigError::invalid(
+                "relay.ca_file",
+                format!("{}: no such file", ca.display()),
+            ));
+        }
+        let cs = &self.cryptshare;
+        if cs.url != "embedded"
+            && !(cs.url.starts_with("https://") || cs.url.starts_with("http://"))
+        {
+            return Err(ConfigError::invalid(
+                "cryptshare.url",
+                format!("{:?} must be an http(s):// URL or \"embedded\"", cs.url),
+            ));
+        }
+        if cs.client_id.is_some() && cs.client_id_file.is_some() {
+            return Err(ConfigError::invalid(
+                "cryptshare.client_id_file",
+                "set either cryptshare.client_id or cryptshare.client_id_file, not both",
+            ));
+        }
+        if let Some(f) = &cs.client_id_file
+            && !f.is_file()
+        {
+            return Err(ConfigError::invalid(
+                "cryptshare.client_id_file",
+                format!("{}: no such file", f.display()),
+            ));
+        }
+        if let Some(f) = &cs.ca_file
+            && !f.is_file()
+        {
+            return Err(ConfigError::invalid(
+                "cryptshare.ca_file",
+                format!("{}: no such file", f.display()),
+            ));
+        }
+        self.validate_policies()
+    }
+
+    fn validate_policies(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, p) in self.policy.iter().enumerate() {
+            let key = |k: &str| format!("policy[{i}].{k}");
+            if p.name.is_empty() {
+                return Err(ConfigError::invalid(key("name"), "must not be empty"));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(ConfigError::invalid(
+                    key("name"),
+                    format!("duplicate policy name {:?}", p.name),
+                ));
+            }
+            if p.senders.is_empty() {
+                return Err(ConfigError::invalid(
+                    key("senders"),
+                    "at least one sender pattern is required",
+                ));
+            }
+            for (j, pat) in p.senders.iter().enumerate() {
+                validate_sender_pattern(pat)
+                    .map_err(|r| ConfigError::invalid(format!("policy[{i}].senders[{j}]"), r))?;
+            }
+            if p.expiration_days == 0 || p.expiration_days > 3650 {
+                return Err(ConfigError::invalid(
+                    key("expiration_days"),
+                    "must be between 1 and 3650",
+                ));
+            }
+            if !matches!(p.language.as_str(), "en" | "de") {
+                return Err(ConfigError::invalid(
+                    key("language"),
+                    format!(
+                        "{:?} has no notice template (built in: \"en\", \"de\")",
+                        p.language
+                    ),
+                ));
+            }
+            if let Some(dir) = &p.template_dir
+                && !dir.is_dir()
+            {
+                return Err(ConfigError::invalid(
+                    key("template_dir"),
+                    format!("{}: no such directory", dir.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sender patterns: `*`, `*@domain`, `*@*.domain`, `local@domain`.
+pub fn validate_sender_pattern(p: &str) -> Result<(), String> {
+    if p == "*" {
+        return Ok(());
+    }
+    let Some((local, domain)) = p.rsplit_once('@') else {
+        return Err(format!(
+            "{p:?} must look like *@domain, *@*.domain or user@domain"
+        ));
+    };
+    if local.is_empty() || domain.is_empty() {
+        return Err(format!(
+            "{p:?} must look like *@domain, *@*.domain or user@domain"
+        ));
+    }
+    if local.contains('*') && local != "*" {
+        return Err(format!("{p:?}: the local part is either * or a literal"));
+    }
+    let d = domain.strip_prefix("*.").unwrap_or(domain);
+    if d.is_empty() || d.contains('*') || d.contains(char::is_whitespace) || d.starts_with('.') {
+        return Err(format!("{p:?}: bad domain (wildcard only as a leading *.)"));
+    }
+    Ok(())
+}
