@@ -245,7 +245,7 @@ pub enum SignedHandling {
     Convert,
 }
 
-/// One `[[policy]]` rule. SPEC §3 keys first, then the extensions of the pipeline issue.
+/// One `[[policy]]` rule. SPEC §3 keys first, then the gateway's own extensions.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
@@ -594,7 +594,10 @@ impl Config {
                     "must be between 1 and 3650",
                 ));
             }
-            if !matches!(p.language.as_str(), "en" | "de") {
+            // The canonical tag only: it also goes verbatim to the Cryptshare API.
+            if crate::mime::Language::parse(&p.language).map(|l| l.tag())
+                != Some(p.language.as_str())
+            {
                 return Err(ConfigError::invalid(
                     key("language"),
                     format!(

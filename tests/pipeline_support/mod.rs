@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cryptshare_gateway::config::Config;
+use cryptshare_gateway::ops::Metrics;
 use cryptshare_gateway::pipeline::{Gateway, GatewayFactory};
 use cryptshare_gateway::sim::{Emulator, EmulatorHandle, SimOptions};
 use cryptshare_gateway::smtp::server::Server;
@@ -143,7 +144,7 @@ async fn serve(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let gw = Gateway::new(cfg).await.unwrap();
+    let gw = Gateway::new(cfg, Arc::new(Metrics::new())).await.unwrap();
     let server = Server::bind(cfg).await.unwrap();
     let smtp = server.local_addrs()[0];
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
