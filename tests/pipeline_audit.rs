@@ -182,3 +182,34 @@ async fn tempfail_records_the_time_spent_on_cryptshare_and_no_relay() {
     );
     h.stop().await;
 }
+
+/// `explain` prints the plan `serve` acts on: same rule, same action, same reason as the audit
+/// line, for a conversion, a pass below the threshold and a sender without a rule.
+#[tokio::test]
+async fn explain_gives_the_reasons_the_audit_line_records() {
+    let h = Harness::start(&policy("tempfail")).await;
+    let (big, _) = attachment_message(4 * 1024, 23);
+    let (small, _) = attachment_message(512, 24);
+    let cases = [
+        ("alice@example.org", &big, "convert"),
+        ("alice@example.org", &small, "pass"),
+        ("someone@other.example", &big, "pass"),
+    ];
+    for (i, (from, msg, decision)) in cases.iter().enumerate() {
+        let path = h.dir.path().join(format!("m{i}.eml"));
+        std::fs::write(&path, msg).unwrap();
+        let to = ["bob@example.net".to_string()];
+        let explained: Value = serde_json::from_str(
+            &cryptshare_gateway::pipeline::explain(&h.cfg, from, &to, &path, true).unwrap(),
+        )
+        .unwrap();
+        let reply = h.send(from, &["bob@example.net"], msg).await;
+        assert!(reply.starts_with("250 "), "{reply}");
+        let a = &h.audit()[i];
+        assert_eq!(a["decision"], *decision, "{from}");
+        assert_eq!(explained["action"], *decision, "{from}");
+        assert_eq!(explained["policy"], a["policy"], "{from}");
+        assert_eq!(explained["reason"], a["reason"], "{from}");
+    }
+    h.stop().await;
+}

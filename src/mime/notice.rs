@@ -6,7 +6,7 @@
 //! dropped, so one template serves transfers with and without a download link. In HTML every
 //! value is escaped; in text, control characters are replaced so nothing can forge lines.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::NaiveDate;
 
@@ -224,12 +224,6 @@ impl Notice {
     /// The HTML notice fragment (lines end in `\n`).
     pub fn render_html(&self) -> Result<String, NoticeError> {
         Ok(self.render(&self.template("html")?, true))
-    }
-
-    /// Template directory of a policy, for callers that build a notice from a config.
-    pub fn with_template_dir(mut self, dir: Option<&Path>) -> Self {
-        self.template_dir = dir.map(Path::to_path_buf);
-        self
     }
 }
 

@@ -5,7 +5,7 @@
 //! client sees the next hop's per-recipient verdicts). At the end of DATA the message takes
 //! named steps, one file each:
 //!
-//! - [`plan`]: the sender's policy and the message's analysis → pass or convert, with the
+//! - `plan`: the sender's policy and the message's analysis → pass or convert, with the
 //!   reason, as a value (`explain` prints the same value);
 //! - `transfer`: the Cryptshare workflow, one function per step (token and transfer policy →
 //!   session → settings → files → finalize → active);
@@ -28,7 +28,7 @@ mod facts;
 mod gateway;
 mod message;
 mod outcome;
-pub mod plan;
+mod plan;
 mod recovery;
 mod transfer;
 
@@ -38,7 +38,7 @@ use crate::cryptshare;
 
 pub use explain::{ExplainError, explain};
 pub use gateway::{Gateway, GatewayFactory, GatewayHandler};
-pub use transfer::{ConvertError, Converted};
+pub use plan::{Action, Plan, plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
