@@ -104,7 +104,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match cryptshare_gateway::mime::explain::explain(&cfg, &from, &to, &message, json) {
+            match cryptshare_gateway::pipeline::explain(&cfg, &from, &to, &message, json) {
                 Ok(out) => {
                     print!("{out}");
                     ExitCode::SUCCESS
@@ -183,7 +183,7 @@ async fn serve(
     let readiness = Arc::new(Readiness::new());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    let gateway = Gateway::new(&cfg).await?;
+    let gateway = Gateway::new(&cfg, metrics.clone()).await?;
     // Under socket activation the listen keys are not used at all, so a change is no news.
     let activated = !inherited.is_empty();
     let server = Server::bind_with(&cfg, inherited).await?;

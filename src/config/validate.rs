@@ -177,7 +177,10 @@ impl Config {
                     "must be between 1 and 3650",
                 ));
             }
-            if !matches!(p.language.as_str(), "en" | "de") {
+            // The canonical tag only: it also goes verbatim to the Cryptshare API.
+            if crate::mime::Language::parse(&p.language).map(|l| l.tag())
+                != Some(p.language.as_str())
+            {
                 return Err(ConfigError::invalid(
                     key("language"),
                     format!(

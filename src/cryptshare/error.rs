@@ -1,7 +1,7 @@
-//! The small error set the SMTP layer acts on (issue 3): each Cryptshare failure is either worth
-//! retrying later ([`Error::Temporary`]), a permanent refusal by the server's policy
-//! ([`Error::Refused`]), a verification problem ([`Error::Auth`]) or a request the server found
-//! malformed, i.e. our own bug ([`Error::Invalid`]).
+//! The small error set the pipeline acts on (its `outcome` step maps it to SMTP replies): each
+//! Cryptshare failure is either worth retrying later ([`Error::Temporary`]), a permanent refusal
+//! by the server's policy ([`Error::Refused`]), a verification problem ([`Error::Auth`]) or a
+//! request the server found malformed, i.e. our own bug ([`Error::Invalid`]).
 
 use std::fmt;
 
@@ -150,7 +150,7 @@ impl Error {
         }
     }
 
-    /// Classify an HTTP error answer (issue 3's table).
+    /// Classify an HTTP error answer by status and Cryptshare error code (see [`classify`]).
     pub(crate) fn from_status(
         operation: &'static str,
         status: u16,

@@ -10,16 +10,17 @@
 //! mime::decode_part(raw, &Part, &mut impl Write) -> io::Result<u64>
 //! mime::part_sha256(raw, &Part) -> (u64, [u8; 32])         // decoded size + SHA-256
 //! mime::rewrite(raw, &Analysis, remove: &[PartId], &Notice) -> Result<Vec<u8>, RewriteError>
-//! mime::Notice { language, files: Vec<NoticeFile { name, size }>, expires: Option<NaiveDate>,
-//!                sender, tracking_id, download_url, instructions, template_dir }
-//! mime::explain::explain(&Config, from, to, path, json) -> Result<String, ExplainError>
-//! policy::Rules::new(&[PolicyConfig]).match_sender(sender) -> Option<&PolicyConfig>
-//! policy::select(&PolicyConfig, &Analysis) -> Selection { convert: Vec<PartId>, total, reason }
+//! mime::Notice { language: Language, files: Vec<NoticeFile { name, size }>,
+//!                expires: Option<NaiveDate>, sender, tracking_id, download_url,
+//!                access: Access, template_dir }
+//! mime::Language::parse(tag) -> Option<Language>           // en / de, the one language test
 //! ```
 //!
-//! Typical use: `let a = analyse(&raw); let sel = select(policy, &a);` then for each id in
-//! `sel.convert`: `part_sha256` for the file registration and a `PartReader` as the upload body,
-//! named `part.upload_name` (sanitised, unique); finally `rewrite(&raw, &a, &sel.convert, &notice)`.
+//! Typical use (the pipeline's `plan` step does the first two with `policy::select_for`):
+//! `let a = analyse(&raw);` choose the parts to move, then for each: `part_sha256` for the file
+//! registration and a `PartReader` as the upload body, named `part.upload_name` (sanitised,
+//! unique); finally `rewrite(&raw, &a, &chosen, &notice)`. This module knows nothing of the
+//! configuration, the policies or the pipeline above it.
 //!
 //! `Analysis::parts` is a pre-order list of every MIME entity; `Part::id` is its index. Every
 //! leaf has a [`Class`] and a human-readable reason. Parts inside `multipart/signed`,
@@ -47,7 +48,7 @@
 
 mod analyse;
 mod decode;
-pub mod explain;
+mod language;
 mod notice;
 mod rewrite;
 mod subject;
@@ -56,7 +57,8 @@ mod tnef;
 
 pub use analyse::{MAX_DEPTH, MAX_PARTS, analyse};
 pub use decode::{PartReader, decode_part, part_sha256};
-pub use notice::{Notice, NoticeError, NoticeFile};
+pub use language::{Access, Language};
+pub use notice::{Notice, NoticeError, NoticeFile, human_size};
 pub use rewrite::{RewriteError, rewrite};
 pub use subject::{remove_subject_tag, remove_tag_from_text};
 pub use text::{is_invisible, strip_invisible};

@@ -6,9 +6,11 @@
 //! dropped, so one template serves transfers with and without a download link. In HTML every
 //! value is escaped; in text, control characters are replaced so nothing can forge lines.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::NaiveDate;
+
+use super::language::{Access, Language};
 
 /// A file listed in the notice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,15 +23,15 @@ pub struct NoticeFile {
 /// What the recipient is told.
 #[derive(Debug, Clone, Default)]
 pub struct Notice {
-    /// `en` or `de` (anything else falls back to English).
-    pub language: String,
+    /// From a tag with `.into()`: `"de"`, anything without templates falls back to English.
+    pub language: Language,
     pub files: Vec<NoticeFile>,
     pub expires: Option<NaiveDate>,
     pub sender: String,
     pub tracking_id: Option<String>,
     pub download_url: Option<String>,
-    /// How the recipient gets access (password hint etc.); a default sentence when `None`.
-    pub instructions: Option<String>,
+    /// How the recipients reach the files: the `{{instructions}}` sentence.
+    pub access: Access,
     pub template_dir: Option<PathBuf>,
 }
 
@@ -94,12 +96,8 @@ const DE_HTML: &str = "\
 </div>
 ";
 
-fn german(lang: &str) -> bool {
-    lang.eq_ignore_ascii_case("de") || lang.to_ascii_lowercase().starts_with("de-")
-}
-
 /// `1.5 MB` / `1,5 MB` (binary multiples, labelled the way mail clients do).
-pub(crate) fn human_size(size: u64, lang: &str) -> String {
+pub fn human_size(size: u64, language: Language) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     let mut v = size as f64;
     let mut u = 0;
@@ -112,7 +110,10 @@ pub(crate) fn human_size(size: u64, lang: &str) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     };
-    if german(lang) { s.replace('.', ",") } else { s }
+    match language {
+        Language::De => s.replace('.', ","),
+        Language::En => s,
+    }
 }
 
 fn escape_html(s: &str) -> String {
@@ -139,7 +140,7 @@ fn clean_text(s: &str) -> String {
 
 impl Notice {
     fn template(&self, ext: &str) -> Result<String, NoticeError> {
-        let lang = if german(&self.language) { "de" } else { "en" };
+        let lang = self.language.tag();
         if let Some(dir) = &self.template_dir {
             let path = dir.join(format!("notice.{lang}.{ext}"));
             match std::fs::read_to_string(&path) {
@@ -150,31 +151,18 @@ impl Notice {
                 Err(source) => return Err(NoticeError::Template { path, source }),
             }
         }
-        Ok(match (lang, ext) {
-            ("de", "txt") => DE_TXT,
-            ("de", _) => DE_HTML,
-            (_, "txt") => EN_TXT,
-            _ => EN_HTML,
+        Ok(match (self.language, ext) {
+            (Language::De, "txt") => DE_TXT,
+            (Language::De, _) => DE_HTML,
+            (Language::En, "txt") => EN_TXT,
+            (Language::En, _) => EN_HTML,
         }
         .to_owned())
     }
 
-    fn default_instructions(&self) -> &'static str {
-        match (german(&self.language), self.download_url.is_some()) {
-            (false, false) => {
-                "Each recipient receives an e-mail from Cryptshare with the download link."
-            }
-            (false, true) => "The password is sent separately.",
-            (true, false) => {
-                "Jeder Empfänger erhält eine E-Mail von Cryptshare mit dem Download-Link."
-            }
-            (true, true) => "Das Passwort wird separat übermittelt.",
-        }
-    }
-
     fn expires(&self) -> String {
         match self.expires {
-            Some(d) if german(&self.language) => d.format("%d.%m.%Y").to_string(),
+            Some(d) if self.language == Language::De => d.format("%d.%m.%Y").to_string(),
             Some(d) => d.format("%Y-%m-%d").to_string(),
             None => String::new(),
         }
@@ -186,7 +174,7 @@ impl Notice {
             .files
             .iter()
             .map(|f| {
-                let line = format!("{} ({})", f.name, human_size(f.size, &self.language));
+                let line = format!("{} ({})", f.name, human_size(f.size, self.language));
                 if html {
                     format!("<li>{}</li>", escape_html(&line))
                 } else {
@@ -195,10 +183,7 @@ impl Notice {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let instructions = self
-            .instructions
-            .clone()
-            .unwrap_or_else(|| self.default_instructions().to_owned());
+        let instructions = self.access.instructions(self.language);
         let values = [
             ("{{count}}", self.files.len().to_string()),
             ("{{files}}", files),
@@ -242,12 +227,6 @@ impl Notice {
     pub fn render_html(&self) -> Result<String, NoticeError> {
         Ok(self.render(&self.template("html")?, true))
     }
-
-    /// Template directory of a policy, for callers that build a notice from a config.
-    pub fn with_template_dir(mut self, dir: Option<&Path>) -> Self {
-        self.template_dir = dir.map(Path::to_path_buf);
-        self
-    }
 }
 
 #[cfg(test)]
@@ -265,7 +244,7 @@ mod tests {
             sender: "alice@example.org".into(),
             tracking_id: Some("20261127-ABC".into()),
             download_url: None,
-            instructions: None,
+            access: Access::default(),
             template_dir: None,
         }
     }

@@ -107,7 +107,7 @@ impl AuditRecord {
     /// A record stamped now, with everything optional empty.
     pub fn new(queue_id: impl Into<String>, decision: Decision) -> AuditRecord {
         AuditRecord {
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            time: String::new(),
             queue_id: queue_id.into(),
             message_id: None,
             sender: String::new(),
@@ -122,6 +122,13 @@ impl AuditRecord {
             relay: None,
             durations: AuditDurations::default(),
         }
+        .stamped()
+    }
+
+    /// The record with `time` set to now: call it when the client gets the final reply.
+    pub fn stamped(mut self) -> AuditRecord {
+        self.time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        self
     }
 
     /// The record as one JSON line, without the newline.

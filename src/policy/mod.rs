@@ -2,7 +2,8 @@
 //!
 //! Sender patterns (as accepted by [`crate::config::validate_sender_pattern`]),
 //! case-insensitive domains, first match wins; then per message [`select_for`]: protected
-//! structures, `internal_domains`, per-file filters, `threshold`, `subject_tag`.
+//! structures, `internal_domains`, per-file filters, `threshold`, `subject_tag`. The pipeline's
+//! `plan` step (shared by `serve` and `explain`) is the only caller of both.
 
 use crate::config::{PolicyConfig, SignedHandling};
 use crate::mime::{Analysis, PartId};
@@ -90,11 +91,6 @@ pub struct Selection {
     /// Decoded bytes of all candidate attachments.
     pub total: u64,
     pub reason: String,
-}
-
-/// Apply `policy` to an analysed message, without a recipient condition (see [`select_for`]).
-pub fn select(policy: &PolicyConfig, analysis: &Analysis) -> Selection {
-    select_for(policy, analysis, &[])
 }
 
 /// Apply `policy` to an analysed message sent to `rcpts` (envelope recipients; empty = unknown,
@@ -237,6 +233,11 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without a recipient condition.
+    fn select(policy: &PolicyConfig, analysis: &Analysis) -> Selection {
+        select_for(policy, analysis, &[])
+    }
 
     fn policy(name: &str, senders: &[&str]) -> PolicyConfig {
         let toml = format!(

@@ -199,6 +199,7 @@ impl Relay {
             conn: None,
             mail: None,
             rcpts: Vec::new(),
+            hop_reply: None,
         }
     }
 
@@ -321,6 +322,8 @@ pub struct RelayTransaction {
     mail: Option<MailFrom>,
     /// Recipients the next hop accepted, in order.
     rcpts: Vec<RcptTo>,
+    /// What the next hop itself answered to the last message (see [`Self::next_hop_reply`]).
+    hop_reply: Option<Reply>,
 }
 
 impl RelayTransaction {
@@ -409,6 +412,7 @@ impl RelayTransaction {
     /// the next hop's 250. A connection found dead before the message went out is replaced once,
     /// replaying MAIL and the accepted recipients.
     pub async fn data(&mut self, parts: &[&[u8]]) -> Reply {
+        self.hop_reply = None;
         let Some(mail) = self.mail.clone() else {
             return reply_for(&RelayError::Sequence("need MAIL before DATA"));
         };
@@ -422,7 +426,12 @@ impl RelayTransaction {
                 self.mail = None;
                 self.rcpts.clear();
                 return match res {
-                    Ok(name) => replies::relayed(&format!("maildir {name}")),
+                    Ok(name) => {
+                        // The maildir has no reply of its own: ours names the file it wrote.
+                        let r = replies::relayed(&format!("maildir {name}"));
+                        self.hop_reply = Some(r.clone());
+                        r
+                    }
                     Err(e) => {
                         let e = RelayError::Maildir(e);
                         tracing::error!(error = %e, "maildir delivery failed");
@@ -447,6 +456,7 @@ impl RelayTransaction {
             };
             match conn.client.send_data(parts).await {
                 Ok(r) => {
+                    self.hop_reply = Some(r.clone());
                     // The next-hop transaction is over whatever the code: the connection is clean.
                     self.mail = None;
                     self.rcpts.clear();
@@ -475,6 +485,13 @@ impl RelayTransaction {
                 }
             }
         }
+    }
+
+    /// The next hop's own reply to the last [`Self::data`] (for the audit line), which the
+    /// client's reply only quotes; `None` when the next hop never answered the message
+    /// (unreachable, connection lost, no recipient accepted).
+    pub fn next_hop_reply(&self) -> Option<&Reply> {
+        self.hop_reply.as_ref()
     }
 
     /// Abort the transaction; the connection goes back to the pool and gets a RSET before reuse.
@@ -545,7 +562,7 @@ impl Drop for RelayTransaction {
     }
 }
 
-/// Relays every message unchanged: the handler `serve` uses until the conversion pipeline lands.
+/// Relays every message unchanged: the SMTP core and the relay without the pipeline (tests).
 #[derive(Clone)]
 pub struct PassThrough {
     relay: Relay,

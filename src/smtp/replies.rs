@@ -367,6 +367,38 @@ pub fn smtputf8_not_relayable() -> Reply {
     )
 }
 
+// --- Conversion replies (src/pipeline/outcome.rs decides which one). ---
+
+/// After finalize the transfer exists (or may): only the retry, which adopts it, ends well.
+pub fn transfer_not_confirmed(detail: &str) -> Reply {
+    Reply::new(
+        451,
+        [4, 3, 0],
+        format!("Cryptshare transfer not confirmed, try again later: {detail}"),
+    )
+}
+pub fn attachments_refused(detail: &str) -> Reply {
+    Reply::new(
+        554,
+        [5, 7, 1],
+        format!("Attachments refused by the Cryptshare policy: {detail}"),
+    )
+}
+pub fn attachments_not_moved(detail: &str) -> Reply {
+    Reply::new(
+        554,
+        [5, 3, 0],
+        format!("Attachments could not be moved to Cryptshare: {detail}"),
+    )
+}
+pub fn cryptshare_unavailable(detail: &str) -> Reply {
+    Reply::new(
+        451,
+        [4, 3, 0],
+        format!("Cryptshare unavailable, try again later: {detail}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

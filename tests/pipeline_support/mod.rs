@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cryptshare_gateway::config::Config;
+use cryptshare_gateway::ops::Metrics;
 use cryptshare_gateway::pipeline::{Gateway, GatewayFactory};
 use cryptshare_gateway::sim::{Emulator, EmulatorHandle, SimOptions};
 use cryptshare_gateway::smtp::server::Server;
@@ -143,7 +144,7 @@ async fn serve(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let gw = Gateway::new(cfg).await.unwrap();
+    let gw = Gateway::new(cfg, Arc::new(Metrics::new())).await.unwrap();
     let server = Server::bind(cfg).await.unwrap();
     let smtp = server.local_addrs()[0];
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -337,7 +338,8 @@ Date: Fri, 27 Nov 2026 10:00:00 +0000\r\n\
 Message-ID: <pipeline-test-1@example.org>\r\n";
 
 /// A minimal next hop that records the content of EVERY DATA transaction (the scriptable sink
-/// records accepted ones only) and answers the n-th with `replies[n]` (the last one repeats).
+/// records accepted ones only) and answers the n-th with `replies[n]` (the last one repeats),
+/// after `answer_delay` (a slow next hop; zero unless [`RecordingHop::start_slow`]).
 pub struct RecordingHop {
     pub addr: SocketAddr,
     pub seen: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
@@ -352,6 +354,13 @@ impl Drop for RecordingHop {
 
 impl RecordingHop {
     pub async fn start(replies: Vec<&'static str>) -> RecordingHop {
+        Self::start_slow(replies, std::time::Duration::ZERO).await
+    }
+
+    pub async fn start_slow(
+        replies: Vec<&'static str>,
+        answer_delay: std::time::Duration,
+    ) -> RecordingHop {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let seen: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
@@ -396,6 +405,7 @@ impl RecordingHop {
                                     s.push(data);
                                     s.len() - 1
                                 };
+                                tokio::time::sleep(answer_delay).await;
                                 format!("{}\r\n", replies[n.min(replies.len() - 1)])
                             } else if cmd.starts_with("QUIT") {
                                 w.write_all(b"221 bye\r\n").await.ok()?;

@@ -1,13 +1,16 @@
 //! `cryptshare-gateway explain`: a dry run over one message file. Contacts no server.
+//!
+//! The decision comes from the same [`plan`](super::plan) step as in `serve`; this file only
+//! renders it (text for a person, the JSON object of SPEC §3 for scripts).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::notice::human_size;
-use super::{Analysis, Class, analyse};
+use super::plan::{Action, plan};
 use crate::config::Config;
+use crate::mime::{Analysis, Class, Language, analyse, human_size};
 use crate::policy::{Rules, Selection};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,38 +36,13 @@ pub fn explain(
         source,
     })?;
     let analysis = analyse(&raw);
-    let rules = Rules::new(&cfg.policy);
-    let policy = rules.match_sender(from);
-    let selection = match policy {
-        Some(p) => crate::policy::select_for(p, &analysis, to),
-        None => Selection {
-            convert: Vec::new(),
-            total: analysis.candidates().map(|p| p.size).sum(),
-            reason: "no policy matches the sender: passed through".into(),
-        },
-    };
-    let action = if selection.convert.is_empty() {
-        "pass"
+    let plan = plan(&Rules::new(&cfg.policy), from, to, &analysis);
+    let (policy, action, selection) = (plan.policy_name(), plan.action(), &plan.selection);
+    Ok(if json {
+        to_json(&analysis, policy, action, selection)
     } else {
-        "convert"
-    };
-    if json {
-        Ok(to_json(
-            &analysis,
-            policy.map(|p| p.name.as_str()),
-            action,
-            &selection,
-        ))
-    } else {
-        Ok(to_text(
-            &analysis,
-            from,
-            to,
-            policy.map(|p| p.name.as_str()),
-            action,
-            &selection,
-        ))
-    }
+        to_text(&analysis, from, to, policy, action, selection)
+    })
 }
 
 fn part_reason(a: &Analysis, id: usize, sel: &Selection) -> String {
@@ -76,7 +54,7 @@ fn part_reason(a: &Analysis, id: usize, sel: &Selection) -> String {
     }
 }
 
-fn to_json(a: &Analysis, policy: Option<&str>, action: &str, sel: &Selection) -> String {
+fn to_json(a: &Analysis, policy: Option<&str>, action: Action, sel: &Selection) -> String {
     let attachments: Vec<_> = a
         .parts
         .iter()
@@ -110,7 +88,7 @@ fn to_json(a: &Analysis, policy: Option<&str>, action: &str, sel: &Selection) ->
     let f = a.flags;
     let v = json!({
         "policy": policy,
-        "action": action,
+        "action": action.as_str(),
         "reason": sel.reason,
         "total": sel.total,
         "attachments": attachments,
@@ -131,14 +109,14 @@ fn to_text(
     from: &str,
     to: &[String],
     policy: Option<&str>,
-    action: &str,
+    action: Action,
     sel: &Selection,
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "sender:     {from}");
     let _ = writeln!(s, "recipients: {}", to.join(", "));
     let _ = writeln!(s, "policy:     {}", policy.unwrap_or("(none)"));
-    let _ = writeln!(s, "action:     {action} ({})", sel.reason);
+    let _ = writeln!(s, "action:     {} ({})", action.as_str(), sel.reason);
     let f = a.flags;
     let flags: Vec<&str> = [
         (f.signed, "signed"),
@@ -166,7 +144,12 @@ fn to_text(
             p.class.as_str()
         );
         if p.children.is_empty() {
-            let _ = write!(s, " {} {}", human_size(p.size, "en"), p.encoding.as_str());
+            let _ = write!(
+                s,
+                " {} {}",
+                human_size(p.size, Language::En),
+                p.encoding.as_str()
+            );
         }
         if let Some(n) = p.file_name.as_ref().or(p.upload_name.as_ref()) {
             let _ = write!(s, " {n:?}");

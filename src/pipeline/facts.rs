@@ -1,0 +1,148 @@
+//! What the message itself contributes to the transfer (SPEC §2): the sender's display name,
+//! the subject and the To/Cc split from its headers, and the notification text from its body.
+//!
+//! Everything here is untrusted input on its way into Cryptshare API calls: control characters
+//! are removed and every value is bounded.
+
+use crate::mime::{self, Analysis};
+
+/// What the headers contribute to the transfer (SPEC §2).
+pub(super) struct HeaderFacts {
+    pub from_name: Option<String>,
+    pub subject: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+}
+
+pub(super) fn header_facts(raw: &[u8]) -> HeaderFacts {
+    let Some(msg) = mail_parser::MessageParser::default().parse_headers(raw) else {
+        return HeaderFacts {
+            from_name: None,
+            subject: None,
+            to: vec![],
+            cc: vec![],
+        };
+    };
+    let addrs = |a: Option<&mail_parser::Address>| -> Vec<String> {
+        a.map(|a| {
+            a.iter()
+                .filter_map(|x| x.address())
+                .map(|s| s.to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    HeaderFacts {
+        from_name: msg
+            .from()
+            .and_then(|f| f.first())
+            .and_then(|a| a.name())
+            .map(|s| clean(s, 128))
+            .filter(|s| !s.is_empty()),
+        subject: msg.subject().map(|s| clean(s, 998)),
+        to: addrs(msg.to()),
+        cc: addrs(msg.cc()),
+    }
+}
+
+/// `subject` without the first case-insensitive occurrence of `tag` (and the space after it).
+pub(super) fn strip_tag(subject: &str, tag: &str) -> String {
+    mime::remove_tag_from_text(subject, tag).unwrap_or_else(|| subject.to_string())
+}
+
+/// Untrusted header text for an API call: no control characters, bounded.
+pub(super) fn clean(s: &str, max: usize) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(max)
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// The recipient notification text: the message's first text body (plain preferred; HTML reduced
+/// to text), bounded, decoded from its charset.
+pub(super) fn notification_body(raw: &[u8], a: &Analysis) -> Option<String> {
+    const MAX: usize = 10_000;
+    let bodies: Vec<&mime::Part> = a
+        .parts
+        .iter()
+        .filter(|p| p.class == mime::Class::Body)
+        .collect();
+    let part = bodies
+        .iter()
+        .find(|p| p.content_type == "text/plain")
+        .or_else(|| bodies.first())?;
+    let mut bytes = Vec::new();
+    let mut r = std::io::Read::take(mime::PartReader::new(raw, part), 256 * 1024);
+    std::io::Read::read_to_end(&mut r, &mut bytes).ok()?;
+    let text = match part
+        .charset
+        .as_deref()
+        .and_then(|c| mail_parser::decoders::charsets::map::charset_decoder(c.as_bytes()))
+    {
+        Some(decode) => decode(&bytes),
+        None => String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    let text = if part.content_type == "text/html" {
+        html_to_text(&text)
+    } else {
+        text
+    };
+    let text: String = text
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .take(MAX)
+        .collect();
+    let text = text.trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
+/// Crude but safe: drop tags, decode the handful of entities mail clients produce.
+fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_tag_is_stripped_for_the_notification() {
+        assert_eq!(strip_tag("[SECURE] Report", "[secure]"), "Report");
+        assert_eq!(strip_tag("Report [secure]", "[secure]"), "Report");
+        assert_eq!(strip_tag("Report", "[secure]"), "Report");
+        // Lower-casing "İ" changes its length: the cut must still fall right.
+        assert_eq!(strip_tag("İstanbul [SECURE] Q3", "[secure]"), "İstanbul Q3");
+    }
+
+    #[test]
+    fn html_is_reduced_to_text() {
+        assert_eq!(html_to_text("<p>a &amp; b</p><br>c&lt;d"), "a & bc<d");
+    }
+
+    #[test]
+    fn header_facts_decode_names_and_lists() {
+        let raw = b"From: =?utf-8?q?J=C3=B6rg?= <j@x.org>\r\nTo: A <A@y.org>, b@y.org\r\nCc: c@z.org\r\nSubject: Hi\r\n\r\nbody";
+        let f = header_facts(raw);
+        assert_eq!(f.from_name.as_deref(), Some("Jörg"));
+        assert_eq!(f.to, vec!["a@y.org", "b@y.org"]);
+        assert_eq!(f.cc, vec!["c@z.org"]);
+        assert_eq!(f.subject.as_deref(), Some("Hi"));
+    }
+}

@@ -1,0 +1,222 @@
+//! The [`Gateway`] every connection shares (relay, Cryptshare client, state store, audit log,
+//! metrics, the live policies) and the SMTP core's [`Handler`] built on it.
+//!
+//! MAIL FROM and RCPT TO go straight to the next hop (cut-through, so the client sees the next
+//! hop's per-recipient verdicts); the end of DATA hands the message to
+//! [`message::process`](super::message::process).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use super::PipelineError;
+use super::message;
+use super::outcome::Recorder;
+use super::recovery;
+use crate::config::Config;
+use crate::cryptshare;
+use crate::ops::audit::AuditLog;
+use crate::ops::metrics::{Metrics, TransactionGuard, TxOutcome};
+use crate::policy::Rules;
+use crate::sim::{Emulator, EmulatorHandle, SimOptions};
+use crate::smtp::relay::{Relay, RelayTransaction};
+use crate::smtp::{
+    ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply, Transaction,
+    replies,
+};
+use crate::store::state::StateStore;
+
+/// A fixed client id for the embedded emulator, which trusts every well-formed id.
+const EMBEDDED_CLIENT_ID: &str = "EmbeddedCryptshareGatewayClient0123456789abcdefghijklmnop";
+
+/// What can change on SIGHUP.
+pub(super) struct Live {
+    pub rules: Rules,
+}
+
+/// Shared by every connection.
+pub struct Gateway {
+    pub(super) relay: Relay,
+    live: RwLock<Arc<Live>>,
+    pub(super) cryptshare: cryptshare::Client,
+    pub(super) state: StateStore,
+    /// The audit log and the metrics: where every message ends.
+    pub(super) recorder: Recorder,
+    /// Keeps the embedded emulator running as long as the gateway.
+    embedded: Option<EmulatorHandle>,
+    /// How long to wait for a finalized transfer to become active.
+    pub(super) activation_timeout: Duration,
+    /// One lock per message key being converted: an upstream that gives up and retries while
+    /// the first attempt still runs must wait for it (and then reuse its transfer) instead of
+    /// creating a second one or deleting the first one's session.
+    converting: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl Gateway {
+    /// Build the gateway: relay, Cryptshare client (starting the embedded emulator for
+    /// `cryptshare.url = "embedded"`), state store, audit log; `metrics` is where its counters
+    /// go (the process-wide registry in `serve`, a fresh one in a test). Cleans up transfer
+    /// sessions a previous run left unfinished.
+    pub async fn new(cfg: &Config, metrics: Arc<Metrics>) -> Result<Arc<Gateway>, PipelineError> {
+        let relay = Relay::new(cfg)?;
+        let state = StateStore::open(&cfg.state.dir)?;
+        let (cryptshare, embedded) = connect_cryptshare(cfg).await?;
+        let log = match &cfg.audit {
+            Some(a) => AuditLog::to_file(&a.file)?,
+            None => AuditLog::to_tracing(),
+        };
+        let gw = Arc::new(Gateway {
+            relay,
+            live: RwLock::new(Arc::new(Live {
+                rules: Rules::new(&cfg.policy),
+            })),
+            cryptshare,
+            state,
+            recorder: Recorder { metrics, log },
+            embedded,
+            activation_timeout: cfg.cryptshare.timeout * 2,
+            converting: Default::default(),
+        });
+        let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
+        let cleanup = gw.clone();
+        tokio::spawn(async move {
+            recovery::clean_up_pending(&cleanup.cryptshare, &cleanup.state, retention).await
+        });
+        Ok(gw)
+    }
+
+    /// Swap in new policies (SIGHUP). The policy is looked up when a message's data ends, so every
+    /// message whose data ends after the reload uses the new rules, also in sessions already open.
+    pub fn reload(&self, cfg: &Config) {
+        let live = Arc::new(Live {
+            rules: Rules::new(&cfg.policy),
+        });
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+    }
+
+    pub(super) fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(super) fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.converting.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(l) = map.get(key).and_then(Weak::upgrade) {
+            return l;
+        }
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(key.to_string(), Arc::downgrade(&l));
+        l
+    }
+
+    /// The embedded emulator, when `cryptshare.url = "embedded"`.
+    pub fn embedded(&self) -> Option<&EmulatorHandle> {
+        self.embedded.as_ref()
+    }
+
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    /// Reopen the audit file (after log rotation; SIGHUP).
+    pub fn reopen_audit(&self) {
+        if let Err(e) = self.recorder.log.reopen() {
+            tracing::error!(error = %e, "cannot reopen the audit file");
+        }
+    }
+}
+
+/// The Cryptshare server of `[cryptshare]`, or the embedded emulator (started here) for
+/// `url = "embedded"`, with a client for it.
+///
+/// Built with the emulator's and the client's own constructors for a configuration
+/// ([`SimOptions::embedded`], [`cryptshare::Client::from_config`], [`cryptshare::Client::new`]
+/// with [`cryptshare::ClientOptions::from_config`]). Seam: when the emulator offers one
+/// constructor for "embedded from this config" (with its client id fallback), this function
+/// shrinks to that call; nothing else in the pipeline knows how the emulator is started.
+async fn connect_cryptshare(
+    cfg: &Config,
+) -> Result<(cryptshare::Client, Option<EmulatorHandle>), PipelineError> {
+    if cfg.cryptshare.url != "embedded" {
+        let id = cryptshare::load_client_id(&cfg.cryptshare)
+            .map_err(|e| PipelineError::ClientId(e.to_string()))?;
+        return Ok((cryptshare::Client::from_config(&cfg.cryptshare, id)?, None));
+    }
+    let handle = Emulator::start(SimOptions::embedded(cfg))
+        .await
+        .map_err(|e| PipelineError::Embedded(e.to_string()))?;
+    // The emulator trusts every well-formed id: a configured one is used, none is needed.
+    let id = cryptshare::load_client_id(&cfg.cryptshare)
+        .unwrap_or_else(|_| EMBEDDED_CLIENT_ID.to_string());
+    let client = cryptshare::Client::new(
+        &handle.url(),
+        id,
+        cryptshare::ClientOptions::from_config(&cfg.cryptshare),
+    )?;
+    tracing::info!(url = %handle.url(), data = %handle.data_dir().display(), "embedded Cryptshare emulator running");
+    Ok((client, Some(handle)))
+}
+
+/// The [`HandlerFactory`] the server runs: one [`GatewayHandler`] per connection.
+#[derive(Clone)]
+pub struct GatewayFactory(pub Arc<Gateway>);
+
+impl HandlerFactory for GatewayFactory {
+    type Handler = GatewayHandler;
+    fn handler(&self) -> GatewayHandler {
+        GatewayHandler {
+            gw: self.0.clone(),
+            tx: None,
+            counted: None,
+        }
+    }
+}
+
+pub struct GatewayHandler {
+    gw: Arc<Gateway>,
+    tx: Option<RelayTransaction>,
+    /// Counts the open transaction; dropped unfinished (RSET, disconnect) it counts as aborted.
+    counted: Option<TransactionGuard>,
+}
+
+impl Handler for GatewayHandler {
+    async fn extensions(&mut self) -> Extensions {
+        self.gw.relay.extensions().await
+    }
+
+    async fn mail_from(&mut self, _info: &ConnectionInfo, from: &MailFrom) -> Reply {
+        let mut tx = self.gw.relay.begin();
+        let r = tx.mail_from(from).await;
+        self.tx = Some(tx);
+        if r.is_positive() {
+            self.counted = Some(self.gw.recorder.metrics.transaction_started());
+        }
+        r
+    }
+
+    async fn rcpt_to(&mut self, _info: &ConnectionInfo, rcpt: &RcptTo) -> Reply {
+        match &mut self.tx {
+            Some(tx) => tx.rcpt_to(rcpt).await,
+            None => replies::need_mail(),
+        }
+    }
+
+    async fn data(&mut self, _info: &ConnectionInfo, t: Transaction) -> Reply {
+        let Some(mut tx) = self.tx.take() else {
+            return replies::need_mail();
+        };
+        let reply = message::process(&self.gw, &mut tx, t).await;
+        self.tx = Some(tx);
+        if let Some(g) = self.counted.take() {
+            g.finish(TxOutcome::from_reply_code(reply.code));
+        }
+        reply
+    }
+
+    async fn reset(&mut self) {
+        self.counted = None;
+        if let Some(mut tx) = self.tx.take() {
+            tx.reset().await;
+        }
+    }
+}

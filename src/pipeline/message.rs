@@ -1,0 +1,214 @@
+//! The path of one message at the end of DATA, as named steps:
+//!
+//! ```text
+//! plan ──pass──────────────────────────────────────────────▶ relay ─▶ outcome
+//!   └─convert─▶ transfer ─ok─▶ rewrite ─────────────────────▶ relay ─▶ outcome
+//!                  └─failed─▶ outcome::on_failure ─original─▶ relay ─▶ outcome
+//!                                                 └─reply──────────▶ outcome
+//! ```
+//!
+//! Every branch ends in the [`Recorder`](super::outcome::Recorder), which writes the audit line
+//! and returns the client's reply: `250` only after the next hop's `250`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::gateway::{Gateway, Live};
+use super::message_key;
+use super::outcome::{self, Failure, Report};
+use super::plan::{Action, Plan};
+use super::transfer::{Converted, Job};
+use crate::config::PolicyConfig;
+use crate::mime::{self, Analysis, Language, PartId};
+use crate::ops::audit::Decision;
+use crate::smtp::relay::RelayTransaction;
+use crate::smtp::{Reply, Transaction};
+use crate::store::spool::Spooled;
+
+pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Transaction) -> Reply {
+    let Transaction {
+        queue_id,
+        mail_from,
+        rcpts,
+        received,
+        message,
+    } = t;
+    let rcpts: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
+    let mut report = Report::new(&queue_id, &mail_from.address, &rcpts, &message);
+    let message = Arc::new(message);
+    let (plan, conversion) = plan_message(&gw.live(), &mail_from.address, &rcpts, &message).await;
+    report.planned(&plan);
+    let Some(c) = conversion else {
+        return relay(
+            gw,
+            tx,
+            &received,
+            message.as_bytes(),
+            report,
+            Decision::Pass,
+        )
+        .await;
+    };
+
+    let job = Job {
+        cs: &gw.cryptshare,
+        state: &gw.state,
+        policy: &c.policy,
+        key: &c.key,
+        sender: &mail_from.address,
+        rcpts: &rcpts,
+        message: message.clone(),
+        analysis: &c.analysis,
+        selection: &c.selection,
+        activation_timeout: gw.activation_timeout,
+    };
+    let lock = gw.key_lock(&c.key);
+    let (converted, spent) = {
+        let _same_message = lock.lock().await;
+        // Timed from here: waiting for another attempt at the same message is not Cryptshare's.
+        let started = Instant::now();
+        (job.run().await, started.elapsed())
+    };
+    match converted {
+        Ok(converted) => {
+            report.converted(&converted);
+            match rewrite(&message, &c, &converted) {
+                Ok(rewritten) => {
+                    relay(gw, tx, &received, &rewritten, report, Decision::Convert).await
+                }
+                Err(e) => {
+                    // The transfer exists and is recorded; a retry will reuse it.
+                    tracing::error!(queue_id = %queue_id, error = %e, "rewrite failed");
+                    report.rewrite_failed(&e);
+                    gw.recorder.rewrite_failed(report)
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(queue_id = %queue_id, error = %e, "conversion failed");
+            report.conversion_failed(&e, spent);
+            match outcome::on_failure(&e, c.policy.on_error) {
+                Failure::DeliverOriginal => {
+                    let original = message.as_bytes();
+                    relay(
+                        gw,
+                        tx,
+                        &received,
+                        original,
+                        report,
+                        Decision::DeliverOriginal,
+                    )
+                    .await
+                }
+                Failure::Reply(reply) => gw.recorder.refused(report, reply),
+            }
+        }
+    }
+}
+
+/// A message the plan wants converted: what the transfer and rewrite steps need.
+struct Conversion {
+    policy: PolicyConfig,
+    analysis: Analysis,
+    selection: Vec<PartId>,
+    /// The message key for the state store.
+    key: String,
+}
+
+/// The plan step in `serve`: match the rule, analyse the message, plan.
+///
+/// A sender without a rule is relayed without analysis (it would touch every byte of a possibly
+/// huge message for nothing); `explain` analyses anyway and gets the same reason from
+/// [`Plan::unmatched`].
+async fn plan_message(
+    live: &Live,
+    from: &str,
+    rcpts: &[String],
+    message: &Arc<Spooled>,
+) -> (Plan, Option<Conversion>) {
+    let Some(policy) = live.rules.match_sender(from).cloned() else {
+        return (Plan::unmatched(0), None);
+    };
+    // Analysis touches every byte of a possibly huge message: off the async workers.
+    let analysed = {
+        let message = message.clone();
+        let policy = policy.clone();
+        let from = from.to_string();
+        let rcpts = rcpts.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let raw = message.as_bytes();
+            let analysis = mime::analyse(raw);
+            let plan = Plan::for_policy(&policy, &analysis, &rcpts);
+            // Hashing the whole message is only worth it when a transfer is to be made.
+            let key = match plan.action() {
+                Action::Convert => message_key(&from, &rcpts, raw),
+                Action::Pass => String::new(),
+            };
+            (plan, analysis, key)
+        })
+        .await
+    };
+    let Ok((plan, analysis, key)) = analysed else {
+        // A panic in analysis must not lose the message: relay it unchanged.
+        return (Plan::analysis_failed(policy), None);
+    };
+    if plan.action() == Action::Pass {
+        return (plan, None);
+    }
+    let selection = plan.selection.convert.clone();
+    let conversion = Conversion {
+        policy,
+        analysis,
+        selection,
+        key,
+    };
+    (plan, Some(conversion))
+}
+
+/// The rewrite step: the message with the moved parts replaced by the notice.
+fn rewrite(
+    message: &Spooled,
+    c: &Conversion,
+    converted: &Converted,
+) -> Result<Vec<u8>, mime::RewriteError> {
+    let policy = &c.policy;
+    let notice = mime::Notice {
+        language: Language::from(policy.language.as_str()),
+        files: converted
+            .files
+            .iter()
+            .map(|f| mime::NoticeFile {
+                name: f.name.clone(),
+                size: f.size,
+            })
+            .collect(),
+        expires: chrono::NaiveDate::parse_from_str(&converted.expiration, "%Y-%m-%d").ok(),
+        sender: converted.sender_display.clone(),
+        tracking_id: Some(converted.tracking_id.clone()),
+        download_url: converted.download_url.clone(),
+        access: converted.access(),
+        template_dir: policy.template_dir.clone(),
+    };
+    let out = mime::rewrite(message.as_bytes(), &c.analysis, &c.selection, &notice)?;
+    // The tag asked for the conversion; it has done its job and leaves the subject.
+    Ok(match policy.subject_tag.as_deref() {
+        Some(tag) => mime::remove_subject_tag(&out, tag).unwrap_or(out),
+        None => out,
+    })
+}
+
+/// The relay step: hand `body` (after our `Received:` line) to the next hop, then the outcome.
+async fn relay(
+    gw: &Gateway,
+    tx: &mut RelayTransaction,
+    received: &[u8],
+    body: &[u8],
+    report: Report,
+    decision: Decision,
+) -> Reply {
+    let started = Instant::now();
+    let reply = tx.data(&[received, body]).await;
+    let elapsed = started.elapsed();
+    gw.recorder
+        .relayed(report, decision, reply, tx.next_hop_reply(), elapsed)
+}

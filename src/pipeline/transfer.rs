@@ -1,0 +1,510 @@
+//! The `transfer` step: from the message's chosen parts to an active Cryptshare transfer, one
+//! function per step of the workflow (SPEC §2), with the exactly-once bookkeeping in the state
+//! store.
+//!
+//! [`Job::run`] first asks [`recovery`](super::recovery) whether an earlier attempt at the same
+//! message left a transfer to reuse or a session to delete; only then does it make a new one:
+//!
+//! 1. [`Job::check_policy`]: token (verified inside the client) and transfer policy — would the
+//!    server take this sender, these recipients, this size, this password mode?
+//! 2. [`Job::create_session`]: the session, with the recipients fixed; the state store learns its
+//!    tracking id before anything else can go wrong.
+//! 3. [`Job::apply_settings`]: expiry, password mode, notification text, languages (PATCH).
+//! 4. [`Job::upload_files`]: register and stream each part (decoded on the fly, never in memory).
+//! 5. [`Job::finalize`]: send, then poll the status until the recipients can download.
+//! 6. [`Job::record_finished`]: the finished record that a retry of the message reuses.
+//!
+//! All or nothing: when a step fails, [`Job::run`] hands the error to the clean-up in
+//! `recovery`, which deletes the session (or, after finalize, keeps it for the retry).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::facts::{self, HeaderFacts, clean};
+use crate::config::{PasswordMode as PolicyPasswordMode, PolicyConfig};
+use crate::cryptshare::{
+    self, NewTransferSession, NotificationMessage, PasswordMode, Recipient, Recipients,
+    SecurityMode, Sender, TransferSessionPatch, format_date_time,
+};
+use crate::mime::{self, Analysis, PartId};
+use crate::ops::audit::AuditFile;
+use crate::store::spool::Spooled;
+use crate::store::state::{Record, StateError, StateStore, StoredFile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{0}")]
+    Cryptshare(#[from] cryptshare::Error),
+    /// The server's transfer policy refuses this sender, these recipients or this size.
+    #[error("refused by the Cryptshare transfer policy: {0}")]
+    PolicyRefused(String),
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Local(String),
+    /// Failed after finalize, when the transfer exists (or may): only a retry, which adopts
+    /// it, can end well — whatever the rule's `on_error` says.
+    #[error("transfer sent, not yet confirmed: {0}")]
+    AfterFinalize(String),
+}
+
+impl ConvertError {
+    /// The transfer exists (or may): delivering the original or rejecting would duplicate the
+    /// files or bounce a message whose files were sent.
+    pub fn after_finalize(&self) -> bool {
+        matches!(self, ConvertError::AfterFinalize(_))
+    }
+
+    /// A permanent refusal (retrying the same message cannot help).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            ConvertError::PolicyRefused(_) => true,
+            ConvertError::Cryptshare(e) => e.kind() == cryptshare::ErrorKind::Refused,
+            _ => false,
+        }
+    }
+
+    /// A short, secret-free text for an SMTP reply.
+    pub fn short(&self) -> String {
+        let s = match self {
+            ConvertError::Cryptshare(e) => e.brief(),
+            other => other.to_string(),
+        };
+        let clean: Vec<char> = s.chars().filter(|c| !c.is_control()).collect();
+        let mut out: String = clean.iter().take(160).collect();
+        if clean.len() > 160 {
+            out.push_str("...");
+        }
+        out
+    }
+}
+
+/// An active transfer, fresh or reused.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    pub tracking_id: String,
+    /// YYYY-MM-DD.
+    pub expiration: String,
+    pub files: Vec<StoredFile>,
+    /// The recipient's download link when the message has exactly one recipient (a shared
+    /// message must not carry personal links).
+    pub download_url: Option<String>,
+    pub sender_display: String,
+    pub password_mode: PolicyPasswordMode,
+    pub notify_recipients: bool,
+    pub reused: bool,
+    /// Time spent on Cryptshare calls; 0 for a transfer reused from the state store (no call).
+    pub cryptshare_ms: u64,
+}
+
+impl Converted {
+    pub fn audit_files(&self) -> Vec<AuditFile> {
+        self.files
+            .iter()
+            .map(|f| AuditFile {
+                name: f.name.clone(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+            })
+            .collect()
+    }
+
+    /// How the recipients reach the files, for the notice's instructions.
+    pub fn access(&self) -> mime::Access {
+        mime::Access {
+            link_from_cryptshare: self.notify_recipients,
+            password_from_sender: matches!(self.password_mode, PolicyPasswordMode::Generated),
+        }
+    }
+}
+
+/// One conversion: everything the steps need, borrowed from the gateway and the message.
+pub(super) struct Job<'a> {
+    pub cs: &'a cryptshare::Client,
+    pub state: &'a StateStore,
+    pub policy: &'a PolicyConfig,
+    /// The message key in the state store (see [`super::message_key`]).
+    pub key: &'a str,
+    pub sender: &'a str,
+    pub rcpts: &'a [String],
+    pub message: Arc<Spooled>,
+    pub analysis: &'a Analysis,
+    pub selection: &'a [PartId],
+    /// How long to wait for a finalized transfer to become active.
+    pub activation_timeout: Duration,
+}
+
+/// What the server's transfer policy allows for this transfer (step 1).
+struct Allowed {
+    mode: PasswordMode,
+    expires: chrono::DateTime<chrono::Utc>,
+}
+
+/// How far [`Job::create_transfer`] got, for the clean-up after a failure.
+#[derive(Default)]
+pub(super) struct Progress {
+    pub tracking_id: Option<String>,
+    pub finalize_sent: bool,
+}
+
+impl Job<'_> {
+    pub async fn run(self) -> Result<Converted, ConvertError> {
+        let started = Instant::now();
+        let raw = self.message.as_bytes();
+        let mut facts = facts::header_facts(raw);
+        if let (Some(tag), Some(subject)) = (self.policy.subject_tag.as_deref(), &facts.subject) {
+            facts.subject = Some(facts::strip_tag(subject, tag));
+        }
+        let sender_display = facts
+            .from_name
+            .clone()
+            .or_else(|| self.policy.sender_name.clone())
+            .unwrap_or_else(|| {
+                self.sender
+                    .split('@')
+                    .next()
+                    .unwrap_or(self.sender)
+                    .to_string()
+            });
+
+        if let Some(earlier) = self.resume_earlier(&sender_display, started).await? {
+            return Ok(earlier);
+        }
+
+        let mut progress = Progress::default();
+        let result = self
+            .create_transfer(&facts, &sender_display, &mut progress)
+            .await;
+        match result {
+            Ok(mut c) => {
+                c.cryptshare_ms = started.elapsed().as_millis() as u64;
+                Ok(c)
+            }
+            Err(e) => Err(self.clean_up_failed(e, &progress).await),
+        }
+    }
+
+    /// Steps 1 to 6 for a message without an earlier transfer.
+    async fn create_transfer(
+        &self,
+        facts: &HeaderFacts,
+        sender_display: &str,
+        progress: &mut Progress,
+    ) -> Result<Converted, ConvertError> {
+        let now = chrono::Utc::now().timestamp();
+        let allowed = self.check_policy().await?;
+        let id = self
+            .create_session(facts, sender_display, now, progress)
+            .await?;
+        self.apply_settings(&id, facts, &allowed).await?;
+        let stored = self.upload_files(&id).await?;
+        progress.finalize_sent = true;
+        let urls = self.finalize(&id).await?;
+        let expiration = allowed.expires.format("%Y-%m-%d").to_string();
+        self.record_finished(&id, &expiration, &stored, &urls, now)?;
+        Ok(Converted {
+            tracking_id: id,
+            expiration,
+            files: stored,
+            download_url: single(&urls),
+            sender_display: sender_display.to_string(),
+            password_mode: self.policy.password_mode,
+            notify_recipients: self.policy.notify_recipients,
+            reused: false,
+            cryptshare_ms: 0,
+        })
+    }
+
+    /// Step 1: would the server accept this at all? (token verification happens in the client)
+    async fn check_policy(&self) -> Result<Allowed, ConvertError> {
+        let tp = self.cs.transfer_policy(self.sender, self.rcpts).await?;
+        if !tp.allowed {
+            let failed: Vec<String> = tp
+                .failed_recipients
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| {
+                    format!(
+                        "{} ({})",
+                        clean(&f.email_address, 254),
+                        clean(&f.reason, 80)
+                    )
+                })
+                .collect();
+            return Err(ConvertError::PolicyRefused(if failed.is_empty() {
+                "sender not allowed".into()
+            } else {
+                format!("recipients not allowed: {}", failed.join(", "))
+            }));
+        }
+        let settings = tp.settings.unwrap_or_default();
+        let total: u64 = self.parts().iter().map(|p| p.size).sum();
+        if settings.max_total_size > 0 && total > settings.max_total_size as u64 {
+            return Err(ConvertError::PolicyRefused(format!(
+                "{total} bytes exceed the server's limit of {} bytes",
+                settings.max_total_size
+            )));
+        }
+        let mode = match self.policy.password_mode {
+            PolicyPasswordMode::Generated => PasswordMode::Generated,
+            PolicyPasswordMode::None => PasswordMode::None,
+        };
+        let allowed = settings.allowed_password_modes();
+        if !allowed.is_empty() && !allowed.contains(&mode) {
+            return Err(ConvertError::PolicyRefused(format!(
+                "password mode {} is not allowed by the server",
+                mode.as_str()
+            )));
+        }
+        Ok(Allowed {
+            mode,
+            expires: self.expires(Some(settings.max_retention_period)),
+        })
+    }
+
+    /// Step 2: create the session (recipients are fixed here): to / cc from the headers, the rest
+    /// bcc. The pending record goes in first, the tracking id right after the server gave it:
+    /// whatever fails later, a retry or the next start finds the session to clean up.
+    async fn create_session(
+        &self,
+        facts: &HeaderFacts,
+        sender_display: &str,
+        now: i64,
+        progress: &mut Progress,
+    ) -> Result<String, ConvertError> {
+        let mut recipients = Recipients::default();
+        for r in self.rcpts {
+            let l = r.to_ascii_lowercase();
+            let rcpt = Recipient::new(r.clone());
+            if facts.to.contains(&l) {
+                recipients.to.push(rcpt);
+            } else if facts.cc.contains(&l) {
+                recipients.cc.push(rcpt);
+            } else {
+                recipients.bcc.push(rcpt);
+            }
+        }
+        let new = NewTransferSession {
+            sender: Sender {
+                name: Some(clean(sender_display, 128)),
+                phone: self.policy.sender_phone.clone(),
+            },
+            recipients,
+        };
+        self.put_pending(None, now)?;
+        let id = self
+            .cs
+            .create_session(self.sender, Some(&self.policy.language), &new)
+            .await?;
+        progress.tracking_id = Some(id.clone());
+        self.put_pending(Some(&id), now)?;
+        Ok(id)
+    }
+
+    fn put_pending(&self, tracking_id: Option<&str>, created: i64) -> Result<(), StateError> {
+        self.state.put(
+            self.key,
+            &Record::Pending {
+                sender: self.sender.to_string(),
+                tracking_id: tracking_id.map(str::to_string),
+                created,
+            },
+        )
+    }
+
+    /// Step 3: the settings (PATCH).
+    async fn apply_settings(
+        &self,
+        id: &str,
+        facts: &HeaderFacts,
+        allowed: &Allowed,
+    ) -> Result<(), ConvertError> {
+        let policy = self.policy;
+        let mode = allowed.mode;
+        let patch = TransferSessionPatch {
+            expiration_date: Some(format_date_time(&allowed.expires.fixed_offset())),
+            security_mode: Some(SecurityMode::one_time_password(mode, None)),
+            notification_message: Some(NotificationMessage {
+                subject: facts.subject.clone(),
+                body: facts::notification_body(self.message.as_bytes(), self.analysis),
+            }),
+            sender_language: Some(policy.language.clone()),
+            recipient_language: Some(policy.language.clone()),
+            show_file_names: Some(policy.show_file_names),
+            send_recipient_notification: Some(policy.notify_recipients),
+            // With a generated password the sender learns it only from the upload summary.
+            send_upload_summary: Some(policy.upload_summary || mode == PasswordMode::Generated),
+            send_download_notifications: Some(policy.download_notifications),
+            send_download_summary: Some(policy.download_notifications),
+            classification_id: policy.classification_id.clone(),
+            file_checksum_algorithm: Some("SHA256".into()),
+            ..Default::default()
+        };
+        self.cs.patch_settings(self.sender, id, &patch).await?;
+        Ok(())
+    }
+
+    /// Step 4: files — hash (one decoding pass), register, stream (a second pass, never in memory).
+    async fn upload_files(&self, id: &str) -> Result<Vec<StoredFile>, ConvertError> {
+        let parts = self.parts();
+        let mut stored = Vec::with_capacity(parts.len());
+        for part in parts {
+            let file = self.file_facts(part).await?;
+            let file_id = self
+                .cs
+                .register_file(self.sender, id, &file.name, file.size, &file.sha256)
+                .await?;
+            let message = self.message.clone();
+            let part = part.clone();
+            self.cs
+                .upload_file(self.sender, id, &file_id, file.size, move || {
+                    let body = decoded_stream(message.clone(), part.clone());
+                    async move { Ok(body) }
+                })
+                .await?;
+            stored.push(file);
+        }
+        Ok(stored)
+    }
+
+    /// Step 5: send, and wait until the recipients can download. Returns the download links.
+    async fn finalize(&self, id: &str) -> Result<Vec<String>, ConvertError> {
+        self.cs.finalize(self.sender, id).await?;
+        let status = self
+            .cs
+            .wait_active(self.sender, id, self.activation_timeout)
+            .await?;
+        Ok(status.download_urls().into_iter().map(|(_, u)| u).collect())
+    }
+
+    /// Step 6: the finished record: a retry of this message (same key) reuses this transfer.
+    pub(super) fn record_finished(
+        &self,
+        id: &str,
+        expiration: &str,
+        files: &[StoredFile],
+        download_urls: &[String],
+        created: i64,
+    ) -> Result<(), StateError> {
+        self.state.put(
+            self.key,
+            &Record::Finished {
+                sender: self.sender.to_string(),
+                tracking_id: id.to_string(),
+                expiration: expiration.to_string(),
+                files: files.to_vec(),
+                download_urls: download_urls.to_vec(),
+                created,
+            },
+        )
+    }
+
+    /// Name, decoded size and SHA-256 of a part to upload (one decoding pass, off the workers).
+    pub(super) async fn file_facts(&self, part: &mime::Part) -> Result<StoredFile, ConvertError> {
+        let name = part
+            .upload_name
+            .clone()
+            .unwrap_or_else(|| format!("attachment-{}.bin", part.id));
+        let (size, sha) = {
+            let message = self.message.clone();
+            let part = part.clone();
+            tokio::task::spawn_blocking(move || mime::part_sha256(message.as_bytes(), &part))
+                .await
+                .map_err(|e| ConvertError::Local(format!("hashing failed: {e}")))?
+        };
+        Ok(StoredFile {
+            name,
+            size,
+            sha256: hex::encode(sha),
+        })
+    }
+
+    pub(super) fn parts(&self) -> Vec<&mime::Part> {
+        self.selection
+            .iter()
+            .filter_map(|&id| self.analysis.part(id))
+            .collect()
+    }
+
+    /// The policy's expiry, capped by the server's maximum retention.
+    pub(super) fn expires(&self, max_retention_days: Option<i64>) -> chrono::DateTime<chrono::Utc> {
+        let mut days = i64::from(self.policy.expiration_days);
+        if let Some(max) = max_retention_days.filter(|&m| m > 0) {
+            days = days.min(max);
+        }
+        chrono::Utc::now() + chrono::Duration::days(days)
+    }
+}
+
+/// The decoded bytes of `part` as an upload body: decoded on a blocking thread in 256 KiB
+/// chunks, at most four in flight, so a 300 MB attachment never sits in memory.
+fn decoded_stream(
+    message: Arc<Spooled>,
+    part: mime::Part,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut r = mime::PartReader::new(message.as_bytes(), &part);
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The download link for the notice: only with exactly one recipient (a shared message must
+/// not carry personal links), and never one that carries a password (password mode `none` puts
+/// it into the link; SPEC §2: the relayed message never contains a password).
+pub(super) fn single(urls: &[String]) -> Option<String> {
+    match urls {
+        [one] if !carries_password(one) => Some(one.clone()),
+        _ => None,
+    }
+}
+
+fn carries_password(url: &str) -> bool {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u
+            .query_pairs()
+            .any(|(k, _)| k.eq_ignore_ascii_case("password")),
+        Err(_) => url.to_ascii_lowercase().contains("password"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_with_a_password_never_reach_the_notice() {
+        let plain = "https://cs.example/download?id=abc".to_string();
+        let keyed = "https://cs.example/download?id=abc&Password=s3cret".to_string();
+        assert_eq!(single(std::slice::from_ref(&plain)), Some(plain.clone()));
+        assert_eq!(single(&[keyed]), None);
+        assert_eq!(single(&[plain.clone(), plain]), None);
+    }
+
+    #[test]
+    fn short_reply_text_is_one_bounded_line() {
+        let e = ConvertError::Local("disk\r\nfull".into());
+        assert_eq!(e.short(), "diskfull");
+        let e = ConvertError::Local("x".repeat(200));
+        assert_eq!(e.short(), format!("{}...", "x".repeat(160)));
+    }
+}
