@@ -6,10 +6,13 @@
 
 pub mod config;
 pub mod cryptshare;
+pub mod envelope;
 pub mod mime;
 pub mod ops;
+pub mod outbound;
 pub mod pipeline;
 pub mod policy;
+pub mod replies;
 pub mod sim;
 pub mod smtp;
 pub mod store;

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cryptshare_gateway::config::NextHopTls;
-use cryptshare_gateway::smtp::client::{ClientSettings, SmtpClient, tls_connector};
-use cryptshare_gateway::smtp::relay::{RelayError, reply_for};
+use cryptshare_gateway::outbound::{ClientSettings, RelayError, SmtpClient, reply_for, tls_connector};
 use cryptshare_gateway::smtp::sink::{Script, Sink};
 use cryptshare_gateway::smtp::{Body, MailFrom, Notify, RcptTo, Reply, Ret};
 use rustls::pki_types::ServerName;

@@ -9,7 +9,7 @@
 mod e2e_support;
 
 use cryptshare_gateway::config::Config;
-use cryptshare_gateway::smtp::relay::Relay;
+use cryptshare_gateway::outbound::Relay;
 use cryptshare_gateway::smtp::{Body, MailFrom, Notify, RcptTo};
 use e2e_support::SmtpSink;
 

@@ -5,7 +5,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use cryptshare_gateway::config::Config;
-use cryptshare_gateway::smtp::relay::{PassThrough, Relay};
+use cryptshare_gateway::outbound::{PassThrough, Relay};
 use cryptshare_gateway::smtp::sink::{Script, Sink, Stage};
 use cryptshare_gateway::smtp::{
     Body, ConnectionInfo, Handler, HandlerFactory, MailFrom, Notify, RcptTo, Reply, Transaction,

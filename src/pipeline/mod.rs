@@ -31,7 +31,7 @@ use crate::ops::audit::{AuditLog, AuditRecord, Decision};
 use crate::ops::metrics::{MessageResult, TransactionGuard, TxOutcome};
 use crate::policy::{self, Rules};
 use crate::sim::{Emulator, EmulatorHandle, SimOptions};
-use crate::smtp::relay::{Relay, RelayTransaction};
+use crate::outbound::{Relay, RelayTransaction};
 use crate::smtp::{
     ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply, Transaction,
     replies,
@@ -54,7 +54,7 @@ pub enum PipelineError {
     #[error("audit.file: {0}")]
     Audit(#[from] crate::ops::audit::AuditError),
     #[error("relay: {0}")]
-    Relay(#[from] crate::smtp::relay::RelayError),
+    Relay(#[from] crate::outbound::RelayError),
 }
 
 /// A fixed client id for the embedded emulator, which trusts every well-formed id.

@@ -6,10 +6,6 @@
 //! the end of DATA/BDAT (the message outcome). Whatever the handler answers goes to the client.
 
 pub mod auth;
-pub mod client;
-pub mod maildir;
-pub mod relay;
-pub mod replies;
 pub mod server;
 pub mod session;
 pub mod sink;
@@ -18,63 +14,10 @@ pub mod tls;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
-pub use replies::Reply;
+pub use crate::envelope::{Body, Extensions, MailFrom, Notify, RcptTo, Ret};
+pub use crate::replies::{self, Reply};
 
 use crate::store::spool::Spooled;
-
-/// ESMTP `BODY=` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Body {
-    SevenBit,
-    EightBitMime,
-    BinaryMime,
-}
-
-/// DSN `RET=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ret {
-    Full,
-    Hdrs,
-}
-
-/// MAIL FROM with the parameters the gateway passes on to the next hop.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MailFrom {
-    /// Reverse path without angle brackets; empty for the null sender `<>`.
-    pub address: String,
-    pub size: Option<u64>,
-    pub body: Option<Body>,
-    pub smtputf8: bool,
-    pub ret: Option<Ret>,
-    /// `ENVID`, xtext-decoded.
-    pub envid: Option<String>,
-    /// `AUTH=` as received (xtext), if any.
-    pub auth: Option<String>,
-}
-
-/// DSN `NOTIFY=` as a set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Notify {
-    pub never: bool,
-    pub success: bool,
-    pub failure: bool,
-    pub delay: bool,
-}
-
-impl Notify {
-    pub fn is_set(&self) -> bool {
-        self.never || self.success || self.failure || self.delay
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RcptTo {
-    /// Forward path without angle brackets.
-    pub address: String,
-    pub notify: Notify,
-    /// `ORCPT` address (rfc822 type), xtext-decoded.
-    pub orcpt: Option<String>,
-}
 
 /// What the session knows about the connection when it asks the handler.
 #[derive(Debug, Clone)]
@@ -107,29 +50,6 @@ pub struct Transaction {
     pub received: Vec<u8>,
     /// The message exactly as received (after dot-unstuffing), without our `Received:` line.
     pub message: Spooled,
-}
-
-/// ESMTP extensions the session may advertise; the handler can narrow them to what the next hop
-/// supports so that nothing is accepted upstream that cannot be passed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extensions {
-    pub eight_bit_mime: bool,
-    pub smtputf8: bool,
-    pub dsn: bool,
-    pub chunking: bool,
-    pub binarymime: bool,
-}
-
-impl Default for Extensions {
-    fn default() -> Self {
-        Extensions {
-            eight_bit_mime: true,
-            smtputf8: true,
-            dsn: true,
-            chunking: true,
-            binarymime: false,
-        }
-    }
 }
 
 /// The gateway's side of one SMTP connection.

@@ -34,9 +34,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use super::error::RelayError;
 use crate::config::NextHopTls;
-use crate::smtp::relay::RelayError;
-use crate::smtp::{Body, MailFrom, RcptTo, Reply, Ret};
+use crate::envelope::{Body, MailFrom, RcptTo, Ret};
+use crate::replies::Reply;
 
 /// Bytes handed to one write call while streaming a message.
 const WRITE_CHUNK: usize = 256 * 1024;
