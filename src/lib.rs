@@ -7,6 +7,7 @@
 pub mod config;
 pub mod cryptshare;
 pub mod envelope;
+pub mod inbound;
 pub mod mime;
 pub mod ops;
 pub mod outbound;

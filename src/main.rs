@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cryptshare_gateway::config::Config;
 use cryptshare_gateway::config::NextHop;
+use cryptshare_gateway::inbound::Server;
 use cryptshare_gateway::ops::{self, Component, LogFormat, Notifier, Readiness};
 use cryptshare_gateway::pipeline::{Gateway, GatewayFactory};
-use cryptshare_gateway::smtp::server::Server;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 

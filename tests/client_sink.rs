@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cryptshare_gateway::config::NextHopTls;
-use cryptshare_gateway::outbound::{ClientSettings, RelayError, SmtpClient, reply_for, tls_connector};
+use cryptshare_gateway::envelope::{Body, MailFrom, Notify, RcptTo, Ret};
+use cryptshare_gateway::outbound::{
+    ClientSettings, RelayError, SmtpClient, reply_for, tls_connector,
+};
+use cryptshare_gateway::replies::Reply;
 use cryptshare_gateway::smtp::sink::{Script, Sink};
-use cryptshare_gateway::smtp::{Body, MailFrom, Notify, RcptTo, Reply, Ret};
 use rustls::pki_types::ServerName;
 use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_SIZE};
 

@@ -15,7 +15,7 @@ mod e2e_support;
 use std::collections::HashMap;
 use std::process::Command;
 
-use cryptshare_gateway::smtp::Reply;
+use cryptshare_gateway::replies::Reply;
 use cryptshare_gateway::smtp::sink::{Script, Sink, Stage};
 use e2e_support::*;
 

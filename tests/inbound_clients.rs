@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cryptshare_gateway::config::Config;
-use cryptshare_gateway::smtp::server::{Reloader, Server};
+use cryptshare_gateway::inbound::{Reloader, Server};
 use inbound_support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -9,8 +9,8 @@
 mod e2e_support;
 
 use cryptshare_gateway::config::Config;
+use cryptshare_gateway::envelope::{Body, MailFrom, Notify, RcptTo};
 use cryptshare_gateway::outbound::Relay;
-use cryptshare_gateway::smtp::{Body, MailFrom, Notify, RcptTo};
 use e2e_support::SmtpSink;
 
 /// A relay to `sink`, from a config file as an operator would write it.

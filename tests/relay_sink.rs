@@ -5,11 +5,11 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use cryptshare_gateway::config::Config;
+use cryptshare_gateway::envelope::{Body, MailFrom, Notify, RcptTo};
+use cryptshare_gateway::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
 use cryptshare_gateway::outbound::{PassThrough, Relay};
+use cryptshare_gateway::replies::Reply;
 use cryptshare_gateway::smtp::sink::{Script, Sink, Stage};
-use cryptshare_gateway::smtp::{
-    Body, ConnectionInfo, Handler, HandlerFactory, MailFrom, Notify, RcptTo, Reply, Transaction,
-};
 use cryptshare_gateway::store::spool::Spooled;
 use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_PIPELINING, EXT_SMTP_UTF8};
 

@@ -16,8 +16,8 @@ use super::error::{RelayError, reply_for};
 use super::maildir::Maildir;
 use crate::config::{Config, ConfigError, NextHop, NextHopTls};
 use crate::envelope::{Body, Extensions, MailFrom, RcptTo};
+use crate::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
 use crate::replies::{self, Reply};
-use crate::smtp::{ConnectionInfo, Handler, HandlerFactory, Transaction};
 
 /// Idle pooled connections older than this are closed rather than reused: most MTAs drop idle
 /// clients after a few minutes, and a stale connection costs a failed attempt.

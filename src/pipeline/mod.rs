@@ -26,16 +26,15 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, OnError, PolicyConfig};
 use crate::cryptshare;
+use crate::envelope::{Extensions, MailFrom, RcptTo};
+use crate::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
 use crate::mime::{self, Analysis};
 use crate::ops::audit::{AuditLog, AuditRecord, Decision};
 use crate::ops::metrics::{MessageResult, TransactionGuard, TxOutcome};
-use crate::policy::{self, Rules};
-use crate::sim::{Emulator, EmulatorHandle, SimOptions};
 use crate::outbound::{Relay, RelayTransaction};
-use crate::smtp::{
-    ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply, Transaction,
-    replies,
-};
+use crate::policy::{self, Rules};
+use crate::replies::{self, Reply};
+use crate::sim::{Emulator, EmulatorHandle, SimOptions};
 use crate::store::spool::Spooled;
 use crate::store::state::{Record, StateStore};
 

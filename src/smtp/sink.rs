@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_util::either::Either;
 
-use crate::smtp::Reply;
+use crate::replies::Reply;
 
 /// Points in the dialogue where the sink can be told to hang or to close the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cryptshare_gateway::config::Config;
+use cryptshare_gateway::inbound::Server;
 use cryptshare_gateway::pipeline::{Gateway, GatewayFactory};
 use cryptshare_gateway::sim::{Emulator, EmulatorHandle, SimOptions};
-use cryptshare_gateway::smtp::server::Server;
 use cryptshare_gateway::smtp::sink::{Script, Sink};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -1,6 +1,6 @@
 //! The SMTP listener: binds `server.listen` (plain, STARTTLS when configured) and
 //! `server.listen_tls` (implicit TLS), limits concurrent connections, runs one
-//! [`session`] per connection and shuts down gracefully. Under socket activation it serves the
+//! session ([`super::serve`]) per connection and shuts down gracefully. Under socket activation it serves the
 //! sockets systemd passed instead ([`Server::bind_with`]).
 //!
 //! # Connection limit
@@ -32,8 +32,9 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::HandlerFactory;
-use super::session::{self, ConnectionMeta, SessionSettings, SettingsError, ShutdownSignal};
+use super::session::{self, ConnectionMeta, ShutdownSignal};
+use super::settings::{SessionSettings, SettingsError};
+use super::{Handler, HandlerFactory};
 use crate::config::Config;
 use crate::ops::activation::InheritedListener;
 
@@ -309,7 +310,7 @@ async fn accept_any(
     .await
 }
 
-async fn connection<H: super::Handler + 'static>(
+async fn connection<H: Handler + 'static>(
     stream: TcpStream,
     peer: SocketAddr,
     implicit_tls: bool,

@@ -1,0 +1,138 @@
+//! Everything a session needs from the configuration (`[server]`), resolved once into
+//! [`SessionSettings`]. The server hands each new connection the snapshot current at accept
+//! time, so a reload never changes a running session.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio_rustls::TlsAcceptor;
+
+use super::data::TEXT_LINE_MAX;
+use super::tls::{self, TlsError};
+use super::users::{AuthError, UserDb};
+use crate::config::Config;
+use crate::store::spool;
+
+/// Problems turning the configuration into session settings. Each names its key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("server.auth.users_file: {0}")]
+    Auth(#[from] AuthError),
+}
+
+/// AUTH settings of a session.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub users: UserDb,
+    /// Offer and accept AUTH without TLS (tests only).
+    pub allow_plaintext: bool,
+    /// Wait before answering a failed attempt; multiplied by the number of failures so far.
+    pub failure_delay: Duration,
+    /// Failed attempts after which the session is closed with 421.
+    pub max_failures: u32,
+}
+
+/// Everything a session needs from the configuration, resolved once. The server hands each new
+/// connection the snapshot current at accept time, so a reload never changes a running session.
+#[derive(Clone)]
+pub struct SessionSettings {
+    pub hostname: String,
+    pub greeting: String,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub client_networks: Vec<IpNet>,
+    pub idle_timeout: Duration,
+    pub session_timeout: Duration,
+    pub max_errors: u32,
+    pub max_received_headers: usize,
+    /// Longest text line with CRLF; 0 = no limit.
+    pub max_line_length: usize,
+    pub spool_memory_limit: usize,
+    pub spool_dir: PathBuf,
+    /// Enables STARTTLS (and implicit-TLS listeners in the server).
+    pub tls: Option<TlsAcceptor>,
+    pub auth: Option<AuthSettings>,
+}
+
+impl std::fmt::Debug for SessionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSettings")
+            .field("hostname", &self.hostname)
+            .field("max_message_size", &self.max_message_size)
+            .field("max_recipients", &self.max_recipients)
+            .field("client_networks", &self.client_networks)
+            .field("tls", &self.tls.is_some())
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionSettings {
+    /// Defaults as in the configuration (`[server]` without keys), no TLS, no AUTH.
+    pub fn new(hostname: impl Into<String>, spool_dir: impl Into<PathBuf>) -> SessionSettings {
+        SessionSettings {
+            hostname: hostname.into(),
+            greeting: "ESMTP cryptshare-gateway".into(),
+            max_message_size: 104_857_600,
+            max_recipients: 100,
+            client_networks: vec![
+                "127.0.0.0/8".parse().expect("literal network"),
+                "::1/128".parse().expect("literal network"),
+            ],
+            idle_timeout: Duration::from_secs(300),
+            session_timeout: Duration::from_secs(3600),
+            max_errors: 10,
+            max_received_headers: 50,
+            max_line_length: TEXT_LINE_MAX,
+            spool_memory_limit: 8 * 1024 * 1024,
+            spool_dir: spool_dir.into(),
+            tls: None,
+            auth: None,
+        }
+    }
+
+    /// Resolve `[server]` (loads the TLS certificate and the users file).
+    pub fn from_config(cfg: &Config) -> Result<SessionSettings, SettingsError> {
+        let s = &cfg.server;
+        let tls = match &s.tls {
+            Some(t) => Some(tls::load_acceptor(&t.cert, &t.key)?),
+            None => None,
+        };
+        let auth = match &s.auth {
+            Some(a) => Some(AuthSettings {
+                users: UserDb::load(&a.users_file)?,
+                allow_plaintext: a.allow_plaintext,
+                failure_delay: Duration::from_secs(a.failure_delay),
+                max_failures: a.max_failures,
+            }),
+            None => None,
+        };
+        Ok(SessionSettings {
+            hostname: s.hostname.clone(),
+            greeting: s.greeting.clone(),
+            max_message_size: s.max_message_size,
+            max_recipients: s.max_recipients,
+            client_networks: cfg.client_networks()?,
+            idle_timeout: Duration::from_secs(s.idle_timeout),
+            session_timeout: Duration::from_secs(s.session_timeout),
+            max_errors: s.max_errors,
+            max_received_headers: s.max_received_headers,
+            max_line_length: s.max_line_length,
+            spool_memory_limit: s.spool_memory_limit,
+            spool_dir: spool::spool_dir(&cfg.state.dir),
+            tls,
+            auth,
+        })
+    }
+
+    pub(super) fn may_relay(&self, peer: &SocketAddr) -> bool {
+        let ip = peer.ip().to_canonical();
+        self.client_networks.iter().any(|n| n.contains(&ip))
+    }
+}
