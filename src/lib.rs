@@ -15,7 +15,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod replies;
 pub mod sim;
-pub mod smtp;
 pub mod store;
 
 /// Install the process-wide rustls crypto provider (aws-lc-rs). Call once at start-up, before

@@ -13,7 +13,7 @@ use cryptshare_gateway::outbound::{
     ClientSettings, RelayError, SmtpClient, reply_for, tls_connector,
 };
 use cryptshare_gateway::replies::Reply;
-use cryptshare_gateway::smtp::sink::{Script, Sink};
+use cryptshare_gateway_testkit::sink::{Script, Sink};
 use rustls::pki_types::ServerName;
 use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_SIZE};
 

@@ -7,10 +7,11 @@
 use cryptshare_gateway::config::Config;
 use cryptshare_gateway::envelope::{Body, MailFrom, Notify, RcptTo};
 use cryptshare_gateway::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
-use cryptshare_gateway::outbound::{PassThrough, Relay};
+use cryptshare_gateway::outbound::Relay;
 use cryptshare_gateway::replies::Reply;
-use cryptshare_gateway::smtp::sink::{Script, Sink, Stage};
 use cryptshare_gateway::store::spool::Spooled;
+use cryptshare_gateway_testkit::PassThrough;
+use cryptshare_gateway_testkit::sink::{Script, Sink, Stage};
 use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_PIPELINING, EXT_SMTP_UTF8};
 
 fn config(next_hop: &str, extra: &str) -> (Config, tempfile::TempDir) {

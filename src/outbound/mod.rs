@@ -20,4 +20,4 @@ pub use client::{
     Capabilities, ClientSettings, DataFailure, EnvelopeReplies, SmtpClient, tls_connector,
 };
 pub use error::{RelayError, reply_for};
-pub use relay::{PassThrough, PassThroughHandler, Relay, RelayTransaction};
+pub use relay::{Relay, RelayTransaction};

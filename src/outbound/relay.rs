@@ -16,7 +16,6 @@ use super::error::{RelayError, reply_for};
 use super::maildir::Maildir;
 use crate::config::{Config, ConfigError, NextHop, NextHopTls};
 use crate::envelope::{Body, Extensions, MailFrom, RcptTo};
-use crate::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
 use crate::replies::{self, Reply};
 
 /// Idle pooled connections older than this are closed rather than reused: most MTAs drop idle
@@ -487,58 +486,5 @@ impl Drop for RelayTransaction {
         {
             t.checkin(conn, self.mail.is_some());
         }
-    }
-}
-
-/// Relays every message unchanged: the handler `serve` uses until the conversion pipeline lands.
-#[derive(Clone)]
-pub struct PassThrough {
-    relay: Relay,
-}
-
-impl PassThrough {
-    pub fn new(relay: Relay) -> PassThrough {
-        PassThrough { relay }
-    }
-}
-
-impl HandlerFactory for PassThrough {
-    type Handler = PassThroughHandler;
-
-    fn handler(&self) -> PassThroughHandler {
-        PassThroughHandler {
-            relay: self.relay.clone(),
-            tx: self.relay.begin(),
-        }
-    }
-}
-
-/// One connection's [`Handler`] of [`PassThrough`].
-pub struct PassThroughHandler {
-    relay: Relay,
-    tx: RelayTransaction,
-}
-
-impl Handler for PassThroughHandler {
-    async fn extensions(&mut self) -> Extensions {
-        self.relay.extensions().await
-    }
-
-    async fn mail_from(&mut self, _info: &ConnectionInfo, from: &MailFrom) -> Reply {
-        self.tx.mail_from(from).await
-    }
-
-    async fn rcpt_to(&mut self, _info: &ConnectionInfo, rcpt: &RcptTo) -> Reply {
-        self.tx.rcpt_to(rcpt).await
-    }
-
-    async fn data(&mut self, _info: &ConnectionInfo, tx: Transaction) -> Reply {
-        self.tx
-            .data(&[tx.received.as_slice(), tx.message.as_bytes()])
-            .await
-    }
-
-    async fn reset(&mut self) {
-        self.tx.reset().await
     }
 }

@@ -12,7 +12,7 @@ use cryptshare_gateway::config::Config;
 use cryptshare_gateway::inbound::Server;
 use cryptshare_gateway::pipeline::{Gateway, GatewayFactory};
 use cryptshare_gateway::sim::{Emulator, EmulatorHandle, SimOptions};
-use cryptshare_gateway::smtp::sink::{Script, Sink};
+use cryptshare_gateway_testkit::sink::{Script, Sink};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

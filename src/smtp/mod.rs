@@ -1,3 +1,0 @@
-//! Test fixtures (moving out of the library).
-
-pub mod sink;
