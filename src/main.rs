@@ -162,7 +162,7 @@ async fn serve(
     let gateway = Gateway::new(&cfg).await?;
     // Under socket activation the listen keys are not used at all, so a change is no news.
     let activated = !inherited.is_empty();
-    let server = Server::bind_with(&cfg, inherited).await?;
+    let server = Server::bind_with(&cfg, inherited, metrics.clone()).await?;
     for a in server.local_addrs() {
         tracing::info!(listen = %a, "SMTP listener ready");
     }

@@ -37,6 +37,7 @@ use super::settings::{SessionSettings, SettingsError};
 use super::{Handler, HandlerFactory};
 use crate::config::Config;
 use crate::ops::activation::InheritedListener;
+use crate::ops::{Metrics, TlsSide};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -72,12 +73,13 @@ struct Listener {
 pub struct Reloader {
     settings: Arc<watch::Sender<Arc<SessionSettings>>>,
     has_tls_listeners: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Reloader {
     /// Apply a new configuration to connections accepted from now on.
     pub fn reload(&self, cfg: &Config) -> Result<(), ServerError> {
-        self.replace(SessionSettings::from_config(cfg)?)
+        self.replace(SessionSettings::from_config(cfg, self.metrics.clone())?)
     }
 
     /// Install settings built by the caller (tests tune values that have no configuration key).
@@ -104,9 +106,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind every listener of `[server]` and load TLS certificate and users file.
-    pub async fn bind(cfg: &Config) -> Result<Server, ServerError> {
-        Self::bind_with(cfg, Vec::new()).await
+    /// Bind every listener of `[server]` and load TLS certificate and users file. Connections
+    /// and inbound TLS handshakes are counted in `metrics`.
+    pub async fn bind(cfg: &Config, metrics: Arc<Metrics>) -> Result<Server, ServerError> {
+        Self::bind_with(cfg, Vec::new(), metrics).await
     }
 
     /// [`Server::bind`], unless the service manager passed listening sockets (socket activation,
@@ -116,8 +119,9 @@ impl Server {
     pub async fn bind_with(
         cfg: &Config,
         inherited: Vec<InheritedListener>,
+        metrics: Arc<Metrics>,
     ) -> Result<Server, ServerError> {
-        let settings = SessionSettings::from_config(cfg)?;
+        let settings = SessionSettings::from_config(cfg, metrics.clone())?;
         let mut listeners = Vec::new();
         let tls_addrs: Vec<SocketAddr> = cfg
             .server
@@ -184,6 +188,7 @@ impl Server {
             reloader: Reloader {
                 settings: Arc::new(watch::Sender::new(Arc::new(settings))),
                 has_tls_listeners,
+                metrics,
             },
             max_connections: cfg.server.max_connections,
             shutdown_grace: Duration::from_secs(cfg.server.shutdown_grace),
@@ -324,7 +329,7 @@ async fn connection<H: Handler + 'static>(
         return;
     };
     tracing::debug!(%peer, %local, implicit_tls, "connection");
-    let metrics = crate::ops::metrics::global();
+    let metrics = &settings.metrics;
     let _open = metrics.connection_opened(if implicit_tls { "smtps" } else { "smtp" });
     if !implicit_tls {
         let meta = ConnectionMeta {
@@ -342,7 +347,7 @@ async fn connection<H: Handler + 'static>(
         _ = signal.drain.cancelled() => return,
         r = handshake => r,
     };
-    metrics.tls_handshake(crate::ops::TlsSide::Inbound, matches!(tls, Ok(Ok(_))));
+    metrics.tls_handshake(TlsSide::Inbound, matches!(tls, Ok(Ok(_))));
     match tls {
         Ok(Ok(tls)) => {
             let meta = ConnectionMeta {

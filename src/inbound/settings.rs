@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -13,6 +14,7 @@ use super::data::TEXT_LINE_MAX;
 use super::tls::{self, TlsError};
 use super::users::{AuthError, UserDb};
 use crate::config::Config;
+use crate::ops::Metrics;
 use crate::store::spool;
 
 /// Problems turning the configuration into session settings. Each names its key.
@@ -58,6 +60,8 @@ pub struct SessionSettings {
     /// Enables STARTTLS (and implicit-TLS listeners in the server).
     pub tls: Option<TlsAcceptor>,
     pub auth: Option<AuthSettings>,
+    /// Where connections and inbound TLS handshakes are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for SessionSettings {
@@ -74,7 +78,8 @@ impl std::fmt::Debug for SessionSettings {
 }
 
 impl SessionSettings {
-    /// Defaults as in the configuration (`[server]` without keys), no TLS, no AUTH.
+    /// Defaults as in the configuration (`[server]` without keys), no TLS, no AUTH, and a
+    /// metrics registry of its own (tests, tools: nothing reads it).
     pub fn new(hostname: impl Into<String>, spool_dir: impl Into<PathBuf>) -> SessionSettings {
         SessionSettings {
             hostname: hostname.into(),
@@ -94,11 +99,15 @@ impl SessionSettings {
             spool_dir: spool_dir.into(),
             tls: None,
             auth: None,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
-    /// Resolve `[server]` (loads the TLS certificate and the users file).
-    pub fn from_config(cfg: &Config) -> Result<SessionSettings, SettingsError> {
+    /// Resolve `[server]` (loads the TLS certificate and the users file); count into `metrics`.
+    pub fn from_config(
+        cfg: &Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<SessionSettings, SettingsError> {
         let s = &cfg.server;
         let tls = match &s.tls {
             Some(t) => Some(tls::load_acceptor(&t.cert, &t.key)?),
@@ -128,6 +137,7 @@ impl SessionSettings {
             spool_dir: spool::spool_dir(&cfg.state.dir),
             tls,
             auth,
+            metrics,
         })
     }
 

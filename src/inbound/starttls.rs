@@ -7,6 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Handler;
 use super::session::{Flow, Session, State};
+use crate::ops::TlsSide;
 use crate::replies;
 
 impl<H: Handler> Session<H> {
@@ -37,7 +38,7 @@ impl<H: Handler> Session<H> {
         let timeout = self.settings.idle_timeout;
         let handshake = tokio::time::timeout(timeout, acceptor.accept(io)).await;
         let ok = matches!(handshake, Ok(Ok(_)));
-        crate::ops::metrics::global().tls_handshake(crate::ops::TlsSide::Inbound, ok);
+        self.settings.metrics.tls_handshake(TlsSide::Inbound, ok);
         match handshake {
             Ok(Ok(mut tls)) => {
                 self.restart_encrypted();

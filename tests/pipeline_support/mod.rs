@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use cryptshare_gateway::config::Config;
 use cryptshare_gateway::inbound::Server;
+use cryptshare_gateway::ops::Metrics;
 use cryptshare_gateway::pipeline::{Gateway, GatewayFactory};
 use cryptshare_gateway::sim::{Emulator, EmulatorHandle, SimOptions};
 use cryptshare_gateway_testkit::sink::{Script, Sink};
@@ -144,7 +145,7 @@ async fn serve(
     tokio::task::JoinHandle<()>,
 ) {
     let gw = Gateway::new(cfg).await.unwrap();
-    let server = Server::bind(cfg).await.unwrap();
+    let server = Server::bind(cfg, Arc::new(Metrics::new())).await.unwrap();
     let smtp = server.local_addrs()[0];
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let factory = Arc::new(GatewayFactory(gw.clone()));
