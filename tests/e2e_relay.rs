@@ -11,6 +11,7 @@
 //! postfix (smtp-sink).
 
 mod e2e_support;
+mod support;
 
 use std::collections::HashMap;
 use std::process::Command;

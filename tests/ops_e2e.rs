@@ -4,6 +4,7 @@
 //! Needs python3 with `prometheus-client` (`pip install prometheus-client`) for the scrape parser.
 
 mod ops_e2e_support;
+mod support;
 
 use std::io::ErrorKind;
 use std::net::TcpStream;

@@ -4,6 +4,7 @@
 //! `sh` wrapper sets before it `exec`s the gateway (the pid survives the exec).
 
 mod ops_e2e_support;
+mod support;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};

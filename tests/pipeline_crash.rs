@@ -7,6 +7,7 @@
 //! reports it. No sleeps, no timing.
 
 mod pipeline_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::process::Stdio;

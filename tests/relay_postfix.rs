@@ -7,6 +7,7 @@
 //! against the test sink.
 
 mod e2e_support;
+mod support;
 
 use cryptshare_gateway::config::Config;
 use cryptshare_gateway::envelope::{Body, MailFrom, Notify, RcptTo};
