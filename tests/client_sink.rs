@@ -13,6 +13,7 @@ use cryptshare_gateway::outbound::{
     ClientSettings, RelayError, SmtpClient, reply_for, tls_connector,
 };
 use cryptshare_gateway::replies::Reply;
+use cryptshare_gateway_testkit::envelope::{mail, rcpt};
 use cryptshare_gateway_testkit::sink::{Script, Sink};
 use rustls::pki_types::ServerName;
 use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_SIZE};
@@ -27,20 +28,6 @@ fn settings(sink: &Sink) -> ClientSettings {
         server_name: ServerName::try_from("localhost").unwrap(),
         connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(10),
-    }
-}
-
-fn mail(addr: &str) -> MailFrom {
-    MailFrom {
-        address: addr.into(),
-        ..MailFrom::default()
-    }
-}
-
-fn rcpt(addr: &str) -> RcptTo {
-    RcptTo {
-        address: addr.into(),
-        ..RcptTo::default()
     }
 }
 

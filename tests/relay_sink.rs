@@ -11,6 +11,7 @@ use cryptshare_gateway::outbound::Relay;
 use cryptshare_gateway::replies::Reply;
 use cryptshare_gateway::store::spool::Spooled;
 use cryptshare_gateway_testkit::PassThrough;
+use cryptshare_gateway_testkit::envelope::{mail, rcpt};
 use cryptshare_gateway_testkit::sink::{Script, Sink, Stage};
 use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_PIPELINING, EXT_SMTP_UTF8};
 
@@ -30,20 +31,6 @@ fn config(next_hop: &str, extra: &str) -> (Config, tempfile::TempDir) {
 fn relay_to(sink: &Sink, extra: &str) -> Relay {
     let (cfg, _dir) = config(&sink.addr().to_string(), extra);
     Relay::new(&cfg).unwrap()
-}
-
-fn mail(addr: &str) -> MailFrom {
-    MailFrom {
-        address: addr.into(),
-        ..MailFrom::default()
-    }
-}
-
-fn rcpt(addr: &str) -> RcptTo {
-    RcptTo {
-        address: addr.into(),
-        ..RcptTo::default()
-    }
 }
 
 const MSG: &[u8] = b"Subject: test\r\n\r\nHello\r\n";

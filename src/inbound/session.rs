@@ -326,15 +326,7 @@ impl<H: Handler> Session<H> {
                         flow
                     }
                     LineStatus::Partial => Flow::Continue,
-                    LineStatus::TooLong { skip_rest } => {
-                        self.line.clear();
-                        if skip_rest {
-                            self.state = State::SkipLine;
-                            Flow::Continue
-                        } else {
-                            self.error(replies::line_too_long())
-                        }
-                    }
+                    LineStatus::TooLong { skip_rest } => self.too_long(skip_rest),
                 },
                 State::SkipLine => match memchr::memchr(b'\n', input) {
                     Some(p) => {
@@ -359,15 +351,7 @@ impl<H: Handler> Session<H> {
                         self.state = State::Sasl(step);
                         Flow::Continue
                     }
-                    LineStatus::TooLong { skip_rest } => {
-                        self.line.clear();
-                        if skip_rest {
-                            self.state = State::SkipLine;
-                            Flow::Continue
-                        } else {
-                            self.error(replies::line_too_long())
-                        }
-                    }
+                    LineStatus::TooLong { skip_rest } => self.too_long(skip_rest),
                 },
                 State::Data(mut rx) => {
                     let mut iter = input.iter();
@@ -435,6 +419,18 @@ impl<H: Handler> Session<H> {
             }
         }
         Flow::Continue
+    }
+
+    /// An over-long command or SASL line: answered at once when its LF has been seen, else
+    /// after discarding the rest of it (`State::SkipLine`).
+    fn too_long(&mut self, skip_rest: bool) -> Flow {
+        self.line.clear();
+        if skip_rest {
+            self.state = State::SkipLine;
+            Flow::Continue
+        } else {
+            self.error(replies::line_too_long())
+        }
     }
 
     /// Reply with a protocol error and count it.

@@ -18,7 +18,7 @@ use base64::Engine;
 
 // Re-exported for the tests; not every test uses every one.
 #[allow(unused_imports)]
-pub use crate::support::process::{Process, WAIT, gateway_command};
+pub use crate::support::process::{Process, WAIT, gateway_command, python};
 #[allow(unused_imports)]
 pub use crate::support::smtp::Smtp;
 
@@ -453,20 +453,12 @@ pub fn parse_openmetrics(text: &str) -> Vec<Sample> {
 }
 
 fn parse_with(text: &str, format: &str) -> Vec<Sample> {
-    let mut child = Command::new("python3")
-        .args(["-c", PARSER, format])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (with prometheus-client) must be installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = python(
+        PARSER,
+        &[format],
+        text.as_bytes(),
+        "pip install prometheus-client",
+    );
     assert!(
         out.status.success(),
         "prometheus_client could not parse /metrics: {}\n{text}",

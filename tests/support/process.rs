@@ -1,7 +1,7 @@
 //! Processes: the real `cryptshare-gateway` binary and external tools, and the bounded waits
 //! for them. Missing tools are failures, never skips: the panics name the package to install.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -134,4 +134,20 @@ pub fn run(cmd: &mut Command, package: &str) -> std::process::Output {
     cmd.stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {name} ({e}): apt-get install -y {package}"))
+}
+
+/// Run `python3 -c script args…` with `input` on its stdin, to completion. `needs` names what
+/// must be installed besides python3 (e.g. `pip install prometheus-client`).
+pub fn python(script: &str, args: &[&str], input: &[u8], needs: &str) -> std::process::Output {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 must be installed ({needs}): {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
