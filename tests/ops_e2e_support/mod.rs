@@ -498,6 +498,18 @@ pub fn message(id: &str, size: usize) -> Vec<u8> {
     m.into_bytes()
 }
 
+/// The outbox message whose subject names `id` (a [`message`]); exactly one must be there.
+pub fn delivered(gw: &Gateway, id: &str) -> Vec<u8> {
+    let subject = format!("Subject: ops e2e {id}\r\n");
+    let found: Vec<Vec<u8>> = gw
+        .outbox_messages()
+        .into_iter()
+        .filter(|m| contains(m, subject.as_bytes()))
+        .collect();
+    assert_eq!(found.len(), 1, "outbox messages for {id}");
+    found.into_iter().next().unwrap()
+}
+
 /// The notice the pipeline puts into a converted message.
 pub const NOTICE: &[u8] = b"[Cryptshare] 1 attachment(s) of this message were moved";
 
