@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use super::client::{ClientSettings, SmtpClient, tls_connector};
+use super::client::{ClientSettings, SmtpClient};
 use super::error::{RelayError, reply_for};
 use super::maildir::Maildir;
+use super::tls::tls_connector;
 use crate::config::{Config, ConfigError, NextHop, NextHopTls};
 use crate::envelope::{Body, Extensions, MailFrom, RcptTo};
 use crate::replies::{self, Reply};
