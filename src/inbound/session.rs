@@ -312,7 +312,6 @@ impl<H: Handler> Session<H> {
     }
 
     /// Process one read's worth of input completely.
-
     async fn ingest(&mut self, mut input: &[u8]) -> Flow {
         while !input.is_empty() {
             let state = std::mem::replace(&mut self.state, State::Command);
