@@ -1,17 +1,23 @@
 //! cryptshare-gateway: an SMTP relay that moves large attachments into Cryptshare transfers.
 //!
-//! Modules, one per concern: [`config`], [`smtp`] (session, server, client, replies), [`mime`]
-//! (analyse, rewrite, notice), [`policy`], [`cryptshare`] (client, types), [`pipeline`] (the flow),
-//! [`store`] (spool, state), [`sim`] (the Cryptshare emulator), [`ops`] (metrics, audit, systemd).
+//! The flow of a message: [`inbound`] (SMTP server and session) → [`pipeline`] (policy, analysis,
+//! the Cryptshare transfer, the outcome) → [`outbound`] (relay to the next hop). Below them:
+//! [`envelope`] and [`replies`] (the SMTP vocabulary both sides share), [`policy`], [`mime`]
+//! (analyse, rewrite, notice), [`cryptshare`] (client, types), [`store`] (spool, state),
+//! [`config`], [`ops`] (metrics, audit, systemd) and [`sim`] (the Cryptshare emulator).
+//! Nothing imports a module above it; test fixtures live in `testkit/`, not here.
 
 pub mod config;
 pub mod cryptshare;
+pub mod envelope;
+pub mod inbound;
 pub mod mime;
 pub mod ops;
+pub mod outbound;
 pub mod pipeline;
 pub mod policy;
+pub mod replies;
 pub mod sim;
-pub mod smtp;
 pub mod store;
 
 /// Install the process-wide rustls crypto provider (aws-lc-rs). Call once at start-up, before

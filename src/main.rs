@@ -7,10 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cryptshare_gateway::config::{Config, Loaded, NextHop, NextHopTls};
+use cryptshare_gateway::inbound::{Server, SessionSettings};
 use cryptshare_gateway::ops::{self, Component, LogFormat, Notifier, Readiness};
 use cryptshare_gateway::pipeline::{Gateway, GatewayFactory};
-use cryptshare_gateway::smtp::server::Server;
-use cryptshare_gateway::smtp::session::SessionSettings;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -186,7 +185,7 @@ async fn serve(
     let gateway = Gateway::new(&cfg, metrics.clone()).await?;
     // Under socket activation the listen keys are not used at all, so a change is no news.
     let activated = !inherited.is_empty();
-    let server = Server::bind_with(&cfg, inherited).await?;
+    let server = Server::bind_with(&cfg, inherited, metrics.clone()).await?;
     for a in server.local_addrs() {
         tracing::info!(listen = %a, "SMTP listener ready");
     }
@@ -307,11 +306,11 @@ fn preflight(cfg: &Config) -> Result<(), String> {
     cryptshare_gateway::install_crypto_provider();
     // [server.tls] (certificate chain, the key matching it) and [server.auth] (the users file):
     // the session settings every connection gets.
-    SessionSettings::from_config(cfg).map_err(|e| e.to_string())?;
+    SessionSettings::from_config(cfg, Arc::new(ops::Metrics::new())).map_err(|e| e.to_string())?;
     if cfg.relay.tls != NextHopTls::Off
         && let Some(ca) = &cfg.relay.ca_file
     {
-        cryptshare_gateway::smtp::client::tls_connector(cfg.relay.tls, Some(ca))
+        cryptshare_gateway::outbound::tls_connector(cfg.relay.tls, Some(ca))
             .map_err(|e| format!("relay.ca_file: {e}"))?;
     }
     if let NextHop::Maildir(dir) = &cfg.relay.next_hop {

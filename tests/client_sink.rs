@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cryptshare_gateway::config::NextHopTls;
-use cryptshare_gateway::smtp::client::{ClientSettings, SmtpClient, tls_connector};
-use cryptshare_gateway::smtp::relay::{RelayError, reply_for};
-use cryptshare_gateway::smtp::sink::{Script, Sink};
-use cryptshare_gateway::smtp::{Body, MailFrom, Notify, RcptTo, Reply, Ret};
+use cryptshare_gateway::envelope::{Body, MailFrom, Notify, RcptTo, Ret};
+use cryptshare_gateway::outbound::{
+    ClientSettings, RelayError, SmtpClient, reply_for, tls_connector,
+};
+use cryptshare_gateway::replies::Reply;
+use cryptshare_gateway_testkit::envelope::{mail, rcpt};
+use cryptshare_gateway_testkit::sink::{Script, Sink};
 use rustls::pki_types::ServerName;
 use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_SIZE};
 
@@ -25,20 +28,6 @@ fn settings(sink: &Sink) -> ClientSettings {
         server_name: ServerName::try_from("localhost").unwrap(),
         connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(10),
-    }
-}
-
-fn mail(addr: &str) -> MailFrom {
-    MailFrom {
-        address: addr.into(),
-        ..MailFrom::default()
-    }
-}
-
-fn rcpt(addr: &str) -> RcptTo {
-    RcptTo {
-        address: addr.into(),
-        ..RcptTo::default()
     }
 }
 

@@ -13,6 +13,7 @@
 //! Needs root (Postfix's master runs as root), the `postfix` package (postfix, smtp-sink) and swaks.
 
 mod e2e_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

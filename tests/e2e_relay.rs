@@ -11,12 +11,13 @@
 //! postfix (smtp-sink).
 
 mod e2e_support;
+mod support;
 
 use std::collections::HashMap;
 use std::process::Command;
 
-use cryptshare_gateway::smtp::Reply;
-use cryptshare_gateway::smtp::sink::{Script, Sink, Stage};
+use cryptshare_gateway::replies::Reply;
+use cryptshare_gateway_testkit::sink::{Script, Sink, Stage};
 use e2e_support::*;
 
 /// A Python client: `python3 -c PY PORT MODE CAFILE MSGFILE FROM RCPT...`. MODE is `plain`

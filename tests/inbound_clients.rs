@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cryptshare_gateway::config::Config;
-use cryptshare_gateway::smtp::server::{Reloader, Server};
+use cryptshare_gateway::inbound::{Reloader, Server};
+use cryptshare_gateway::ops::Metrics;
 use inbound_support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -85,7 +86,7 @@ async fn start_with(client_networks: &str, extra: &str) -> Running {
 async fn start_handler(client_networks: &str, extra: &str, mut template: TestHandler) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), client_networks, "mx.test", extra);
-    let server = Server::bind(&cfg).await.unwrap();
+    let server = Server::bind(&cfg, Arc::new(Metrics::new())).await.unwrap();
     let addr = server.local_addrs()[0];
     let tls_addr = server.local_tls_addrs()[0];
     let reloader = server.reloader();

@@ -4,6 +4,7 @@
 //! Needs python3 with `prometheus-client` (`pip install prometheus-client`) for the scrape parser.
 
 mod ops_e2e_support;
+mod support;
 
 use std::io::ErrorKind;
 use std::net::TcpStream;
@@ -15,18 +16,6 @@ use sha2::{Digest, Sha256};
 
 const FROM: &str = "alice@example.org";
 const TO: &str = "bob@partner.example";
-
-/// The outbox message whose subject names `id`.
-fn delivered(gw: &Gateway, id: &str) -> Vec<u8> {
-    let subject = format!("Subject: ops e2e {id}\r\n");
-    let found: Vec<Vec<u8>> = gw
-        .outbox_messages()
-        .into_iter()
-        .filter(|m| contains(m, subject.as_bytes()))
-        .collect();
-    assert_eq!(found.len(), 1, "outbox messages for {id}");
-    found.into_iter().next().unwrap()
-}
 
 fn assert_converted(gw: &Gateway, id: &str) {
     let m = delivered(gw, id);

@@ -1,16 +1,17 @@
 //! The ops HTTP endpoint over a real socket: `/metrics` parsed by the reference Python
 //! Prometheus/OpenMetrics parsers (`pip install prometheus-client`), `/healthz`, `/readyz`.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cryptshare_gateway::config::NextHop;
 use cryptshare_gateway::ops::http::{self, Component, HttpError, Readiness};
 use cryptshare_gateway::ops::metrics::{MessageResult, Metrics, TlsSide, TxOutcome};
+use support::process::python;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -100,21 +101,12 @@ for f in text_string_to_metric_families(sys.stdin.read()):
 print(json.dumps({{"families": fams, "samples": samples}}))
 "#
     );
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 must be installed (with `pip install prometheus-client`)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = python(
+        &script,
+        &[],
+        text.as_bytes(),
+        "pip install prometheus-client",
+    );
     assert!(
         out.status.success(),
         "parser rejected the exposition: {}\n---\n{text}",

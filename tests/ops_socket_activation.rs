@@ -4,6 +4,7 @@
 //! `sh` wrapper sets before it `exec`s the gateway (the pid survives the exec).
 
 mod ops_e2e_support;
+mod support;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -201,14 +202,7 @@ fn transaction<S: Read + Write>(gw: &Gateway, stream: S, id: &str, tls: bool) {
         c.cmd("QUIT"),
         format!("221 2.0.0 {HOSTNAME} closing connection")
     );
-    let subject = format!("Subject: ops e2e {id}\r\n");
-    let found: Vec<Vec<u8>> = gw
-        .outbox_messages()
-        .into_iter()
-        .filter(|m| contains(m, subject.as_bytes()))
-        .collect();
-    assert_eq!(found.len(), 1, "outbox messages for {id}");
-    assert!(found[0].ends_with(&body), "{id} was changed");
+    assert!(delivered(gw, id).ends_with(&body), "{id} was changed");
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {

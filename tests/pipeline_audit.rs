@@ -4,6 +4,7 @@
 //! conversion failed.
 
 mod pipeline_support;
+mod support;
 
 use std::time::Duration;
 

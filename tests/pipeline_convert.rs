@@ -3,6 +3,7 @@
 //! emulator stored.
 
 mod pipeline_support;
+mod support;
 
 use cryptshare_gateway::cryptshare::PasswordMode;
 use pipeline_support::*;

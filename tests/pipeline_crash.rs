@@ -7,6 +7,7 @@
 //! reports it. No sleeps, no timing.
 
 mod pipeline_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cryptshare_gateway::sim::{Emulator, SimOptions};
-use cryptshare_gateway::smtp::sink::{Script, Sink};
+use cryptshare_gateway_testkit::sink::{Script, Sink};
 use pipeline_support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};

@@ -2,6 +2,7 @@
 //! `on_error`, Cryptshare policy refusals, and a next hop failing after a finished transfer.
 
 mod pipeline_support;
+mod support;
 
 use cryptshare_gateway::sim::{Endpoint, FaultSpec, SimPolicy};
 use pipeline_support::*;

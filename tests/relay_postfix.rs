@@ -7,10 +7,12 @@
 //! against the test sink.
 
 mod e2e_support;
+mod support;
 
 use cryptshare_gateway::config::Config;
-use cryptshare_gateway::smtp::relay::Relay;
-use cryptshare_gateway::smtp::{Body, MailFrom, Notify, RcptTo};
+use cryptshare_gateway::envelope::{Body, MailFrom, Notify, RcptTo};
+use cryptshare_gateway::outbound::Relay;
+use cryptshare_gateway_testkit::envelope::rcpt;
 use e2e_support::SmtpSink;
 
 /// A relay to `sink`, from a config file as an operator would write it.
@@ -55,13 +57,6 @@ fn find_dump(sink: &SmtpSink, marker: &str) -> Vec<u8> {
         .into_iter()
         .find(|b| String::from_utf8_lossy(b).contains(marker))
         .unwrap_or_else(|| panic!("no dump contains {marker:?} in {:?}", sink.dump_dir()))
-}
-
-fn rcpt(a: &str) -> RcptTo {
-    RcptTo {
-        address: a.into(),
-        ..RcptTo::default()
-    }
 }
 
 #[tokio::test]

@@ -5,12 +5,14 @@
 #![allow(clippy::field_reassign_with_default)]
 
 use cryptshare_gateway::config::Config;
-use cryptshare_gateway::smtp::relay::{PassThrough, Relay};
-use cryptshare_gateway::smtp::sink::{Script, Sink, Stage};
-use cryptshare_gateway::smtp::{
-    Body, ConnectionInfo, Handler, HandlerFactory, MailFrom, Notify, RcptTo, Reply, Transaction,
-};
+use cryptshare_gateway::envelope::{Body, MailFrom, Notify, RcptTo};
+use cryptshare_gateway::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
+use cryptshare_gateway::outbound::Relay;
+use cryptshare_gateway::replies::Reply;
 use cryptshare_gateway::store::spool::Spooled;
+use cryptshare_gateway_testkit::PassThrough;
+use cryptshare_gateway_testkit::envelope::{mail, rcpt};
+use cryptshare_gateway_testkit::sink::{Script, Sink, Stage};
 use smtp_proto::{EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_PIPELINING, EXT_SMTP_UTF8};
 
 fn config(next_hop: &str, extra: &str) -> (Config, tempfile::TempDir) {
@@ -29,20 +31,6 @@ fn config(next_hop: &str, extra: &str) -> (Config, tempfile::TempDir) {
 fn relay_to(sink: &Sink, extra: &str) -> Relay {
     let (cfg, _dir) = config(&sink.addr().to_string(), extra);
     Relay::new(&cfg).unwrap()
-}
-
-fn mail(addr: &str) -> MailFrom {
-    MailFrom {
-        address: addr.into(),
-        ..MailFrom::default()
-    }
-}
-
-fn rcpt(addr: &str) -> RcptTo {
-    RcptTo {
-        address: addr.into(),
-        ..RcptTo::default()
-    }
 }
 
 const MSG: &[u8] = b"Subject: test\r\n\r\nHello\r\n";

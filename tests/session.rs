@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio::io::DuplexStream;
 
-use cryptshare_gateway::smtp::session::{self, ConnectionMeta, SessionSettings, ShutdownSignal};
-use cryptshare_gateway::smtp::{MailFrom, RcptTo};
+use cryptshare_gateway::envelope::{MailFrom, RcptTo};
+use cryptshare_gateway::inbound::{self, ConnectionMeta, SessionSettings, ShutdownSignal};
 use inbound_support::*;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -57,7 +57,7 @@ async fn transcript_chunks(
 ) -> String {
     let stream = ChunkedStream::new(chunks);
     let out = stream.out.clone();
-    session::serve(
+    inbound::serve(
         stream,
         meta(peer),
         h.clone(),
@@ -624,7 +624,7 @@ async fn handler_refusals_and_parameters_reach_the_client() {
     let Call::Mail(m) = &calls[3] else {
         panic!("{calls:?}")
     };
-    assert_eq!(m.ret, Some(cryptshare_gateway::smtp::Ret::Hdrs));
+    assert_eq!(m.ret, Some(cryptshare_gateway::envelope::Ret::Hdrs));
     assert_eq!(m.envid.as_deref(), Some("QQ+1"));
     assert!(m.smtputf8);
     assert_eq!(m.auth.as_deref(), Some("<>"));
@@ -683,7 +683,7 @@ fn spawn_session(
     signal: ShutdownSignal,
 ) -> (Client<DuplexStream>, tokio::task::JoinHandle<()>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
-    let task = tokio::spawn(session::serve(
+    let task = tokio::spawn(inbound::serve(
         server,
         meta(peer),
         h.clone(),
@@ -786,7 +786,7 @@ async fn starttls(
 }
 
 /// Test hashes with small argon2 parameters: the default ones take seconds in a debug build.
-fn users_file(dir: &tempfile::TempDir) -> cryptshare_gateway::smtp::auth::UserDb {
+fn users_file(dir: &tempfile::TempDir) -> cryptshare_gateway::inbound::UserDb {
     use argon2::PasswordHasher;
     let params = argon2::Params::new(1024, 1, 1, None).unwrap();
     let a2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -795,13 +795,13 @@ fn users_file(dir: &tempfile::TempDir) -> cryptshare_gateway::smtp::auth::UserDb
     let bob = bcrypt::hash("builder", 4).unwrap();
     let path = dir.path().join("users");
     std::fs::write(&path, format!("alice:{alice}\nbob:{bob}\n")).unwrap();
-    cryptshare_gateway::smtp::auth::UserDb::load(&path).unwrap()
+    cryptshare_gateway::inbound::UserDb::load(&path).unwrap()
 }
 
 fn auth_settings(dir: &tempfile::TempDir, cert: &TestCert) -> SessionSettings {
     let mut s = settings(dir);
     s.tls = Some(acceptor(cert));
-    s.auth = Some(session::AuthSettings {
+    s.auth = Some(inbound::AuthSettings {
         users: users_file(dir),
         allow_plaintext: false,
         failure_delay: Duration::from_millis(1),
@@ -811,7 +811,8 @@ fn auth_settings(dir: &tempfile::TempDir, cert: &TestCert) -> SessionSettings {
 }
 
 fn b64(s: &[u8]) -> String {
-    cryptshare_gateway::smtp::auth::encode_b64(s)
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 #[tokio::test]
@@ -984,7 +985,7 @@ async fn auth_failures_are_limited() {
 async fn narrowed_extensions_are_neither_offered_nor_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = TestHandler::new();
-    h.ext = cryptshare_gateway::smtp::Extensions {
+    h.ext = cryptshare_gateway::envelope::Extensions {
         eight_bit_mime: true,
         smtputf8: false,
         dsn: false,

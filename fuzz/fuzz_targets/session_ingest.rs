@@ -7,10 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use cryptshare_gateway::smtp::session::{self, ConnectionMeta, SessionSettings, ShutdownSignal};
-use cryptshare_gateway::smtp::{
-    ConnectionInfo, Extensions, Handler, MailFrom, RcptTo, Reply, Transaction, replies,
+use cryptshare_gateway::envelope::{Extensions, MailFrom, RcptTo};
+use cryptshare_gateway::inbound::{
+    self, ConnectionInfo, ConnectionMeta, Handler, SessionSettings, ShutdownSignal, Transaction,
 };
+use cryptshare_gateway::replies::{self, Reply};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -104,7 +105,7 @@ fuzz_target!(|data: &[u8]| {
         .enable_time()
         .build()
         .unwrap();
-    rt.block_on(session::serve(
+    rt.block_on(inbound::serve(
         Feed {
             input,
             pos: 0,

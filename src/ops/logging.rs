@@ -50,7 +50,7 @@ pub enum LogError {
 }
 
 /// Install the global subscriber writing to stderr. `filter` (an `EnvFilter` directive string
-/// such as `info,cryptshare_gateway::smtp=debug`) wins; else `RUST_LOG`; else [`DEFAULT_FILTER`].
+/// such as `info,cryptshare_gateway::inbound=debug`) wins; else `RUST_LOG`; else [`DEFAULT_FILTER`].
 pub fn init(format: LogFormat, filter: Option<&str>) -> Result<(), LogError> {
     let filter = match filter {
         Some(f) => f.to_string(),

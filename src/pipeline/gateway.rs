@@ -19,11 +19,10 @@ use crate::ops::audit::AuditLog;
 use crate::ops::metrics::{Metrics, TransactionGuard, TxOutcome};
 use crate::policy::Rules;
 use crate::sim::{Emulator, EmulatorHandle, SimOptions};
-use crate::smtp::relay::{Relay, RelayTransaction};
-use crate::smtp::{
-    ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply, Transaction,
-    replies,
-};
+use crate::envelope::{Extensions, MailFrom, RcptTo};
+use crate::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
+use crate::outbound::{Relay, RelayTransaction};
+use crate::replies::{self, Reply};
 use crate::store::state::StateStore;
 
 /// A fixed client id for the embedded emulator, which trusts every well-formed id.

@@ -21,8 +21,9 @@ use super::transfer::{Converted, Job};
 use crate::config::PolicyConfig;
 use crate::mime::{self, Analysis, Language, PartId};
 use crate::ops::audit::Decision;
-use crate::smtp::relay::RelayTransaction;
-use crate::smtp::{Reply, Transaction};
+use crate::inbound::Transaction;
+use crate::outbound::RelayTransaction;
+use crate::replies::Reply;
 use crate::store::spool::Spooled;
 
 pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Transaction) -> Reply {

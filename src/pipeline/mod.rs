@@ -1,4 +1,4 @@
-//! The conversion pipeline: the gateway's [`Handler`](crate::smtp::Handler) joining the SMTP
+//! The conversion pipeline: the gateway's [`Handler`](crate::inbound::Handler) joining the SMTP
 //! core, the policy, the MIME engine, Cryptshare and the relay.
 //!
 //! Per transaction, MAIL FROM and RCPT TO go straight to the next hop (cut-through, so the
@@ -53,7 +53,7 @@ pub enum PipelineError {
     #[error("audit.file: {0}")]
     Audit(#[from] crate::ops::audit::AuditError),
     #[error("relay: {0}")]
-    Relay(#[from] crate::smtp::relay::RelayError),
+    Relay(#[from] crate::outbound::RelayError),
 }
 
 /// SHA-256 over the envelope and the message bytes (not our `Received:` line, which differs on

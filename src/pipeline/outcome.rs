@@ -14,7 +14,7 @@ use super::transfer::{ConvertError, Converted};
 use crate::config::OnError;
 use crate::ops::audit::{AuditLog, AuditRecord, Decision};
 use crate::ops::{MessageResult, Metrics};
-use crate::smtp::{Reply, replies};
+use crate::replies::{self, Reply};
 use crate::store::spool::Spooled;
 
 /// How a failed conversion ends, per the policy's `on_error`.

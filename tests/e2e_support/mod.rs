@@ -1,55 +1,24 @@
-//! Shared pieces of the end-to-end tests: the real `cryptshare-gateway` binary started as an
-//! operator would (config file in a temp dir), Postfix `smtp-sink` as a next-hop process, a
-//! blocking raw SMTP client, and the parsing of smtp-sink's dump files.
-//!
-//! Missing tools are failures, never skips: the panics name the package to install.
+//! The end-to-end tests' harness: the real `cryptshare-gateway` binary started as an operator
+//! would (config file in a temp dir, log in a file) relaying to a next hop, the check of our
+//! `Received:` header in what the next hop got, and test messages. Processes, raw SMTP clients
+//! and Postfix `smtp-sink` come from the shared `support` module (re-exported here).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Stdio};
 
-/// Upper bound for anything the tests wait for (process start, a dump file to appear).
-pub const WAIT: Duration = Duration::from_secs(60);
-/// Interval between two polls of a condition that has no event to wait on (a port, a file).
-const POLL: Duration = Duration::from_millis(10);
+// Re-exported for the tests; not every test uses every one.
+#[allow(unused_imports)]
+pub use crate::support::process::{
+    Process, WAIT, free_port, gateway_command, run, tool, wait_for_port, wait_until,
+};
+#[allow(unused_imports)]
+pub use crate::support::smtp::{RawSmtp, dot_stuffed};
+#[allow(unused_imports)]
+pub use crate::support::smtp_sink::{Dump, SmtpSink, read_dumps, wait_dump_in};
 
 pub const HOSTNAME: &str = "gw.e2e.test";
-
-/// A port that was free a moment ago (bound to port 0, then released for the process under test).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
-/// Poll until `port` accepts connections; fail at once when `child` exits first.
-pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: Option<&Path>) {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-            // A free port lies in the ephemeral range, so a connect with nobody listening can
-            // succeed as a TCP self-connect (source port = destination port). That is not the
-            // process under test.
-            if s.local_addr().ok() != s.peer_addr().ok() {
-                return;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = log
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .unwrap_or_default();
-            panic!("{what} exited ({status}) before listening on {addr}:\n{log}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on {addr} within {WAIT:?}"
-        );
-        std::thread::sleep(POLL);
-    }
-}
 
 /// The port of the gateway's `SMTP listener ready listen=127.0.0.1:PORT` log line, once written;
 /// fails at once when the gateway exits first.
@@ -70,54 +39,9 @@ fn wait_for_listen_log(child: &mut Child, log: &Path) -> u16 {
     })
 }
 
-/// The first line a listener on `port` sends, or `None` when nothing (else) listens there yet.
-fn greeting(port: u16) -> Option<String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    // A self-connect (see `wait_for_port`) greets nobody.
-    if s.local_addr().ok() == s.peer_addr().ok() {
-        return None;
-    }
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).ok()?;
-    Some(line)
-}
-
-/// Poll `f` until it returns `Some`, failing with `what` after [`WAIT`].
-pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
-}
-
-/// A tool's path: from `PATH`, else `/usr/sbin` (Postfix's programs live there, and CI shells do
-/// not always have it in `PATH`). Unfound, the bare name: spawning it then fails with its name.
-pub fn tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
-/// Run a tool to completion; a missing tool is a failure naming the package.
-pub fn run(cmd: &mut Command, package: &str) -> std::process::Output {
-    let name = format!("{:?}", cmd.get_program());
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {name} ({e}): apt-get install -y {package}"))
-}
-
 /// The gateway binary running `serve` on a free loopback port; killed when dropped.
 pub struct Gateway {
-    child: Child,
+    process: Process,
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -155,7 +79,7 @@ impl Gateway {
         std::fs::write(&config, text).expect("write config");
         let log = dir.path().join("gateway.log");
         let logfile = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cryptshare-gateway"))
+        let mut child = gateway_command()
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -168,7 +92,7 @@ impl Gateway {
             .expect("start cryptshare-gateway");
         let port = wait_for_listen_log(&mut child, &log);
         Gateway {
-            child,
+            process: Process { child },
             port,
             dir,
             config,
@@ -182,186 +106,24 @@ impl Gateway {
 
     /// Send `signal` (e.g. `libc::SIGTERM`) to the gateway process.
     pub fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
-        assert_eq!(
-            unsafe { libc::kill(pid, signal) },
-            0,
-            "kill({pid}, {signal})"
-        );
+        self.process.signal(signal);
     }
 
     /// Wait (bounded) for the process to exit.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let child = &mut self.child;
-        wait_until("the gateway to exit", || {
-            child.try_wait().expect("try_wait")
-        })
+        self.process.wait_exit()
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if std::thread::panicking() {
             eprintln!("--- gateway log ---\n{}", self.log());
         }
     }
 }
 
-/// Postfix `smtp-sink` on a loopback port, dumping every transaction into its own file.
-pub struct SmtpSink {
-    child: Child,
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl SmtpSink {
-    /// On a free port. The port is picked as free and released for smtp-sink, so another
-    /// process may take it in between: then another port is tried.
-    pub fn start(extra: &[&str]) -> SmtpSink {
-        for _attempt in 0..5 {
-            if let Some(sink) = Self::try_start_on(free_port(), extra) {
-                return sink;
-            }
-        }
-        panic!("smtp-sink found no free port in 5 attempts");
-    }
-
-    /// On `port`, which must be free.
-    pub fn start_on(port: u16, extra: &[&str]) -> SmtpSink {
-        Self::try_start_on(port, extra)
-            .unwrap_or_else(|| panic!("smtp-sink could not listen on port {port}"))
-    }
-
-    fn try_start_on(port: u16, extra: &[&str]) -> Option<SmtpSink> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // smtp-sink refuses to run as root and writes its dumps as `nobody`.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .expect("chmod");
-        // Its own name in the greeting tells this smtp-sink from any other listener on the port.
-        let name = format!("sink-{}-{port}", std::process::id());
-        let mut child = Command::new(tool("smtp-sink"))
-            .args(["-u", "nobody", "-h", &name, "-d"])
-            .arg(format!("{}/msg.", dir.path().display()))
-            .args(extra)
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("64")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("smtp-sink not found: apt-get install -y postfix");
-        let ours = wait_until("smtp-sink to listen", || {
-            if let Some(greeting) = greeting(port) {
-                return Some(greeting.starts_with(&format!("220 {name} ")));
-            }
-            match child.try_wait() {
-                Ok(Some(_)) => Some(false),
-                _ => None,
-            }
-        });
-        if ours {
-            Some(SmtpSink { child, port, dir })
-        } else {
-            let _ = child.kill();
-            let _ = child.wait();
-            None
-        }
-    }
-
-    pub fn next_hop(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn dump_dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn dumps(&self) -> Vec<Vec<u8>> {
-        read_dumps(self.dir.path())
-    }
-
-    /// Wait for the complete dump of the message containing `marker`.
-    pub fn wait_dump(&self, marker: &str) -> Dump {
-        wait_dump_in(self.dir.path(), marker)
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn read_dumps(dir: &Path) -> Vec<Vec<u8>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    paths.sort();
-    paths.iter().filter_map(|p| std::fs::read(p).ok()).collect()
-}
-
-/// Poll `dir` until the dump of the message containing `marker` is complete. A complete dump
-/// ends with the message's last line and smtp-sink's closing empty line (`\n\n`); every test
-/// message ends with CRLF.
-pub fn wait_dump_in(dir: &Path, marker: &str) -> Dump {
-    let raw = wait_until(&format!("a dump containing {marker:?} in {dir:?}"), || {
-        read_dumps(dir)
-            .into_iter()
-            .find(|d| d.ends_with(b"\n\n") && String::from_utf8_lossy(d).contains(marker))
-    });
-    Dump::parse(&raw)
-}
-
-/// An smtp-sink dump: its trace lines (`X-Client-Addr:` … its own 3-line `Received:`), then the
-/// message as received after dot-unstuffing with every CRLF written as LF, then an empty line.
-#[derive(Debug)]
-pub struct Dump {
-    pub trace: String,
-    /// The message as relayed (LF line ends, smtp-sink's closing empty line removed).
-    pub message: Vec<u8>,
-}
-
 impl Dump {
-    pub fn parse(raw: &[u8]) -> Dump {
-        let text = String::from_utf8_lossy(raw);
-        let start = text
-            .find("\nReceived: from ")
-            .map(|i| i + 1)
-            .unwrap_or_else(|| panic!("no smtp-sink Received header in dump:\n{text}"));
-        let mut end = start;
-        for _ in 0..3 {
-            end += text[end..].find('\n').expect("3-line Received") + 1;
-        }
-        assert!(
-            text[start..end].contains(" (smtp-sink) with "),
-            "unexpected trace: {text}"
-        );
-        let mut message = raw[end..].to_vec();
-        assert_eq!(
-            message.pop(),
-            Some(b'\n'),
-            "dump lacks its closing empty line"
-        );
-        Dump {
-            trace: text[..end].to_string(),
-            message,
-        }
-    }
-
-    /// The trace values of one smtp-sink header (`X-Rcpt-Args` etc.), in order.
-    pub fn trace_values(&self, name: &str) -> Vec<String> {
-        let prefix = format!("{name}: ");
-        self.trace
-            .lines()
-            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
-            .collect()
-    }
-
     /// Split off the gateway's `Received:` header, check its form, and return the rest.
     pub fn after_our_received(&self, helo: &str, proto: &str, one_rcpt: Option<&str>) -> Vec<u8> {
         split_received(&self.message, "\n", helo, proto, one_rcpt)
@@ -476,76 +238,6 @@ pub fn message(subject: &str, size: usize) -> Vec<u8> {
     }
     m.extend_from_slice(b"-- \r\nend\r\n");
     m
-}
-
-/// Dot-stuff for DATA (the message ends with CRLF) and append the terminator.
-pub fn dot_stuffed(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 16);
-    let mut bol = true;
-    for &b in message {
-        if bol && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        bol = b == b'\n';
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
-/// A blocking SMTP client speaking raw commands, for what no tool does (BDAT, exact pipelining).
-pub struct RawSmtp {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl RawSmtp {
-    /// Connect and return the client with the greeting.
-    pub fn connect(port: u16) -> (RawSmtp, String) {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to gateway");
-        s.set_read_timeout(Some(WAIT)).expect("timeout");
-        let mut c = RawSmtp {
-            reader: BufReader::new(s.try_clone().expect("clone")),
-            writer: s,
-        };
-        let g = c.reply();
-        (c, g)
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write to gateway");
-    }
-
-    /// One complete (possibly multi-line) reply, CRLFs included.
-    pub fn reply(&mut self) -> String {
-        let mut out = String::new();
-        loop {
-            let mut line = Vec::new();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut line)
-                .expect("read reply");
-            assert!(n > 0, "connection closed; so far: {out:?}");
-            let line = String::from_utf8(line).expect("UTF-8 reply");
-            let last = line.as_bytes().get(3) == Some(&b' ');
-            out.push_str(&line);
-            if last {
-                return out;
-            }
-        }
-    }
-
-    pub fn cmd(&mut self, line: &str) -> String {
-        self.send(format!("{line}\r\n").as_bytes());
-        self.reply()
-    }
-
-    /// Expect the connection to be closed by the server.
-    pub fn expect_eof(&mut self) {
-        let mut rest = Vec::new();
-        let _ = self.reader.read_to_end(&mut rest);
-        assert!(rest.is_empty(), "unexpected data: {rest:?}");
-    }
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM files into `dir`.

@@ -7,10 +7,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use cryptshare_gateway::smtp::replies::{self, Reply};
-use cryptshare_gateway::smtp::{
-    ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Transaction,
-};
+use cryptshare_gateway::envelope::{Extensions, MailFrom, RcptTo};
+use cryptshare_gateway::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
+use cryptshare_gateway::replies::{self, Reply};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 
@@ -183,7 +182,7 @@ pub fn test_cert() -> TestCert {
 
 pub fn acceptor(c: &TestCert) -> tokio_rustls::TlsAcceptor {
     let key = rustls_pki_types::PrivateKeyDer::Pkcs8(c.key_der.clone().into());
-    cryptshare_gateway::smtp::tls::acceptor_from_der(vec![c.cert_der.clone()], key).unwrap()
+    cryptshare_gateway::inbound::acceptor_from_der(vec![c.cert_der.clone()], key).unwrap()
 }
 
 /// A client that trusts exactly the test certificate.

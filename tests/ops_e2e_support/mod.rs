@@ -1,5 +1,6 @@
 //! Runs the real `cryptshare-gateway serve` binary as an operator would: a config file in a temp
-//! dir, stderr read through a pipe, a blocking SMTP client, raw HTTP/1.1 for `/metrics`.
+//! dir, stderr read through a pipe, raw HTTP/1.1 for `/metrics`; the blocking SMTP client and
+//! the process handling come from the shared `support` module (re-exported here).
 //!
 //! Every wait is on an event (a log line, a reply, a datagram, EOF) and bounded by [`WAIT`]; a
 //! timeout panics with what was seen so far.
@@ -9,14 +10,17 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-/// Upper bound of every wait. Generous: CI has 2 cores shared by parallel tests.
-pub const WAIT: Duration = Duration::from_secs(60);
+// Re-exported for the tests; not every test uses every one.
+#[allow(unused_imports)]
+pub use crate::support::process::{Process, WAIT, gateway_command, python};
+#[allow(unused_imports)]
+pub use crate::support::smtp::Smtp;
 
 /// The configured Cryptshare client id; must never show up in a log.
 pub const CLIENT_ID: &str = "OpsE2eSecretClientId0123456789abcdefghijklmnopqrstuvwxyzABCD";
@@ -90,7 +94,7 @@ password_mode = "generated"
 
 /// A running gateway. Killed (SIGKILL, by pid) on drop if it is still running.
 pub struct Gateway {
-    child: Child,
+    process: Process,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub smtp: SocketAddr,
@@ -137,7 +141,7 @@ impl Gateway {
     ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config_with(dir.path(), threshold, server_extra, extra);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cryptshare-gateway"));
+        let mut cmd = gateway_command();
         cmd.arg("serve").arg("--config").arg(&config);
         if format == LogFormat::Json {
             cmd.args(["--log-format", "json"]);
@@ -184,7 +188,7 @@ impl Gateway {
             }
         });
         Gateway {
-            child,
+            process: Process { child },
             dir,
             config,
             smtp: "0.0.0.0:0".parse().unwrap(),
@@ -206,13 +210,11 @@ impl Gateway {
     }
 
     pub fn pid(&self) -> libc::pid_t {
-        self.child.id() as libc::pid_t
+        self.process.pid()
     }
 
     pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-        let rc = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
+        self.process.signal(sig);
     }
 
     /// A field of a log line: the JSON key, or `key=value` in the human format.
@@ -287,7 +289,7 @@ impl Gateway {
                 );
             }
         }
-        self.child.wait().unwrap()
+        self.process.child.wait().unwrap()
     }
 
     pub fn log(&self) -> String {
@@ -328,15 +330,6 @@ impl Gateway {
         };
         names.sort();
         names.iter().map(|p| std::fs::read(p).unwrap()).collect()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -460,101 +453,18 @@ pub fn parse_openmetrics(text: &str) -> Vec<Sample> {
 }
 
 fn parse_with(text: &str, format: &str) -> Vec<Sample> {
-    let mut child = Command::new("python3")
-        .args(["-c", PARSER, format])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (with prometheus-client) must be installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = python(
+        PARSER,
+        &[format],
+        text.as_bytes(),
+        "pip install prometheus-client",
+    );
     assert!(
         out.status.success(),
         "prometheus_client could not parse /metrics: {}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// A blocking SMTP client that reads whole (multi-line) replies.
-pub struct Smtp {
-    r: BufReader<TcpStream>,
-    w: TcpStream,
-}
-
-impl Smtp {
-    pub fn connect(addr: SocketAddr) -> Smtp {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut c = Smtp {
-            r: BufReader::new(s.try_clone().unwrap()),
-            w: s,
-        };
-        let (code, text) = c.reply();
-        assert_eq!(code, 220, "{text}");
-        c
-    }
-
-    /// One reply: (code, all lines joined with `\n`, CRLF stripped).
-    pub fn reply(&mut self) -> (u16, String) {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = self.r.read_line(&mut line).expect("reply within WAIT");
-            assert!(n > 0, "connection closed; got so far: {lines:?}");
-            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
-            let line = line.trim_end_matches("\r\n").to_string();
-            let more = line.as_bytes().get(3) == Some(&b'-');
-            lines.push(line);
-            if !more {
-                break;
-            }
-        }
-        let code = lines[0][..3].parse().unwrap();
-        (code, lines.join("\n"))
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).unwrap();
-    }
-
-    pub fn cmd(&mut self, line: &str) -> (u16, String) {
-        self.send(format!("{line}\r\n").as_bytes());
-        self.reply()
-    }
-
-    pub fn expect(&mut self, line: &str, code: u16) -> String {
-        let (c, text) = self.cmd(line);
-        assert_eq!(c, code, "{line} -> {text}");
-        text
-    }
-
-    /// EHLO, MAIL, RCPT: the transaction is open and waits for DATA.
-    pub fn open_transaction(&mut self, from: &str, to: &str) {
-        self.expect("EHLO client.ops.test", 250);
-        self.expect(&format!("MAIL FROM:<{from}>"), 250);
-        self.expect(&format!("RCPT TO:<{to}>"), 250);
-    }
-
-    /// DATA, the message (already dot-stuffed, CRLF line ends), the final dot: the final reply.
-    pub fn data(&mut self, message: &[u8]) -> (u16, String) {
-        self.expect("DATA", 354);
-        self.send(message);
-        self.send(b".\r\n");
-        self.reply()
-    }
-
-    /// True once the server closed the connection (EOF with nothing more to read).
-    pub fn closed(&mut self) -> bool {
-        let mut buf = [0u8; 1];
-        matches!(self.r.read(&mut buf), Ok(0))
-    }
 }
 
 /// A message with one `application/octet-stream` attachment of `size` bytes (base64, 76-column
@@ -586,6 +496,18 @@ pub fn message(id: &str, size: usize) -> Vec<u8> {
     }
     m.push_str(&format!("--b-{id}--\r\n"));
     m.into_bytes()
+}
+
+/// The outbox message whose subject names `id` (a [`message`]); exactly one must be there.
+pub fn delivered(gw: &Gateway, id: &str) -> Vec<u8> {
+    let subject = format!("Subject: ops e2e {id}\r\n");
+    let found: Vec<Vec<u8>> = gw
+        .outbox_messages()
+        .into_iter()
+        .filter(|m| contains(m, subject.as_bytes()))
+        .collect();
+    assert_eq!(found.len(), 1, "outbox messages for {id}");
+    found.into_iter().next().unwrap()
 }
 
 /// The notice the pipeline puts into a converted message.

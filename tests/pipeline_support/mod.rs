@@ -1,6 +1,6 @@
 //! Shared harness for the end-to-end pipeline tests: an in-test Cryptshare emulator, the
-//! scriptable next hop, the gateway behind a real SMTP listener on 127.0.0.1:0, and a small raw
-//! SMTP client that reports replies byte-exactly.
+//! scriptable next hop, the gateway behind a real SMTP listener on 127.0.0.1:0, and the raw
+//! async SMTP client of the shared `support` module, which reports replies byte-exactly.
 
 #![allow(dead_code)]
 
@@ -9,15 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cryptshare_gateway::config::Config;
+use cryptshare_gateway::inbound::Server;
 use cryptshare_gateway::ops::Metrics;
 use cryptshare_gateway::pipeline::{Gateway, GatewayFactory};
 use cryptshare_gateway::sim::{Emulator, EmulatorHandle, SimOptions};
-use cryptshare_gateway::smtp::server::Server;
-use cryptshare_gateway::smtp::sink::{Script, Sink};
+use cryptshare_gateway_testkit::sink::{Script, Sink};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Well-formed for the emulator, which trusts every such id by default.
 pub const CLIENT_ID: &str = "PipelineTestClient0123456789abcdefghijklmnopqrstuvwxyzAB";
@@ -144,8 +142,9 @@ async fn serve(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let gw = Gateway::new(cfg, Arc::new(Metrics::new())).await.unwrap();
-    let server = Server::bind(cfg).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let gw = Gateway::new(cfg, metrics.clone()).await.unwrap();
+    let server = Server::bind(cfg, metrics).await.unwrap();
     let smtp = server.local_addrs()[0];
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let factory = Arc::new(GatewayFactory(gw.clone()));
@@ -169,54 +168,7 @@ pub fn read_audit(path: &Path) -> Vec<serde_json::Value> {
     }
 }
 
-/// A raw SMTP client: every reply is returned exactly as received (all lines, CRLF included).
-pub struct Client {
-    r: BufReader<OwnedReadHalf>,
-    w: OwnedWriteHalf,
-}
-
-impl Client {
-    pub async fn connect(addr: SocketAddr) -> (Client, String) {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let (r, w) = tcp.into_split();
-        let mut c = Client {
-            r: BufReader::new(r),
-            w,
-        };
-        let greeting = c.reply().await;
-        (c, greeting)
-    }
-
-    pub async fn reply(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            let n = self.r.read_line(&mut line).await.unwrap();
-            assert!(n > 0, "connection closed; got so far: {all:?}");
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
-    }
-
-    pub async fn cmd(&mut self, line: &str) -> String {
-        self.w
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .unwrap();
-        self.reply().await
-    }
-
-    /// DATA with dot-stuffing; returns the final reply.
-    pub async fn data(&mut self, msg: &[u8]) -> String {
-        let r = self.cmd("DATA").await;
-        assert!(r.starts_with("354"), "DATA: {r}");
-        self.w.write_all(&dot_stuff(msg)).await.unwrap();
-        self.w.write_all(b".\r\n").await.unwrap();
-        self.reply().await
-    }
-}
+pub use crate::support::smtp::AsyncSmtp as Client;
 
 /// EHLO, MAIL, RCPT…, DATA, QUIT.
 pub async fn send(addr: SocketAddr, from: &str, rcpts: &[&str], msg: &[u8]) -> String {
@@ -233,22 +185,6 @@ pub async fn send(addr: SocketAddr, from: &str, rcpts: &[&str], msg: &[u8]) -> S
     let reply = c.data(msg).await;
     let _ = c.cmd("QUIT").await;
     reply
-}
-
-fn dot_stuff(msg: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(msg.len() + 1024);
-    let mut bol = true;
-    for &b in msg {
-        if bol && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        bol = b == b'\n';
-    }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// Split what the next hop received into our `Received:` field and the rest; panics unless it

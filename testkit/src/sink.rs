@@ -3,7 +3,7 @@
 //! It records every command line, which lines arrived together in one read (to prove pipelining),
 //! and each message's envelope and exact bytes (DATA dot-unstuffed, BDAT as sent). Replies can be
 //! scripted per command and per recipient, and it can hang at or close before any stage, or be
-//! told to drop all open connections. Not for production use.
+//! told to drop all open connections.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio_util::either::Either;
 
-use crate::smtp::Reply;
+use cryptshare_gateway::replies::Reply;
 
 /// Points in the dialogue where the sink can be told to hang or to close the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,13 +1,10 @@
-//! SMTP AUTH (RFC 4954) credentials: the `[server.auth] users_file` and the SASL PLAIN / LOGIN
-//! decoding. The session decides *when* AUTH is allowed (TLS, throttling); this module only answers
+//! SMTP AUTH (RFC 4954) credentials: the `[server.auth] users_file`. The AUTH verb (`auth.rs`)
+//! decides *when* AUTH is allowed (TLS, throttling) and decodes SASL; this module only answers
 //! "are these credentials right".
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 
 /// A problem with the users file. Never contains a password hash.
 #[derive(Debug, thiserror::Error)]
@@ -136,30 +133,6 @@ fn verify_hash(hash: &str, password: &[u8]) -> bool {
     }
 }
 
-/// SASL PLAIN message (RFC 4616): `authzid NUL authcid NUL passwd`. An authzid different from the
-/// authcid (acting as someone else) is refused.
-pub fn decode_plain(b64: &str) -> Option<(String, Vec<u8>)> {
-    let raw = B64.decode(b64.trim()).ok()?;
-    let mut parts = raw.splitn(3, |&b| b == 0);
-    let authz = parts.next()?;
-    let user = parts.next()?;
-    let pass = parts.next()?;
-    let user = std::str::from_utf8(user).ok()?;
-    if user.is_empty() || (!authz.is_empty() && authz != user.as_bytes()) {
-        return None;
-    }
-    Some((user.to_string(), pass.to_vec()))
-}
-
-/// One base64 line of an AUTH LOGIN exchange.
-pub fn decode_b64(b64: &str) -> Option<Vec<u8>> {
-    B64.decode(b64.trim()).ok()
-}
-
-pub fn encode_b64(data: &[u8]) -> String {
-    B64.encode(data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,20 +177,5 @@ mod tests {
             assert!(e.starts_with(&format!("users line {line}:")), "{e}");
             assert!(!e.contains("plaintext") && !e.contains("nonsense"), "{e}");
         }
-    }
-
-    #[test]
-    fn plain_decoding() {
-        assert_eq!(
-            decode_plain(&encode_b64(b"\0alice\0pw")),
-            Some(("alice".into(), b"pw".to_vec()))
-        );
-        assert_eq!(
-            decode_plain(&encode_b64(b"alice\0alice\0pw")),
-            Some(("alice".into(), b"pw".to_vec()))
-        );
-        assert_eq!(decode_plain(&encode_b64(b"bob\0alice\0pw")), None);
-        assert_eq!(decode_plain(&encode_b64(b"\0alice")), None);
-        assert_eq!(decode_plain("%%%"), None);
     }
 }

@@ -6,19 +6,18 @@
 //! command; 250 for the data only after the next hop's 250; a next hop that cannot be reached is
 //! `451 4.4.1`, a lost connection or a timeout `451 4.4.2` ([`reply_for`] is the one mapping).
 
-use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
+use super::client::{ClientSettings, SmtpClient};
+use super::error::{RelayError, reply_for};
+use super::maildir::Maildir;
+use super::tls::tls_connector;
 use crate::config::{Config, ConfigError, NextHop, NextHopTls};
-use crate::smtp::client::{ClientSettings, SmtpClient, tls_connector};
-use crate::smtp::maildir::Maildir;
-use crate::smtp::{
-    Body, ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply,
-    Transaction, replies,
-};
+use crate::envelope::{Body, Extensions, MailFrom, RcptTo};
+use crate::replies::{self, Reply};
 
 /// Idle pooled connections older than this are closed rather than reused: most MTAs drop idle
 /// clients after a few minutes, and a stale connection costs a failed attempt.
@@ -27,60 +26,6 @@ const MAX_IDLE: Duration = Duration::from_secs(60);
 /// After a failed attempt to learn the next hop's extensions, answer with the defaults for this
 /// long before trying again.
 const PROBE_BACKOFF: Duration = Duration::from_secs(10);
-
-/// Everything that can go wrong while relaying. [`reply_for`] turns each into the client's reply.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("TLS configuration for the next hop: {0}")]
-    TlsConfig(String),
-    #[error("cannot connect to next hop {addr}: {source}")]
-    Connect { addr: String, source: io::Error },
-    #[error("timed out connecting to next hop {addr}")]
-    ConnectTimeout { addr: String },
-    #[error("next hop {addr} did not accept the session: {reason}")]
-    Setup { addr: String, reason: String },
-    #[error("next hop {addr} does not offer STARTTLS and relay.tls = required")]
-    TlsRequired { addr: String },
-    #[error("TLS with next hop {addr} failed: {reason}")]
-    Tls { addr: String, reason: String },
-    #[error("next hop timed out")]
-    Timeout,
-    #[error("connection to next hop lost: {0}")]
-    Io(io::Error),
-    #[error("next hop is closing the connection: {0}")]
-    Closing(Reply),
-    #[error("next hop protocol error: {0}")]
-    Protocol(String),
-    #[error("next hop refused the replayed envelope: {0}")]
-    ReplayRefused(Reply),
-    #[error("commands out of sequence: {0}")]
-    Sequence(&'static str),
-    #[error("maildir: {0}")]
-    Maildir(io::Error),
-}
-
-/// The one mapping from relay errors to SMTP replies.
-pub fn reply_for(e: &RelayError) -> Reply {
-    match e {
-        RelayError::Connect { source, .. } => {
-            replies::next_hop_unavailable(&source.kind().to_string())
-        }
-        RelayError::ConnectTimeout { .. } => replies::next_hop_unavailable("connection timed out"),
-        RelayError::Setup { .. } => replies::next_hop_unavailable("session refused"),
-        RelayError::TlsRequired { .. } => replies::next_hop_unavailable("STARTTLS not offered"),
-        RelayError::Tls { .. } => replies::next_hop_unavailable("TLS failed"),
-        RelayError::Timeout => replies::next_hop_failed("timeout"),
-        RelayError::Io(_) => replies::next_hop_failed("connection lost"),
-        RelayError::Closing(_) => replies::next_hop_failed("connection closed"),
-        RelayError::Protocol(_) => replies::next_hop_failed("protocol error"),
-        RelayError::ReplayRefused(_) => replies::next_hop_failed("envelope refused on reconnect"),
-        RelayError::Sequence(what) => replies::bad_sequence_in(what),
-        RelayError::Config(_) | RelayError::TlsConfig(_) => replies::local_error("configuration"),
-        RelayError::Maildir(_) => replies::local_error("cannot store message"),
-    }
-}
 
 /// The relay (cheap to clone). Built once from the configuration.
 #[derive(Clone)]
@@ -559,58 +504,5 @@ impl Drop for RelayTransaction {
         {
             t.checkin(conn, self.mail.is_some());
         }
-    }
-}
-
-/// Relays every message unchanged: the SMTP core and the relay without the pipeline (tests).
-#[derive(Clone)]
-pub struct PassThrough {
-    relay: Relay,
-}
-
-impl PassThrough {
-    pub fn new(relay: Relay) -> PassThrough {
-        PassThrough { relay }
-    }
-}
-
-impl HandlerFactory for PassThrough {
-    type Handler = PassThroughHandler;
-
-    fn handler(&self) -> PassThroughHandler {
-        PassThroughHandler {
-            relay: self.relay.clone(),
-            tx: self.relay.begin(),
-        }
-    }
-}
-
-/// One connection's [`Handler`] of [`PassThrough`].
-pub struct PassThroughHandler {
-    relay: Relay,
-    tx: RelayTransaction,
-}
-
-impl Handler for PassThroughHandler {
-    async fn extensions(&mut self) -> Extensions {
-        self.relay.extensions().await
-    }
-
-    async fn mail_from(&mut self, _info: &ConnectionInfo, from: &MailFrom) -> Reply {
-        self.tx.mail_from(from).await
-    }
-
-    async fn rcpt_to(&mut self, _info: &ConnectionInfo, rcpt: &RcptTo) -> Reply {
-        self.tx.rcpt_to(rcpt).await
-    }
-
-    async fn data(&mut self, _info: &ConnectionInfo, tx: Transaction) -> Reply {
-        self.tx
-            .data(&[tx.received.as_slice(), tx.message.as_bytes()])
-            .await
-    }
-
-    async fn reset(&mut self) {
-        self.tx.reset().await
     }
 }

@@ -1,6 +1,6 @@
 //! The SMTP listener: binds `server.listen` (plain, STARTTLS when configured) and
 //! `server.listen_tls` (implicit TLS), limits concurrent connections, runs one
-//! [`session`] per connection and shuts down gracefully. Under socket activation it serves the
+//! session ([`super::serve`]) per connection and shuts down gracefully. Under socket activation it serves the
 //! sockets systemd passed instead ([`Server::bind_with`]).
 //!
 //! # Connection limit
@@ -32,10 +32,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::HandlerFactory;
-use super::session::{self, ConnectionMeta, SessionSettings, SettingsError, ShutdownSignal};
+use super::session::{self, ConnectionMeta, ShutdownSignal};
+use super::settings::{SessionSettings, SettingsError};
+use super::{Handler, HandlerFactory};
 use crate::config::Config;
 use crate::ops::activation::InheritedListener;
+use crate::ops::{Metrics, TlsSide};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -71,12 +73,13 @@ struct Listener {
 pub struct Reloader {
     settings: Arc<watch::Sender<Arc<SessionSettings>>>,
     has_tls_listeners: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Reloader {
     /// Apply a new configuration to connections accepted from now on.
     pub fn reload(&self, cfg: &Config) -> Result<(), ServerError> {
-        self.replace(SessionSettings::from_config(cfg)?)
+        self.replace(SessionSettings::from_config(cfg, self.metrics.clone())?)
     }
 
     /// Install settings built by the caller (tests tune values that have no configuration key).
@@ -103,9 +106,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind every listener of `[server]` and load TLS certificate and users file.
-    pub async fn bind(cfg: &Config) -> Result<Server, ServerError> {
-        Self::bind_with(cfg, Vec::new()).await
+    /// Bind every listener of `[server]` and load TLS certificate and users file. Connections
+    /// and inbound TLS handshakes are counted in `metrics`.
+    pub async fn bind(cfg: &Config, metrics: Arc<Metrics>) -> Result<Server, ServerError> {
+        Self::bind_with(cfg, Vec::new(), metrics).await
     }
 
     /// [`Server::bind`], unless the service manager passed listening sockets (socket activation,
@@ -115,8 +119,9 @@ impl Server {
     pub async fn bind_with(
         cfg: &Config,
         inherited: Vec<InheritedListener>,
+        metrics: Arc<Metrics>,
     ) -> Result<Server, ServerError> {
-        let settings = SessionSettings::from_config(cfg)?;
+        let settings = SessionSettings::from_config(cfg, metrics.clone())?;
         let mut listeners = Vec::new();
         let tls_addrs = &cfg.server.listen_tls;
         let activated = !inherited.is_empty();
@@ -178,6 +183,7 @@ impl Server {
             reloader: Reloader {
                 settings: Arc::new(watch::Sender::new(Arc::new(settings))),
                 has_tls_listeners,
+                metrics,
             },
             max_connections: cfg.server.max_connections,
             shutdown_grace: cfg.server.shutdown_grace,
@@ -304,7 +310,7 @@ async fn accept_any(
     .await
 }
 
-async fn connection<H: super::Handler + 'static>(
+async fn connection<H: Handler + 'static>(
     stream: TcpStream,
     peer: SocketAddr,
     implicit_tls: bool,
@@ -318,7 +324,7 @@ async fn connection<H: super::Handler + 'static>(
         return;
     };
     tracing::debug!(%peer, %local, implicit_tls, "connection");
-    let metrics = crate::ops::metrics::global();
+    let metrics = &settings.metrics;
     let _open = metrics.connection_opened(if implicit_tls { "smtps" } else { "smtp" });
     if !implicit_tls {
         let meta = ConnectionMeta {
@@ -336,7 +342,7 @@ async fn connection<H: super::Handler + 'static>(
         _ = signal.drain.cancelled() => return,
         r = handshake => r,
     };
-    metrics.tls_handshake(crate::ops::TlsSide::Inbound, matches!(tls, Ok(Ok(_))));
+    metrics.tls_handshake(TlsSide::Inbound, matches!(tls, Ok(Ok(_))));
     match tls {
         Ok(Ok(tls)) => {
             let meta = ConnectionMeta {

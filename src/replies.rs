@@ -157,7 +157,7 @@ pub fn bad_sequence_in(detail: &str) -> Reply {
     )
 }
 
-// --- Inbound session replies (src/smtp/session.rs). ---
+// --- Inbound session replies (src/inbound/). ---
 
 /// `220 <hostname> <greeting>`: the banner, without an enhanced code (RFC 2034 covers 2xx/4xx/5xx
 /// replies to commands only).

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::smtp::{Body, MailFrom, RcptTo, Ret};
+use crate::envelope::{Body, MailFrom, RcptTo, Ret};
 
 #[derive(Debug)]
 pub struct Maildir {
@@ -54,10 +54,6 @@ impl Maildir {
             host,
             counter: AtomicU64::new(0),
         })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     /// Store one message; returns its file name in `new/`.
