@@ -242,9 +242,21 @@ fn sigterm_grace_over_answers_421_mid_data() {
     assert_eq!(aborted, 1, "{}", gw.log());
 }
 
-/// logrotate: move the audit file away, SIGHUP, and the next record goes to a new file.
-#[test]
-fn sighup_reopens_the_audit_file_for_log_rotation() {
+/// Message-ids of the audit records in `p`, in order.
+fn audit_ids(p: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: AuditRecord = serde_json::from_str(l).unwrap();
+            r.message_id.unwrap()
+        })
+        .collect()
+}
+
+/// logrotate's part: send a message, move the audit file away, run `rotate` (which signals the
+/// gateway and waits for its answer), send another: each record must be in its own file.
+fn audit_rotation(rotate: impl FnOnce(&mut Gateway, &std::path::Path)) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
     let extra = format!("\n[audit]\nfile = \"{}\"\n", audit.display());
@@ -252,22 +264,21 @@ fn sighup_reopens_the_audit_file_for_log_rotation() {
     assert_relayed(send(&gw, "first"));
     let rotated = dir.path().join("audit.log.1");
     std::fs::rename(&audit, &rotated).unwrap();
-    gw.signal(libc::SIGHUP);
-    gw.wait_log("configuration reloaded");
+    let config = write_config(gw.dir.path(), SMALL, &extra);
+    rotate(&mut gw, &config);
     assert_relayed(send(&gw, "second"));
+    assert_eq!(audit_ids(&rotated), ["first@example.org"]);
+    assert_eq!(audit_ids(&audit), ["second@example.org"]);
+    gw
+}
 
-    let ids = |p: &std::path::Path| -> Vec<String> {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let r: AuditRecord = serde_json::from_str(l).unwrap();
-                r.message_id.unwrap()
-            })
-            .collect()
-    };
-    assert_eq!(ids(&rotated), ["first@example.org"]);
-    assert_eq!(ids(&audit), ["second@example.org"]);
+/// logrotate: move the audit file away, SIGHUP, and the next record goes to a new file.
+#[test]
+fn sighup_reopens_the_audit_file_for_log_rotation() {
+    let gw = audit_rotation(|gw, _| {
+        gw.signal(libc::SIGHUP);
+        gw.wait_log("configuration reloaded");
+    });
     // With a file, audit records are not in the log.
     assert!(!gw.log().contains("\"target\":\"audit\""), "{}", gw.log());
 }
@@ -276,31 +287,11 @@ fn sighup_reopens_the_audit_file_for_log_rotation() {
 /// file changed in the meantime (here: to a broken one) is neither read nor reported.
 #[test]
 fn sigusr1_reopens_the_audit_file_without_a_reload() {
-    let dir = tempfile::tempdir().unwrap();
-    let audit = dir.path().join("audit.log");
-    let extra = format!("\n[audit]\nfile = \"{}\"\n", audit.display());
-    let mut gw = Gateway::start_with_policy_extra(SMALL, LogFormat::Json, &extra);
-    assert_relayed(send(&gw, "first"));
-    let rotated = dir.path().join("audit.log.1");
-    std::fs::rename(&audit, &rotated).unwrap();
-    let path = write_config(gw.dir.path(), SMALL, &extra);
-    std::fs::write(&path, "[server\nbroken").unwrap();
-    gw.signal(libc::SIGUSR1);
-    gw.wait_log("audit file reopened (SIGUSR1)");
-    assert_relayed(send(&gw, "second"));
-
-    let ids = |p: &std::path::Path| -> Vec<String> {
-        std::fs::read_to_string(p)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let r: AuditRecord = serde_json::from_str(l).unwrap();
-                r.message_id.unwrap()
-            })
-            .collect()
-    };
-    assert_eq!(ids(&rotated), ["first@example.org"]);
-    assert_eq!(ids(&audit), ["second@example.org"]);
+    let gw = audit_rotation(|gw, config| {
+        std::fs::write(config, "[server\nbroken").unwrap();
+        gw.signal(libc::SIGUSR1);
+        gw.wait_log("audit file reopened (SIGUSR1)");
+    });
     let log = gw.log();
     assert!(!log.contains("reload"), "{log}");
 }
