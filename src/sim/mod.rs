@@ -41,9 +41,15 @@
 //! `processing_polls` status polls answer PROCESSING, then ACTIVE, or FAILED when every file
 //! failed its size/checksum check (no mails are sent then).
 
+mod auth;
 mod conn;
+mod control;
+mod files;
 mod mail;
+mod recipient;
 mod server;
+mod sessions;
+mod transfers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
