@@ -4,21 +4,23 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::error::{Detail, Error, ErrorKind, sanitize};
+use super::client_id::{is_valid_client_id, load_client_id, random_client_id};
+use super::error::{Error, ErrorKind, sanitize};
+use super::transport::*;
 use super::types::*;
 use crate::config::CryptshareConfig;
+use crate::ops::Metrics;
 
 const H_MAJOR: &str = "x-cs-majorapiversion";
 const H_MINOR: &str = "x-cs-minimumminorapiversion";
@@ -26,8 +28,6 @@ const H_CLIENT_ID: &str = "x-cs-clientid";
 const H_PRODUCT_KEY: &str = "x-cs-productkey";
 const H_TOKEN: &str = "x-cs-verificationtoken";
 
-/// Longest JSON answer we read; the largest real one (a transfer status) is a few kB.
-const MAX_JSON: usize = 4 * 1024 * 1024;
 /// A token this close to its `validUntil` is renewed before use, so it does not expire in flight.
 const TOKEN_MARGIN: Duration = Duration::from_secs(30);
 /// Assumed validity when the server gives no (parseable) `validUntil`.
@@ -49,6 +49,8 @@ pub struct ClientOptions {
     pub retry_backoff: Duration,
     /// Longest delay between two status polls in [`Client::wait_active`].
     pub max_poll_interval: Duration,
+    /// Where every API call is counted (`cryptshare_calls`); the gateway passes its own.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for ClientOptions {
@@ -60,16 +62,20 @@ impl Default for ClientOptions {
             retries: 2,
             retry_backoff: Duration::from_millis(200),
             max_poll_interval: Duration::from_secs(2),
+            // Counted but not exported unless the caller passes the gateway's handle.
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
 
 impl ClientOptions {
-    pub fn from_config(cfg: &CryptshareConfig) -> Self {
+    /// From `[cryptshare]`, counting calls in `metrics`.
+    pub fn from_config(cfg: &CryptshareConfig, metrics: Arc<Metrics>) -> Self {
         ClientOptions {
             minimum_minor_api_version: cfg.minimum_minor_api_version,
             timeout: Duration::from_secs(cfg.timeout.max(1)),
             ca_file: cfg.ca_file.clone(),
+            metrics,
             ..ClientOptions::default()
         }
     }
@@ -167,15 +173,26 @@ impl Client {
         })
     }
 
-    /// From `[cryptshare]`; `cfg.url` must be a URL (start the emulator first for `embedded`,
-    /// then use [`Client::new`] with its URL and [`ClientOptions::from_config`]).
-    pub fn from_config(cfg: &CryptshareConfig, client_id: String) -> Result<Client, Error> {
-        if cfg.url == "embedded" {
-            return Err(config_err(
-                "cryptshare.url = \"embedded\": start the emulator and use its URL",
-            ));
+    /// The client for `[cryptshare]`: at `cfg.url`, or at `embedded_url` (the URL of the
+    /// embedded emulator, see `sim::Emulator::embedded`) when `cfg.url = "embedded"`; the
+    /// client id from [`load_client_id`] (with the embedded emulator, which trusts every
+    /// well-formed id, a random one when none is configured or the configured one is unusable);
+    /// options from [`ClientOptions::from_config`].
+    pub fn from_config(
+        cfg: &CryptshareConfig,
+        embedded_url: Option<&str>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Client, Error> {
+        let opts = ClientOptions::from_config(cfg, metrics);
+        if cfg.url != "embedded" {
+            let id = load_client_id(cfg).map_err(|e| config_err(e.to_string()))?;
+            return Client::new(&cfg.url, id, opts);
         }
-        Client::new(&cfg.url, client_id, ClientOptions::from_config(cfg))
+        let url = embedded_url.ok_or_else(|| {
+            config_err("cryptshare.url = \"embedded\": start the emulator and pass its URL")
+        })?;
+        let id = load_client_id(cfg).unwrap_or_else(|_| random_client_id());
+        Client::new(url, id, opts)
     }
 
     /// The API root, e.g. `https://host/api`.
@@ -327,7 +344,7 @@ impl Client {
                     .map_err(|e| Error::transport(op, e)),
                 Some(p) => self.send_watched(op, rb, p).await,
             };
-            crate::ops::metrics::global().cryptshare_call(
+            self.opts.metrics.cryptshare_call(
                 op,
                 result.as_ref().ok().map(|r| r.status().as_u16()),
                 started.elapsed(),
@@ -743,203 +760,8 @@ fn is_token_refusal(e: &Error) -> bool {
     matches!(e.status(), Some(401 | 403)) && e.error_code() == Some(3002)
 }
 
-/// 50–4000 ASCII letters and digits (the `X-CS-ClientId` schema).
-pub fn is_valid_client_id(id: &str) -> bool {
-    (50..=4000).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-fn is_loopback_literal(host: &str) -> bool {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
-}
-
 fn is_language_tag(l: &str) -> bool {
     !l.is_empty() && l.len() <= 35 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-fn location_last_segment(
-    op: &'static str,
-    request: &Url,
-    resp: &Response,
-) -> Result<String, Error> {
-    let loc = resp
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            Error::local(ErrorKind::Temporary, op, "no Location header in the answer")
-        })?;
-    let url = request
-        .join(loc)
-        .map_err(|_| Error::local(ErrorKind::Temporary, op, "unparseable Location header"))?;
-    let seg = url
-        .path_segments()
-        .and_then(|mut s| s.next_back().map(str::to_owned))
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::local(ErrorKind::Temporary, op, "empty Location path"))?;
-    Ok(seg)
-}
-
-async fn read_limited(
-    op: &'static str,
-    mut resp: Response,
-    limit: usize,
-) -> Result<Vec<u8>, Error> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::transport(op, e))? {
-        if buf.len() + chunk.len() > limit {
-            return Err(Error::local(ErrorKind::Temporary, op, "answer too large"));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
-}
-
-async fn read_json<T: DeserializeOwned>(op: &'static str, resp: Response) -> Result<T, Error> {
-    let status = resp.status().as_u16();
-    let body = read_limited(op, resp, MAX_JSON).await?;
-    serde_json::from_slice(&body).map_err(|e| {
-        // A proxy's HTML page or a truncated answer: not our request's fault.
-        Error::Temporary(Detail {
-            operation: op,
-            status: Some(status),
-            error_code: None,
-            message: format!("unexpected answer: {}", sanitize(&e.to_string())),
-        })
-    })
-}
-
-async fn error_from_response(op: &'static str, resp: Response) -> Error {
-    let status = resp.status();
-    let body = read_limited(op, resp, 64 * 1024).await.unwrap_or_default();
-    let api: Option<ApiError> = serde_json::from_slice(&body).ok();
-    let code = api.as_ref().and_then(|a| a.error_code);
-    let message = api
-        .and_then(|a| a.error_message)
-        .map(|m| sanitize(&m))
-        .unwrap_or_else(|| reason(status));
-    Error::from_status(op, status.as_u16(), code, message)
-}
-
-fn reason(status: StatusCode) -> String {
-    status.canonical_reason().unwrap_or("error").to_owned()
-}
-
-/// Last time the upload moved, shared between the body stream and the watchdog.
-#[derive(Clone)]
-struct Progress {
-    start: tokio::time::Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Progress {
-            start: tokio::time::Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
-    }
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-    fn idle(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-}
-
-/// Pass the stream through, record progress, and fail if it does not yield exactly `size`
-/// bytes (a changed source file must not become a silently corrupt upload).
-fn exact_length<S>(
-    stream: S,
-    size: u64,
-    progress: Progress,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static
-where
-    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-{
-    let mut seen = 0u64;
-    let mut checked = false;
-    stream
-        .map(Some)
-        .chain(futures_util::stream::once(async { None }))
-        .filter_map(move |item| {
-            progress.touch();
-            let out = match item {
-                Some(Ok(b)) => {
-                    seen += b.len() as u64;
-                    if seen > size {
-                        Some(Err(std::io::Error::other("source longer than declared")))
-                    } else {
-                        Some(Ok(b))
-                    }
-                }
-                Some(Err(e)) => Some(Err(e)),
-                None if !checked && seen != size => {
-                    checked = true;
-                    Some(Err(std::io::Error::other("source shorter than declared")))
-                }
-                None => None,
-            };
-            async move { out }
-        })
-}
-
-/// The client id to use: [`load_client_id`], except that with `url = "embedded"` and no id
-/// configured a random one is generated (the embedded emulator trusts every well-formed id).
-pub fn resolve_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::ConfigError> {
-    if cfg.url == "embedded" && cfg.client_id.is_none() && cfg.client_id_file.is_none() {
-        use rand::Rng;
-        return Ok(rand::rng()
-            .sample_iter(&rand::distr::Alphanumeric)
-            .take(64)
-            .map(char::from)
-            .collect());
-    }
-    load_client_id(cfg)
-}
-
-/// The client id from `[cryptshare] client_id` or `client_id_file` (trimmed), validated.
-pub fn load_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::ConfigError> {
-    use crate::config::ConfigError;
-    let (key, id) = match (&cfg.client_id, &cfg.client_id_file) {
-        (Some(id), None) => ("cryptshare.client_id", id.expose().trim().to_owned()),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::invalid(
-                    "cryptshare.client_id_file",
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            ("cryptshare.client_id_file", text.trim().to_owned())
-        }
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                "cryptshare.client_id_file",
-                "set either cryptshare.client_id or cryptshare.client_id_file, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(ConfigError::invalid(
-                "cryptshare.client_id",
-                "missing (or set cryptshare.client_id_file)",
-            ));
-        }
-    };
-    if !is_valid_client_id(&id) {
-        // Never echo the value: it is a credential.
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "must be 50 to 4000 letters and digits (got {} characters)",
-                id.chars().count()
-            ),
-        ));
-    }
-    Ok(id)
 }
 
 #[cfg(test)]
@@ -950,46 +772,6 @@ mod tests {
 
     fn cfg() -> CryptshareConfig {
         CryptshareConfig::default()
-    }
-
-    #[test]
-    fn client_id_from_config_or_file() {
-        let mut c = cfg();
-        c.client_id = Some(format!(" {ID}\n").into());
-        assert_eq!(load_client_id(&c).unwrap(), ID);
-
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("id");
-        std::fs::write(&f, format!("{ID}\n")).unwrap();
-        let mut c = cfg();
-        c.client_id_file = Some(f.clone());
-        assert_eq!(load_client_id(&c).unwrap(), ID);
-
-        std::fs::write(&f, "secret-but-short").unwrap();
-        let e = load_client_id(&c).unwrap_err().to_string();
-        assert!(e.starts_with("cryptshare.client_id_file: "), "{e}");
-        assert!(!e.contains("secret"), "the value must not be echoed: {e}");
-
-        c.client_id_file = Some(dir.path().join("missing"));
-        assert!(load_client_id(&c).is_err());
-        assert!(
-            load_client_id(&cfg())
-                .unwrap_err()
-                .to_string()
-                .starts_with("cryptshare.client_id:")
-        );
-    }
-
-    #[test]
-    fn embedded_without_id_gets_a_random_one() {
-        let c = cfg();
-        assert_eq!(c.url, "embedded");
-        let a = resolve_client_id(&c).unwrap();
-        assert!(is_valid_client_id(&a));
-        assert_ne!(a, resolve_client_id(&c).unwrap());
-        let mut c = cfg();
-        c.url = "https://cs.example".into();
-        assert!(resolve_client_id(&c).is_err());
     }
 
     #[test]
@@ -1011,13 +793,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.api_url(), "https://cs.example/base/api");
+        let m = || Arc::new(Metrics::new());
         let mut cfg = cfg();
         assert!(
-            Client::from_config(&cfg, ID.into()).is_err(),
-            "embedded has no URL"
+            Client::from_config(&cfg, None, m()).is_err(),
+            "embedded needs the emulator's URL"
         );
+        let c = Client::from_config(&cfg, Some("http://127.0.0.1:1"), m()).unwrap();
+        assert_eq!(c.api_url(), "http://127.0.0.1:1/api");
         cfg.url = "https://cs.example".into();
-        assert!(Client::from_config(&cfg, ID.into()).is_ok());
+        assert!(
+            Client::from_config(&cfg, None, m()).is_err(),
+            "a remote server needs a client id"
+        );
+        cfg.client_id = Some(ID.to_string().into());
+        assert!(Client::from_config(&cfg, None, m()).is_ok());
     }
 
     #[test]

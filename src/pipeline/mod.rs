@@ -30,7 +30,7 @@ use crate::mime::{self, Analysis};
 use crate::ops::audit::{AuditLog, AuditRecord, Decision};
 use crate::ops::metrics::{MessageResult, TransactionGuard, TxOutcome};
 use crate::policy::{self, Rules};
-use crate::sim::{Emulator, EmulatorHandle, SimOptions};
+use crate::sim::{Emulator, EmulatorHandle};
 use crate::smtp::relay::{Relay, RelayTransaction};
 use crate::smtp::{
     ConnectionInfo, Extensions, Handler, HandlerFactory, MailFrom, RcptTo, Reply, Transaction,
@@ -56,9 +56,6 @@ pub enum PipelineError {
     #[error("relay: {0}")]
     Relay(#[from] crate::smtp::relay::RelayError),
 }
-
-/// A fixed client id for the embedded emulator, which trusts every well-formed id.
-const EMBEDDED_CLIENT_ID: &str = "EmbeddedCryptshareGatewayClient0123456789abcdefghijklmnop";
 
 /// What can change on SIGHUP.
 struct Live {
@@ -89,32 +86,19 @@ impl Gateway {
     pub async fn new(cfg: &Config) -> Result<Arc<Gateway>, PipelineError> {
         let relay = Relay::new(cfg)?;
         let state = StateStore::open(&cfg.state.dir)?;
-        let (cryptshare, embedded) = if cfg.cryptshare.url == "embedded" {
-            let dir = cfg
-                .cryptshare
-                .embedded_data_dir
-                .clone()
-                .unwrap_or_else(|| cfg.state.dir.join("cryptshare-sim"));
-            let opts = SimOptions::new(([127, 0, 0, 1], 0).into(), dir);
-            let handle = Emulator::start(opts)
+        let embedded = if cfg.cryptshare.url == "embedded" {
+            let handle = Emulator::embedded(cfg)
                 .await
                 .map_err(|e| PipelineError::Embedded(e.to_string()))?;
-            let id = match cryptshare::load_client_id(&cfg.cryptshare) {
-                Ok(id) => id,
-                Err(_) => EMBEDDED_CLIENT_ID.to_string(),
-            };
-            let client = cryptshare::Client::new(
-                &handle.url(),
-                id,
-                cryptshare::ClientOptions::from_config(&cfg.cryptshare),
-            )?;
-            tracing::info!(url = %handle.url(), data = %handle.data_dir().display(), "embedded Cryptshare emulator running");
-            (client, Some(handle))
+            Some(handle)
         } else {
-            let id = cryptshare::load_client_id(&cfg.cryptshare)
-                .map_err(|e| PipelineError::ClientId(e.to_string()))?;
-            (cryptshare::Client::from_config(&cfg.cryptshare, id)?, None)
+            None
         };
+        let cryptshare = cryptshare::Client::from_config(
+            &cfg.cryptshare,
+            embedded.as_ref().map(EmulatorHandle::url).as_deref(),
+            crate::ops::metrics::global().clone(),
+        )?;
         let audit = match &cfg.audit {
             Some(a) => AuditLog::to_file(&a.file)?,
             None => AuditLog::to_tracing(),

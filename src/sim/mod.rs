@@ -10,6 +10,7 @@
 //! ```text
 //! Emulator::start(SimOptions::new(listen, data_dir)) -> Result<EmulatorHandle, SimError>
 //! SimOptions::embedded(&config::Config)  // loopback:0, embedded_data_dir or <state.dir>/cryptshare-sim
+//! Emulator::embedded(&config::Config)    // start(SimOptions::embedded(cfg)) + a log line
 //! handle.url() / addr() / data_dir() / mail_dir()
 //! handle.set_policy(SimPolicy) / policy()
 //! handle.inject_fault(FaultSpec) / clear_faults() / faults()
@@ -354,6 +355,14 @@ pub enum SimError {
 pub struct Emulator;
 
 impl Emulator {
+    /// For `cryptshare.url = "embedded"`: [`Emulator::start`] with [`SimOptions::embedded`],
+    /// logging where it runs.
+    pub async fn embedded(cfg: &crate::config::Config) -> Result<EmulatorHandle, SimError> {
+        let handle = Emulator::start(SimOptions::embedded(cfg)).await?;
+        tracing::info!(url = %handle.url(), data = %handle.data_dir().display(), "embedded Cryptshare emulator running");
+        Ok(handle)
+    }
+
     /// Bind, create `DATA/files` and `DATA/mails`, and serve in the background until
     /// [`EmulatorHandle::shutdown`] or until the last handle clone is dropped.
     pub async fn start(opts: SimOptions) -> Result<EmulatorHandle, SimError> {
