@@ -1,10 +1,9 @@
 //! The REST client: headers, verification-token cache, retries, streamed upload, polling.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::client_id::{is_valid_client_id, load_client_id, random_client_id};
 use super::error::{Error, ErrorKind, sanitize};
+use super::token::{Cached, Need, TOKEN_DEFAULT_VALIDITY, Tokens};
 use super::transport::*;
 use super::types::*;
 use crate::config::CryptshareConfig;
@@ -28,10 +28,6 @@ const H_CLIENT_ID: &str = "x-cs-clientid";
 const H_PRODUCT_KEY: &str = "x-cs-productkey";
 const H_TOKEN: &str = "x-cs-verificationtoken";
 
-/// A token this close to its `validUntil` is renewed before use, so it does not expire in flight.
-const TOKEN_MARGIN: Duration = Duration::from_secs(30);
-/// Assumed validity when the server gives no (parseable) `validUntil`.
-const TOKEN_DEFAULT_VALIDITY: Duration = Duration::from_secs(600);
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// Tuning of a [`Client`].
@@ -51,6 +47,14 @@ pub struct ClientOptions {
     pub max_poll_interval: Duration,
     /// Where every API call is counted (`cryptshare_calls`); the gateway passes its own.
     pub metrics: Arc<Metrics>,
+    /// How long [`Client::wait_processed`] polls a transfer that stays `PROCESSING` (default
+    /// 5 minutes: the whole conversion runs inside the SMTP DATA phase, whose reply an SMTP
+    /// client awaits for 10 minutes, RFC 5321 4.5.3.2.6).
+    pub processing_limit: Duration,
+    /// How long a token must still be valid to start a new transfer session with it (capped
+    /// at half the token's validity); otherwise a new one is fetched first. A session then
+    /// keeps its token to the end, so this is the time a workflow may take.
+    pub token_reserve: Duration,
 }
 
 impl Default for ClientOptions {
@@ -61,9 +65,11 @@ impl Default for ClientOptions {
             ca_file: None,
             retries: 2,
             retry_backoff: Duration::from_millis(200),
-            max_poll_interval: Duration::from_secs(2),
+            max_poll_interval: Duration::from_secs(5),
             // Counted but not exported unless the caller passes the gateway's handle.
             metrics: Arc::new(Metrics::new()),
+            processing_limit: Duration::from_secs(300),
+            token_reserve: Duration::from_secs(900),
         }
     }
 }
@@ -81,19 +87,12 @@ impl ClientOptions {
     }
 }
 
-struct CachedToken {
-    value: HeaderValue,
-    renew_at: SystemTime,
-}
-
 /// A Cryptshare REST API client for client-id verified senders. Cheap to share (`Arc`).
 pub struct Client {
     http: reqwest::Client,
     api: Url,
     opts: ClientOptions,
-    tokens: Mutex<HashMap<String, CachedToken>>,
-    /// One verification at a time per sender: concurrent messages of one sender share it.
-    verifying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    tokens: Tokens,
 }
 
 impl fmt::Debug for Client {
@@ -168,8 +167,7 @@ impl Client {
             http,
             api,
             opts,
-            tokens: Mutex::new(HashMap::new()),
-            verifying: Mutex::new(HashMap::new()),
+            tokens: Tokens::default(),
         })
     }
 
@@ -217,41 +215,60 @@ impl Client {
 
     // ---------------------------------------------------------------- verification
 
-    /// Forget every cached token (e.g. after a configuration reload).
+    /// Forget the senders' cached tokens (e.g. after a configuration reload). Sessions in
+    /// progress keep the token they were created with.
     pub fn clear_tokens(&self) {
-        self.lock_tokens().clear();
+        self.tokens.clear_senders();
     }
 
-    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedToken>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    /// The token the session `tracking_id` was created with and its `validUntil`, to persist
+    /// with a pending record (it is a credential: store it like one) so that a later run can
+    /// still continue, delete or adopt the session; see [`Client::restore_session_token`].
+    pub fn session_token(&self, sender: &str, tracking_id: &str) -> Option<(String, SystemTime)> {
+        let t = self.tokens.pinned(sender, tracking_id)?;
+        Some((t.value.to_str().ok()?.to_owned(), t.until))
     }
 
-    fn cached(&self, key: &str, refused: Option<&HeaderValue>) -> Option<HeaderValue> {
-        self.lock_tokens()
-            .get(key)
-            .filter(|t| SystemTime::now() < t.renew_at && Some(&t.value) != refused)
-            .map(|t| t.value.clone())
+    /// Use `token` for the session `tracking_id` again (after a restart).
+    pub fn restore_session_token(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+        token: &str,
+        valid_until: SystemTime,
+    ) -> Result<(), Error> {
+        let mut value = HeaderValue::from_str(token)
+            .map_err(|_| Error::local(ErrorKind::Invalid, "restore-token", "unusable token"))?;
+        value.set_sensitive(true);
+        let now = SystemTime::now();
+        self.tokens.pin(
+            sender,
+            tracking_id,
+            Cached {
+                value,
+                issued: now.min(valid_until),
+                until: valid_until,
+            },
+        );
+        Ok(())
     }
 
-    /// A usable token for `sender`; `refused` is one the server just rejected, which must not
-    /// be handed out again.
+    /// A token for `need`; `refused` is one the server just rejected, which must not be handed
+    /// out again.
     async fn token(
         &self,
         sender: &str,
+        need: Need<'_>,
         refused: Option<&HeaderValue>,
     ) -> Result<HeaderValue, Error> {
-        let key = sender.to_ascii_lowercase();
-        if let Some(t) = self.cached(&key, refused) {
+        let reserve = self.opts.token_reserve;
+        if let Some(t) = self.tokens.lookup(sender, need, reserve, refused) {
             return Ok(t);
         }
-        let gate = {
-            let mut map = self.verifying.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key.clone()).or_default().clone()
-        };
+        let gate = self.tokens.gate(sender);
         let _turn = gate.lock().await;
         // Another task may have verified while this one waited.
-        if let Some(t) = self.cached(&key, refused) {
+        if let Some(t) = self.tokens.lookup(sender, need, reserve, refused) {
             return Ok(t);
         }
         self.verify(sender).await
@@ -303,15 +320,13 @@ impl Client {
             .and_then(parse_date_time)
             .map(SystemTime::from)
             .unwrap_or(now + TOKEN_DEFAULT_VALIDITY);
-        let renew_at = until.checked_sub(TOKEN_MARGIN).unwrap_or(now);
-        let mut tokens = self.lock_tokens();
-        // Senders come and go; expired entries would otherwise pile up.
-        tokens.retain(|_, t| t.renew_at > now);
-        tokens.insert(
-            sender.to_ascii_lowercase(),
-            CachedToken {
+        tracing::debug!(operation = OP_T, "new verification token");
+        self.tokens.store_sender(
+            sender,
+            Cached {
                 value: value.clone(),
-                renew_at,
+                issued: now,
+                until,
             },
         );
         Ok(value)
@@ -390,41 +405,54 @@ impl Client {
         }
     }
 
-    /// A call on a sender endpoint: with the sender's token, re-verifying once when the server
-    /// answers 401/403 with errorCode 3002 (expired or foreign token).
+    /// A call on a sender endpoint with a token for `need` (the session's pinned one for
+    /// session calls), re-verifying once when the server answers 401/403 with errorCode 3002
+    /// (expired or foreign token). Returns the answer and the token it was given to.
     async fn send_verified<F, Fut>(
         &self,
         op: &'static str,
         sender: &str,
+        need: Need<'_>,
         idempotent: bool,
         progress: Option<&Progress>,
         make: F,
-    ) -> Result<Response, Error>
+    ) -> Result<(Response, HeaderValue), Error>
     where
         F: Fn(HeaderValue) -> Fut,
         Fut: Future<Output = Result<RequestBuilder, Error>>,
     {
-        let token = self.token(sender, None).await?;
-        let first = self
-            .send(op, idempotent, progress, || {
-                let t = token.clone();
-                let fut = make(t.clone());
-                async move { Ok(fut.await?.header(HeaderName::from_static(H_TOKEN), t)) }
-            })
-            .await;
-        match first {
+        let with = |token: HeaderValue| {
+            let make = &make;
+            async move {
+                let r = self
+                    .send(op, idempotent, progress, || {
+                        let t = token.clone();
+                        let fut = make(t.clone());
+                        async move { Ok(fut.await?.header(HeaderName::from_static(H_TOKEN), t)) }
+                    })
+                    .await;
+                r.map(|resp| (resp, token))
+            }
+        };
+        let token = self.token(sender, need, None).await?;
+        let started = SystemTime::now();
+        match with(token.clone()).await {
             Err(e) if is_token_refusal(&e) => {
                 tracing::info!(
                     operation = op,
                     "verification token refused; re-verifying once"
                 );
-                let token = self.token(sender, Some(&token)).await?;
-                self.send(op, idempotent, progress, || {
-                    let t = token.clone();
-                    let fut = make(t.clone());
-                    async move { Ok(fut.await?.header(HeaderName::from_static(H_TOKEN), t)) }
-                })
-                .await
+                let fresh = self
+                    .token(sender, Need::IssuedSince(started), Some(&token))
+                    .await?;
+                let r = with(fresh.clone()).await;
+                if let (Ok(_), Need::Session(tid)) = (&r, need)
+                    && let Some(t) = self.tokens.sender_token(sender, &fresh)
+                {
+                    // A server that does not bind sessions to tokens accepted the new one.
+                    self.tokens.pin(sender, tid, t);
+                }
+                r
             }
             other => other,
         }
@@ -434,13 +462,14 @@ impl Client {
         &self,
         op: &'static str,
         sender: &str,
+        need: Need<'_>,
         idempotent: bool,
         method: Method,
         url: Url,
         body: Option<&B>,
     ) -> Result<T, Error> {
-        let resp = self
-            .send_verified(op, sender, idempotent, None, |_| {
+        let (resp, _) = self
+            .send_verified(op, sender, need, idempotent, None, |_| {
                 let mut rb = self.http.request(method.clone(), url.clone());
                 if let Some(b) = body {
                     rb = rb.json(b);
@@ -467,6 +496,7 @@ impl Client {
             .json_verified(
                 "transfer-policy",
                 sender,
+                Need::Call,
                 true,
                 Method::POST,
                 self.user_url(sender, &["transfer-policy"]),
@@ -487,8 +517,8 @@ impl Client {
         const OP: &str = "create-session";
         let url = self.user_url(sender, &["transfer-sessions"]);
         let lang = language.filter(|l| is_language_tag(l)).map(str::to_owned);
-        let resp = self
-            .send_verified(OP, sender, false, None, |_| {
+        let (resp, token) = self
+            .send_verified(OP, sender, Need::NewSession, false, None, |_| {
                 let mut rb = self.http.post(url.clone()).json(session);
                 if let Some(l) = &lang {
                     rb = rb.header(reqwest::header::ACCEPT_LANGUAGE, l.as_str());
@@ -500,6 +530,16 @@ impl Client {
         if !is_tracking_id(&id) {
             tracing::warn!(tracking_id = %sanitize(&id), "unexpected tracking id format");
         }
+        // The session keeps this token for its whole life (see the `token` module).
+        let pinned = self.tokens.sender_token(sender, &token).unwrap_or_else(|| {
+            let now = SystemTime::now();
+            Cached {
+                value: token,
+                issued: now,
+                until: now + TOKEN_DEFAULT_VALIDITY,
+            }
+        });
+        self.tokens.pin(sender, &id, pinned);
         Ok(id)
     }
 
@@ -513,6 +553,7 @@ impl Client {
             .json_verified(
                 "get-session",
                 sender,
+                Need::Session(tracking_id),
                 true,
                 Method::GET,
                 self.user_url(sender, &["transfer-sessions", tracking_id]),
@@ -533,6 +574,7 @@ impl Client {
             .json_verified(
                 "patch-session",
                 sender,
+                Need::Session(tracking_id),
                 false,
                 Method::PATCH,
                 self.user_url(sender, &["transfer-sessions", tracking_id]),
@@ -559,8 +601,8 @@ impl Client {
                 .map_err(|_| Error::local(ErrorKind::Invalid, OP, "file too large"))?,
             checksum: Some(sha256_hex.to_ascii_lowercase()),
         };
-        let resp = self
-            .send_verified(OP, sender, false, None, |_| {
+        let (resp, _) = self
+            .send_verified(OP, sender, Need::Session(tracking_id), false, None, |_| {
                 let rb = self.http.post(url.clone()).json(&body);
                 async move { Ok(rb) }
             })
@@ -608,24 +650,31 @@ impl Client {
             ],
         );
         let progress = Progress::new();
-        self.send_verified(OP, sender, true, Some(&progress), |_| {
-            let fut = make_stream();
-            let url = url.clone();
-            let progress = progress.clone();
-            async move {
-                let stream = fut.await.map_err(|e| {
-                    Error::local(ErrorKind::Temporary, OP, format!("opening the source: {e}"))
-                })?;
-                let body = reqwest::Body::wrap_stream(exact_length(stream, size, progress));
-                Ok(self
-                    .http
-                    .put(url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                    // Without it reqwest sends a stream chunked.
-                    .header(reqwest::header::CONTENT_LENGTH, size)
-                    .body(body))
-            }
-        })
+        self.send_verified(
+            OP,
+            sender,
+            Need::Session(tracking_id),
+            true,
+            Some(&progress),
+            |_| {
+                let fut = make_stream();
+                let url = url.clone();
+                let progress = progress.clone();
+                async move {
+                    let stream = fut.await.map_err(|e| {
+                        Error::local(ErrorKind::Temporary, OP, format!("opening the source: {e}"))
+                    })?;
+                    let body = reqwest::Body::wrap_stream(exact_length(stream, size, progress));
+                    Ok(self
+                        .http
+                        .put(url)
+                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                        // Without it reqwest sends a stream chunked.
+                        .header(reqwest::header::CONTENT_LENGTH, size)
+                        .body(body))
+                }
+            },
+        )
         .await?;
         Ok(())
     }
@@ -662,10 +711,17 @@ impl Client {
             sender,
             &["transfer-sessions", tracking_id, "files", file_id],
         );
-        self.send_verified("delete-file", sender, true, None, |_| {
-            let rb = self.http.delete(url.clone());
-            async move { Ok(rb) }
-        })
+        self.send_verified(
+            "delete-file",
+            sender,
+            Need::Session(tracking_id),
+            true,
+            None,
+            |_| {
+                let rb = self.http.delete(url.clone());
+                async move { Ok(rb) }
+            },
+        )
         .await?;
         Ok(())
     }
@@ -674,10 +730,17 @@ impl Client {
     /// a lost answer must not finalize twice; poll [`Client::transfer_status`] instead.
     pub async fn finalize(&self, sender: &str, tracking_id: &str) -> Result<(), Error> {
         let url = self.user_url(sender, &["transfer-sessions", tracking_id]);
-        self.send_verified("finalize", sender, false, None, |_| {
-            let rb = self.http.post(url.clone());
-            async move { Ok(rb) }
-        })
+        self.send_verified(
+            "finalize",
+            sender,
+            Need::Session(tracking_id),
+            false,
+            None,
+            |_| {
+                let rb = self.http.post(url.clone());
+                async move { Ok(rb) }
+            },
+        )
         .await?;
         Ok(())
     }
@@ -692,6 +755,7 @@ impl Client {
             .json_verified(
                 "transfer-status",
                 sender,
+                Need::Session(tracking_id),
                 true,
                 Method::GET,
                 self.user_url(sender, &["transfers", tracking_id]),
@@ -715,9 +779,13 @@ impl Client {
         loop {
             let st = self.transfer_status(sender, tracking_id).await?;
             match st.status.state {
-                TransferState::Active => return Ok(st),
+                TransferState::Active => {
+                    self.tokens.unpin(sender, tracking_id);
+                    return Ok(st);
+                }
                 TransferState::Processing | TransferState::Pending | TransferState::Unknown => {}
                 other => {
+                    self.tokens.unpin(sender, tracking_id);
                     return Err(Error::local(
                         ErrorKind::Refused,
                         OP,
@@ -738,19 +806,43 @@ impl Client {
         }
     }
 
+    /// [`Client::wait_active`] for up to [`ClientOptions::processing_limit`]: a server may
+    /// keep a large transfer `PROCESSING` for minutes (virus scan).
+    pub async fn wait_processed(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+    ) -> Result<TransferStatus, Error> {
+        self.wait_active(sender, tracking_id, self.opts.processing_limit)
+            .await
+    }
+
     /// `DELETE /users/{sender}/transfer-sessions/{tracking_id}` (abort). A session that is
     /// already gone counts as deleted.
     pub async fn delete_session(&self, sender: &str, tracking_id: &str) -> Result<(), Error> {
         let url = self.user_url(sender, &["transfer-sessions", tracking_id]);
         match self
-            .send_verified("delete-session", sender, true, None, |_| {
-                let rb = self.http.delete(url.clone());
-                async move { Ok(rb) }
-            })
+            .send_verified(
+                "delete-session",
+                sender,
+                Need::Session(tracking_id),
+                true,
+                None,
+                |_| {
+                    let rb = self.http.delete(url.clone());
+                    async move { Ok(rb) }
+                },
+            )
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(404) && e.error_code() != Some(2004) => Ok(()),
+            Ok(_) => {
+                self.tokens.unpin(sender, tracking_id);
+                Ok(())
+            }
+            Err(e) if e.status() == Some(404) && e.error_code() != Some(2004) => {
+                self.tokens.unpin(sender, tracking_id);
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

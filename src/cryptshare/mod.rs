@@ -43,6 +43,7 @@
 mod client;
 mod client_id;
 pub mod error;
+mod token;
 mod transport;
 pub mod types;
 

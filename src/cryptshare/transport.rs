@@ -80,13 +80,31 @@ pub(super) async fn read_json<T: DeserializeOwned>(
 
 pub(super) async fn error_from_response(op: &'static str, resp: Response) -> Error {
     let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| sanitize(v.split(';').next().unwrap_or_default()))
+        .unwrap_or_default();
     let body = read_limited(op, resp, 64 * 1024).await.unwrap_or_default();
     let api: Option<ApiError> = serde_json::from_slice(&body).ok();
     let code = api.as_ref().and_then(|a| a.error_code);
-    let message = api
-        .and_then(|a| a.error_message)
-        .map(|m| sanitize(&m))
-        .unwrap_or_else(|| reason(status));
+    let message = match (code, api.and_then(|a| a.error_message)) {
+        (Some(_), Some(m)) => sanitize(&m),
+        (Some(_), None) => reason(status),
+        // Not the Cryptshare Server's answer: say so, the status is in the detail.
+        (None, _) if content_type.is_empty() => format!(
+            "{} without a Cryptshare errorCode (a proxy in between?)",
+            reason(status)
+        ),
+        (None, _) => format!(
+            "{} without a Cryptshare errorCode ({content_type} answer, a proxy in between?)",
+            reason(status)
+        ),
+    };
+    if code.is_none() {
+        tracing::warn!(operation = op, status = status.as_u16(), content_type = %content_type, "error answer without a Cryptshare errorCode; treated as temporary");
+    }
     Error::from_status(op, status.as_u16(), code, message)
 }
 

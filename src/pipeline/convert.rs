@@ -2,7 +2,7 @@
 //! with the mapping of SPEC §2 and the exactly-once bookkeeping in the state store.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -126,7 +126,6 @@ pub(super) struct Job<'a> {
     pub message: Arc<Spooled>,
     pub analysis: &'a Analysis,
     pub selection: &'a [PartId],
-    pub activation_timeout: Duration,
 }
 
 /// What the headers contribute to the transfer (SPEC §2).
@@ -243,7 +242,7 @@ impl Job<'_> {
                             *st
                         } else {
                             self.cs
-                                .wait_active(&sender, &id, self.activation_timeout)
+                                .wait_processed(&sender, &id)
                                 .await
                                 .map_err(unresolved)?
                         };
@@ -563,7 +562,7 @@ impl Job<'_> {
         // 5. Send, and wait until the recipients can download.
         progress.finalize_sent = true;
         cs.finalize(sender, &id).await?;
-        let status = cs.wait_active(sender, &id, self.activation_timeout).await?;
+        let status = cs.wait_processed(sender, &id).await?;
         let urls: Vec<String> = status.download_urls().into_iter().map(|(_, u)| u).collect();
         let expiration = expires.format("%Y-%m-%d").to_string();
         self.state.put(

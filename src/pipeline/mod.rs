@@ -71,8 +71,6 @@ pub struct Gateway {
     audit: AuditLog,
     /// Keeps the embedded emulator running as long as the gateway.
     embedded: Option<EmulatorHandle>,
-    /// How long to wait for a finalized transfer to become active.
-    activation_timeout: Duration,
     /// One lock per message key being converted: an upstream that gives up and retries while
     /// the first attempt still runs must wait for it (and then reuse its transfer) instead of
     /// creating a second one or deleting the first one's session.
@@ -112,7 +110,6 @@ impl Gateway {
             state,
             audit,
             embedded,
-            activation_timeout: Duration::from_secs(cfg.cryptshare.timeout.max(1) * 2),
             converting: Default::default(),
         });
         let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
@@ -358,7 +355,6 @@ async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Transaction) -
         message: message.clone(),
         analysis: &analysis,
         selection: &selection.convert,
-        activation_timeout: gw.activation_timeout,
     };
     let lock = gw.key_lock(&key);
     let converted = {

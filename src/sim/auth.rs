@@ -25,14 +25,17 @@ pub(super) async fn status(State(sim): State<Arc<Sim>>, req: Req) -> ApiResult {
 
 pub(super) async fn clients(State(sim): State<Arc<Sim>>, req: Req) -> ApiResult {
     pre(&sim, Endpoint::Clients, &req, Level::Versions, None).await?;
-    ok_json(ClientIdBody {
-        client_id: random_alnum(64),
-    })
+    ok_json(
+        &sim,
+        ClientIdBody {
+            client_id: random_alnum(64),
+        },
+    )
 }
 
 pub(super) async fn password(State(sim): State<Arc<Sim>>, req: Req) -> ApiResult {
     pre(&sim, Endpoint::Password, &req, Level::ClientId, None).await?;
-    ok_json(serde_json::json!({ "password": random_alnum(12) }))
+    ok_json(&sim, serde_json::json!({ "password": random_alnum(12) }))
 }
 
 // ------------------------------------------------------------------------------------ verification
@@ -67,12 +70,16 @@ pub(super) async fn verification_status(
         methods.push("CLIENT_ID".to_owned());
     }
     methods.push("EMAIL".to_owned());
-    ok_json(VerificationStatus {
-        valid_until: valid
-            .map(|e| format_date_time(&chrono::DateTime::<chrono::Utc>::from(e).fixed_offset())),
-        verification_methods: methods,
-        verified: valid.is_some(),
-    })
+    ok_json(
+        &sim,
+        VerificationStatus {
+            valid_until: valid.map(|e| {
+                format_date_time(&chrono::DateTime::<chrono::Utc>::from(e).fixed_offset())
+            }),
+            verification_methods: methods,
+            verified: valid.is_some(),
+        },
+    )
 }
 
 pub(super) async fn verification_code(
@@ -140,8 +147,25 @@ pub(super) async fn verification_token(
         None if sim.trusted(&ctx.client_id) => {}
         None => return Err(err(403, 3002, "Invalid verification data.")),
     }
+    let now = SystemTime::now();
+    if let Some(limit) = g.switches.token_rate_limit {
+        let times = g
+            .token_times
+            .entry((lc.clone(), ctx.client_id.clone()))
+            .or_default();
+        times.retain(|t| now.duration_since(*t).is_ok_and(|d| d.as_secs() < 60));
+        if times.len() >= limit as usize {
+            g.stats.tokens_rate_limited += 1;
+            return Err(err(
+                429,
+                2007,
+                "Too many verification token requests; try again later.",
+            ));
+        }
+        times.push(now);
+    }
     let token = random_alnum(48);
-    let expires = SystemTime::now() + sim.opts.token_validity;
+    let expires = now + sim.opts.token_validity;
     g.tokens.insert(
         token.clone(),
         TokenInfo {
@@ -152,10 +176,13 @@ pub(super) async fn verification_token(
     );
     g.stats.tokens_issued += 1;
     drop(g);
-    ok_json(VerificationToken {
-        token,
-        valid_until: Some(format_date_time(
-            &chrono::DateTime::<chrono::Utc>::from(expires).fixed_offset(),
-        )),
-    })
+    ok_json(
+        &sim,
+        VerificationToken {
+            token,
+            valid_until: Some(format_date_time(
+                &chrono::DateTime::<chrono::Utc>::from(expires).fixed_offset(),
+            )),
+        },
+    )
 }

@@ -1,4 +1,4 @@
-//! The emulator's own control endpoints under `/_sim/` (faults, policy, tokens, state).
+//! The emulator's own control endpoints under `/_sim/` (faults, policy, switches, tokens, state).
 
 use std::sync::Arc;
 
@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::FaultSpec;
-use super::SimPolicy;
 use super::server::*;
+use super::{SimPolicy, SimSwitches};
 
 pub(super) async fn ctl_faults(State(sim): State<Arc<Sim>>) -> Response {
     let list: Vec<FaultSpec> = sim.lock().faults.iter().map(|f| f.spec.clone()).collect();
@@ -34,6 +34,16 @@ pub(super) async fn ctl_policy(State(sim): State<Arc<Sim>>) -> Response {
 pub(super) async fn ctl_set_policy(State(sim): State<Arc<Sim>>, body: Bytes) -> ApiResult {
     let p: SimPolicy = parse_json(&body)?;
     sim.lock().policy = p;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn ctl_switches(State(sim): State<Arc<Sim>>) -> Response {
+    axum::Json(sim.lock().switches.clone()).into_response()
+}
+
+pub(super) async fn ctl_set_switches(State(sim): State<Arc<Sim>>, body: Bytes) -> ApiResult {
+    let s: SimSwitches = parse_json(&body)?;
+    sim.set_switches(s);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

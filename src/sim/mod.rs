@@ -96,6 +96,26 @@ impl Default for SimPolicy {
     }
 }
 
+/// Strictness switches, changeable at run time (`PUT /_sim/switches`). The default is a
+/// permissive, well-configured server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimSwitches {
+    /// Responses carry explicit `null` for every absent optional property and an extra
+    /// undeclared property (`simExtension`) in every object, as a newer or sloppier server
+    /// might. Off: responses are strictly schema-valid.
+    pub nulls_and_extra_fields: bool,
+    /// A finalized transfer answers `PROCESSING` for this long (in addition to
+    /// `SimOptions::processing_polls`), as a server scanning large files does.
+    #[serde(rename = "processing_ms", with = "opt_millis")]
+    pub processing_time: Option<Duration>,
+    /// Transfer sessions may only be used with the token they were created with (openapi tag
+    /// `transfer-session`): any other token answers 401/3002, even one of the same sender.
+    pub bind_session_tokens: bool,
+    /// At most this many tokens per sender and client id per minute; more answer 429/2007.
+    pub token_rate_limit: Option<u32>,
+}
+
 /// The API operations, for fault injection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -129,7 +149,8 @@ pub enum Endpoint {
 /// One injected fault. Of the calls to `endpoint`, every `every_nth` (0 or 1: every call) is
 /// affected, at most `count` times (`None`: unlimited): after `latency`, the connection is
 /// dropped (`drop_connection`) or answered with `status` and `error_code` (default: the usual
-/// code for that status). Latency alone delays the normal answer.
+/// code for that status) — or, with `proxy_page`, with `status` and a reverse proxy's bare HTML
+/// error page without any Cryptshare `errorCode`. Latency alone delays the normal answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultSpec {
@@ -139,6 +160,7 @@ pub struct FaultSpec {
     #[serde(rename = "latency_ms", with = "opt_millis")]
     pub latency: Option<Duration>,
     pub drop_connection: bool,
+    pub proxy_page: bool,
     pub every_nth: u32,
     pub count: Option<u32>,
 }
@@ -150,6 +172,17 @@ impl FaultSpec {
             endpoint,
             status: Some(status),
             error_code,
+            ..FaultSpec::default()
+        }
+    }
+
+    /// Answer every call to `endpoint` with a reverse proxy's HTML error page (`status`, e.g.
+    /// 403, 413 or 502), without a Cryptshare error body.
+    pub fn proxy_page(endpoint: Endpoint, status: u16) -> Self {
+        FaultSpec {
+            endpoint,
+            status: Some(status),
+            proxy_page: true,
             ..FaultSpec::default()
         }
     }
@@ -218,6 +251,8 @@ pub struct SimOptions {
     /// Base of absolute URLs (`Location`, download links); default: `http://` + the request's
     /// `Host` header.
     pub public_url: Option<String>,
+    /// Strictness switches active from the start.
+    pub switches: SimSwitches,
 }
 
 impl std::fmt::Debug for SimOptions {
@@ -234,6 +269,7 @@ impl std::fmt::Debug for SimOptions {
             .field("processing_polls", &self.processing_polls)
             .field("require_content_length", &self.require_content_length)
             .field("public_url", &self.public_url)
+            .field("switches", &self.switches)
             .finish()
     }
 }
@@ -262,6 +298,7 @@ impl SimOptions {
             processing_polls: 1,
             require_content_length: true,
             public_url: None,
+            switches: SimSwitches::default(),
         }
     }
 }
@@ -333,6 +370,10 @@ pub struct SimStats {
     pub uploads_without_length: u64,
     pub faults_fired: u64,
     pub requests: u64,
+    /// Token requests refused by `SimSwitches::token_rate_limit`.
+    pub tokens_rate_limited: u64,
+    /// Session calls refused because they carried another token than the creating one.
+    pub foreign_token_refusals: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -457,6 +498,14 @@ impl EmulatorHandle {
 
     pub fn set_policy(&self, policy: SimPolicy) {
         self.state.lock().policy = policy;
+    }
+
+    pub fn switches(&self) -> SimSwitches {
+        self.state.lock().switches.clone()
+    }
+
+    pub fn set_switches(&self, switches: SimSwitches) {
+        self.state.set_switches(switches);
     }
 
     pub fn inject_fault(&self, fault: FaultSpec) {

@@ -78,10 +78,13 @@ pub(super) async fn recipient_info(
     let mut g = sim.lock();
     let (t, _) = recipient_lookup(&mut g, &rid, &req)?;
     let total: u64 = t.files.iter().filter(|f| !f.removed).map(|f| f.size).sum();
-    ok_json(TransferInfo {
-        checksum_algorithm: "SHA-256".into(),
-        total_size: i64::try_from(total).unwrap_or(i64::MAX),
-    })
+    ok_json(
+        &sim,
+        TransferInfo {
+            checksum_algorithm: "SHA-256".into(),
+            total_size: i64::try_from(total).unwrap_or(i64::MAX),
+        },
+    )
 }
 
 pub(super) async fn recipient_files(
@@ -104,7 +107,7 @@ pub(super) async fn recipient_files(
             href: Some(format!("/api/transfers/{rid}/files/{}", f.id)),
         })
         .collect();
-    ok_json(list)
+    ok_json(&sim, list)
 }
 
 pub(super) async fn recipient_download(

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -29,6 +30,7 @@ use super::sessions::*;
 use super::transfers::*;
 use super::{
     Endpoint, FaultSpec, FinishedTransfer, SimFile, SimOptions, SimPolicy, SimRecipient, SimStats,
+    SimSwitches,
 };
 use crate::cryptshare::types::*;
 
@@ -38,6 +40,9 @@ pub(super) struct Sim {
     pub(super) opts: SimOptions,
     pub(super) addr: SocketAddr,
     pub(super) inner: Mutex<Inner>,
+    /// `switches.nulls_and_extra_fields`, readable while `inner` is locked (answers are
+    /// built under the lock).
+    noisy: AtomicBool,
 }
 
 pub(super) struct Inner {
@@ -49,6 +54,9 @@ pub(super) struct Inner {
     pub(super) transfers: Vec<Transfer>,
     pub(super) stats: SimStats,
     pub(super) mail_seq: u64,
+    pub(super) switches: SimSwitches,
+    /// When tokens were issued, per (address, client id), for the rate limit.
+    pub(super) token_times: HashMap<(String, String), Vec<SystemTime>>,
 }
 
 pub(super) struct FaultState {
@@ -72,6 +80,8 @@ pub(super) struct Session {
     pub(super) files: Vec<SessionFile>,
     pub(super) accept_language: Option<String>,
     pub(super) dir: PathBuf,
+    /// The token the session was created with (`SimSwitches::bind_session_tokens`).
+    pub(super) token: String,
 }
 
 pub(super) struct SessionFile {
@@ -97,10 +107,33 @@ pub(super) struct Transfer {
     pub(super) recipients: Vec<(SimRecipient, Vec<(String, String)>)>,
     pub(super) final_state: TransferState,
     pub(super) polls_left: u32,
+    /// `PROCESSING` until then (`SimSwitches::processing_time`).
+    pub(super) processing_until: SystemTime,
+}
+
+impl Transfer {
+    /// The state a status poll shows now; counts the poll against `processing_polls`.
+    pub(super) fn poll_state(&mut self) -> TransferState {
+        if self.polls_left > 0 {
+            self.polls_left -= 1;
+            TransferState::Processing
+        } else {
+            self.peek_state()
+        }
+    }
+
+    /// The state a listing shows (not counted as a poll).
+    pub(super) fn peek_state(&self) -> TransferState {
+        if self.polls_left > 0 || SystemTime::now() < self.processing_until {
+            TransferState::Processing
+        } else {
+            self.final_state
+        }
+    }
 }
 
 impl Sim {
-    pub(crate) fn new(opts: SimOptions, addr: SocketAddr) -> Arc<Sim> {
+    pub(super) fn new(opts: SimOptions, addr: SocketAddr) -> Arc<Sim> {
         let inner = Inner {
             policy: opts.policy.clone(),
             faults: Vec::new(),
@@ -110,8 +143,11 @@ impl Sim {
             transfers: Vec::new(),
             stats: SimStats::default(),
             mail_seq: 0,
+            switches: opts.switches.clone(),
+            token_times: HashMap::new(),
         };
         let sim = Arc::new(Sim {
+            noisy: AtomicBool::new(opts.switches.nulls_and_extra_fields),
             opts,
             addr,
             inner: Mutex::new(inner),
@@ -125,7 +161,14 @@ impl Sim {
         sim
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn set_switches(&self, switches: SimSwitches) {
+        let mut g = self.lock();
+        self.noisy
+            .store(switches.nulls_and_extra_fields, Ordering::Relaxed);
+        g.switches = switches;
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         // Handlers never panic while holding the lock on purpose; if one did, the state is
         // still usable for an emulator.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -211,6 +254,8 @@ pub(super) struct ApiErr {
     pub(super) status: StatusCode,
     pub(super) code: i32,
     pub(super) message: String,
+    /// Answer as a reverse proxy would: an HTML page, no Cryptshare error body.
+    pub(super) proxy: bool,
 }
 
 pub(super) fn err(status: u16, code: i32, message: impl Into<String>) -> ApiErr {
@@ -218,6 +263,7 @@ pub(super) fn err(status: u16, code: i32, message: impl Into<String>) -> ApiErr 
         status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         code,
         message: message.into(),
+        proxy: false,
     }
 }
 
@@ -257,6 +303,16 @@ pub(super) fn token_refused() -> ApiErr {
 
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
+        if self.proxy {
+            let reason = self.status.canonical_reason().unwrap_or("Error");
+            let code = self.status.as_u16();
+            let page = format!(
+                "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n\
+                 <center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n\
+                 </body>\r\n</html>\r\n"
+            );
+            return (self.status, [(header::CONTENT_TYPE, "text/html")], page).into_response();
+        }
         let body = ApiError {
             error_code: Some(self.code),
             error_message: Some(self.message),
@@ -267,8 +323,33 @@ impl IntoResponse for ApiErr {
 
 pub(super) type ApiResult = Result<Response, ApiErr>;
 
-pub(super) fn ok_json<T: Serialize>(data: T) -> ApiResult {
-    Ok(axum::Json(Envelope::new(data)).into_response())
+/// A successful JSON answer in the envelope; with `SimSwitches::nulls_and_extra_fields`,
+/// with explicit nulls and an undeclared property in every object.
+pub(super) fn ok_json<T: Serialize>(sim: &Sim, data: T) -> ApiResult {
+    if !sim.noisy.load(Ordering::Relaxed) {
+        return Ok(axum::Json(Envelope::new(data)).into_response());
+    }
+    let mut v =
+        crate::cryptshare::types::with_explicit_nulls(|| serde_json::to_value(Envelope::new(data)))
+            .map_err(|_| err(500, 5000, "serialization"))?;
+    add_extra_fields(&mut v);
+    Ok(axum::Json(v).into_response())
+}
+
+fn add_extra_fields(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (_, x) in m.iter_mut() {
+                add_extra_fields(x);
+            }
+            m.insert(
+                "simExtension".into(),
+                serde_json::json!({"note": "a property this API version does not declare"}),
+            );
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(add_extra_fields),
+        _ => {}
+    }
 }
 
 pub(super) fn created(location: &str) -> ApiResult {
@@ -368,6 +449,13 @@ pub(super) async fn pre(
                 c.kill();
             }
             return Err(err(500, 5000, "connection dropped"));
+        }
+        if let Some(s) = f.status
+            && f.proxy_page
+        {
+            let mut e = err(s, 0, "");
+            e.proxy = true;
+            return Err(e);
         }
         if let Some(s) = f.status {
             return Err(err(
@@ -584,6 +672,7 @@ pub(super) async fn serve(listener: KillListener, sim: Arc<Sim>, stop: oneshot::
             get(ctl_faults).post(ctl_add_fault).delete(ctl_clear_faults),
         )
         .route("/_sim/policy", get(ctl_policy).put(ctl_set_policy))
+        .route("/_sim/switches", get(ctl_switches).put(ctl_set_switches))
         .route("/_sim/expire-tokens", post(ctl_expire_tokens))
         .route("/_sim/state", get(ctl_state))
         .fallback(|| async { err(404, 1006, "Specified endpoint does not exist.") })

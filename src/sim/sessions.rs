@@ -43,17 +43,23 @@ pub(super) async fn transfer_policy(
         }
     }
     if failed.is_empty() {
-        ok_json(TransferPolicyResult {
-            allowed: true,
-            failed_recipients: None,
-            settings: Some(policy.settings()),
-        })
+        ok_json(
+            &sim,
+            TransferPolicyResult {
+                allowed: true,
+                failed_recipients: None,
+                settings: Some(policy.settings()),
+            },
+        )
     } else {
-        ok_json(TransferPolicyResult {
-            allowed: false,
-            failed_recipients: Some(failed),
-            settings: None,
-        })
+        ok_json(
+            &sim,
+            TransferPolicyResult {
+                allowed: false,
+                failed_recipients: Some(failed),
+                settings: None,
+            },
+        )
     }
 }
 
@@ -183,6 +189,7 @@ pub(super) async fn create_session(
                 files: Vec::new(),
                 accept_language: lang,
                 dir: dir.clone(),
+                token: ctx.token,
             },
         );
         g.stats.sessions_created += 1;
@@ -206,14 +213,24 @@ pub(super) fn session_mut<'a>(
     tid: &str,
     ctx: &Ctx,
 ) -> Result<&'a mut Session, ApiErr> {
-    let s = g.sessions.get_mut(tid).ok_or_else(not_found)?;
+    let bind = g.switches.bind_session_tokens;
+    let s = g.sessions.get(tid).ok_or_else(not_found)?;
     if s.owner_email != email.to_ascii_lowercase() {
         return Err(not_found());
     }
     if s.owner_client_id != ctx.client_id {
         return Err(token_refused());
     }
-    Ok(s)
+    if bind && s.token != ctx.token {
+        g.stats.foreign_token_refusals += 1;
+        // 403: declared for every session operation (401 is not, for PATCH and the files).
+        return Err(err(
+            403,
+            3002,
+            "Transfer sessions may only be modified using the verification token they were created with.",
+        ));
+    }
+    g.sessions.get_mut(tid).ok_or_else(not_found)
 }
 
 pub(super) fn session_view(s: &Session, email: &str, tid: &str) -> TransferSession {
@@ -261,7 +278,7 @@ pub(super) async fn get_session(
     .await?;
     let mut g = sim.lock();
     let s = session_mut(&mut g, &email, &tid, &ctx)?;
-    ok_json(session_view(s, &email, &tid))
+    ok_json(&sim, session_view(s, &email, &tid))
 }
 
 pub(super) async fn patch_session(
@@ -380,7 +397,7 @@ pub(super) async fn patch_session(
         file_checksum_algorithm,
         confidential_message_file_id
     );
-    ok_json(session_view(s, &email, &tid))
+    ok_json(&sim, session_view(s, &email, &tid))
 }
 
 pub(super) async fn delete_session(

@@ -126,6 +126,8 @@ pub(super) async fn finalize(
             Vec::new()
         };
 
+        let processing_until =
+            std::time::SystemTime::now() + g.switches.processing_time.unwrap_or_default();
         g.transfers.push(Transfer {
             tracking_id: tid.clone(),
             sender: s.sender,
@@ -140,6 +142,7 @@ pub(super) async fn finalize(
             recipients,
             final_state,
             polls_left: sim.opts.processing_polls,
+            processing_until,
         });
         g.stats.sessions_finalized += 1;
         Ok(mails)
@@ -197,12 +200,7 @@ pub(super) async fn transfer_status(
         .iter_mut()
         .find(|t| t.tracking_id == tid && t.owner_email == lc)
         .ok_or_else(not_found)?;
-    let state = if t.polls_left > 0 {
-        t.polls_left -= 1;
-        TransferState::Processing
-    } else {
-        t.final_state
-    };
+    let state = t.poll_state();
     let status = StatusDto {
         state,
         warnings: state != TransferState::Processing && t.files.iter().any(|f| f.removed),
@@ -222,10 +220,13 @@ pub(super) async fn transfer_status(
             })
             .collect(),
     };
-    ok_json(TransferStatus {
-        transfer: t.settings.clone(),
-        status,
-    })
+    ok_json(
+        &sim,
+        TransferStatus {
+            transfer: t.settings.clone(),
+            status,
+        },
+    )
 }
 
 pub(super) async fn list_transfers(
@@ -269,11 +270,7 @@ pub(super) async fn list_transfers(
         .take(size)
         .map(|t| TransferBasicInfo {
             tracking_id: t.tracking_id.clone(),
-            state: if t.polls_left > 0 {
-                TransferState::Processing
-            } else {
-                t.final_state
-            },
+            state: t.peek_state(),
             recipients: recipient_dtos(t, &ctx.token),
             href: Some(format!(
                 "{base}/api/users/{email}/transfers/{}",
@@ -281,5 +278,5 @@ pub(super) async fn list_transfers(
             )),
         })
         .collect();
-    ok_json(list)
+    ok_json(&sim, list)
 }
