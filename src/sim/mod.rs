@@ -12,14 +12,15 @@
 //! SimOptions::embedded(&config::Config)  // loopback:0, embedded_data_dir or <state.dir>/cryptshare-sim
 //! Emulator::embedded(&config::Config)    // start(SimOptions::embedded(cfg)) + a log line
 //! handle.url() / addr() / data_dir() / mail_dir()
-//! handle.set_policy(SimPolicy) / policy()
+//! handle.set_policy(SimPolicy) / policy()     handle.set_switches(SimSwitches) / switches()
 //! handle.inject_fault(FaultSpec) / clear_faults() / faults()
 //! handle.expire_tokens()                 // every issued token becomes invalid (401/3002)
 //! handle.transfers() -> Vec<FinishedTransfer>   handle.stats() -> SimStats
 //! handle.open_sessions() -> usize       handle.shutdown().await
 //! FaultSpec::status(Endpoint::Upload, 503, None).times(1)      // also ::drop_connection(ep),
 //!     .every_nth(n) / .with_latency(d); JSON: {"endpoint":"upload","status":503,"count":1,
-//!     "latency_ms":200,"drop_connection":false,"every_nth":0,"error_code":null}
+//!     "latency_ms":200,"drop_connection":false,"proxy_page":false,"every_nth":0,"error_code":null}
+//! FaultSpec::proxy_page(Endpoint::Any, 502)   // a reverse proxy's HTML page, no errorCode
 //! ```
 //!
 //! Files: `DATA/files/<tracking-id>/<file-id>`; mails: `DATA/mails/<tracking-id>-recipient-
@@ -30,7 +31,24 @@
 //! shows a password form, the file list, or streams the file.
 //!
 //! Runtime control over HTTP (for the binary): `GET|POST|DELETE /_sim/faults`,
-//! `GET|PUT /_sim/policy`, `POST /_sim/expire-tokens`, `GET /_sim/state`.
+//! `GET|PUT /_sim/policy`, `GET|PUT /_sim/switches`, `POST /_sim/expire-tokens`,
+//! `GET /_sim/state`.
+//!
+//! Strictness switches ([`SimSwitches`]; `cryptshare-sim` flags in brackets; all off by
+//! default, a permissive, well-configured server):
+//!
+//! ```text
+//! token validity           SimOptions::token_validity [--token-validity S]: tokens expire at
+//!                          their validUntil (401/3002 after), default 3600 s
+//! bind_session_tokens      [--bind-session-tokens] a session accepts only its creating token
+//! token_rate_limit: N      [--token-rate-limit N] N tokens/minute per sender+client id, 429/2007
+//! processing_time          [--processing-ms MS] finalized transfers stay PROCESSING that long
+//! nulls_and_extra_fields   [--nulls-and-extra-fields] explicit nulls + "simExtension" objects
+//! FaultSpec::proxy_page    [--proxy-page STATUS] bare HTML error page, no errorCode; JSON
+//!                          {"endpoint":"any","status":502,"proxy_page":true}
+//! ```
+//! JSON of all switches (`--switches`, `PUT /_sim/switches`): `{"nulls_and_extra_fields":false,
+//! "processing_ms":20000,"bind_session_tokens":true,"token_rate_limit":5}`.
 //!
 //! Where the public documentation is silent (API-NOTES §13) the emulator makes the documented
 //! INFERRED choices, restricted to the statuses the OpenAPI file declares per operation:
@@ -38,7 +56,9 @@
 //! or upload (the only policy code declared there); 400/1004 for a duplicate file name;
 //! 409/2001 for PATCH values outside the policy and for finalize with missing uploads;
 //! 401/3002 for an unknown or expired token. A session belongs to the (address, client id) it
-//! was created for, so a renewed token of the same client continues it. Transfer states:
+//! was created for; by default a renewed token of the same client continues it, with
+//! `bind_session_tokens` only the creating token may (403/3002, as the openapi tag
+//! `transfer-session` says; 403 because 401 is not declared for every session operation). Transfer states:
 //! `processing_polls` status polls answer PROCESSING, then ACTIVE, or FAILED when every file
 //! failed its size/checksum check (no mails are sent then).
 
