@@ -2,17 +2,14 @@
 
 use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use futures_util::Stream;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::client_id::{is_valid_client_id, load_client_id, random_client_id};
 use super::error::{Error, ErrorKind, sanitize};
@@ -28,7 +25,7 @@ const H_CLIENT_ID: &str = "x-cs-clientid";
 const H_PRODUCT_KEY: &str = "x-cs-productkey";
 const H_TOKEN: &str = "x-cs-verificationtoken";
 
-const UPLOAD_CHUNK: usize = 256 * 1024;
+pub(super) const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// Tuning of a [`Client`].
 #[derive(Debug, Clone)]
@@ -89,10 +86,10 @@ impl ClientOptions {
 
 /// A Cryptshare REST API client for client-id verified senders. Cheap to share (`Arc`).
 pub struct Client {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     api: Url,
-    opts: ClientOptions,
-    tokens: Tokens,
+    pub(super) opts: ClientOptions,
+    pub(super) tokens: Tokens,
 }
 
 impl fmt::Debug for Client {
@@ -207,7 +204,7 @@ impl Client {
         u
     }
 
-    fn user_url(&self, sender: &str, rest: &[&str]) -> Url {
+    pub(super) fn user_url(&self, sender: &str, rest: &[&str]) -> Url {
         let mut segs = vec!["users", sender];
         segs.extend_from_slice(rest);
         self.url(&segs)
@@ -408,7 +405,7 @@ impl Client {
     /// A call on a sender endpoint with a token for `need` (the session's pinned one for
     /// session calls), re-verifying once when the server answers 401/403 with errorCode 3002
     /// (expired or foreign token). Returns the answer and the token it was given to.
-    async fn send_verified<F, Fut>(
+    pub(super) async fn send_verified<F, Fut>(
         &self,
         op: &'static str,
         sender: &str,
@@ -458,7 +455,7 @@ impl Client {
         }
     }
 
-    async fn json_verified<T: DeserializeOwned, B: Serialize + Sync>(
+    pub(super) async fn json_verified<T: DeserializeOwned, B: Serialize + Sync>(
         &self,
         op: &'static str,
         sender: &str,
@@ -620,86 +617,6 @@ impl Client {
         }
     }
 
-    /// `PUT …/files/{file_id}/content`: stream `size` bytes with an explicit Content-Length.
-    ///
-    /// `make_stream` is called once per attempt (the upload is retried on temporary failures
-    /// because a repeated PUT replaces the content), so it must produce the same bytes each time;
-    /// it opens the source, it does not hold it in memory.
-    pub async fn upload_file<F, Fut, S>(
-        &self,
-        sender: &str,
-        tracking_id: &str,
-        file_id: &str,
-        size: u64,
-        make_stream: F,
-    ) -> Result<(), Error>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = std::io::Result<S>>,
-        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    {
-        const OP: &str = "upload";
-        let url = self.user_url(
-            sender,
-            &[
-                "transfer-sessions",
-                tracking_id,
-                "files",
-                file_id,
-                "content",
-            ],
-        );
-        let progress = Progress::new();
-        self.send_verified(
-            OP,
-            sender,
-            Need::Session(tracking_id),
-            true,
-            Some(&progress),
-            |_| {
-                let fut = make_stream();
-                let url = url.clone();
-                let progress = progress.clone();
-                async move {
-                    let stream = fut.await.map_err(|e| {
-                        Error::local(ErrorKind::Temporary, OP, format!("opening the source: {e}"))
-                    })?;
-                    let body = reqwest::Body::wrap_stream(exact_length(stream, size, progress));
-                    Ok(self
-                        .http
-                        .put(url)
-                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                        // Without it reqwest sends a stream chunked.
-                        .header(reqwest::header::CONTENT_LENGTH, size)
-                        .body(body))
-                }
-            },
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// [`Client::upload_file`] from `len` bytes of the file `path` starting at `offset`.
-    pub async fn upload_path(
-        &self,
-        sender: &str,
-        tracking_id: &str,
-        file_id: &str,
-        path: &Path,
-        offset: u64,
-        len: u64,
-    ) -> Result<(), Error> {
-        self.upload_file(sender, tracking_id, file_id, len, || async move {
-            let mut f = tokio::fs::File::open(path).await?;
-            f.seek(std::io::SeekFrom::Start(offset)).await?;
-            Ok(tokio_util::io::ReaderStream::with_capacity(
-                f.take(len),
-                UPLOAD_CHUNK,
-            ))
-        })
-        .await
-    }
-
     /// `DELETE …/files/{file_id}`.
     pub async fn delete_file(
         &self,
@@ -743,78 +660,6 @@ impl Client {
         )
         .await?;
         Ok(())
-    }
-
-    /// `GET /users/{sender}/transfers/{tracking_id}`.
-    pub async fn transfer_status(
-        &self,
-        sender: &str,
-        tracking_id: &str,
-    ) -> Result<TransferStatus, Error> {
-        let env: Envelope<TransferStatus> = self
-            .json_verified(
-                "transfer-status",
-                sender,
-                Need::Session(tracking_id),
-                true,
-                Method::GET,
-                self.user_url(sender, &["transfers", tracking_id]),
-                None::<&()>,
-            )
-            .await?;
-        Ok(env.data)
-    }
-
-    /// Poll the status until `ACTIVE` (returned, with the recipients' download URLs) or a final
-    /// state (`FAILED`, `DELETED_*`: [`Error::Refused`]); `Temporary` after `timeout`.
-    pub async fn wait_active(
-        &self,
-        sender: &str,
-        tracking_id: &str,
-        timeout: Duration,
-    ) -> Result<TransferStatus, Error> {
-        const OP: &str = "wait-active";
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut interval = Duration::from_millis(50);
-        loop {
-            let st = self.transfer_status(sender, tracking_id).await?;
-            match st.status.state {
-                TransferState::Active => {
-                    self.tokens.unpin(sender, tracking_id);
-                    return Ok(st);
-                }
-                TransferState::Processing | TransferState::Pending | TransferState::Unknown => {}
-                other => {
-                    self.tokens.unpin(sender, tracking_id);
-                    return Err(Error::local(
-                        ErrorKind::Refused,
-                        OP,
-                        format!("transfer ended in state {other:?}"),
-                    ));
-                }
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::local(
-                    ErrorKind::Temporary,
-                    OP,
-                    format!("transfer still processing after {timeout:?}"),
-                ));
-            }
-            tokio::time::sleep(interval.min(deadline - now)).await;
-            interval = (interval * 2).min(self.opts.max_poll_interval);
-        }
-    }
-
-    /// [`Client::wait_active`] for up to [`ClientOptions::processing_limit`]: a server may
-    /// keep a large transfer `PROCESSING` for minutes (virus scan).
-    pub async fn wait_processed(
-        &self,
-        sender: &str,
-        tracking_id: &str,
-    ) -> Result<TransferStatus, Error> {
-        self.wait_active(sender, tracking_id, self.opts.processing_limit)
-            .await
     }
 
     /// `DELETE /users/{sender}/transfer-sessions/{tracking_id}` (abort). A session that is
