@@ -318,8 +318,8 @@ fn preflight(cfg: &Config) -> Result<(), String> {
     }
     // The embedded emulator accepts any id (and `serve` makes one up when there is none).
     if cfg.cryptshare.url != "embedded" {
-        let id = cryptshare::load_client_id(&cfg.cryptshare).map_err(|e| e.to_string())?;
-        cryptshare::Client::from_config(&cfg.cryptshare, id)
+        cryptshare::load_client_id(&cfg.cryptshare).map_err(|e| e.to_string())?;
+        cryptshare::Client::from_config(&cfg.cryptshare, None, Arc::new(ops::Metrics::new()))
             .map_err(|e| format!("cryptshare: {e}"))?;
     }
     creatable_dir(&cfg.state.dir).map_err(|e| format!("state.dir: {}: {e}", cfg.state.dir.display()))?;

@@ -297,16 +297,53 @@ async fn token_expiry_in_the_middle_of_a_workflow_re_verifies_once_and_succeeds(
 }
 
 #[tokio::test]
-async fn a_token_near_its_end_is_renewed_before_use() {
+async fn a_session_keeps_its_token_and_a_renewal_for_a_new_session_does_not_break_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = sim_options(dir.path());
-    // Shorter than the client's 30 s renewal margin: every call needs a fresh token.
     opts.token_validity = Duration::from_secs(10);
+    opts.switches.bind_session_tokens = true;
+    let sim = Emulator::start(opts).await.unwrap();
+    let cs = client(&sim);
+    let a = cs.create_session(SENDER, None, &session()).await.unwrap();
+    // A 10 s token is fresh enough (half its validity left) for a second session.
+    let b = cs.create_session(SENDER, None, &session()).await.unwrap();
+    assert_eq!(sim.stats().tokens_issued, 1);
+    // A renewal of the sender's token (as for a new session when the old one would not last).
+    cs.clear_tokens();
+    let c = cs.create_session(SENDER, None, &session()).await.unwrap();
+    assert_eq!(sim.stats().tokens_issued, 2);
+    // The older sessions go on with the token they were created with.
+    cs.get_session(SENDER, &a).await.unwrap();
+    cs.patch_settings(SENDER, &b, &TransferSessionPatch::default())
+        .await
+        .unwrap();
+    for tid in [&a, &b, &c] {
+        cs.delete_session(SENDER, tid).await.unwrap();
+    }
+    assert_eq!(sim.open_sessions(), 0);
+    assert_eq!(sim.stats().foreign_token_refusals, 0);
+    assert_eq!(sim.stats().tokens_issued, 2);
+}
+
+#[tokio::test]
+async fn the_emulator_refuses_a_session_call_with_another_token_than_the_creating_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = sim_options(dir.path());
+    opts.switches.bind_session_tokens = true;
     let sim = Emulator::start(opts).await.unwrap();
     let cs = client(&sim);
     let tid = cs.create_session(SENDER, None, &session()).await.unwrap();
-    cs.get_session(SENDER, &tid).await.unwrap();
-    assert_eq!(sim.stats().tokens_issued, 2);
+    // Another client instance (same client id, same sender) has its own token.
+    let other = client(&sim);
+    let e = other.get_session(SENDER, &tid).await.unwrap_err();
+    assert!(e.is_auth(), "{e}");
+    assert_eq!((e.status(), e.error_code()), (Some(403), Some(3002)));
+    assert_eq!(
+        sim.stats().foreign_token_refusals,
+        2,
+        "first try and one re-verification"
+    );
+    cs.delete_session(SENDER, &tid).await.unwrap();
 }
 
 #[tokio::test]

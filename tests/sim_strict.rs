@@ -507,3 +507,101 @@ async fn the_binary_serves_and_takes_faults_from_the_command_line() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("client id"));
 }
+
+#[tokio::test]
+async fn the_binary_takes_the_strictness_switches_as_flags_and_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cryptshare-sim"))
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args([
+            "--bind-session-tokens",
+            "--token-rate-limit",
+            "3",
+            "--processing-ms",
+            "20000",
+            "--nulls-and-extra-fields",
+            "--proxy-page",
+            "502",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let h = reqwest::Client::new();
+    let sw: serde_json::Value = h
+        .get(format!("{url}/_sim/switches"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sw,
+        serde_json::json!({"nulls_and_extra_fields": true, "processing_ms": 20000,
+            "bind_session_tokens": true, "token_rate_limit": 3})
+    );
+    // --proxy-page: every API call gets the HTML page.
+    let r = api_headers(h.get(format!("{url}/api/password")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().starts_with("<html>"));
+    // At run time: back to the permissive default.
+    let r = h
+        .put(format!("{url}/_sim/switches"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = h.delete(format!("{url}/_sim/faults")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let sw: serde_json::Value = h
+        .get(format!("{url}/_sim/switches"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sw["bind_session_tokens"], false);
+    assert_eq!(sw["processing_ms"], serde_json::Value::Null);
+    assert_eq!(
+        api_headers(h.get(format!("{url}/api/password")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = h
+        .put(format!("{url}/_sim/switches"))
+        .body(r#"{"unknown_switch":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+
+    let bad = Command::new(env!("CARGO_BIN_EXE_cryptshare-sim"))
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args(["--proxy-page", "200"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--proxy-page: 200: must be 400 to 599"));
+}

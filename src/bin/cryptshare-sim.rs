@@ -1,15 +1,18 @@
 //! `cryptshare-sim --listen ADDR --data DIR [--client-id ID]`: the Cryptshare REST API emulator.
 //!
 //! By default every well-formed client id is trusted for client-id verification, as if
-//! registered; `--client-id` restricts that to one id. Faults and the policy can be changed at
-//! run time under `/_sim/` (see the `sim` module).
+//! registered; `--client-id` restricts that to one id. The default is a permissive,
+//! well-configured server; strictness switches (`--bind-session-tokens`, `--token-rate-limit`,
+//! `--processing-ms`, `--nulls-and-extra-fields`, `--proxy-page`, `--token-validity`) make it
+//! behave like a stricter or slower one. Faults, the policy and the switches can be changed at
+//! run time under `/_sim/` (see the `sim` module and docs/cryptshare-sim.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use cryptshare_gateway::sim::{Emulator, FaultSpec, SimOptions, SimPolicy};
+use cryptshare_gateway::sim::{Emulator, Endpoint, FaultSpec, SimOptions, SimPolicy, SimSwitches};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +48,24 @@ struct Args {
     /// Base of absolute URLs (Location, download links) instead of http://<Host header>.
     #[arg(long)]
     public_url: Option<String>,
+    /// All strictness switches as JSON (keys of SimSwitches); the flags below override it.
+    #[arg(long)]
+    switches: Option<String>,
+    /// Answers carry explicit nulls and an undeclared property in every object.
+    #[arg(long)]
+    nulls_and_extra_fields: bool,
+    /// Finalized transfers stay PROCESSING for this many milliseconds.
+    #[arg(long)]
+    processing_ms: Option<u64>,
+    /// A transfer session accepts only the token it was created with (403/3002 otherwise).
+    #[arg(long)]
+    bind_session_tokens: bool,
+    /// At most N tokens per sender and client id per minute (more: 429/2007).
+    #[arg(long, value_name = "N")]
+    token_rate_limit: Option<u32>,
+    /// Answer every call with a reverse proxy's HTML error page with this status (e.g. 502).
+    #[arg(long, value_name = "STATUS")]
+    proxy_page: Option<u16>,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {
@@ -78,6 +99,26 @@ async fn main() {
     opts.token_validity = Duration::from_secs(args.token_validity);
     opts.processing_polls = args.processing_polls;
     opts.public_url = args.public_url;
+    if let Some(j) = &args.switches {
+        opts.switches = serde_json::from_str::<SimSwitches>(j)
+            .unwrap_or_else(|e| fail(format_args!("--switches: {e}")));
+    }
+    let sw = &mut opts.switches;
+    sw.nulls_and_extra_fields |= args.nulls_and_extra_fields;
+    sw.bind_session_tokens |= args.bind_session_tokens;
+    if let Some(ms) = args.processing_ms {
+        sw.processing_time = Some(Duration::from_millis(ms));
+    }
+    if args.token_rate_limit.is_some() {
+        sw.token_rate_limit = args.token_rate_limit;
+    }
+    if let Some(status) = args.proxy_page {
+        if !(400..=599).contains(&status) {
+            fail(format_args!("--proxy-page: {status}: must be 400 to 599"));
+        }
+        opts.faults
+            .push(FaultSpec::proxy_page(Endpoint::Any, status));
+    }
     let handle = Emulator::start(opts).await.unwrap_or_else(|e| fail(e));
     // Scripts wait for this line to learn the port.
     println!("listening on {}", handle.url());

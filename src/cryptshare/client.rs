@@ -1,24 +1,23 @@
 //! The REST client: headers, verification-token cache, retries, streamed upload, polling.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::error::{Detail, Error, ErrorKind, sanitize};
+use super::client_id::{is_valid_client_id, load_client_id, random_client_id};
+use super::error::{Error, ErrorKind, sanitize};
+use super::token::{Cached, Need, TOKEN_DEFAULT_VALIDITY, Tokens};
+use super::transport::*;
 use super::types::*;
 use crate::config::CryptshareConfig;
+use crate::ops::Metrics;
 
 const H_MAJOR: &str = "x-cs-majorapiversion";
 const H_MINOR: &str = "x-cs-minimumminorapiversion";
@@ -26,13 +25,7 @@ const H_CLIENT_ID: &str = "x-cs-clientid";
 const H_PRODUCT_KEY: &str = "x-cs-productkey";
 const H_TOKEN: &str = "x-cs-verificationtoken";
 
-/// Longest JSON answer we read; the largest real one (a transfer status) is a few kB.
-const MAX_JSON: usize = 4 * 1024 * 1024;
-/// A token this close to its `validUntil` is renewed before use, so it does not expire in flight.
-const TOKEN_MARGIN: Duration = Duration::from_secs(30);
-/// Assumed validity when the server gives no (parseable) `validUntil`.
-const TOKEN_DEFAULT_VALIDITY: Duration = Duration::from_secs(600);
-const UPLOAD_CHUNK: usize = 256 * 1024;
+pub(super) const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// Tuning of a [`Client`].
 #[derive(Debug, Clone)]
@@ -49,6 +42,16 @@ pub struct ClientOptions {
     pub retry_backoff: Duration,
     /// Longest delay between two status polls in [`Client::wait_active`].
     pub max_poll_interval: Duration,
+    /// Where every API call is counted (`cryptshare_calls`); the gateway passes its own.
+    pub metrics: Arc<Metrics>,
+    /// How long [`Client::wait_processed`] polls a transfer that stays `PROCESSING` (default
+    /// 5 minutes: the whole conversion runs inside the SMTP DATA phase, whose reply an SMTP
+    /// client awaits for 10 minutes, RFC 5321 4.5.3.2.6).
+    pub processing_limit: Duration,
+    /// How long a token must still be valid to start a new transfer session with it (capped
+    /// at half the token's validity); otherwise a new one is fetched first. A session then
+    /// keeps its token to the end, so this is the time a workflow may take.
+    pub token_reserve: Duration,
 }
 
 impl Default for ClientOptions {
@@ -59,35 +62,34 @@ impl Default for ClientOptions {
             ca_file: None,
             retries: 2,
             retry_backoff: Duration::from_millis(200),
-            max_poll_interval: Duration::from_secs(2),
+            max_poll_interval: Duration::from_secs(5),
+            // Counted but not exported unless the caller passes the gateway's handle.
+            metrics: Arc::new(Metrics::new()),
+            processing_limit: Duration::from_secs(300),
+            token_reserve: Duration::from_secs(900),
         }
     }
 }
 
 impl ClientOptions {
-    pub fn from_config(cfg: &CryptshareConfig) -> Self {
+    /// From `[cryptshare]`, counting calls in `metrics`.
+    pub fn from_config(cfg: &CryptshareConfig, metrics: Arc<Metrics>) -> Self {
         ClientOptions {
             minimum_minor_api_version: cfg.minimum_minor_api_version,
             timeout: cfg.timeout,
             ca_file: cfg.ca_file.clone(),
+            metrics,
             ..ClientOptions::default()
         }
     }
 }
 
-struct CachedToken {
-    value: HeaderValue,
-    renew_at: SystemTime,
-}
-
 /// A Cryptshare REST API client for client-id verified senders. Cheap to share (`Arc`).
 pub struct Client {
-    http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     api: Url,
-    opts: ClientOptions,
-    tokens: Mutex<HashMap<String, CachedToken>>,
-    /// One verification at a time per sender: concurrent messages of one sender share it.
-    verifying: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(super) opts: ClientOptions,
+    pub(super) tokens: Tokens,
 }
 
 impl fmt::Debug for Client {
@@ -162,20 +164,30 @@ impl Client {
             http,
             api,
             opts,
-            tokens: Mutex::new(HashMap::new()),
-            verifying: Mutex::new(HashMap::new()),
+            tokens: Tokens::default(),
         })
     }
 
-    /// From `[cryptshare]`; `cfg.url` must be a URL (start the emulator first for `embedded`,
-    /// then use [`Client::new`] with its URL and [`ClientOptions::from_config`]).
-    pub fn from_config(cfg: &CryptshareConfig, client_id: String) -> Result<Client, Error> {
-        if cfg.url == "embedded" {
-            return Err(config_err(
-                "cryptshare.url = \"embedded\": start the emulator and use its URL",
-            ));
+    /// The client for `[cryptshare]`: at `cfg.url`, or at `embedded_url` (the URL of the
+    /// embedded emulator, see `sim::Emulator::embedded`) when `cfg.url = "embedded"`; the
+    /// client id from [`load_client_id`] (with the embedded emulator, which trusts every
+    /// well-formed id, a random one when none is configured or the configured one is unusable);
+    /// options from [`ClientOptions::from_config`].
+    pub fn from_config(
+        cfg: &CryptshareConfig,
+        embedded_url: Option<&str>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Client, Error> {
+        let opts = ClientOptions::from_config(cfg, metrics);
+        if cfg.url != "embedded" {
+            let id = load_client_id(cfg).map_err(|e| config_err(e.to_string()))?;
+            return Client::new(&cfg.url, id, opts);
         }
-        Client::new(&cfg.url, client_id, ClientOptions::from_config(cfg))
+        let url = embedded_url.ok_or_else(|| {
+            config_err("cryptshare.url = \"embedded\": start the emulator and pass its URL")
+        })?;
+        let id = load_client_id(cfg).unwrap_or_else(|_| random_client_id());
+        Client::new(url, id, opts)
     }
 
     /// The API root, e.g. `https://host/api`.
@@ -192,7 +204,7 @@ impl Client {
         u
     }
 
-    fn user_url(&self, sender: &str, rest: &[&str]) -> Url {
+    pub(super) fn user_url(&self, sender: &str, rest: &[&str]) -> Url {
         let mut segs = vec!["users", sender];
         segs.extend_from_slice(rest);
         self.url(&segs)
@@ -200,41 +212,60 @@ impl Client {
 
     // ---------------------------------------------------------------- verification
 
-    /// Forget every cached token (e.g. after a configuration reload).
+    /// Forget the senders' cached tokens (e.g. after a configuration reload). Sessions in
+    /// progress keep the token they were created with.
     pub fn clear_tokens(&self) {
-        self.lock_tokens().clear();
+        self.tokens.clear_senders();
     }
 
-    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedToken>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    /// The token the session `tracking_id` was created with and its `validUntil`, to persist
+    /// with a pending record (it is a credential: store it like one) so that a later run can
+    /// still continue, delete or adopt the session; see [`Client::restore_session_token`].
+    pub fn session_token(&self, sender: &str, tracking_id: &str) -> Option<(String, SystemTime)> {
+        let t = self.tokens.pinned(sender, tracking_id)?;
+        Some((t.value.to_str().ok()?.to_owned(), t.until))
     }
 
-    fn cached(&self, key: &str, refused: Option<&HeaderValue>) -> Option<HeaderValue> {
-        self.lock_tokens()
-            .get(key)
-            .filter(|t| SystemTime::now() < t.renew_at && Some(&t.value) != refused)
-            .map(|t| t.value.clone())
+    /// Use `token` for the session `tracking_id` again (after a restart).
+    pub fn restore_session_token(
+        &self,
+        sender: &str,
+        tracking_id: &str,
+        token: &str,
+        valid_until: SystemTime,
+    ) -> Result<(), Error> {
+        let mut value = HeaderValue::from_str(token)
+            .map_err(|_| Error::local(ErrorKind::Invalid, "restore-token", "unusable token"))?;
+        value.set_sensitive(true);
+        let now = SystemTime::now();
+        self.tokens.pin(
+            sender,
+            tracking_id,
+            Cached {
+                value,
+                issued: now.min(valid_until),
+                until: valid_until,
+            },
+        );
+        Ok(())
     }
 
-    /// A usable token for `sender`; `refused` is one the server just rejected, which must not
-    /// be handed out again.
+    /// A token for `need`; `refused` is one the server just rejected, which must not be handed
+    /// out again.
     async fn token(
         &self,
         sender: &str,
+        need: Need<'_>,
         refused: Option<&HeaderValue>,
     ) -> Result<HeaderValue, Error> {
-        let key = sender.to_ascii_lowercase();
-        if let Some(t) = self.cached(&key, refused) {
+        let reserve = self.opts.token_reserve;
+        if let Some(t) = self.tokens.lookup(sender, need, reserve, refused) {
             return Ok(t);
         }
-        let gate = {
-            let mut map = self.verifying.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key.clone()).or_default().clone()
-        };
+        let gate = self.tokens.gate(sender);
         let _turn = gate.lock().await;
         // Another task may have verified while this one waited.
-        if let Some(t) = self.cached(&key, refused) {
+        if let Some(t) = self.tokens.lookup(sender, need, reserve, refused) {
             return Ok(t);
         }
         self.verify(sender).await
@@ -286,15 +317,13 @@ impl Client {
             .and_then(parse_date_time)
             .map(SystemTime::from)
             .unwrap_or(now + TOKEN_DEFAULT_VALIDITY);
-        let renew_at = until.checked_sub(TOKEN_MARGIN).unwrap_or(now);
-        let mut tokens = self.lock_tokens();
-        // Senders come and go; expired entries would otherwise pile up.
-        tokens.retain(|_, t| t.renew_at > now);
-        tokens.insert(
-            sender.to_ascii_lowercase(),
-            CachedToken {
+        tracing::debug!(operation = OP_T, "new verification token");
+        self.tokens.store_sender(
+            sender,
+            Cached {
                 value: value.clone(),
-                renew_at,
+                issued: now,
+                until,
             },
         );
         Ok(value)
@@ -327,7 +356,7 @@ impl Client {
                     .map_err(|e| Error::transport(op, e)),
                 Some(p) => self.send_watched(op, rb, p).await,
             };
-            crate::ops::metrics::global().cryptshare_call(
+            self.opts.metrics.cryptshare_call(
                 op,
                 result.as_ref().ok().map(|r| r.status().as_u16()),
                 started.elapsed(),
@@ -373,57 +402,71 @@ impl Client {
         }
     }
 
-    /// A call on a sender endpoint: with the sender's token, re-verifying once when the server
-    /// answers 401/403 with errorCode 3002 (expired or foreign token).
-    async fn send_verified<F, Fut>(
+    /// A call on a sender endpoint with a token for `need` (the session's pinned one for
+    /// session calls), re-verifying once when the server answers 401/403 with errorCode 3002
+    /// (expired or foreign token). Returns the answer and the token it was given to.
+    pub(super) async fn send_verified<F, Fut>(
         &self,
         op: &'static str,
         sender: &str,
+        need: Need<'_>,
         idempotent: bool,
         progress: Option<&Progress>,
         make: F,
-    ) -> Result<Response, Error>
+    ) -> Result<(Response, HeaderValue), Error>
     where
         F: Fn(HeaderValue) -> Fut,
         Fut: Future<Output = Result<RequestBuilder, Error>>,
     {
-        let token = self.token(sender, None).await?;
-        let first = self
-            .send(op, idempotent, progress, || {
-                let t = token.clone();
-                let fut = make(t.clone());
-                async move { Ok(fut.await?.header(HeaderName::from_static(H_TOKEN), t)) }
-            })
-            .await;
-        match first {
+        let with = |token: HeaderValue| {
+            let make = &make;
+            async move {
+                let r = self
+                    .send(op, idempotent, progress, || {
+                        let t = token.clone();
+                        let fut = make(t.clone());
+                        async move { Ok(fut.await?.header(HeaderName::from_static(H_TOKEN), t)) }
+                    })
+                    .await;
+                r.map(|resp| (resp, token))
+            }
+        };
+        let token = self.token(sender, need, None).await?;
+        let started = SystemTime::now();
+        match with(token.clone()).await {
             Err(e) if is_token_refusal(&e) => {
                 tracing::info!(
                     operation = op,
                     "verification token refused; re-verifying once"
                 );
-                let token = self.token(sender, Some(&token)).await?;
-                self.send(op, idempotent, progress, || {
-                    let t = token.clone();
-                    let fut = make(t.clone());
-                    async move { Ok(fut.await?.header(HeaderName::from_static(H_TOKEN), t)) }
-                })
-                .await
+                let fresh = self
+                    .token(sender, Need::IssuedSince(started), Some(&token))
+                    .await?;
+                let r = with(fresh.clone()).await;
+                if let (Ok(_), Need::Session(tid)) = (&r, need)
+                    && let Some(t) = self.tokens.sender_token(sender, &fresh)
+                {
+                    // A server that does not bind sessions to tokens accepted the new one.
+                    self.tokens.pin(sender, tid, t);
+                }
+                r
             }
             other => other,
         }
     }
 
-    async fn json_verified<T: DeserializeOwned, B: Serialize + Sync>(
+    pub(super) async fn json_verified<T: DeserializeOwned, B: Serialize + Sync>(
         &self,
         op: &'static str,
         sender: &str,
+        need: Need<'_>,
         idempotent: bool,
         method: Method,
         url: Url,
         body: Option<&B>,
     ) -> Result<T, Error> {
-        let resp = self
-            .send_verified(op, sender, idempotent, None, |_| {
+        let (resp, _) = self
+            .send_verified(op, sender, need, idempotent, None, |_| {
                 let mut rb = self.http.request(method.clone(), url.clone());
                 if let Some(b) = body {
                     rb = rb.json(b);
@@ -450,6 +493,7 @@ impl Client {
             .json_verified(
                 "transfer-policy",
                 sender,
+                Need::Call,
                 true,
                 Method::POST,
                 self.user_url(sender, &["transfer-policy"]),
@@ -470,8 +514,8 @@ impl Client {
         const OP: &str = "create-session";
         let url = self.user_url(sender, &["transfer-sessions"]);
         let lang = language.filter(|l| is_language_tag(l)).map(str::to_owned);
-        let resp = self
-            .send_verified(OP, sender, false, None, |_| {
+        let (resp, token) = self
+            .send_verified(OP, sender, Need::NewSession, false, None, |_| {
                 let mut rb = self.http.post(url.clone()).json(session);
                 if let Some(l) = &lang {
                     rb = rb.header(reqwest::header::ACCEPT_LANGUAGE, l.as_str());
@@ -483,6 +527,16 @@ impl Client {
         if !is_tracking_id(&id) {
             tracing::warn!(tracking_id = %sanitize(&id), "unexpected tracking id format");
         }
+        // The session keeps this token for its whole life (see the `token` module).
+        let pinned = self.tokens.sender_token(sender, &token).unwrap_or_else(|| {
+            let now = SystemTime::now();
+            Cached {
+                value: token,
+                issued: now,
+                until: now + TOKEN_DEFAULT_VALIDITY,
+            }
+        });
+        self.tokens.pin(sender, &id, pinned);
         Ok(id)
     }
 
@@ -496,6 +550,7 @@ impl Client {
             .json_verified(
                 "get-session",
                 sender,
+                Need::Session(tracking_id),
                 true,
                 Method::GET,
                 self.user_url(sender, &["transfer-sessions", tracking_id]),
@@ -516,6 +571,7 @@ impl Client {
             .json_verified(
                 "patch-session",
                 sender,
+                Need::Session(tracking_id),
                 false,
                 Method::PATCH,
                 self.user_url(sender, &["transfer-sessions", tracking_id]),
@@ -542,8 +598,8 @@ impl Client {
                 .map_err(|_| Error::local(ErrorKind::Invalid, OP, "file too large"))?,
             checksum: Some(sha256_hex.to_ascii_lowercase()),
         };
-        let resp = self
-            .send_verified(OP, sender, false, None, |_| {
+        let (resp, _) = self
+            .send_verified(OP, sender, Need::Session(tracking_id), false, None, |_| {
                 let rb = self.http.post(url.clone()).json(&body);
                 async move { Ok(rb) }
             })
@@ -561,79 +617,6 @@ impl Client {
         }
     }
 
-    /// `PUT …/files/{file_id}/content`: stream `size` bytes with an explicit Content-Length.
-    ///
-    /// `make_stream` is called once per attempt (the upload is retried on temporary failures
-    /// because a repeated PUT replaces the content), so it must produce the same bytes each time;
-    /// it opens the source, it does not hold it in memory.
-    pub async fn upload_file<F, Fut, S>(
-        &self,
-        sender: &str,
-        tracking_id: &str,
-        file_id: &str,
-        size: u64,
-        make_stream: F,
-    ) -> Result<(), Error>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = std::io::Result<S>>,
-        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    {
-        const OP: &str = "upload";
-        let url = self.user_url(
-            sender,
-            &[
-                "transfer-sessions",
-                tracking_id,
-                "files",
-                file_id,
-                "content",
-            ],
-        );
-        let progress = Progress::new();
-        self.send_verified(OP, sender, true, Some(&progress), |_| {
-            let fut = make_stream();
-            let url = url.clone();
-            let progress = progress.clone();
-            async move {
-                let stream = fut.await.map_err(|e| {
-                    Error::local(ErrorKind::Temporary, OP, format!("opening the source: {e}"))
-                })?;
-                let body = reqwest::Body::wrap_stream(exact_length(stream, size, progress));
-                Ok(self
-                    .http
-                    .put(url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                    // Without it reqwest sends a stream chunked.
-                    .header(reqwest::header::CONTENT_LENGTH, size)
-                    .body(body))
-            }
-        })
-        .await?;
-        Ok(())
-    }
-
-    /// [`Client::upload_file`] from `len` bytes of the file `path` starting at `offset`.
-    pub async fn upload_path(
-        &self,
-        sender: &str,
-        tracking_id: &str,
-        file_id: &str,
-        path: &Path,
-        offset: u64,
-        len: u64,
-    ) -> Result<(), Error> {
-        self.upload_file(sender, tracking_id, file_id, len, || async move {
-            let mut f = tokio::fs::File::open(path).await?;
-            f.seek(std::io::SeekFrom::Start(offset)).await?;
-            Ok(tokio_util::io::ReaderStream::with_capacity(
-                f.take(len),
-                UPLOAD_CHUNK,
-            ))
-        })
-        .await
-    }
-
     /// `DELETE …/files/{file_id}`.
     pub async fn delete_file(
         &self,
@@ -645,10 +628,17 @@ impl Client {
             sender,
             &["transfer-sessions", tracking_id, "files", file_id],
         );
-        self.send_verified("delete-file", sender, true, None, |_| {
-            let rb = self.http.delete(url.clone());
-            async move { Ok(rb) }
-        })
+        self.send_verified(
+            "delete-file",
+            sender,
+            Need::Session(tracking_id),
+            true,
+            None,
+            |_| {
+                let rb = self.http.delete(url.clone());
+                async move { Ok(rb) }
+            },
+        )
         .await?;
         Ok(())
     }
@@ -657,68 +647,19 @@ impl Client {
     /// a lost answer must not finalize twice; poll [`Client::transfer_status`] instead.
     pub async fn finalize(&self, sender: &str, tracking_id: &str) -> Result<(), Error> {
         let url = self.user_url(sender, &["transfer-sessions", tracking_id]);
-        self.send_verified("finalize", sender, false, None, |_| {
-            let rb = self.http.post(url.clone());
-            async move { Ok(rb) }
-        })
+        self.send_verified(
+            "finalize",
+            sender,
+            Need::Session(tracking_id),
+            false,
+            None,
+            |_| {
+                let rb = self.http.post(url.clone());
+                async move { Ok(rb) }
+            },
+        )
         .await?;
         Ok(())
-    }
-
-    /// `GET /users/{sender}/transfers/{tracking_id}`.
-    pub async fn transfer_status(
-        &self,
-        sender: &str,
-        tracking_id: &str,
-    ) -> Result<TransferStatus, Error> {
-        let env: Envelope<TransferStatus> = self
-            .json_verified(
-                "transfer-status",
-                sender,
-                true,
-                Method::GET,
-                self.user_url(sender, &["transfers", tracking_id]),
-                None::<&()>,
-            )
-            .await?;
-        Ok(env.data)
-    }
-
-    /// Poll the status until `ACTIVE` (returned, with the recipients' download URLs) or a final
-    /// state (`FAILED`, `DELETED_*`: [`Error::Refused`]); `Temporary` after `timeout`.
-    pub async fn wait_active(
-        &self,
-        sender: &str,
-        tracking_id: &str,
-        timeout: Duration,
-    ) -> Result<TransferStatus, Error> {
-        const OP: &str = "wait-active";
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut interval = Duration::from_millis(50);
-        loop {
-            let st = self.transfer_status(sender, tracking_id).await?;
-            match st.status.state {
-                TransferState::Active => return Ok(st),
-                TransferState::Processing | TransferState::Pending | TransferState::Unknown => {}
-                other => {
-                    return Err(Error::local(
-                        ErrorKind::Refused,
-                        OP,
-                        format!("transfer ended in state {other:?}"),
-                    ));
-                }
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(Error::local(
-                    ErrorKind::Temporary,
-                    OP,
-                    format!("transfer still processing after {timeout:?}"),
-                ));
-            }
-            tokio::time::sleep(interval.min(deadline - now)).await;
-            interval = (interval * 2).min(self.opts.max_poll_interval);
-        }
     }
 
     /// `DELETE /users/{sender}/transfer-sessions/{tracking_id}` (abort). A session that is
@@ -726,14 +667,27 @@ impl Client {
     pub async fn delete_session(&self, sender: &str, tracking_id: &str) -> Result<(), Error> {
         let url = self.user_url(sender, &["transfer-sessions", tracking_id]);
         match self
-            .send_verified("delete-session", sender, true, None, |_| {
-                let rb = self.http.delete(url.clone());
-                async move { Ok(rb) }
-            })
+            .send_verified(
+                "delete-session",
+                sender,
+                Need::Session(tracking_id),
+                true,
+                None,
+                |_| {
+                    let rb = self.http.delete(url.clone());
+                    async move { Ok(rb) }
+                },
+            )
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(404) && e.error_code() != Some(2004) => Ok(()),
+            Ok(_) => {
+                self.tokens.unpin(sender, tracking_id);
+                Ok(())
+            }
+            Err(e) if e.status() == Some(404) && e.error_code() != Some(2004) => {
+                self.tokens.unpin(sender, tracking_id);
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -743,203 +697,8 @@ fn is_token_refusal(e: &Error) -> bool {
     matches!(e.status(), Some(401 | 403)) && e.error_code() == Some(3002)
 }
 
-/// 50–4000 ASCII letters and digits (the `X-CS-ClientId` schema).
-pub fn is_valid_client_id(id: &str) -> bool {
-    (50..=4000).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-fn is_loopback_literal(host: &str) -> bool {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
-}
-
 fn is_language_tag(l: &str) -> bool {
     !l.is_empty() && l.len() <= 35 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-fn location_last_segment(
-    op: &'static str,
-    request: &Url,
-    resp: &Response,
-) -> Result<String, Error> {
-    let loc = resp
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            Error::local(ErrorKind::Temporary, op, "no Location header in the answer")
-        })?;
-    let url = request
-        .join(loc)
-        .map_err(|_| Error::local(ErrorKind::Temporary, op, "unparseable Location header"))?;
-    let seg = url
-        .path_segments()
-        .and_then(|mut s| s.next_back().map(str::to_owned))
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| Error::local(ErrorKind::Temporary, op, "empty Location path"))?;
-    Ok(seg)
-}
-
-async fn read_limited(
-    op: &'static str,
-    mut resp: Response,
-    limit: usize,
-) -> Result<Vec<u8>, Error> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| Error::transport(op, e))? {
-        if buf.len() + chunk.len() > limit {
-            return Err(Error::local(ErrorKind::Temporary, op, "answer too large"));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
-}
-
-async fn read_json<T: DeserializeOwned>(op: &'static str, resp: Response) -> Result<T, Error> {
-    let status = resp.status().as_u16();
-    let body = read_limited(op, resp, MAX_JSON).await?;
-    serde_json::from_slice(&body).map_err(|e| {
-        // A proxy's HTML page or a truncated answer: not our request's fault.
-        Error::Temporary(Detail {
-            operation: op,
-            status: Some(status),
-            error_code: None,
-            message: format!("unexpected answer: {}", sanitize(&e.to_string())),
-        })
-    })
-}
-
-async fn error_from_response(op: &'static str, resp: Response) -> Error {
-    let status = resp.status();
-    let body = read_limited(op, resp, 64 * 1024).await.unwrap_or_default();
-    let api: Option<ApiError> = serde_json::from_slice(&body).ok();
-    let code = api.as_ref().and_then(|a| a.error_code);
-    let message = api
-        .and_then(|a| a.error_message)
-        .map(|m| sanitize(&m))
-        .unwrap_or_else(|| reason(status));
-    Error::from_status(op, status.as_u16(), code, message)
-}
-
-fn reason(status: StatusCode) -> String {
-    status.canonical_reason().unwrap_or("error").to_owned()
-}
-
-/// Last time the upload moved, shared between the body stream and the watchdog.
-#[derive(Clone)]
-struct Progress {
-    start: tokio::time::Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Progress {
-            start: tokio::time::Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
-    }
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-    fn idle(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-}
-
-/// Pass the stream through, record progress, and fail if it does not yield exactly `size`
-/// bytes (a changed source file must not become a silently corrupt upload).
-fn exact_length<S>(
-    stream: S,
-    size: u64,
-    progress: Progress,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static
-where
-    S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-{
-    let mut seen = 0u64;
-    let mut checked = false;
-    stream
-        .map(Some)
-        .chain(futures_util::stream::once(async { None }))
-        .filter_map(move |item| {
-            progress.touch();
-            let out = match item {
-                Some(Ok(b)) => {
-                    seen += b.len() as u64;
-                    if seen > size {
-                        Some(Err(std::io::Error::other("source longer than declared")))
-                    } else {
-                        Some(Ok(b))
-                    }
-                }
-                Some(Err(e)) => Some(Err(e)),
-                None if !checked && seen != size => {
-                    checked = true;
-                    Some(Err(std::io::Error::other("source shorter than declared")))
-                }
-                None => None,
-            };
-            async move { out }
-        })
-}
-
-/// The client id to use: [`load_client_id`], except that with `url = "embedded"` and no id
-/// configured a random one is generated (the embedded emulator trusts every well-formed id).
-pub fn resolve_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::ConfigError> {
-    if cfg.url == "embedded" && cfg.client_id.is_none() && cfg.client_id_file.is_none() {
-        use rand::Rng;
-        return Ok(rand::rng()
-            .sample_iter(&rand::distr::Alphanumeric)
-            .take(64)
-            .map(char::from)
-            .collect());
-    }
-    load_client_id(cfg)
-}
-
-/// The client id from `[cryptshare] client_id` or `client_id_file` (trimmed), validated.
-pub fn load_client_id(cfg: &CryptshareConfig) -> Result<String, crate::config::ConfigError> {
-    use crate::config::ConfigError;
-    let (key, id) = match (&cfg.client_id, &cfg.client_id_file) {
-        (Some(id), None) => ("cryptshare.client_id", id.expose().trim().to_owned()),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::invalid(
-                    "cryptshare.client_id_file",
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            ("cryptshare.client_id_file", text.trim().to_owned())
-        }
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                "cryptshare.client_id_file",
-                "set either cryptshare.client_id or cryptshare.client_id_file, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(ConfigError::invalid(
-                "cryptshare.client_id",
-                "missing (or set cryptshare.client_id_file)",
-            ));
-        }
-    };
-    if !is_valid_client_id(&id) {
-        // Never echo the value: it is a credential.
-        return Err(ConfigError::invalid(
-            key,
-            format!(
-                "must be 50 to 4000 letters and digits (got {} characters)",
-                id.chars().count()
-            ),
-        ));
-    }
-    Ok(id)
 }
 
 #[cfg(test)]
@@ -950,46 +709,6 @@ mod tests {
 
     fn cfg() -> CryptshareConfig {
         CryptshareConfig::default()
-    }
-
-    #[test]
-    fn client_id_from_config_or_file() {
-        let mut c = cfg();
-        c.client_id = Some(format!(" {ID}\n").into());
-        assert_eq!(load_client_id(&c).unwrap(), ID);
-
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("id");
-        std::fs::write(&f, format!("{ID}\n")).unwrap();
-        let mut c = cfg();
-        c.client_id_file = Some(f.clone());
-        assert_eq!(load_client_id(&c).unwrap(), ID);
-
-        std::fs::write(&f, "secret-but-short").unwrap();
-        let e = load_client_id(&c).unwrap_err().to_string();
-        assert!(e.starts_with("cryptshare.client_id_file: "), "{e}");
-        assert!(!e.contains("secret"), "the value must not be echoed: {e}");
-
-        c.client_id_file = Some(dir.path().join("missing"));
-        assert!(load_client_id(&c).is_err());
-        assert!(
-            load_client_id(&cfg())
-                .unwrap_err()
-                .to_string()
-                .starts_with("cryptshare.client_id:")
-        );
-    }
-
-    #[test]
-    fn embedded_without_id_gets_a_random_one() {
-        let c = cfg();
-        assert_eq!(c.url, "embedded");
-        let a = resolve_client_id(&c).unwrap();
-        assert!(is_valid_client_id(&a));
-        assert_ne!(a, resolve_client_id(&c).unwrap());
-        let mut c = cfg();
-        c.url = "https://cs.example".into();
-        assert!(resolve_client_id(&c).is_err());
     }
 
     #[test]
@@ -1011,13 +730,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.api_url(), "https://cs.example/base/api");
+        let m = || Arc::new(Metrics::new());
         let mut cfg = cfg();
         assert!(
-            Client::from_config(&cfg, ID.into()).is_err(),
-            "embedded has no URL"
+            Client::from_config(&cfg, None, m()).is_err(),
+            "embedded needs the emulator's URL"
         );
+        let c = Client::from_config(&cfg, Some("http://127.0.0.1:1"), m()).unwrap();
+        assert_eq!(c.api_url(), "http://127.0.0.1:1/api");
         cfg.url = "https://cs.example".into();
-        assert!(Client::from_config(&cfg, ID.into()).is_ok());
+        assert!(
+            Client::from_config(&cfg, None, m()).is_err(),
+            "a remote server needs a client id"
+        );
+        cfg.client_id = Some(ID.to_string().into());
+        assert!(Client::from_config(&cfg, None, m()).is_ok());
     }
 
     #[test]

@@ -32,7 +32,8 @@ impl fmt::Display for Detail {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// Connect/timeout/transport errors, 5xx, 429, 404 (unsupported version, vanished entity).
+    /// Connect/timeout/transport errors, 5xx, 429, 404 (unsupported version, vanished entity),
+    /// and every error answer without a Cryptshare `errorCode` (a proxy's page).
     #[error("cryptshare temporary failure: {0}")]
     Temporary(Detail),
     /// 403 3010/3011 (policy), 409 2001 (settings or size), a transfer that ended `FAILED`.
@@ -196,9 +197,12 @@ impl Error {
     }
 }
 
-/// HTTP status + errorCode → class.
+/// HTTP status + errorCode → class. Only a Cryptshare `errorCode` can make a refusal
+/// permanent (or the client's fault): an error answer without one comes from something in
+/// between — a reverse proxy's bare 403/413/502 page, a load balancer — and is temporary.
 pub fn classify(status: u16, error_code: Option<i32>) -> ErrorKind {
     match (status, error_code) {
+        (_, None) => ErrorKind::Temporary,
         (401, _) | (403, Some(3001 | 3002)) => ErrorKind::Auth,
         (403, Some(3010 | 3011)) => ErrorKind::Refused,
         (409, _) | (413, _) | (410, _) => ErrorKind::Refused,
@@ -243,6 +247,10 @@ mod tests {
         assert_eq!(classify(403, Some(3001)), ErrorKind::Auth);
         assert_eq!(classify(400, Some(1002)), ErrorKind::Invalid);
         assert_eq!(classify(400, Some(1004)), ErrorKind::Invalid);
+        // No errorCode: a proxy's page, never permanent, never "our bug".
+        for s in [400, 401, 403, 404, 409, 410, 413, 502, 503] {
+            assert_eq!(classify(s, None), ErrorKind::Temporary, "{s}");
+        }
     }
 
     #[test]

@@ -6,12 +6,18 @@
 //! load_client_id(&CryptshareConfig) -> Result<String, config::ConfigError>
 //! resolve_client_id(&CryptshareConfig)   // as load_client_id; random id for "embedded" w/o id
 //! ClientOptions { minimum_minor_api_version, timeout, ca_file, retries, retry_backoff,
-//!                 max_poll_interval }            ClientOptions::from_config(&CryptshareConfig)
+//!                 max_poll_interval, metrics: Arc<ops::Metrics>, processing_limit,
+//!                 token_reserve }
+//! ClientOptions::from_config(&CryptshareConfig, Arc<Metrics>)
 //! Client::new(base_url: &str, client_id: String, ClientOptions) -> Result<Client, Error>
-//! Client::from_config(&CryptshareConfig, client_id: String) -> Result<Client, Error>  (not "embedded")
+//! Client::from_config(&CryptshareConfig, embedded_url: Option<&str>, Arc<Metrics>)
+//!     // cfg.url, or the emulator's URL for "embedded"; client id loaded (random for embedded)
 //!
-//! // every call takes the envelope sender; tokens are fetched, cached per sender (until
-//! // validUntil − 30 s) and renewed once on 401/403 errorCode 3002 internally
+//! // every call takes the envelope sender; tokens are fetched and cached per sender, and a
+//! // transfer session keeps the token it was created with to its end (module `token`);
+//! // a refusal with 401/403 errorCode 3002 re-verifies once internally
+//! client.session_token(sender, tracking_id) -> Option<(token, valid_until)>   // to persist
+//! client.restore_session_token(sender, tracking_id, token, valid_until)     // after a restart
 //! client.transfer_policy(sender, &[String]) -> TransferPolicyResult
 //! client.create_session(sender, language: Option<&str>, &NewTransferSession) -> tracking_id
 //! client.patch_settings(sender, tracking_id, &TransferSessionPatch) -> TransferSession
@@ -24,24 +30,33 @@
 //! client.finalize(sender, tracking_id)
 //! client.transfer_status(sender, tracking_id) -> TransferStatus
 //! client.wait_active(sender, tracking_id, timeout) -> TransferStatus   // .download_urls()
+//! client.wait_processed(sender, tracking_id)     // wait_active up to opts.processing_limit
 //! client.delete_session(sender, tracking_id)                          // 404 counts as done
 //! ```
 //!
-//! Embedded mode: `let sim = sim::Emulator::start(sim::SimOptions::embedded(&config)).await?;`
-//! then `Client::new(&sim.url(), resolve_client_id(&config.cryptshare)?,
-//! ClientOptions::from_config(&config.cryptshare))`; keep `sim` (the handle) alive.
+//! Embedded mode: `let sim = sim::Emulator::embedded(&config).await?;` then
+//! `Client::from_config(&config.cryptshare, Some(&sim.url()), metrics)`; keep `sim` (the
+//! handle) alive.
 //!
 //! Errors: [`Error`] = `Temporary | Refused | Auth | Invalid`, each with a [`Detail`]
-//! (operation, HTTP status, errorCode, message without secrets); `is_temporary()` etc.
+//! (operation, HTTP status, errorCode, message without secrets); `is_temporary()` etc. Only
+//! an answer with a Cryptshare `errorCode` can be permanent; one without (a proxy's page) is
+//! `Temporary`. Responses are read leniently: explicit `null` = absent, unknown fields ignored.
 //!
 //! Retries (with doubling backoff) only for idempotent calls: GET, PUT (upload), DELETE, the
 //! token request and the side-effect-free transfer-policy check. Uploads always carry an
 //! explicit `Content-Length`, are streamed, and time out only when no progress is made.
 
 mod client;
+mod client_id;
 pub mod error;
+mod status;
+mod token;
+mod transport;
 pub mod types;
+mod upload;
 
-pub use client::{Client, ClientOptions, is_valid_client_id, load_client_id, resolve_client_id};
+pub use client::{Client, ClientOptions};
+pub use client_id::{is_valid_client_id, load_client_id, resolve_client_id};
 pub use error::{Detail, Error, ErrorKind};
 pub use types::*;

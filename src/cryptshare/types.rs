@@ -2,17 +2,53 @@
 //! (`openapi-1.8.json`, `components.schemas`). Shared by the client and the emulator.
 //!
 //! Every optional property is `Option` and omitted when absent: the OpenAPI file declares no
-//! property as `nullable`, so a server that is faithful to it never sends `null`.
+//! property as `nullable`, so a faithful server never sends `null`. Reading, the client is
+//! lenient all the same (a real server, or a newer minor version, may do both): an explicit
+//! `null` counts as absent (its default), unknown properties are ignored (no
+//! `deny_unknown_fields` on any type here), unknown transfer states are `Unknown`.
 
+use std::cell::Cell;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// `null` or absent → the default.
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+thread_local! {
+    static EXPLICIT_NULLS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Absent optional properties are omitted, except inside [`with_explicit_nulls`].
+fn skip_none<T>(v: &Option<T>) -> bool {
+    v.is_none() && !EXPLICIT_NULLS.with(Cell::get)
+}
+
+/// Run `f` (a serialization) with absent optional properties written as explicit `null`: the
+/// emulator's `nulls_and_extra_fields` switch. Synchronous, so the flag cannot leak to
+/// another task.
+pub(crate) fn with_explicit_nulls<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            EXPLICIT_NULLS.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(EXPLICIT_NULLS.with(|c| c.replace(true)));
+    f()
+}
 
 /// `{"data": …, "meta": {}}`, the wrapper of every successful JSON response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope<T> {
     pub data: T,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub meta: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -39,12 +75,12 @@ pub struct ApiError {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerificationStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub valid_until: Option<String>,
     /// `CLIENT_ID` / `EMAIL` (the prose docs spell them `clientId` / `email`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub verification_methods: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub verified: bool,
 }
 
@@ -53,7 +89,7 @@ pub struct VerificationStatus {
 #[serde(rename_all = "camelCase")]
 pub struct VerificationToken {
     pub token: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub valid_until: Option<String>,
 }
 
@@ -70,7 +106,7 @@ impl fmt::Debug for VerificationToken {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestVerificationBody {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub verification_code: Option<String>,
 }
 
@@ -84,11 +120,11 @@ pub struct TransferPolicyRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TransferPolicyResult {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub allowed: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub failed_recipients: Option<Vec<FailedRecipient>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub settings: Option<TransferPolicySettings>,
 }
 
@@ -105,30 +141,30 @@ pub struct FailedRecipient {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TransferPolicySettings {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub confidential_message_allowed: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub confidential_message_required: bool,
     /// Days.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub max_retention_period: i64,
     /// Bytes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub max_total_size: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub recipient_notification_editable: bool,
     /// Ordered by priority; the first one is the default.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub security_modes: Vec<PolicySecurityMode>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub send_download_notifications_changeable: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub send_download_notifications_default: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub show_file_names_changeable: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub show_file_names_default: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub show_zip_file_content_default: bool,
 }
 
@@ -149,7 +185,7 @@ impl TransferPolicySettings {
 pub struct PolicySecurityMode {
     /// `ONE_TIME_PASSWORD`, `QUICK` or `EID`.
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub config: PolicySecurityModeConfig,
 }
 
@@ -182,9 +218,9 @@ impl PasswordMode {
 /// Schema `Sender`: contact details; the address itself is the path segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sender {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub phone: Option<String>,
 }
 
@@ -203,11 +239,11 @@ impl Recipient {
 /// Schema `Recipients`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipients {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub to: Vec<Recipient>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub cc: Vec<Recipient>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub bcc: Vec<Recipient>,
 }
 
@@ -225,19 +261,19 @@ impl Recipients {
 /// Schema `TransferSessionCreationOptions`: the body of "create transfer session".
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewTransferSession {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub sender: Sender,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub recipients: Recipients,
 }
 
 /// Schema `TransferNotificationMessage`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationMessage {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub subject: Option<String>,
     /// May contain HTML.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub body: Option<String>,
 }
 
@@ -245,7 +281,7 @@ pub struct NotificationMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityMode {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub config: SecurityModeConfig,
 }
 
@@ -266,9 +302,9 @@ impl SecurityMode {
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityModeConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub password_mode: Option<PasswordMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub password: Option<String>,
 }
 
@@ -285,37 +321,37 @@ impl fmt::Debug for SecurityModeConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TransferSessionPatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub sender: Option<Sender>,
     /// ISO 8601 with `T` and numeric offset, see [`format_date_time`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub expiration_date: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub security_mode: Option<SecurityMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub notification_message: Option<NotificationMessage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub sender_language: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub recipient_language: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub show_file_names: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub show_zip_file_content: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub send_recipient_notification: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub send_upload_summary: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub send_download_notifications: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub send_download_summary: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub classification_id: Option<String>,
     /// `SHA256` for the checksums this client sends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub file_checksum_algorithm: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub confidential_message_file_id: Option<String>,
 }
 
@@ -323,39 +359,39 @@ pub struct TransferSessionPatch {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TransferSession {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub sender: Option<Sender>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub recipients: Option<Recipients>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub expiration_date: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub security_mode: Option<SecurityMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub notification_message: Option<NotificationMessage>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub sender_language: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub recipient_language: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub show_file_names: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub show_zip_file_content: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub send_recipient_notification: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub send_upload_summary: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub send_download_notifications: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub send_download_summary: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub classification_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub file_checksum_algorithm: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub confidential_message_file_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub files: Option<Vec<TransferSessionFile>>,
 }
 
@@ -366,9 +402,9 @@ pub struct TransferSessionFile {
     pub id: String,
     pub file_name: String,
     pub size: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub checksum: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub href: Option<String>,
     /// `INITIALIZED`, `UPLOADED`, `ACTIVE` or `REMOVED`.
     pub state: String,
@@ -380,7 +416,7 @@ pub struct TransferSessionFile {
 pub struct NewTransferFile {
     pub file_name: String,
     pub size: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub checksum: Option<String>,
 }
 
@@ -394,9 +430,9 @@ pub struct FileId {
 /// Schema `TransferStatus`: the answer to polling after finalize.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TransferStatus {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub transfer: TransferSession,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub status: StatusDto,
 }
 
@@ -432,17 +468,17 @@ pub enum TransferState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusDto {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub state: TransferState,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub warnings: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub eml_creation_failed: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub sender: Option<SenderStatus>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub recipients: Vec<RecipientStatus>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub files: Vec<FileStatus>,
 }
 
@@ -450,9 +486,9 @@ pub struct StatusDto {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SenderStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub email: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub notification_failed: bool,
 }
 
@@ -460,15 +496,15 @@ pub struct SenderStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecipientStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub mail: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub download_url: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub notification_failed: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub file_downloads: Vec<FileDownloads>,
 }
 
@@ -476,7 +512,7 @@ pub struct RecipientStatus {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FileDownloads {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub downloads: Vec<Download>,
 }
 
@@ -494,9 +530,9 @@ pub struct Download {
 #[serde(rename_all = "camelCase")]
 pub struct FileStatus {
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub removed: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub removal_cause: Option<String>,
 }
 
@@ -505,10 +541,11 @@ pub struct FileStatus {
 #[serde(rename_all = "camelCase")]
 pub struct TransferBasicInfo {
     pub tracking_id: String,
+    #[serde(default, deserialize_with = "nullable")]
     pub state: TransferState,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub recipients: Vec<RecipientStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub href: Option<String>,
 }
 
@@ -527,9 +564,9 @@ pub struct TransferFile {
     pub id: String,
     pub file_name: String,
     pub size: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub checksum: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "skip_none")]
     pub href: Option<String>,
 }
 

@@ -18,15 +18,12 @@ use crate::cryptshare;
 use crate::ops::audit::AuditLog;
 use crate::ops::metrics::{Metrics, TransactionGuard, TxOutcome};
 use crate::policy::Rules;
-use crate::sim::{Emulator, EmulatorHandle, SimOptions};
+use crate::sim::{Emulator, EmulatorHandle};
 use crate::envelope::{Extensions, MailFrom, RcptTo};
 use crate::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
 use crate::outbound::{Relay, RelayTransaction};
 use crate::replies::{self, Reply};
 use crate::store::state::StateStore;
-
-/// A fixed client id for the embedded emulator, which trusts every well-formed id.
-const EMBEDDED_CLIENT_ID: &str = "EmbeddedCryptshareGatewayClient0123456789abcdefghijklmnop";
 
 /// What can change on SIGHUP.
 pub(super) struct Live {
@@ -43,8 +40,6 @@ pub struct Gateway {
     pub(super) recorder: Recorder,
     /// Keeps the embedded emulator running as long as the gateway.
     embedded: Option<EmulatorHandle>,
-    /// How long to wait for a finalized transfer to become active.
-    pub(super) activation_timeout: Duration,
     /// One lock per message key being converted: an upstream that gives up and retries while
     /// the first attempt still runs must wait for it (and then reuse its transfer) instead of
     /// creating a second one or deleting the first one's session.
@@ -59,7 +54,7 @@ impl Gateway {
     pub async fn new(cfg: &Config, metrics: Arc<Metrics>) -> Result<Arc<Gateway>, PipelineError> {
         let relay = Relay::new(cfg)?;
         let state = StateStore::open(&cfg.state.dir)?;
-        let (cryptshare, embedded) = connect_cryptshare(cfg).await?;
+        let (cryptshare, embedded) = connect_cryptshare(cfg, metrics.clone()).await?;
         let log = match &cfg.audit {
             Some(a) => AuditLog::to_file(&a.file)?,
             None => AuditLog::to_tracing(),
@@ -73,7 +68,6 @@ impl Gateway {
             state,
             recorder: Recorder { metrics, log },
             embedded,
-            activation_timeout: cfg.cryptshare.timeout * 2,
             converting: Default::default(),
         });
         let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
@@ -126,34 +120,24 @@ impl Gateway {
 }
 
 /// The Cryptshare server of `[cryptshare]`, or the embedded emulator (started here) for
-/// `url = "embedded"`, with a client for it.
-///
-/// Built with the emulator's and the client's own constructors for a configuration
-/// ([`SimOptions::embedded`], [`cryptshare::Client::from_config`], [`cryptshare::Client::new`]
-/// with [`cryptshare::ClientOptions::from_config`]). Seam: when the emulator offers one
-/// constructor for "embedded from this config" (with its client id fallback), this function
-/// shrinks to that call; nothing else in the pipeline knows how the emulator is started.
+/// `url = "embedded"`, with a client for it: the emulator's and the client's own constructors
+/// for a configuration ([`Emulator::embedded`], [`cryptshare::Client::from_config`]), so nothing
+/// in the pipeline knows how either is set up.
 async fn connect_cryptshare(
     cfg: &Config,
+    metrics: Arc<Metrics>,
 ) -> Result<(cryptshare::Client, Option<EmulatorHandle>), PipelineError> {
-    if cfg.cryptshare.url != "embedded" {
-        let id = cryptshare::load_client_id(&cfg.cryptshare)
-            .map_err(|e| PipelineError::ClientId(e.to_string()))?;
-        return Ok((cryptshare::Client::from_config(&cfg.cryptshare, id)?, None));
-    }
-    let handle = Emulator::start(SimOptions::embedded(cfg))
-        .await
-        .map_err(|e| PipelineError::Embedded(e.to_string()))?;
-    // The emulator trusts every well-formed id: a configured one is used, none is needed.
-    let id = cryptshare::load_client_id(&cfg.cryptshare)
-        .unwrap_or_else(|_| EMBEDDED_CLIENT_ID.to_string());
-    let client = cryptshare::Client::new(
-        &handle.url(),
-        id,
-        cryptshare::ClientOptions::from_config(&cfg.cryptshare),
-    )?;
-    tracing::info!(url = %handle.url(), data = %handle.data_dir().display(), "embedded Cryptshare emulator running");
-    Ok((client, Some(handle)))
+    let embedded = if cfg.cryptshare.url == "embedded" {
+        let handle = Emulator::embedded(cfg)
+            .await
+            .map_err(|e| PipelineError::Embedded(e.to_string()))?;
+        Some(handle)
+    } else {
+        None
+    };
+    let url = embedded.as_ref().map(EmulatorHandle::url);
+    let client = cryptshare::Client::from_config(&cfg.cryptshare, url.as_deref(), metrics)?;
+    Ok((client, embedded))
 }
 
 /// The [`HandlerFactory`] the server runs: one [`GatewayHandler`] per connection.

@@ -61,7 +61,6 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
         message: message.clone(),
         analysis: &c.analysis,
         selection: &c.selection,
-        activation_timeout: gw.activation_timeout,
     };
     let lock = gw.key_lock(&c.key);
     let (converted, spent) = {

@@ -96,7 +96,7 @@ impl Job<'_> {
                             *st
                         } else {
                             self.cs
-                                .wait_active(&sender, &id, self.activation_timeout)
+                                .wait_processed(&sender, &id)
                                 .await
                                 .map_err(unresolved)?
                         };

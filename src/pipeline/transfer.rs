@@ -18,7 +18,7 @@
 //! `recovery`, which deletes the session (or, after finalize, keeps it for the retry).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -132,8 +132,6 @@ pub(super) struct Job<'a> {
     pub message: Arc<Spooled>,
     pub analysis: &'a Analysis,
     pub selection: &'a [PartId],
-    /// How long to wait for a finalized transfer to become active.
-    pub activation_timeout: Duration,
 }
 
 /// What the server's transfer policy allows for this transfer (step 1).
@@ -374,7 +372,7 @@ impl Job<'_> {
         self.cs.finalize(self.sender, id).await?;
         let status = self
             .cs
-            .wait_active(self.sender, id, self.activation_timeout)
+            .wait_processed(self.sender, id)
             .await?;
         Ok(status.download_urls().into_iter().map(|(_, u)| u).collect())
     }

@@ -10,15 +10,17 @@
 //! ```text
 //! Emulator::start(SimOptions::new(listen, data_dir)) -> Result<EmulatorHandle, SimError>
 //! SimOptions::embedded(&config::Config)  // loopback:0, embedded_data_dir or <state.dir>/cryptshare-sim
+//! Emulator::embedded(&config::Config)    // start(SimOptions::embedded(cfg)) + a log line
 //! handle.url() / addr() / data_dir() / mail_dir()
-//! handle.set_policy(SimPolicy) / policy()
+//! handle.set_policy(SimPolicy) / policy()     handle.set_switches(SimSwitches) / switches()
 //! handle.inject_fault(FaultSpec) / clear_faults() / faults()
 //! handle.expire_tokens()                 // every issued token becomes invalid (401/3002)
 //! handle.transfers() -> Vec<FinishedTransfer>   handle.stats() -> SimStats
 //! handle.open_sessions() -> usize       handle.shutdown().await
 //! FaultSpec::status(Endpoint::Upload, 503, None).times(1)      // also ::drop_connection(ep),
 //!     .every_nth(n) / .with_latency(d); JSON: {"endpoint":"upload","status":503,"count":1,
-//!     "latency_ms":200,"drop_connection":false,"every_nth":0,"error_code":null}
+//!     "latency_ms":200,"drop_connection":false,"proxy_page":false,"every_nth":0,"error_code":null}
+//! FaultSpec::proxy_page(Endpoint::Any, 502)   // a reverse proxy's HTML page, no errorCode
 //! ```
 //!
 //! Files: `DATA/files/<tracking-id>/<file-id>`; mails: `DATA/mails/<tracking-id>-recipient-
@@ -29,7 +31,24 @@
 //! shows a password form, the file list, or streams the file.
 //!
 //! Runtime control over HTTP (for the binary): `GET|POST|DELETE /_sim/faults`,
-//! `GET|PUT /_sim/policy`, `POST /_sim/expire-tokens`, `GET /_sim/state`.
+//! `GET|PUT /_sim/policy`, `GET|PUT /_sim/switches`, `POST /_sim/expire-tokens`,
+//! `GET /_sim/state`.
+//!
+//! Strictness switches ([`SimSwitches`]; `cryptshare-sim` flags in brackets; all off by
+//! default, a permissive, well-configured server):
+//!
+//! ```text
+//! token validity           SimOptions::token_validity [--token-validity S]: tokens expire at
+//!                          their validUntil (401/3002 after), default 3600 s
+//! bind_session_tokens      [--bind-session-tokens] a session accepts only its creating token
+//! token_rate_limit: N      [--token-rate-limit N] N tokens/minute per sender+client id, 429/2007
+//! processing_time          [--processing-ms MS] finalized transfers stay PROCESSING that long
+//! nulls_and_extra_fields   [--nulls-and-extra-fields] explicit nulls + "simExtension" objects
+//! FaultSpec::proxy_page    [--proxy-page STATUS] bare HTML error page, no errorCode; JSON
+//!                          {"endpoint":"any","status":502,"proxy_page":true}
+//! ```
+//! JSON of all switches (`--switches`, `PUT /_sim/switches`): `{"nulls_and_extra_fields":false,
+//! "processing_ms":20000,"bind_session_tokens":true,"token_rate_limit":5}`.
 //!
 //! Where the public documentation is silent (API-NOTES §13) the emulator makes the documented
 //! INFERRED choices, restricted to the statuses the OpenAPI file declares per operation:
@@ -37,13 +56,21 @@
 //! or upload (the only policy code declared there); 400/1004 for a duplicate file name;
 //! 409/2001 for PATCH values outside the policy and for finalize with missing uploads;
 //! 401/3002 for an unknown or expired token. A session belongs to the (address, client id) it
-//! was created for, so a renewed token of the same client continues it. Transfer states:
+//! was created for; by default a renewed token of the same client continues it, with
+//! `bind_session_tokens` only the creating token may (403/3002, as the openapi tag
+//! `transfer-session` says; 403 because 401 is not declared for every session operation). Transfer states:
 //! `processing_polls` status polls answer PROCESSING, then ACTIVE, or FAILED when every file
 //! failed its size/checksum check (no mails are sent then).
 
+mod auth;
 mod conn;
+mod control;
+mod files;
 mod mail;
+mod recipient;
 mod server;
+mod sessions;
+mod transfers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,6 +116,26 @@ impl Default for SimPolicy {
     }
 }
 
+/// Strictness switches, changeable at run time (`PUT /_sim/switches`). The default is a
+/// permissive, well-configured server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimSwitches {
+    /// Responses carry explicit `null` for every absent optional property and an extra
+    /// undeclared property (`simExtension`) in every object, as a newer or sloppier server
+    /// might. Off: responses are strictly schema-valid.
+    pub nulls_and_extra_fields: bool,
+    /// A finalized transfer answers `PROCESSING` for this long (in addition to
+    /// `SimOptions::processing_polls`), as a server scanning large files does.
+    #[serde(rename = "processing_ms", with = "opt_millis")]
+    pub processing_time: Option<Duration>,
+    /// Transfer sessions may only be used with the token they were created with (openapi tag
+    /// `transfer-session`): any other token answers 401/3002, even one of the same sender.
+    pub bind_session_tokens: bool,
+    /// At most this many tokens per sender and client id per minute; more answer 429/2007.
+    pub token_rate_limit: Option<u32>,
+}
+
 /// The API operations, for fault injection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -122,7 +169,8 @@ pub enum Endpoint {
 /// One injected fault. Of the calls to `endpoint`, every `every_nth` (0 or 1: every call) is
 /// affected, at most `count` times (`None`: unlimited): after `latency`, the connection is
 /// dropped (`drop_connection`) or answered with `status` and `error_code` (default: the usual
-/// code for that status). Latency alone delays the normal answer.
+/// code for that status) — or, with `proxy_page`, with `status` and a reverse proxy's bare HTML
+/// error page without any Cryptshare `errorCode`. Latency alone delays the normal answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultSpec {
@@ -132,6 +180,7 @@ pub struct FaultSpec {
     #[serde(rename = "latency_ms", with = "opt_millis")]
     pub latency: Option<Duration>,
     pub drop_connection: bool,
+    pub proxy_page: bool,
     pub every_nth: u32,
     pub count: Option<u32>,
 }
@@ -143,6 +192,17 @@ impl FaultSpec {
             endpoint,
             status: Some(status),
             error_code,
+            ..FaultSpec::default()
+        }
+    }
+
+    /// Answer every call to `endpoint` with a reverse proxy's HTML error page (`status`, e.g.
+    /// 403, 413 or 502), without a Cryptshare error body.
+    pub fn proxy_page(endpoint: Endpoint, status: u16) -> Self {
+        FaultSpec {
+            endpoint,
+            status: Some(status),
+            proxy_page: true,
             ..FaultSpec::default()
         }
     }
@@ -211,6 +271,8 @@ pub struct SimOptions {
     /// Base of absolute URLs (`Location`, download links); default: `http://` + the request's
     /// `Host` header.
     pub public_url: Option<String>,
+    /// Strictness switches active from the start.
+    pub switches: SimSwitches,
 }
 
 impl std::fmt::Debug for SimOptions {
@@ -227,6 +289,7 @@ impl std::fmt::Debug for SimOptions {
             .field("processing_polls", &self.processing_polls)
             .field("require_content_length", &self.require_content_length)
             .field("public_url", &self.public_url)
+            .field("switches", &self.switches)
             .finish()
     }
 }
@@ -255,6 +318,7 @@ impl SimOptions {
             processing_polls: 1,
             require_content_length: true,
             public_url: None,
+            switches: SimSwitches::default(),
         }
     }
 }
@@ -326,6 +390,10 @@ pub struct SimStats {
     pub uploads_without_length: u64,
     pub faults_fired: u64,
     pub requests: u64,
+    /// Token requests refused by `SimSwitches::token_rate_limit`.
+    pub tokens_rate_limited: u64,
+    /// Session calls refused because they carried another token than the creating one.
+    pub foreign_token_refusals: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -348,6 +416,14 @@ pub enum SimError {
 pub struct Emulator;
 
 impl Emulator {
+    /// For `cryptshare.url = "embedded"`: [`Emulator::start`] with [`SimOptions::embedded`],
+    /// logging where it runs.
+    pub async fn embedded(cfg: &crate::config::Config) -> Result<EmulatorHandle, SimError> {
+        let handle = Emulator::start(SimOptions::embedded(cfg)).await?;
+        tracing::info!(url = %handle.url(), data = %handle.data_dir().display(), "embedded Cryptshare emulator running");
+        Ok(handle)
+    }
+
     /// Bind, create `DATA/files` and `DATA/mails`, and serve in the background until
     /// [`EmulatorHandle::shutdown`] or until the last handle clone is dropped.
     pub async fn start(opts: SimOptions) -> Result<EmulatorHandle, SimError> {
@@ -442,6 +518,14 @@ impl EmulatorHandle {
 
     pub fn set_policy(&self, policy: SimPolicy) {
         self.state.lock().policy = policy;
+    }
+
+    pub fn switches(&self) -> SimSwitches {
+        self.state.lock().switches.clone()
+    }
+
+    pub fn set_switches(&self, switches: SimSwitches) {
+        self.state.set_switches(switches);
     }
 
     pub fn inject_fault(&self, fault: FaultSpec) {
