@@ -203,29 +203,7 @@ async fn serve(
         .await?;
         tracing::info!(listen = %http.local_addr, "metrics endpoint ready");
     }
-    let next_hop = cfg.relay.next_hop.clone();
-    ops::http::spawn_probe(
-        readiness.clone(),
-        Component::NextHop,
-        PROBE_INTERVAL,
-        move || {
-            let nh = next_hop.clone();
-            async move { ops::http::probe_next_hop(&nh, PROBE_TIMEOUT).await }
-        },
-    );
-    let cs_url = match gateway.embedded() {
-        Some(h) => h.url(),
-        None => cfg.cryptshare.url.clone(),
-    };
-    ops::http::spawn_probe(
-        readiness.clone(),
-        Component::Cryptshare,
-        PROBE_INTERVAL,
-        move || {
-            let url = cs_url.clone();
-            async move { ops::http::probe_cryptshare(&url, PROBE_TIMEOUT).await }
-        },
-    );
+    spawn_probes(&cfg, &gateway, &readiness);
 
     // SIGHUP: re-read the file; a broken one is refused and the old configuration stays.
     let reloader = server.reloader();
@@ -415,8 +393,42 @@ fn restart_only_changes(old: &Config, new: &Config, activated: bool) -> Vec<&'st
     .collect()
 }
 
-const PROBE_INTERVAL: Duration = Duration::from_secs(10);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The checks behind `/readyz`, every `metrics.probe_interval`. Nothing is probed without
+/// `[metrics]` (no one could read the result) or with an interval of 0; the components not
+/// probed count as ready, so that `/readyz` then reflects the listeners and shutdown only.
+fn spawn_probes(cfg: &Config, gateway: &Gateway, readiness: &Arc<Readiness>) {
+    let interval = cfg
+        .metrics
+        .as_ref()
+        .map_or(Duration::ZERO, |m| m.probe_interval);
+    if interval.is_zero() {
+        readiness.set(Component::NextHop, Ok(()));
+        readiness.set(Component::Cryptshare, Ok(()));
+        return;
+    }
+    // The conversation with the next hop may take what a relay connection may take to greet.
+    let (next_hop, helo) = (cfg.relay.next_hop.clone(), cfg.server.hostname.clone());
+    let timeout = cfg.relay.connect_timeout;
+    ops::http::spawn_probe(readiness.clone(), Component::NextHop, interval, move || {
+        let (nh, helo) = (next_hop.clone(), helo.clone());
+        async move { ops::http::probe_next_hop(&nh, &helo, timeout).await }
+    });
+    let cs_url = match gateway.embedded() {
+        Some(h) => h.url(),
+        None => cfg.cryptshare.url.clone(),
+    };
+    ops::http::spawn_probe(
+        readiness.clone(),
+        Component::Cryptshare,
+        interval,
+        move || {
+            let url = cs_url.clone();
+            async move { ops::http::probe_cryptshare(&url, CRYPTSHARE_PROBE_TIMEOUT).await }
+        },
+    );
+}
+
+const CRYPTSHARE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The error and its causes on one line, leaving out a cause whose text the line already carries
 /// (most of our messages name their cause, and anyhow's `{:#}` would print it twice).

@@ -9,6 +9,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod probe;
 
 pub use audit::{AuditFile, AuditLog, AuditRecord, Decision};
 pub use http::{Component, Readiness};
