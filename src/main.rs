@@ -51,12 +51,15 @@ enum Command {
         non_default: bool,
     },
     /// Dry run: which policy matches, which parts would be converted and why. Contacts no server.
+    /// MESSAGE `-` reads standard input (`postcat -bh -q ID | … explain --config FILE -`).
+    /// Without --from / --to the envelope comes from the headers (Return-Path, Sender or From;
+    /// To, Cc and Bcc), and the output says so.
     Explain {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
-        from: String,
-        #[arg(long = "to", required = true)]
+        from: Option<String>,
+        #[arg(long = "to")]
         to: Vec<String>,
         #[arg(long)]
         json: bool,
@@ -104,7 +107,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match cryptshare_gateway::pipeline::explain(&cfg, &from, &to, &message, json) {
+            match cryptshare_gateway::pipeline::explain_with(
+                &cfg,
+                from.as_deref(),
+                &to,
+                &message,
+                json,
+            ) {
                 Ok(out) => {
                     print!("{out}");
                     ExitCode::SUCCESS
