@@ -50,6 +50,17 @@ enum Command {
         #[arg(short = 'n', long)]
         non_default: bool,
     },
+    /// What the gateway did with a message: its audit records (`[audit] file` and uncompressed
+    /// rotations) and state records (`state.dir`), one line each or JSON. Exit 0 when something
+    /// was found, 1 when nothing was, 2 on a configuration or read error.
+    Find {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        key: FindKey,
+        #[arg(long)]
+        json: bool,
+    },
     /// Dry run: which policy matches, which parts would be converted and why. Contacts no server.
     /// MESSAGE `-` reads standard input (`postcat -bh -q ID | … explain --config FILE -`).
     /// Without --from / --to the envelope comes from the headers (Return-Path, Sender or From;
@@ -65,6 +76,70 @@ enum Command {
         json: bool,
         message: PathBuf,
     },
+}
+
+/// Exactly one thing to look for.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct FindKey {
+    /// The Message-ID header (angle brackets optional).
+    #[arg(long, value_name = "ID")]
+    message_id: Option<String>,
+    /// The Cryptshare transfer's tracking id.
+    #[arg(long, value_name = "ID")]
+    tracking_id: Option<String>,
+    /// The gateway's queue id (in its Received: header and log lines).
+    #[arg(long, value_name = "ID")]
+    queue_id: Option<String>,
+    /// The envelope sender (`<>` for the null sender).
+    #[arg(long, value_name = "ADDR")]
+    sender: Option<String>,
+}
+
+impl FindKey {
+    fn query(&self) -> ops::find::Query {
+        use ops::find::Query;
+        match (&self.message_id, &self.tracking_id, &self.queue_id, &self.sender) {
+            (Some(v), ..) => Query::message_id(v),
+            (_, Some(v), ..) => Query::tracking_id(v),
+            (_, _, Some(v), _) => Query::queue_id(v),
+            (.., Some(v)) => Query::sender(v),
+            // clap's group requires one.
+            (None, None, None, None) => unreachable!("find needs a key"),
+        }
+    }
+}
+
+fn find(config: &std::path::Path, key: &FindKey, json: bool) -> ExitCode {
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let query = key.query();
+    let found = match ops::find::find(&cfg, &query) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("find: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for note in &found.notes {
+        eprintln!("find: {note}");
+    }
+    if json {
+        print!("{}", ops::find::render_json(&query, &found));
+    } else {
+        print!("{}", ops::find::render_text(&found));
+    }
+    if found.is_empty() {
+        eprintln!("find: nothing found for {}", query.describe());
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn main() -> ExitCode {
@@ -93,6 +168,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Find { config, key, json } => find(&config, &key, json),
         Command::Explain {
             config,
             from,

@@ -213,7 +213,11 @@ fn dash_reads_standard_input_like_a_file() {
     let m = dir.path().join("m.eml");
     let args = ["--from", "a@example.org", "--to", "b@x.net", "--json"];
     let from_file = run(dir.path(), &[&args[..], &[m.to_str().unwrap()]].concat());
-    let from_stdin = run_stdin(dir.path(), &[&args[..], &["-"]].concat(), MESSAGE.as_bytes());
+    let from_stdin = run_stdin(
+        dir.path(),
+        &[&args[..], &["-"]].concat(),
+        MESSAGE.as_bytes(),
+    );
     assert_eq!(json_of(&from_stdin), json_of(&from_file));
     let v = json_of(&from_stdin);
     assert_eq!(v["action"], json!("convert"));

@@ -1,10 +1,12 @@
 //! Operations: Prometheus metrics, the ops HTTP endpoint (`/metrics`, `/healthz`, `/readyz`),
-//! systemd notification, log setup with secret redaction, and the per-message audit line.
+//! systemd notification, log setup with secret redaction, the per-message audit line, and
+//! `find` over the audit trail and the state store.
 //!
 //! Nothing here depends on the SMTP, MIME or Cryptshare modules: they call into it.
 
 pub mod activation;
 pub mod audit;
+pub mod find;
 pub mod http;
 pub mod logging;
 pub mod metrics;
