@@ -49,18 +49,96 @@ enum Command {
         #[arg(short = 'n', long)]
         non_default: bool,
     },
+    /// What the gateway did with a message: its audit records (`[audit] file` and uncompressed
+    /// rotations) and state records (`state.dir`), one line each or JSON. Exit 0 when something
+    /// was found, 1 when nothing was, 2 on a configuration or read error.
+    Find {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        key: FindKey,
+        #[arg(long)]
+        json: bool,
+    },
     /// Dry run: which policy matches, which parts would be converted and why. Contacts no server.
+    /// MESSAGE `-` reads standard input (`postcat -bh -q ID | … explain --config FILE -`).
+    /// Without --from / --to the envelope comes from the headers (Return-Path, Sender or From;
+    /// To, Cc and Bcc), and the output says so.
     Explain {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
-        from: String,
-        #[arg(long = "to", required = true)]
+        from: Option<String>,
+        #[arg(long = "to")]
         to: Vec<String>,
         #[arg(long)]
         json: bool,
         message: PathBuf,
     },
+}
+
+/// Exactly one thing to look for.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct FindKey {
+    /// The Message-ID header (angle brackets optional).
+    #[arg(long, value_name = "ID")]
+    message_id: Option<String>,
+    /// The Cryptshare transfer's tracking id.
+    #[arg(long, value_name = "ID")]
+    tracking_id: Option<String>,
+    /// The gateway's queue id (in its Received: header and log lines).
+    #[arg(long, value_name = "ID")]
+    queue_id: Option<String>,
+    /// The envelope sender (`<>` for the null sender).
+    #[arg(long, value_name = "ADDR")]
+    sender: Option<String>,
+}
+
+impl FindKey {
+    fn query(&self) -> ops::find::Query {
+        use ops::find::Query;
+        match (&self.message_id, &self.tracking_id, &self.queue_id, &self.sender) {
+            (Some(v), ..) => Query::message_id(v),
+            (_, Some(v), ..) => Query::tracking_id(v),
+            (_, _, Some(v), _) => Query::queue_id(v),
+            (.., Some(v)) => Query::sender(v),
+            // clap's group requires one.
+            (None, None, None, None) => unreachable!("find needs a key"),
+        }
+    }
+}
+
+fn find(config: &std::path::Path, key: &FindKey, json: bool) -> ExitCode {
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let query = key.query();
+    let found = match ops::find::find(&cfg, &query) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("find: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for note in &found.notes {
+        eprintln!("find: {note}");
+    }
+    if json {
+        print!("{}", ops::find::render_json(&query, &found));
+    } else {
+        print!("{}", ops::find::render_text(&found));
+    }
+    if found.is_empty() {
+        eprintln!("find: nothing found for {}", query.describe());
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn main() -> ExitCode {
@@ -89,6 +167,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Find { config, key, json } => find(&config, &key, json),
         Command::Explain {
             config,
             from,
@@ -103,7 +182,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match cryptshare_gateway::pipeline::explain(&cfg, &from, &to, &message, json) {
+            match cryptshare_gateway::pipeline::explain_with(
+                &cfg,
+                from.as_deref(),
+                &to,
+                &message,
+                json,
+            ) {
                 Ok(out) => {
                     print!("{out}");
                     ExitCode::SUCCESS
@@ -202,29 +287,7 @@ async fn serve(
         .await?;
         tracing::info!(listen = %http.local_addr, "metrics endpoint ready");
     }
-    let next_hop = cfg.relay.next_hop.clone();
-    ops::http::spawn_probe(
-        readiness.clone(),
-        Component::NextHop,
-        PROBE_INTERVAL,
-        move || {
-            let nh = next_hop.clone();
-            async move { ops::http::probe_next_hop(&nh, PROBE_TIMEOUT).await }
-        },
-    );
-    let cs_url = match gateway.embedded() {
-        Some(h) => h.url(),
-        None => cfg.cryptshare.url.clone(),
-    };
-    ops::http::spawn_probe(
-        readiness.clone(),
-        Component::Cryptshare,
-        PROBE_INTERVAL,
-        move || {
-            let url = cs_url.clone();
-            async move { ops::http::probe_cryptshare(&url, PROBE_TIMEOUT).await }
-        },
-    );
+    spawn_probes(&cfg, &gateway, &readiness);
 
     // SIGHUP: re-read the file; a broken one is refused and the old configuration stays.
     let reloader = server.reloader();
@@ -414,8 +477,42 @@ fn restart_only_changes(old: &Config, new: &Config, activated: bool) -> Vec<&'st
     .collect()
 }
 
-const PROBE_INTERVAL: Duration = Duration::from_secs(10);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The checks behind `/readyz`, every `metrics.probe_interval`. Nothing is probed without
+/// `[metrics]` (no one could read the result) or with an interval of 0; the components not
+/// probed count as ready, so that `/readyz` then reflects the listeners and shutdown only.
+fn spawn_probes(cfg: &Config, gateway: &Gateway, readiness: &Arc<Readiness>) {
+    let interval = cfg
+        .metrics
+        .as_ref()
+        .map_or(Duration::ZERO, |m| m.probe_interval);
+    if interval.is_zero() {
+        readiness.set(Component::NextHop, Ok(()));
+        readiness.set(Component::Cryptshare, Ok(()));
+        return;
+    }
+    // The conversation with the next hop may take what a relay connection may take to greet.
+    let (next_hop, helo) = (cfg.relay.next_hop.clone(), cfg.server.hostname.clone());
+    let timeout = cfg.relay.connect_timeout;
+    ops::http::spawn_probe(readiness.clone(), Component::NextHop, interval, move || {
+        let (nh, helo) = (next_hop.clone(), helo.clone());
+        async move { ops::http::probe_next_hop(&nh, &helo, timeout).await }
+    });
+    let cs_url = match gateway.embedded() {
+        Some(h) => h.url(),
+        None => cfg.cryptshare.url.clone(),
+    };
+    ops::http::spawn_probe(
+        readiness.clone(),
+        Component::Cryptshare,
+        interval,
+        move || {
+            let url = cs_url.clone();
+            async move { ops::http::probe_cryptshare(&url, CRYPTSHARE_PROBE_TIMEOUT).await }
+        },
+    );
+}
+
+const CRYPTSHARE_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The error and its causes on one line, leaving out a cause whose text the line already carries
 /// (most of our messages name their cause, and anyhow's `{:#}` would print it twice).

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cryptshare_gateway::config::NextHop;
 use cryptshare_gateway::ops::http::{self, Component, HttpError, Readiness};
 use cryptshare_gateway::ops::metrics::{MessageResult, Metrics, TlsSide, TxOutcome};
 use support::process::python;
@@ -426,71 +425,7 @@ fn refusing_port() -> (tokio::net::TcpSocket, u16) {
     (s, port)
 }
 
-#[tokio::test]
-async fn next_hop_probe_and_probe_task() {
-    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up_hop = NextHop::Smtp {
-        host: "127.0.0.1".into(),
-        port: up.local_addr().unwrap().port(),
-    };
-    assert_eq!(
-        http::probe_next_hop(&up_hop, Duration::from_secs(5)).await,
-        Ok(())
-    );
-
-    let (_reserved, closed_port) = refusing_port();
-    let down_hop = NextHop::Smtp {
-        host: "127.0.0.1".into(),
-        port: closed_port,
-    };
-    let err = http::probe_next_hop(&down_hop, Duration::from_secs(5))
-        .await
-        .unwrap_err();
-    assert!(
-        err.starts_with(&format!("127.0.0.1:{closed_port}: ")),
-        "{err}"
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    assert_eq!(
-        http::probe_next_hop(
-            &NextHop::Maildir(dir.path().to_path_buf()),
-            Duration::from_secs(1)
-        )
-        .await,
-        Ok(())
-    );
-    let missing = dir.path().join("missing");
-    assert_eq!(
-        http::probe_next_hop(&NextHop::Maildir(missing.clone()), Duration::from_secs(1)).await,
-        Err(format!("{}: no such directory", missing.display()))
-    );
-
-    // The probe task records its result; wait for the change instead of sleeping.
-    let readiness = Arc::new(Readiness::new());
-    let mut changes = readiness.subscribe();
-    let task = http::spawn_probe(
-        readiness.clone(),
-        Component::NextHop,
-        Duration::from_secs(3600),
-        move || {
-            let hop = up_hop.clone();
-            async move { http::probe_next_hop(&hop, Duration::from_secs(5)).await }
-        },
-    );
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        changes.wait_for(|s| s.next_hop.is_ok()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    task.abort();
-    assert_eq!(
-        readiness.check(),
-        Err("listeners: not checked yet; cryptshare: not checked yet".into())
-    );
-}
+// The next-hop probe (an SMTP conversation) and the probe task: tests/ops_probe.rs.
 
 #[tokio::test]
 async fn cryptshare_probe() {

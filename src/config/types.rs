@@ -208,6 +208,11 @@ impl Default for StateConfig {
 pub struct MetricsConfig {
     #[serde(with = "parse::one")]
     pub listen: SocketAddr,
+    /// Seconds between the checks behind `/readyz`: an SMTP EHLO/QUIT with the next hop and a
+    /// TCP connect to the Cryptshare server. 0 = no checks (`/readyz` then looks at the
+    /// listeners and shutdown only).
+    #[serde(default = "default_probe_interval", with = "parse::seconds")]
+    pub probe_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -309,6 +314,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_command_timeout() -> Duration {
     Duration::from_secs(600)
+}
+fn default_probe_interval() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_pool_size() -> usize {
     8

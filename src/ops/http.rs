@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::NextHop;
 use crate::ops::metrics::{Format, Metrics};
+use crate::ops::probe::smtp_probe;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -35,7 +36,7 @@ pub enum HttpError {
 pub enum Component {
     /// All SMTP listeners are bound.
     Listeners,
-    /// The next hop answered (TCP connect, or the maildir is a directory).
+    /// The next hop answered greeting and EHLO (or the maildir is a directory).
     NextHop,
     /// The Cryptshare server answered.
     Cryptshare,
@@ -151,8 +152,8 @@ impl Readiness {
     }
 }
 
-/// Run `probe` every `interval` (first run immediately) and record its result for `component`,
-/// until the returned task is aborted.
+/// Run `probe` every `interval` (first run immediately; `interval` must not be zero) and record
+/// its result for `component`, until the returned task is aborted.
 pub fn spawn_probe<F, Fut>(
     readiness: Arc<Readiness>,
     component: Component,
@@ -174,9 +175,14 @@ where
     })
 }
 
-/// Reachability of the next hop: a TCP connect within `timeout` (closed again at once), or for
-/// `maildir:DIR` that the directory exists.
-pub async fn probe_next_hop(next_hop: &NextHop, timeout: Duration) -> Result<(), String> {
+/// Readiness of the next hop: an SMTP greeting and `EHLO helo` answered with 2xx, then `QUIT`
+/// (see [`crate::ops::probe`]), all within `timeout`; for `maildir:DIR`, that the directory
+/// exists.
+pub async fn probe_next_hop(
+    next_hop: &NextHop,
+    helo: &str,
+    timeout: Duration,
+) -> Result<(), String> {
     match next_hop {
         NextHop::Maildir(dir) => {
             if dir.is_dir() {
@@ -185,7 +191,7 @@ pub async fn probe_next_hop(next_hop: &NextHop, timeout: Duration) -> Result<(),
                 Err(format!("{}: no such directory", dir.display()))
             }
         }
-        NextHop::Smtp { host, port } => connect_probe(host, *port, timeout).await,
+        NextHop::Smtp { host, port } => smtp_probe(host, *port, helo, timeout).await,
     }
 }
 

@@ -1,14 +1,17 @@
 //! Operations: Prometheus metrics, the ops HTTP endpoint (`/metrics`, `/healthz`, `/readyz`),
-//! systemd notification, log setup with secret redaction, and the per-message audit line.
+//! systemd notification, log setup with secret redaction, the per-message audit line, and
+//! `find` over the audit trail and the state store.
 //!
 //! Nothing here depends on the SMTP, MIME or Cryptshare modules: they call into it.
 
 pub mod activation;
 pub mod audit;
+pub mod find;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod probe;
 
 pub use audit::{AuditFile, AuditLog, AuditRecord, Decision};
 pub use http::{Component, Readiness};

@@ -1,7 +1,9 @@
-//! `cryptshare-gateway explain`: a dry run over one message file. Contacts no server.
+//! `cryptshare-gateway explain`: a dry run over one message (a file, or `-` for standard input,
+//! as in `postcat -bh -q ID | cryptshare-gateway explain … -`). Contacts no server.
 //!
 //! The decision comes from the same [`plan`](super::plan) step as in `serve`; this file only
-//! renders it (text for a person, the JSON object of SPEC §3 for scripts).
+//! renders it (text for a person, the JSON object of SPEC §3 for scripts). Without `--from` /
+//! `--to` the envelope is taken from the headers ([`Envelope::resolve`]), and the output says so.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,99 @@ pub enum ExplainError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read the message from standard input: {0}")]
+    Stdin(std::io::Error),
+}
+
+/// Where a part of the envelope came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `--from` / `--to`.
+    Option,
+    /// The named header(s) of the message.
+    Header(&'static str),
+    /// Neither given nor in the headers (the null sender, no recipients).
+    Missing,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Option => "option",
+            Source::Header(h) => h,
+            Source::Missing => "none",
+        }
+    }
+}
+
+/// The envelope `explain` assumes, and where each half came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub sender: String,
+    pub sender_source: Source,
+    pub recipients: Vec<String>,
+    pub recipients_source: Source,
+}
+
+impl Envelope {
+    /// `from` / `to` as given; what is missing from the headers of `raw`: the sender from
+    /// `Return-Path:` (what the last MTA recorded as MAIL FROM; `<>` is the null sender), else
+    /// `Sender:`, else the first `From:` address; the recipients from `To:`, `Cc:` and `Bcc:`
+    /// (in that order, each address once).
+    pub fn resolve(from: Option<&str>, to: &[String], raw: &[u8]) -> Envelope {
+        let headers = mail_parser::MessageParser::default().parse_headers(raw);
+        let first = |a: Option<&mail_parser::Address>| {
+            a.and_then(|a| a.iter().find_map(|x| x.address()))
+                .map(str::to_string)
+        };
+        let (sender, sender_source) = match from {
+            Some(f) => (f.to_string(), Source::Option),
+            None => {
+                let h = headers.as_ref();
+                // Raw: `Return-Path: <>` (a bounce) is an address to us, none to a parser.
+                let return_path = h.and_then(|m| m.header_raw("Return-Path")).map(|r| {
+                    let r = r.trim();
+                    let r = r.strip_prefix('<').unwrap_or(r);
+                    let r = r.strip_suffix('>').unwrap_or(r);
+                    r.trim().to_string()
+                });
+                if let Some(r) = return_path {
+                    (r, Source::Header("Return-Path"))
+                } else if let Some(s) = h.and_then(|m| first(m.sender())) {
+                    (s, Source::Header("Sender"))
+                } else if let Some(f) = h.and_then(|m| first(m.from())) {
+                    (f, Source::Header("From"))
+                } else {
+                    (String::new(), Source::Missing)
+                }
+            }
+        };
+        let (recipients, recipients_source) = if !to.is_empty() {
+            (to.to_vec(), Source::Option)
+        } else {
+            let mut all: Vec<String> = Vec::new();
+            if let Some(m) = headers.as_ref() {
+                for list in [m.to(), m.cc(), m.bcc()].into_iter().flatten() {
+                    for a in list.iter().filter_map(|x| x.address()) {
+                        if !all.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+                            all.push(a.to_string());
+                        }
+                    }
+                }
+            }
+            if all.is_empty() {
+                (all, Source::Missing)
+            } else {
+                (all, Source::Header("To/Cc/Bcc"))
+            }
+        };
+        Envelope {
+            sender,
+            sender_source,
+            recipients,
+            recipients_source,
+        }
+    }
 }
 
 /// Analyse `path` as if `from` sent it to `to`, and describe the decision as text or as the
@@ -31,17 +126,42 @@ pub fn explain(
     path: &Path,
     json: bool,
 ) -> Result<String, ExplainError> {
-    let raw = std::fs::read(path).map_err(|source| ExplainError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    explain_with(cfg, Some(from), to, path, json)
+}
+
+/// [`explain`] with `path` = `-` for standard input, and the envelope (each half that is not
+/// given) from the headers, see [`Envelope::resolve`].
+pub fn explain_with(
+    cfg: &Config,
+    from: Option<&str>,
+    to: &[String],
+    path: &Path,
+    json: bool,
+) -> Result<String, ExplainError> {
+    let raw = if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)
+            .map_err(ExplainError::Stdin)?;
+        buf
+    } else {
+        std::fs::read(path).map_err(|source| ExplainError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+    };
+    let env = Envelope::resolve(from, to, &raw);
     let analysis = analyse(&raw);
-    let plan = plan(&Rules::new(&cfg.policy), from, to, &analysis);
+    let plan = plan(
+        &Rules::new(&cfg.policy),
+        &env.sender,
+        &env.recipients,
+        &analysis,
+    );
     let (policy, action, selection) = (plan.policy_name(), plan.action(), &plan.selection);
     Ok(if json {
-        to_json(&analysis, policy, action, selection)
+        to_json(&analysis, &env, policy, action, selection)
     } else {
-        to_text(&analysis, from, to, policy, action, selection)
+        to_text(&analysis, &env, policy, action, selection)
     })
 }
 
@@ -54,7 +174,13 @@ fn part_reason(a: &Analysis, id: usize, sel: &Selection) -> String {
     }
 }
 
-fn to_json(a: &Analysis, policy: Option<&str>, action: Action, sel: &Selection) -> String {
+fn to_json(
+    a: &Analysis,
+    env: &Envelope,
+    policy: Option<&str>,
+    action: Action,
+    sel: &Selection,
+) -> String {
     let attachments: Vec<_> = a
         .parts
         .iter()
@@ -87,6 +213,12 @@ fn to_json(a: &Analysis, policy: Option<&str>, action: Action, sel: &Selection) 
         .collect();
     let f = a.flags;
     let v = json!({
+        "envelope": {
+            "sender": env.sender,
+            "sender_source": env.sender_source.as_str(),
+            "recipients": env.recipients,
+            "recipients_source": env.recipients_source.as_str(),
+        },
         "policy": policy,
         "action": action.as_str(),
         "reason": sel.reason,
@@ -106,15 +238,27 @@ fn to_json(a: &Analysis, policy: Option<&str>, action: Action, sel: &Selection) 
 
 fn to_text(
     a: &Analysis,
-    from: &str,
-    to: &[String],
+    env: &Envelope,
     policy: Option<&str>,
     action: Action,
     sel: &Selection,
 ) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "sender:     {from}");
-    let _ = writeln!(s, "recipients: {}", to.join(", "));
+    let sender = match env.sender_source {
+        Source::Option => env.sender.clone(),
+        Source::Header(h) => format!("{} (from the {h}: header; no --from given)", env.sender),
+        Source::Missing => "<> (no --from given and no Return-Path, Sender or From header)".into(),
+    };
+    let recipients = match env.recipients_source {
+        Source::Option => env.recipients.join(", "),
+        Source::Header(_) => format!(
+            "{} (from the To/Cc/Bcc headers; no --to given)",
+            env.recipients.join(", ")
+        ),
+        Source::Missing => "(none: no --to given and no To, Cc or Bcc header)".into(),
+    };
+    let _ = writeln!(s, "sender:     {}", clean(&sender));
+    let _ = writeln!(s, "recipients: {}", clean(&recipients));
     let _ = writeln!(s, "policy:     {}", policy.unwrap_or("(none)"));
     let _ = writeln!(s, "action:     {} ({})", action.as_str(), sel.reason);
     let f = a.flags;
@@ -163,4 +307,11 @@ fn to_text(
         }
     }
     s
+}
+
+/// Header-derived text for a terminal: no control or bidi characters.
+fn clean(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() && !crate::mime::is_invisible(*c))
+        .collect()
 }

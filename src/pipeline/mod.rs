@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cryptshare;
 
-pub use explain::{ExplainError, explain};
+pub use explain::{Envelope, ExplainError, Source as EnvelopeSource, explain, explain_with};
 pub use gateway::{Gateway, GatewayFactory, GatewayHandler};
 pub use plan::{Action, Plan, plan};
 

@@ -161,6 +161,54 @@ impl StateStore {
     }
 }
 
+/// One record as [`scan`] found it.
+#[derive(Debug)]
+pub struct ScannedRecord {
+    /// The key (the file name without `.json`).
+    pub key: String,
+    pub path: PathBuf,
+    /// The record, or why it could not be read.
+    pub record: Result<Record, StateError>,
+}
+
+/// Every record under `<state_dir>/transfers`, for reading (`find`): opens nothing for writing
+/// and creates nothing; a missing directory holds no records. A record that cannot be read or
+/// parsed comes back as its error, the others still.
+pub fn scan(state_dir: &Path) -> Result<Vec<ScannedRecord>, StateError> {
+    let dir = state_dir.join("transfers");
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StateError::Io { path: dir, source: e }),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(&dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(key) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let path = entry.path();
+        let record = match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| StateError::Corrupt {
+                path: path.clone(),
+                source,
+            }),
+            Err(source) => Err(StateError::Io {
+                path: path.clone(),
+                source,
+            }),
+        };
+        out.push(ScannedRecord {
+            key: key.to_string(),
+            path,
+            record,
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +257,29 @@ mod tests {
         s.put("../../etc/passwd", &r).unwrap();
         assert_eq!(s.get("../../etc/passwd").unwrap(), Some(r));
         assert_eq!(fs::read_dir(d.path().join("transfers")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn scan_reads_every_record_and_creates_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(scan(&d.path().join("missing")).unwrap().is_empty());
+        assert!(!d.path().join("missing").exists());
+        let s = StateStore::open(d.path()).unwrap();
+        let r = Record::Pending {
+            sender: "x@y.z".into(),
+            tracking_id: None,
+            created: 0,
+        };
+        s.put("b", &r).unwrap();
+        fs::write(d.path().join("transfers/a.json"), b"{nope").unwrap();
+        fs::write(d.path().join("transfers/c.tmp.1"), b"{}").unwrap();
+        let found = scan(d.path()).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].key, "a");
+        assert!(matches!(found[0].record, Err(StateError::Corrupt { .. })));
+        assert_eq!(found[1].key, "b");
+        assert_eq!(found[1].record.as_ref().unwrap(), &r);
+        assert_eq!(found[1].path, d.path().join("transfers/b.json"));
     }
 
     #[test]
