@@ -337,6 +337,34 @@ pub fn auth_failed() -> Reply {
 pub fn auth_temp_failure() -> Reply {
     Reply::new(454, [4, 7, 0], "Temporary authentication failure")
 }
+pub fn auth_locked_out() -> Reply {
+    Reply::new(
+        454,
+        [4, 7, 0],
+        "Too many authentication failures from your address, try again later",
+    )
+}
+pub fn command_timeout(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        [4, 4, 2],
+        format!("{hostname} Command timeout, closing connection"),
+    )
+}
+pub fn too_many_connections_from_ip(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        [4, 7, 0],
+        format!("{hostname} Too many connections from your address, try again later"),
+    )
+}
+pub fn too_many_connections(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        [4, 7, 0],
+        format!("{hostname} Too many connections, try again later"),
+    )
+}
 pub fn too_many_auth_failures(hostname: &str) -> Reply {
     Reply::new(
         421,

@@ -81,7 +81,8 @@ fn unknown_keys_and_missing_keys_have_a_line() {
         error("[server]\nmax_mesage_size = 5\n[relay]\nnext_hop = \"a:1\"\n", &[]),
         "FILE:2: server.max_mesage_size: unknown key (valid: listen, listen_tls, hostname, \
          greeting, max_message_size, max_recipients, client_networks, max_connections, \
-         idle_timeout, session_timeout, max_errors, max_received_headers, max_line_length, \
+         max_connections_per_ip, outside_connections_percent, idle_timeout, command_timeout, \
+         session_timeout, outside_session_timeout, max_errors, max_received_headers, max_line_length, \
          spool_memory_limit, shutdown_grace, tls, auth)"
     );
     assert_eq!(
@@ -173,7 +174,8 @@ fn environment_errors_name_the_variable_not_the_file() {
             "blue",
             "CSGW__SERVER__COLOUR: server.colour: unknown key (valid: listen, listen_tls, hostname, \
              greeting, max_message_size, max_recipients, client_networks, max_connections, \
-             idle_timeout, session_timeout, max_errors, max_received_headers, max_line_length, \
+             max_connections_per_ip, outside_connections_percent, idle_timeout, command_timeout, \
+             session_timeout, outside_session_timeout, max_errors, max_received_headers, max_line_length, \
              spool_memory_limit, shutdown_grace, tls, auth)",
         ),
         (

@@ -806,6 +806,7 @@ fn auth_settings(dir: &tempfile::TempDir, cert: &TestCert) -> SessionSettings {
         allow_plaintext: false,
         failure_delay: Duration::from_millis(1),
         max_failures: 2,
+        lockout: Default::default(),
     });
     s
 }

@@ -46,13 +46,26 @@ pub struct ServerConfig {
     #[serde(with = "parse::list")]
     pub client_networks: Vec<IpNet>,
     pub max_connections: usize,
-    /// How long a client may stay silent between commands (RFC 5321 §4.5.3.2: at least 5
-    /// minutes); written in seconds.
+    /// Connections at the same time from one address outside `client_networks` (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+    /// Share of `max_connections` (percent) that clients outside `client_networks` may use
+    /// together; the rest is kept for clients inside.
+    pub outside_connections_percent: u8,
+    /// How long a client may stay silent (RFC 5321 §4.5.3.2 server timeout: 5 minutes);
+    /// written in seconds.
     #[serde(with = "parse::seconds")]
     pub idle_timeout: Duration,
+    /// How long a client may take to send one complete command line once the gateway waits for
+    /// it, however slowly it trickles (seconds; RFC 5321 §4.5.3.2: 5 minutes).
+    #[serde(with = "parse::seconds")]
+    pub command_timeout: Duration,
     /// How long a whole session may last (seconds).
     #[serde(with = "parse::seconds")]
     pub session_timeout: Duration,
+    /// How long a whole session of a client outside `client_networks` may last until it
+    /// authenticates (seconds); then `session_timeout` applies.
+    #[serde(with = "parse::seconds")]
+    pub outside_session_timeout: Duration,
     /// Protocol errors tolerated before the session is closed with 421.
     pub max_errors: u32,
     /// More `Received:` headers than this means a mail loop: 554 5.4.6.
@@ -84,8 +97,12 @@ impl Default for ServerConfig {
                 "::1/128".parse().expect("literal network"),
             ],
             max_connections: 512,
+            max_connections_per_ip: 10,
+            outside_connections_percent: 75,
             idle_timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(300),
             session_timeout: Duration::from_secs(3600),
+            outside_session_timeout: Duration::from_secs(600),
             max_errors: 10,
             max_received_headers: 50,
             max_line_length: 1000,
@@ -118,6 +135,18 @@ pub struct AuthConfig {
     /// Failed AUTH attempts after which the session is closed (421).
     #[serde(default = "default_auth_max_failures")]
     pub max_failures: u32,
+    /// Failed AUTH attempts from one client address (IPv6: one /64), across sessions, within
+    /// `lockout_window` after which that address is locked out (`454 4.7.0`, no password checked).
+    #[serde(default = "default_auth_lockout_failures")]
+    pub lockout_failures: u32,
+    /// The window of `lockout_failures` (seconds); a locked address is let in again once its
+    /// oldest counted failure is older than this.
+    #[serde(default = "default_auth_lockout_window", with = "parse::seconds")]
+    pub lockout_window: Duration,
+    /// Password hashes checked at the same time at most (each argon2 check takes its memory
+    /// cost); fewer when the users file's most expensive hash would exceed 192 MiB in total.
+    #[serde(default = "default_auth_max_concurrent_checks")]
+    pub max_concurrent_checks: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -308,6 +337,15 @@ fn default_auth_failure_delay() -> Duration {
 }
 fn default_auth_max_failures() -> u32 {
     3
+}
+fn default_auth_lockout_failures() -> u32 {
+    10
+}
+fn default_auth_lockout_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_auth_max_concurrent_checks() -> usize {
+    4
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(30)

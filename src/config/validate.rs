@@ -14,6 +14,10 @@ impl Config {
         at_least_1s(&mut self.relay.connect_timeout);
         at_least_1s(&mut self.relay.command_timeout);
         at_least_1s(&mut self.cryptshare.timeout);
+        at_least_1s(&mut self.server.idle_timeout);
+        at_least_1s(&mut self.server.command_timeout);
+        at_least_1s(&mut self.server.session_timeout);
+        at_least_1s(&mut self.server.outside_session_timeout);
     }
 
     /// Checks serde cannot express. Every error names its key.
@@ -67,6 +71,18 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if s.max_connections_per_ip == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_connections_per_ip",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=100).contains(&s.outside_connections_percent) {
+            return Err(ConfigError::invalid(
+                "server.outside_connections_percent",
+                "a percentage from 1 to 100",
+            ));
+        }
         if let Some(tls) = &s.tls {
             for (key, p) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
                 if !p.is_file() {
@@ -87,6 +103,18 @@ impl Config {
             if auth.max_failures == 0 {
                 return Err(ConfigError::invalid(
                     "server.auth.max_failures",
+                    "must be at least 1",
+                ));
+            }
+            if auth.lockout_failures == 0 {
+                return Err(ConfigError::invalid(
+                    "server.auth.lockout_failures",
+                    "must be at least 1",
+                ));
+            }
+            if auth.max_concurrent_checks == 0 {
+                return Err(ConfigError::invalid(
+                    "server.auth.max_concurrent_checks",
                     "must be at least 1",
                 ));
             }

@@ -33,6 +33,12 @@ impl<H: Handler> Session<H> {
         if self.tx.is_some() {
             return self.error(replies::auth_in_transaction());
         }
+        if self.lockout_applies() && a.lockout.locked(self.info.peer.ip()) {
+            // No password is checked while locked, the right one included: guessing goes on
+            // costing the attacker time, and us no hashing.
+            tracing::warn!(peer = %self.info.peer, "AUTH refused: address locked out after too many failures");
+            return self.error(replies::auth_locked_out());
+        }
         match mechanism {
             smtp_proto::AUTH_PLAIN if initial.is_empty() => {
                 self.state = State::Sasl(SaslStep::Plain);
@@ -95,9 +101,11 @@ impl<H: Handler> Session<H> {
             return self.shutting_down();
         };
         if ok {
-            tracing::info!(peer = %self.info.peer, user = %user, "authenticated");
+            tracing::info!(peer = %self.info.peer, user = %crate::mime::strip_invisible(&user).escape_debug(), "authenticated");
             self.info.auth_user = Some(user);
             self.info.may_relay = true;
+            // The outsider's short session bound was for an unknown client.
+            self.deadline = self.started + self.settings.session_timeout;
             self.reply(replies::auth_ok());
             return Flow::Continue;
         }
@@ -109,7 +117,11 @@ impl<H: Handler> Session<H> {
             return self.error(replies::auth_not_available());
         };
         self.auth_failures += 1;
-        tracing::warn!(peer = %self.info.peer, user = user.unwrap_or(""), failures = self.auth_failures, "authentication failed");
+        if self.lockout_applies() {
+            a.lockout.failed(self.info.peer.ip());
+        }
+        let user = user.map(|u| crate::mime::strip_invisible(u).escape_debug().to_string());
+        tracing::warn!(peer = %self.info.peer, user = user.as_deref().unwrap_or(""), failures = self.auth_failures, "authentication failed");
         // Throttle guessing: each failure waits longer before its reply.
         let delay = a.failure_delay * self.auth_failures;
         if guarded(&self.shutdown.abort, tokio::time::sleep(delay))
@@ -125,6 +137,15 @@ impl<H: Handler> Session<H> {
             return Flow::Close;
         }
         self.error(replies::auth_failed())
+    }
+}
+
+impl<H: Handler> Session<H> {
+    /// The lock-out counts clients outside `client_networks` only (as Postfix exempts
+    /// `mynetworks` from anvil's limits): an internal MTA with a broken password must not lock
+    /// out every sender behind it.
+    fn lockout_applies(&self) -> bool {
+        !self.settings.may_relay(&self.info.peer)
     }
 }
 

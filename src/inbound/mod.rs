@@ -6,7 +6,8 @@
 //!   (MAIL/RCPT), `data.rs` (DATA/BDAT and the content scanner), `auth.rs` (AUTH) and
 //!   `starttls.rs` (STARTTLS).
 //! - `settings.rs`: [`SessionSettings`] from `[server]`; `tls.rs` the server certificate;
-//!   `users.rs` the AUTH users file ([`UserDb`]).
+//!   `users.rs` the AUTH users file ([`UserDb`]); `limits.rs` the per-address limits of clients
+//!   outside `client_networks` (connections, AUTH lock-out).
 //!
 //! The protocol core knows nothing about policies, Cryptshare or the next hop. It drives a
 //! [`Handler`] (one per connection via [`HandlerFactory`]) at the three points where the rest of
@@ -18,6 +19,7 @@
 mod auth;
 mod data;
 mod greeting;
+mod limits;
 mod mail;
 mod server;
 mod session;
@@ -30,6 +32,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 pub use data::TEXT_LINE_MAX;
+pub use limits::{AuthLockout, ConnectionCounts, LOCKOUT_MAX_CLIENTS, client_key};
 pub use server::{Reloader, Server, ServerError};
 pub use session::{ConnectionMeta, ShutdownSignal, serve};
 pub use settings::{AuthSettings, SessionSettings, SettingsError};

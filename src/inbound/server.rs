@@ -3,10 +3,18 @@
 //! session ([`super::serve`]) per connection and shuts down gracefully. Under socket activation it serves the
 //! sockets systemd passed instead ([`Server::bind_with`]).
 //!
-//! # Connection limit
+//! # Connection limits
 //! A slot of the `max_connections` semaphore is taken *before* `accept()`: when all slots are
 //! busy the server stops accepting and further clients wait in the kernel's listen backlog
 //! instead of being accepted and starved.
+//!
+//! Clients outside `client_networks` are counted as well, at accept time and before anything else
+//! happens on the connection ([`ConnectionCounts`]): at most `max_connections_per_ip` from one
+//! address, and together at most `outside_connections_percent` of `max_connections`. One more is
+//! answered `421 4.7.0` with a single non-blocking write and closed at once, so its slot is back
+//! within microseconds, and the remaining share of the slots stays free for clients inside: a
+//! flood from outside can fill at most its own share and never keeps an internal MTA from its
+//! greeting. Both limits are read from the settings current at accept time (reloadable).
 //!
 //! # Graceful shutdown
 //! When the `shutdown` future of [`Server::run`] completes: the listeners are closed, sessions
@@ -32,12 +40,14 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::limits::{ConnectionCounts, Refusal};
 use super::session::{self, ConnectionMeta, ShutdownSignal};
 use super::settings::{SessionSettings, SettingsError};
 use super::{Handler, HandlerFactory};
 use crate::config::Config;
 use crate::ops::activation::InheritedListener;
 use crate::ops::{Metrics, TlsSide};
+use crate::replies;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -79,7 +89,9 @@ pub struct Reloader {
 impl Reloader {
     /// Apply a new configuration to connections accepted from now on.
     pub fn reload(&self, cfg: &Config) -> Result<(), ServerError> {
-        self.replace(SessionSettings::from_config(cfg, self.metrics.clone())?)
+        let mut new = SessionSettings::from_config(cfg, self.metrics.clone())?;
+        new.keep_lockout_of(&self.current());
+        self.replace(new)
     }
 
     /// Install settings built by the caller (tests tune values that have no configuration key).
@@ -163,14 +175,11 @@ impl Server {
         };
         for (key, addrs, implicit_tls) in configured {
             for addr in addrs {
-                let socket =
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|error| ServerError::Bind {
-                            key,
-                            addr: addr.to_string(),
-                            error,
-                        })?;
+                let socket = bind(*addr).map_err(|error| ServerError::Bind {
+                    key,
+                    addr: addr.to_string(),
+                    error,
+                })?;
                 listeners.push(Listener {
                     socket,
                     implicit_tls,
@@ -228,6 +237,7 @@ impl Server {
             shutdown_grace,
         } = self;
         let slots = Arc::new(Semaphore::new(max_connections));
+        let outside = ConnectionCounts::default();
         let signal = ShutdownSignal::default();
         // Every session holds a clone; `recv()` returns None once all of them have ended.
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
@@ -263,11 +273,28 @@ impl Server {
                 }
             };
             let settings = reloader.current();
+            let counted = if settings.may_relay(&peer) {
+                None
+            } else {
+                match outside.try_take(
+                    peer.ip(),
+                    settings.max_connections_per_ip,
+                    settings.outside_limit(max_connections),
+                ) {
+                    Ok(slot) => Some(slot),
+                    Err(why) => {
+                        refuse(stream, peer, why, &settings);
+                        drop(permit);
+                        continue;
+                    }
+                }
+            };
             let handler = factory.handler();
             let signal = signal.clone();
             let alive = alive_tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let _counted = counted;
                 let _alive = alive;
                 connection(stream, peer, implicit_tls, handler, settings, signal).await;
             });
@@ -287,6 +314,36 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(10), alive_rx.recv()).await;
         }
     }
+}
+
+/// Listen backlog: a burst of connections (a flood, or many MTAs after an outage) beyond the
+/// usual 128 would overflow the accept queue, and with SYN cookies a client whose final ACK was
+/// dropped believes it is connected and waits for a greeting that never comes, an insider too.
+/// The kernel caps it at `net.core.somaxconn` (4096 on current kernels).
+const LISTEN_BACKLOG: u32 = 1024;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Answer an over-limit outside client `421 4.7.0` and close: one write that never waits (a
+/// fresh socket's send buffer takes it; a client that made it fail loses only the reply).
+fn refuse(stream: TcpStream, peer: SocketAddr, why: Refusal, settings: &SessionSettings) {
+    let r = match why {
+        Refusal::PerIp => replies::too_many_connections_from_ip(&settings.hostname),
+        Refusal::Outside => replies::too_many_connections(&settings.hostname),
+    };
+    tracing::debug!(%peer, reason = ?why, "connection refused: limit reached");
+    let _ = stream.try_write(&r.to_bytes());
+    // Dropped here: closed. An implicit-TLS client gets the reply in clear text, which it
+    // cannot read, but the close tells it the same.
 }
 
 async fn accept_any(

@@ -44,8 +44,11 @@
 //! # Errors and limits
 //! Protocol errors (unknown commands, syntax, bad sequence, relay denied, over-long lines, AUTH
 //! failures) are counted; after more than `max_errors` the session ends with `421 4.7.0`. The count
-//! starts again after a transaction the handler accepted. Idle and whole-session timeouts end the
-//! session with `421 4.4.2`.
+//! starts again after a transaction the handler accepted. Timeouts end the session with
+//! `421 4.4.2`: `idle_timeout` (silence), `command_timeout` (one command line, from when the
+//! session waits for it: a client trickling a byte every few seconds never goes silent, but it
+//! cannot stretch a command beyond this), and the whole-session bound, `session_timeout` —
+//! `outside_session_timeout` for a client outside `client_networks` until it authenticates.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -162,7 +165,11 @@ pub(super) struct Session<H> {
     pub(super) settings: Arc<SessionSettings>,
     pub(super) info: ConnectionInfo,
     pub(super) shutdown: ShutdownSignal,
+    pub(super) started: Instant,
+    /// End of the whole session (moved when an outside client authenticates).
     pub(super) deadline: Instant,
+    /// When the session began waiting for the command line it is reading (command timeout).
+    pub(super) waiting_since: Instant,
     pub(super) state: State,
     pub(super) line: Vec<u8>,
     pub(super) scratch: Vec<u8>,
@@ -191,13 +198,20 @@ impl<H: Handler> Session<H> {
             auth_user: None,
             may_relay: settings.may_relay(&meta.peer),
         };
-        let deadline = Instant::now() + settings.session_timeout;
+        let started = Instant::now();
+        let bound = if info.may_relay {
+            settings.session_timeout
+        } else {
+            settings.outside_session_timeout.min(settings.session_timeout)
+        };
         Session {
             handler,
             settings,
             info,
             shutdown,
-            deadline,
+            started,
+            deadline: started + bound,
+            waiting_since: started,
             state: State::Command,
             line: Vec::with_capacity(256),
             scratch: Vec::new(),
@@ -249,6 +263,11 @@ impl<H: Handler> Session<H> {
         self.tx.is_none() && matches!(self.state, State::Command | State::Sasl(_))
     }
 
+    /// Reading a command (or SASL) line rather than message data.
+    fn reading_command(&self) -> bool {
+        matches!(self.state, State::Command | State::Sasl(_) | State::SkipLine)
+    }
+
     pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
@@ -260,7 +279,12 @@ impl<H: Handler> Session<H> {
             }
             let now = Instant::now();
             let idle_at = now + self.settings.idle_timeout;
-            let wake = idle_at.min(self.deadline);
+            let command_at = if self.reading_command() {
+                self.waiting_since + self.settings.command_timeout
+            } else {
+                idle_at
+            };
+            let wake = idle_at.min(self.deadline).min(command_at);
             let idle = self.idle();
             let read = tokio::select! {
                 biased;
@@ -282,6 +306,8 @@ impl<H: Handler> Session<H> {
                 Some(Err(_)) => {
                     let r = if wake == self.deadline {
                         replies::session_timeout(&self.settings.hostname)
+                    } else if wake == command_at && command_at < idle_at {
+                        replies::command_timeout(&self.settings.hostname)
                     } else {
                         replies::idle_timeout(&self.settings.hostname)
                     };
@@ -292,7 +318,15 @@ impl<H: Handler> Session<H> {
                 Some(Ok(Ok(0))) | Some(Ok(Err(_))) => return End::Closed,
                 Some(Ok(Ok(n))) => n,
             };
-            match self.ingest(&buf[..n]).await {
+            let flow = self.ingest(&buf[..n]).await;
+            // A new command's clock starts while nothing of it has arrived yet: after a
+            // complete line, after the data, and while not reading commands at all (an
+            // over-long line being skipped is still the same command).
+            let partial = !self.line.is_empty() || matches!(self.state, State::SkipLine);
+            if !self.reading_command() || !partial {
+                self.waiting_since = Instant::now();
+            }
+            match flow {
                 Flow::Continue => {}
                 Flow::Close => {
                     let _ = self.flush(io).await;

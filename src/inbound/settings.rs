@@ -10,6 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio_rustls::TlsAcceptor;
 
+use super::limits::AuthLockout;
 use super::tls::{self, TlsError};
 use super::users::{AuthError, UserDb};
 use crate::config::Config;
@@ -37,6 +38,8 @@ pub struct AuthSettings {
     pub failure_delay: Duration,
     /// Failed attempts after which the session is closed with 421.
     pub max_failures: u32,
+    /// Failed attempts per client address across sessions (`lockout_failures`, `lockout_window`).
+    pub lockout: Arc<AuthLockout>,
 }
 
 /// Everything a session needs from the configuration, resolved once. The server hands each new
@@ -48,8 +51,16 @@ pub struct SessionSettings {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub client_networks: Vec<IpNet>,
+    /// Concurrent connections per address outside `client_networks` (checked at accept).
+    pub max_connections_per_ip: usize,
+    /// Percent of `max_connections` for all clients outside `client_networks` together.
+    pub outside_connections_percent: u8,
     pub idle_timeout: Duration,
+    /// For one complete command line, from when the session waits for it.
+    pub command_timeout: Duration,
     pub session_timeout: Duration,
+    /// Whole-session bound for a client outside `client_networks` until it authenticates.
+    pub outside_session_timeout: Duration,
     pub max_errors: u32,
     pub max_received_headers: usize,
     /// Longest text line with CRLF; 0 = no limit.
@@ -87,8 +98,12 @@ impl SessionSettings {
             max_message_size: d.max_message_size,
             max_recipients: d.max_recipients,
             client_networks: d.client_networks,
+            max_connections_per_ip: d.max_connections_per_ip,
+            outside_connections_percent: d.outside_connections_percent,
             idle_timeout: d.idle_timeout,
+            command_timeout: d.command_timeout,
             session_timeout: d.session_timeout,
+            outside_session_timeout: d.outside_session_timeout,
             max_errors: d.max_errors,
             max_received_headers: d.max_received_headers,
             max_line_length: d.max_line_length,
@@ -112,10 +127,11 @@ impl SessionSettings {
         };
         let auth = match &s.auth {
             Some(a) => Some(AuthSettings {
-                users: UserDb::load(&a.users_file)?,
+                users: UserDb::load(&a.users_file)?.with_max_checks(a.max_concurrent_checks),
                 allow_plaintext: a.allow_plaintext,
                 failure_delay: a.failure_delay,
                 max_failures: a.max_failures,
+                lockout: Arc::new(AuthLockout::new(a.lockout_failures, a.lockout_window)),
             }),
             None => None,
         };
@@ -125,8 +141,12 @@ impl SessionSettings {
             max_message_size: s.max_message_size,
             max_recipients: s.max_recipients,
             client_networks: s.client_networks.clone(),
+            max_connections_per_ip: s.max_connections_per_ip,
+            outside_connections_percent: s.outside_connections_percent,
             idle_timeout: s.idle_timeout,
+            command_timeout: s.command_timeout,
             session_timeout: s.session_timeout,
+            outside_session_timeout: s.outside_session_timeout,
             max_errors: s.max_errors,
             max_received_headers: s.max_received_headers,
             max_line_length: s.max_line_length,
@@ -136,6 +156,20 @@ impl SessionSettings {
             auth,
             metrics,
         })
+    }
+
+    /// Take over the AUTH lock-out counts of the settings these replace (a reload), with the
+    /// new limits.
+    pub fn keep_lockout_of(&mut self, old: &SessionSettings) {
+        if let (Some(new), Some(old)) = (self.auth.as_mut(), old.auth.as_ref()) {
+            let (failures, window) = new.lockout.limits();
+            new.lockout = Arc::new(old.lockout.with_limits(failures, window));
+        }
+    }
+
+    /// Outside connections allowed together, out of `max_connections`.
+    pub fn outside_limit(&self, max_connections: usize) -> usize {
+        (max_connections * usize::from(self.outside_connections_percent) / 100).max(1)
     }
 
     pub(super) fn may_relay(&self, peer: &SocketAddr) -> bool {

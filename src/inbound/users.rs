@@ -1,6 +1,15 @@
 //! SMTP AUTH (RFC 4954) credentials: the `[server.auth] users_file`. The AUTH verb (`auth.rs`)
 //! decides *when* AUTH is allowed (TLS, throttling) and decodes SASL; this module only answers
 //! "are these credentials right".
+//!
+//! # Cost of a check
+//! * Bounded: checks run on the blocking pool, at most `max_concurrent_checks` at a time, fewer
+//!   when the most expensive hash of the file would take more than [`CHECK_MEMORY_BUDGET`]
+//!   together (an argon2 check allocates its whole memory cost: `m=65536` is 64 MiB). A burst
+//!   of AUTH attempts therefore waits instead of allocating gigabytes.
+//! * Constant: an unknown user is checked against a dummy hash made at load time with the
+//!   algorithm and parameters of the most expensive hash in the file, so that it costs what a
+//!   wrong password for that user costs and the reply time does not tell whether a user exists.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,10 +31,18 @@ pub enum AuthError {
     },
 }
 
+/// Memory all concurrent argon2 checks may take together.
+pub const CHECK_MEMORY_BUDGET: u64 = 192 * 1024 * 1024;
+
 /// Users and their password hashes (argon2 PHC strings `$argon2…` or bcrypt `$2a$/$2b$/$2y$`).
 #[derive(Clone)]
 pub struct UserDb {
     users: Arc<HashMap<String, String>>,
+    /// Checked for unknown users (see the module docs).
+    dummy: Arc<String>,
+    /// Memory of one check of the most expensive hash (bytes; 0 for bcrypt).
+    check_memory: u64,
+    checks: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for UserDb {
@@ -36,12 +53,6 @@ impl std::fmt::Debug for UserDb {
             .finish()
     }
 }
-
-/// Verified for unknown users so that the time a lookup takes does not reveal whether the user
-/// exists. The result is ignored.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    bcrypt::hash("not a password", 10).unwrap_or_else(|_| String::from("$2b$10$"))
-});
 
 impl UserDb {
     pub fn load(path: &Path) -> Result<UserDb, AuthError> {
@@ -87,9 +98,34 @@ impl UserDb {
                 return Err(err("duplicate user"));
             }
         }
+        let costliest = users.values().max_by_key(|h| cost(h));
+        let check_memory = costliest.map(|h| argon2_memory(h)).unwrap_or(0);
+        let dummy = match costliest {
+            Some(h) => dummy_like(h),
+            None => dummy_like(""),
+        };
         Ok(UserDb {
             users: Arc::new(users),
-        })
+            dummy: Arc::new(dummy),
+            check_memory,
+            checks: Arc::new(tokio::sync::Semaphore::new(1)),
+        }
+        .with_max_checks(4))
+    }
+
+    /// At most `n` checks at a time, fewer when the memory budget demands it (module docs).
+    pub fn with_max_checks(mut self, n: usize) -> UserDb {
+        let by_memory = match self.check_memory {
+            0 => usize::MAX,
+            m => usize::try_from(CHECK_MEMORY_BUDGET / m).unwrap_or(usize::MAX),
+        };
+        self.checks = Arc::new(tokio::sync::Semaphore::new(n.min(by_memory).max(1)));
+        self
+    }
+
+    /// How many checks may run at the same time.
+    pub fn max_checks(&self) -> usize {
+        self.checks.available_permits()
     }
 
     pub fn len(&self) -> usize {
@@ -100,15 +136,24 @@ impl UserDb {
         self.users.is_empty()
     }
 
-    /// Check a password. CPU-heavy by design (argon2/bcrypt), so it runs on the blocking pool.
+    /// Check a password. CPU-heavy by design (argon2/bcrypt), so it runs on the blocking pool,
+    /// after waiting for one of the bounded check slots (module docs).
     pub async fn verify(&self, user: &str, password: &[u8]) -> bool {
         let hash = self.users.get(user).cloned();
         let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| DUMMY_HASH.clone());
+        let hash = hash.unwrap_or_else(|| self.dummy.as_str().to_owned());
         let password = password.to_vec();
-        let ok = tokio::task::spawn_blocking(move || verify_hash(&hash, &password))
-            .await
-            .unwrap_or(false);
+        let Ok(permit) = self.checks.clone().acquire_owned().await else {
+            return false;
+        };
+        // The permit moves into the blocking task: a session that gives up waiting (shutdown)
+        // does not free the slot before the hash has really finished.
+        let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verify_hash(&hash, &password)
+        })
+        .await
+        .unwrap_or(false);
         ok && known
     }
 }
@@ -117,6 +162,53 @@ fn is_bcrypt(hash: &str) -> bool {
     ["$2a$", "$2b$", "$2x$", "$2y$"]
         .iter()
         .any(|p| hash.starts_with(p))
+}
+
+/// Rough work of checking `hash`, to find the most expensive one: argon2 memory (KiB) times
+/// passes times lanes; bcrypt 2^cost times 64 (a bcrypt cost of 10 is about argon2's default).
+fn cost(hash: &str) -> u128 {
+    if let Some(p) = argon2_params(hash) {
+        return u128::from(p.m_cost()) * u128::from(p.t_cost()) * u128::from(p.p_cost());
+    }
+    bcrypt_cost(hash).map_or(0, |c| (1u128 << c.min(31)) * 64)
+}
+
+fn argon2_params(hash: &str) -> Option<argon2::Params> {
+    let parsed = argon2::PasswordHash::new(hash).ok()?;
+    argon2::Params::try_from(&parsed).ok()
+}
+
+/// Memory one argon2 check of `hash` allocates (bytes); 0 for bcrypt.
+fn argon2_memory(hash: &str) -> u64 {
+    argon2_params(hash).map_or(0, |p| u64::from(p.m_cost()) * 1024)
+}
+
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.get(4..6)?.parse().ok()
+}
+
+/// A hash of a random password with the algorithm and parameters of `like` (bcrypt cost 10 when
+/// `like` is empty or cannot be mirrored).
+fn dummy_like(like: &str) -> String {
+    use argon2::PasswordHasher;
+    let mut secret = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+    if let Ok(parsed) = argon2::PasswordHash::new(like)
+        && let Ok(params) = argon2::Params::try_from(&parsed)
+        && let Ok(alg) = argon2::Algorithm::try_from(parsed.algorithm)
+    {
+        let version = parsed
+            .version
+            .and_then(|v| argon2::Version::try_from(v).ok())
+            .unwrap_or_default();
+        let salt = argon2::password_hash::SaltString::encode_b64(&secret)
+            .expect("16 bytes are a valid salt");
+        if let Ok(h) = argon2::Argon2::new(alg, version, params).hash_password(&secret, &salt) {
+            return h.to_string();
+        }
+    }
+    let cost = bcrypt_cost(like).unwrap_or(10);
+    bcrypt::hash(secret, cost).unwrap_or_else(|_| String::from("$2b$10$"))
 }
 
 fn verify_hash(hash: &str, password: &[u8]) -> bool {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 
 use super::language::{Access, Language};
+use super::text::is_invisible;
 
 /// A file listed in the notice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +126,7 @@ fn escape_html(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            c if is_invisible(c) => {}
             c if c.is_control() => out.push(' '),
             c => out.push(c),
         }
@@ -134,6 +136,7 @@ fn escape_html(s: &str) -> String {
 
 fn clean_text(s: &str) -> String {
     s.chars()
+        .filter(|&c| !is_invisible(c))
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }

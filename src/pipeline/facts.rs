@@ -2,6 +2,7 @@
 //! the subject and the To/Cc split from its headers, and the notification text from its body.
 //!
 //! Everything here is untrusted input on its way into Cryptshare API calls: control characters
+//! and invisible format characters (bidi overrides, zero-width characters: [`mime::is_invisible`])
 //! are removed and every value is bounded.
 
 use crate::mime::{self, Analysis};
@@ -50,10 +51,10 @@ pub(super) fn strip_tag(subject: &str, tag: &str) -> String {
     mime::remove_tag_from_text(subject, tag).unwrap_or_else(|| subject.to_string())
 }
 
-/// Untrusted header text for an API call: no control characters, bounded.
+/// Untrusted header text for an API call: no control or invisible characters, bounded.
 pub(super) fn clean(s: &str, max: usize) -> String {
     s.chars()
-        .filter(|c| !c.is_control())
+        .filter(|&c| !c.is_control() && !mime::is_invisible(c))
         .take(max)
         .collect::<String>()
         .trim()
@@ -91,7 +92,7 @@ pub(super) fn notification_body(raw: &[u8], a: &Analysis) -> Option<String> {
     };
     let text: String = text
         .chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .filter(|&c| (!c.is_control() || c == '\n' || c == '\t') && !mime::is_invisible(c))
         .take(MAX)
         .collect();
     let text = text.trim().to_string();
@@ -144,5 +145,14 @@ mod tests {
         assert_eq!(f.to, vec!["a@y.org", "b@y.org"]);
         assert_eq!(f.cc, vec!["c@z.org"]);
         assert_eq!(f.subject.as_deref(), Some("Hi"));
+    }
+
+    #[test]
+    fn bidi_and_zero_width_leave_names_subjects_and_bodies() {
+        let raw = "From: =?utf-8?q?Mal=E2=80=AEory?= <m@x.org>\r\nSubject: =?utf-8?q?invoice=E2=80=AEfdp.exe=E2=80=8B?=\r\n\r\n";
+        let f = header_facts(raw.as_bytes());
+        assert_eq!(f.from_name.as_deref(), Some("Malory"));
+        assert_eq!(f.subject.as_deref(), Some("invoicefdp.exe"));
+        assert_eq!(clean("a\u{2066}b\u{200D}c", 10), "abc");
     }
 }

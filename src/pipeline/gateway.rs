@@ -1,9 +1,13 @@
 //! The [`Gateway`] every connection shares (relay, Cryptshare client, state store, audit log,
 //! metrics, the live policies) and the SMTP core's [`Handler`] built on it.
 //!
-//! MAIL FROM and RCPT TO go straight to the next hop (cut-through, so the client sees the next
-//! hop's per-recipient verdicts); the end of DATA hands the message to
-//! [`message::process`](super::message::process).
+//! Cut-through: the client sees the next hop's own per-recipient verdicts. MAIL FROM is only
+//! remembered (and answered 250 locally); the next-hop transaction is opened at the first RCPT
+//! TO the session let through, i.e. once relay control has allowed a recipient. A client that
+//! may not relay (outside `client_networks`, not authenticated) therefore never costs a next-hop
+//! connection, however many sessions it opens. A dead next hop or its refusal of the sender is
+//! the reply to that first RCPT (and to every further one of the transaction). The end of DATA
+//! hands the message to [`message::process`](super::message::process).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
@@ -44,6 +48,9 @@ pub struct Gateway {
     /// the first attempt still runs must wait for it (and then reuse its transfer) instead of
     /// creating a second one or deleting the first one's session.
     converting: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// One EHLO at a time learns the next hop's extensions: a burst of new sessions (a flood)
+    /// would otherwise open one probe connection each before the first answer is cached.
+    probing: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
@@ -69,6 +76,7 @@ impl Gateway {
             recorder: Recorder { metrics, log },
             embedded,
             converting: Default::default(),
+            probing: Default::default(),
         });
         let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
         let cleanup = gw.clone();
@@ -149,7 +157,9 @@ impl HandlerFactory for GatewayFactory {
     fn handler(&self) -> GatewayHandler {
         GatewayHandler {
             gw: self.0.clone(),
+            from: None,
             tx: None,
+            refused: None,
             counted: None,
         }
     }
@@ -157,27 +167,48 @@ impl HandlerFactory for GatewayFactory {
 
 pub struct GatewayHandler {
     gw: Arc<Gateway>,
+    /// MAIL FROM of the open transaction, sent to the next hop at the first allowed RCPT.
+    from: Option<MailFrom>,
     tx: Option<RelayTransaction>,
+    /// The next hop's answer when opening its transaction failed: the reply to every RCPT
+    /// of this transaction (one attempt per transaction, not one per recipient).
+    refused: Option<Reply>,
     /// Counts the open transaction; dropped unfinished (RSET, disconnect) it counts as aborted.
     counted: Option<TransactionGuard>,
 }
 
 impl Handler for GatewayHandler {
     async fn extensions(&mut self) -> Extensions {
+        let _one = self.gw.probing.lock().await;
         self.gw.relay.extensions().await
     }
 
     async fn mail_from(&mut self, _info: &ConnectionInfo, from: &MailFrom) -> Reply {
-        let mut tx = self.gw.relay.begin();
-        let r = tx.mail_from(from).await;
-        self.tx = Some(tx);
-        if r.is_positive() {
-            self.counted = Some(self.gw.recorder.metrics.transaction_started());
-        }
-        r
+        self.from = Some(from.clone());
+        self.tx = None;
+        self.refused = None;
+        self.counted = Some(self.gw.recorder.metrics.transaction_started());
+        replies::sender_ok()
     }
 
     async fn rcpt_to(&mut self, _info: &ConnectionInfo, rcpt: &RcptTo) -> Reply {
+        if let Some(r) = &self.refused {
+            return r.clone();
+        }
+        if self.tx.is_none() {
+            let Some(from) = &self.from else {
+                return replies::need_mail();
+            };
+            let mut tx = self.gw.relay.begin();
+            let r = tx.mail_from(from).await;
+            if !r.is_positive() {
+                self.refused = Some(r.clone());
+                // Nothing is open at the next hop; the connection (if any) goes back to the pool.
+                tx.reset().await;
+                return r;
+            }
+            self.tx = Some(tx);
+        }
         match &mut self.tx {
             Some(tx) => tx.rcpt_to(rcpt).await,
             None => replies::need_mail(),
@@ -198,6 +229,8 @@ impl Handler for GatewayHandler {
 
     async fn reset(&mut self) {
         self.counted = None;
+        self.from = None;
+        self.refused = None;
         if let Some(mut tx) = self.tx.take() {
             tx.reset().await;
         }

@@ -166,6 +166,8 @@ impl Job<'_> {
                     .unwrap_or(self.sender)
                     .to_string()
             });
+        // Shown in the notice and sent as the Cryptshare sender name: no bidi tricks.
+        let sender_display = clean(&sender_display, 128);
 
         if let Some(earlier) = self.resume_earlier(&sender_display, started).await? {
             return Ok(earlier);

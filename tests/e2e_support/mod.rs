@@ -104,6 +104,10 @@ impl Gateway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> libc::pid_t {
+        self.process.pid()
+    }
+
     /// Send `signal` (e.g. `libc::SIGTERM`) to the gateway process.
     pub fn signal(&self, signal: i32) {
         self.process.signal(signal);
