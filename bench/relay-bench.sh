@@ -8,7 +8,10 @@
 # Usage: bench/relay-bench.sh [MESSAGES]          (default 30000 per leg)
 # Environment: ROUNDS (5), SESSIONS (20), LENGTH (5120), SOURCE_OPTS (extra smtp-source flags,
 #   e.g. "-d" to send all messages of a session over one connection), RUST_LOG (info: the
-#   gateway logs one line per transaction, as in production), SKIP_BUILD=1.
+#   gateway logs one line per transaction, as in production), SKIP_BUILD=1, BIN (the gateway
+#   binary, default target/release/cryptshare-gateway), BASELINE (a second gateway binary, e.g.
+#   the build before a change: it runs as a third leg in every round, on its own port with the
+#   same configuration, and its ratio is printed next to the gateway's).
 # Needs: postfix (smtp-source, smtp-sink), python3, cargo. Everything listens on 127.0.0.1 only;
 # the gateway relays to smtp-sink (no maildir, no disk writes on the gateway side).
 set -euo pipefail
@@ -20,7 +23,8 @@ ROUNDS=${ROUNDS:-5}
 SESSIONS=${SESSIONS:-20}
 LENGTH=${LENGTH:-5120}
 SOURCE_OPTS=${SOURCE_OPTS:-}
-BIN=target/release/cryptshare-gateway
+BIN=${BIN:-target/release/cryptshare-gateway}
+BASELINE=${BASELINE:-}
 
 for tool in smtp-source smtp-sink python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y postfix python3)" >&2; exit 1; }
@@ -103,6 +107,19 @@ if ! wait_port "$GW_PORT" "${PIDS[-1]}"; then
   cat "$WORK/gw.log" >&2
   exit 2
 fi
+if [ -n "$BASELINE" ]; then
+  BASE_PORT=$(free_port)
+  mkdir -p "$WORK/base"
+  sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$BASE_PORT/" -e "s#$WORK/state#$WORK/base/state#" \
+    "$WORK/gw.toml" >"$WORK/base/gw.toml"
+  RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "$BASELINE" serve --config "$WORK/base/gw.toml" >"$WORK/base/gw.log" 2>&1 &
+  PIDS+=($!)
+  if ! wait_port "$BASE_PORT" "${PIDS[-1]}"; then
+    echo "baseline gateway did not start:" >&2
+    cat "$WORK/base/gw.log" >&2
+    exit 2
+  fi
+fi
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 echo "messages=$MESSAGES per leg, sessions=$SESSIONS, length=$LENGTH, rounds=$ROUNDS, smtp-source opts='$SOURCE_OPTS'"
@@ -110,6 +127,7 @@ SINK_PID=${PIDS[0]}
 GW_PID=${PIDS[1]}
 DIRECT=()
 GATEWAY=()
+BASE=()
 for r in $(seq 1 "$ROUNDS"); do
   s0=$(cpu_ticks "$SINK_PID")
   d=$(run_leg "$SINK_PORT")
@@ -118,7 +136,15 @@ for r in $(seq 1 "$ROUNDS"); do
   s2=$(cpu_ticks "$SINK_PID"); g1=$(cpu_ticks "$GW_PID")
   DIRECT+=("$d")
   GATEWAY+=("$g")
-  echo "round $r: direct $d msg/s, gateway $g msg/s;" \
+  base=""
+  if [ -n "$BASELINE" ]; then
+    b0=$(cpu_ticks "${PIDS[2]}")
+    b=$(run_leg "$BASE_PORT")
+    b1=$(cpu_ticks "${PIDS[2]}")
+    BASE+=("$b")
+    base=", baseline $b msg/s ($(us_per_msg "$b0" "$b1") CPU µs/msg)"
+  fi
+  echo "round $r: direct $d msg/s, gateway $g msg/s$base;" \
     "CPU µs/msg: smtp-sink $(us_per_msg "$s0" "$s1") (direct) / $(us_per_msg "$s1" "$s2") (via gateway)," \
     "gateway $(us_per_msg "$g0" "$g1")"
 done
@@ -127,6 +153,11 @@ G=$(median "${GATEWAY[@]}")
 echo "direct  smtp-source -> smtp-sink:            $D msg/s (median)"
 echo "gateway smtp-source -> gateway -> smtp-sink: $G msg/s (median)"
 python3 -c "print(f'ratio gateway/direct: {$G / $D:.2f} (target >= 0.50)')"
+if [ -n "$BASELINE" ]; then
+  B=$(median "${BASE[@]}")
+  echo "baseline smtp-source -> baseline -> smtp-sink: $B msg/s (median)"
+  python3 -c "print(f'ratio baseline/direct: {$B / $D:.2f}; gateway/baseline: {$G / $B:.2f}')"
+fi
 
 # Sanity: every message went through the gateway with a 250 (needs info logs).
 if [ "${RUST_LOG:-info}" = info ]; then
