@@ -287,6 +287,7 @@ fn state_only_and_pending_records() {
                 sender: "dave@example.org".into(),
                 tracking_id: Some("20261127-101010-PENDING1".into()),
                 created: 1_795_000_000,
+                session: None,
             },
         )
         .unwrap();
@@ -297,6 +298,7 @@ fn state_only_and_pending_records() {
                 sender: "dave@example.org".into(),
                 tracking_id: None,
                 created: 1_795_000_100,
+                session: None,
             },
         )
         .unwrap();

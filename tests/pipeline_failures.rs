@@ -304,3 +304,160 @@ async fn the_same_message_twice_at_once_makes_one_transfer() {
     );
     h.stop().await;
 }
+
+/// The state store's directory, replaced by a plain file (a real failing filesystem
+/// condition, also for root, whom chmod does not stop): every read and write fails.
+fn break_state_dir(h: &Harness) -> std::path::PathBuf {
+    let transfers = h.dir.path().join("state/transfers");
+    let away = h.dir.path().join("state/transfers.away");
+    std::fs::rename(&transfers, &away).unwrap();
+    std::fs::write(&transfers, b"not a directory").unwrap();
+    away
+}
+
+fn mend_state_dir(h: &Harness, away: &std::path::Path) {
+    let transfers = h.dir.path().join("state/transfers");
+    std::fs::remove_file(&transfers).unwrap();
+    std::fs::rename(away, &transfers).unwrap();
+}
+
+/// SPEC §3: a local fault (state store, disk) is `451 4.3.0` with a local text whatever
+/// `on_error` says — not "Cryptshare unavailable", never a bounce, never the original.
+#[tokio::test]
+async fn state_store_failure_is_a_local_451_for_every_on_error() {
+    for on_error in ["tempfail", "deliver-original", "reject"] {
+        let h = Harness::start(&policy(on_error)).await;
+        let away = break_state_dir(&h);
+        let msg = message();
+        let reply = h
+            .send("alice@example.org", &["bob@example.net"], &msg)
+            .await;
+        assert!(
+            reply.starts_with("451 4.3.0 Local error, try again later (state store "),
+            "{on_error}: {reply}"
+        );
+        assert!(
+            reply.ends_with(")\r\n") && reply.lines().count() == 1,
+            "{reply}"
+        );
+        assert!(h.sink.messages().is_empty(), "{on_error}: relayed");
+        assert_eq!(h.emu.stats().sessions_created, 0, "{on_error}");
+        assert_eq!(h.audit()[0]["decision"], "tempfail", "{on_error}");
+        // Mended, the retry converts once.
+        mend_state_dir(&h, &away);
+        let reply = h
+            .send("alice@example.org", &["bob@example.net"], &msg)
+            .await;
+        assert_eq!(reply, OK, "{on_error}");
+        assert_eq!(h.emu.transfers().len(), 1, "{on_error}");
+        h.stop().await;
+    }
+}
+
+/// A transfer is ACTIVE but its status could not be confirmed (pending record kept); the retry
+/// adopts it but cannot write the state store: an after-finalize error, `451` whatever
+/// `on_error` says — never the original (its files are out already), never a bounce.
+#[tokio::test]
+async fn adopt_failure_is_451_for_every_on_error() {
+    for on_error in ["tempfail", "deliver-original", "reject"] {
+        let h = Harness::start(&policy(on_error)).await;
+        h.emu
+            .inject_fault(FaultSpec::status(Endpoint::TransferStatus, 503, None));
+        let msg = message();
+        let reply = h
+            .send("alice@example.org", &["bob@example.net"], &msg)
+            .await;
+        assert!(reply.starts_with("451 4.3.0 "), "{on_error}: {reply}");
+        h.emu.clear_faults();
+        // Reads work, writes fail: the record's temporary file name is taken by a directory.
+        let pending = h.gw.state().pending().unwrap();
+        assert_eq!(pending.len(), 1, "{on_error}");
+        let blocker = h.dir.path().join(format!(
+            "state/transfers/{}.tmp.{}",
+            pending[0].0,
+            std::process::id()
+        ));
+        std::fs::create_dir(&blocker).unwrap();
+        let reply = h
+            .send("alice@example.org", &["bob@example.net"], &msg)
+            .await;
+        assert!(
+            reply.starts_with("451 4.3.0 Cryptshare transfer not confirmed, try again later: "),
+            "{on_error}: {reply}"
+        );
+        assert!(h.sink.messages().is_empty(), "{on_error}: relayed");
+        std::fs::remove_dir(&blocker).unwrap();
+        let reply = h
+            .send("alice@example.org", &["bob@example.net"], &msg)
+            .await;
+        assert_eq!(reply, OK, "{on_error}");
+        assert_eq!(h.emu.transfers().len(), 1, "{on_error}");
+        assert_eq!(h.emu.stats().sessions_created, 1, "{on_error}");
+        h.stop().await;
+    }
+}
+
+/// A finished record whose transfer the server no longer has (deleted, expired) is not reused:
+/// the notice would name a tracking id that does not exist. The retry makes a new transfer.
+#[tokio::test]
+async fn a_finished_record_of_a_transfer_the_server_lost_is_not_reused() {
+    use cryptshare_gateway::store::state::{Record, StoredFile};
+    let h = Harness::start(&policy("tempfail")).await;
+    let msg = message();
+    let key = cryptshare_gateway::pipeline::message_key(
+        "alice@example.org",
+        &["bob@example.net".to_string()],
+        &msg,
+    );
+    let lost = "20260101-000000-LOSTLOST";
+    h.gw.state()
+        .put(
+            &key,
+            &Record::Finished {
+                sender: "alice@example.org".into(),
+                tracking_id: lost.into(),
+                expiration: "2026-01-08".into(),
+                files: vec![StoredFile {
+                    name: "report.pdf".into(),
+                    size: 200 * 1024,
+                    sha256: sha256_hex(&payload(200 * 1024, 11)),
+                }],
+                download_urls: vec![],
+                created: 0,
+            },
+        )
+        .unwrap();
+    let reply = h
+        .send("alice@example.org", &["bob@example.net"], &msg)
+        .await;
+    assert_eq!(reply, OK);
+    let ts = h.emu.transfers();
+    assert_eq!(ts.len(), 1, "no new transfer: {ts:?}");
+    let got = h.sink.messages();
+    let text = String::from_utf8_lossy(split_received(&got[0].data).1).into_owned();
+    assert!(!text.contains(lost), "the notice names the lost transfer");
+    assert!(text.contains(&ts[0].tracking_id));
+    match h.gw.state().get(&key).unwrap() {
+        Some(Record::Finished { tracking_id, .. }) => assert_eq!(tracking_id, ts[0].tracking_id),
+        other => panic!("{other:?}"),
+    }
+    // While the server cannot say whether it still has the transfer: 451, nothing relayed.
+    h.emu
+        .inject_fault(FaultSpec::status(Endpoint::TransferStatus, 503, None));
+    let reply = h
+        .send("alice@example.org", &["bob@example.net"], &msg)
+        .await;
+    assert!(
+        reply.starts_with("451 4.3.0 Cryptshare transfer not confirmed, try again later: "),
+        "{reply}"
+    );
+    assert_eq!(h.sink.messages().len(), 1);
+    h.emu.clear_faults();
+    assert_eq!(
+        h.send("alice@example.org", &["bob@example.net"], &msg)
+            .await,
+        OK
+    );
+    assert_eq!(h.emu.transfers().len(), 1, "reused, not made again");
+    h.stop().await;
+}

@@ -390,6 +390,7 @@ pub fn render_text(found: &Found) -> String {
                 sender,
                 tracking_id,
                 created,
+                ..
             } => {
                 let _ = writeln!(
                     s,
@@ -436,6 +437,7 @@ pub fn render_json(query: &Query, found: &Found) -> String {
                     sender,
                     tracking_id,
                     created,
+                    ..
                 } => json!({
                     "state": "pending", "sender": sender, "tracking_id": tracking_id,
                     "created": unix_time(*created),

@@ -30,11 +30,17 @@ pub(super) enum Failure {
 ///   twice, a `554` would bounce a message whose files went out;
 /// - a permanent refusal by the Cryptshare policy (sender, recipients, size) is never
 ///   retried for days: `554 5.7.1` unless the rule says `deliver-original`;
-/// - everything else (unreachable, timeout, 5xx, 429, token refused, local trouble) is
-///   `451` with `tempfail`, the original with `deliver-original`, `554` with `reject`.
+/// - a local fault (the state store, the disk) is not Cryptshare's and says so: `451 4.3.0`
+///   whatever `on_error` says — the state store is what keeps a retry from making a second
+///   transfer, so neither the original nor a bounce may stand in for it;
+/// - everything else (unreachable, timeout, 5xx, 429, token refused) is `451` with
+///   `tempfail`, the original with `deliver-original`, `554` with `reject`.
 pub(super) fn on_failure(e: &ConvertError, on_error: OnError) -> Failure {
     if e.after_finalize() {
         return Failure::Reply(replies::transfer_not_confirmed(&e.short()));
+    }
+    if is_local(e) {
+        return Failure::Reply(replies::local_error(&e.short()));
     }
     if on_error == OnError::DeliverOriginal {
         return Failure::DeliverOriginal;
@@ -44,6 +50,11 @@ pub(super) fn on_failure(e: &ConvertError, on_error: OnError) -> Failure {
         (false, OnError::Reject) => replies::attachments_not_moved(&e.short()),
         (false, _) => replies::cryptshare_unavailable(&e.short()),
     })
+}
+
+/// The gateway's own trouble, not the Cryptshare Server's.
+fn is_local(e: &ConvertError) -> bool {
+    matches!(e, ConvertError::State(_) | ConvertError::Local(_))
 }
 
 /// What the audit line of one message says, collected step by step, and the clock of its total.
@@ -204,17 +215,35 @@ mod tests {
     }
 
     #[test]
-    fn failure_outcomes_follow_on_error_except_after_finalize() {
-        let temp = || ConvertError::Local("disk full".into());
+    fn failure_outcomes_follow_on_error_except_after_finalize_and_local_faults() {
+        let local = || ConvertError::Local("disk full".into());
+        let temp = || {
+            ConvertError::Cryptshare(crate::cryptshare::Error::local(
+                crate::cryptshare::ErrorKind::Temporary,
+                "upload",
+                "timeout",
+            ))
+        };
         let refused = || ConvertError::PolicyRefused("sender not allowed".into());
         let after = || ConvertError::AfterFinalize("timeout".into());
+        for on_error in [OnError::Tempfail, OnError::Reject, OnError::DeliverOriginal] {
+            assert_eq!(
+                reply(on_failure(&local(), on_error)).as_deref(),
+                Some("451 4.3.0 Local error, try again later (disk full)")
+            );
+        }
+        let brief = temp().short();
         assert_eq!(
-            reply(on_failure(&temp(), OnError::Tempfail)).as_deref(),
-            Some("451 4.3.0 Cryptshare unavailable, try again later: disk full")
+            reply(on_failure(&temp(), OnError::Tempfail)),
+            Some(format!(
+                "451 4.3.0 Cryptshare unavailable, try again later: {brief}"
+            ))
         );
         assert_eq!(
-            reply(on_failure(&temp(), OnError::Reject)).as_deref(),
-            Some("554 5.3.0 Attachments could not be moved to Cryptshare: disk full")
+            reply(on_failure(&temp(), OnError::Reject)),
+            Some(format!(
+                "554 5.3.0 Attachments could not be moved to Cryptshare: {brief}"
+            ))
         );
         assert!(reply(on_failure(&temp(), OnError::DeliverOriginal)).is_none());
         for on_error in [OnError::Tempfail, OnError::Reject] {

@@ -4,17 +4,50 @@
 //! Exactly once rests on the state store: the message key (envelope + bytes) maps to a pending
 //! record (a session is being filled; its tracking id once the server gave one) or a finished one
 //! (the transfer is active). Three moments read it:
-//! - a new attempt at a message ([`Job::resume_earlier`]): reuse a finished transfer, adopt one
-//!   that an earlier attempt finalized but did not record, delete a session it never finalized;
+//! - a new attempt at a message ([`Job::resume_earlier`]): reuse a finished transfer that the
+//!   server still has, adopt one that an earlier attempt finalized but did not record, continue
+//!   a session it never finalized (with the token it was created with, uploading only the files
+//!   the server does not have yet), or delete that session when it cannot be continued;
 //! - a failed attempt ([`Job::clean_up_failed`]): delete its session, unless finalize was sent
 //!   and the transfer may exist — then keep the record so that the retry adopts it;
-//! - the start of the gateway ([`clean_up_pending`]): sessions a crashed run left behind.
+//! - the start of the gateway ([`clean_up_pending`]): sessions a crashed run left behind —
+//!   kept (token restored) while the retry can still continue them, deleted otherwise.
+//!
+//! The window that stays open: the server has created a session but the gateway never learnt
+//! its tracking id (the answer to create-session was lost, or the process died between the
+//! server's 201 and the pending record). API 1.8 lists transfers, not unfinalized sessions, and
+//! a session carries no client-chosen field that could find it again, so such a session cannot
+//! be found; the pending record without tracking id (written before the call) says only that it
+//! may exist. The server's own clean-up of abandoned sessions removes it.
 
 use std::time::{Duration, Instant};
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use super::transfer::{ConvertError, Converted, Job, Progress, single};
-use crate::cryptshare::{self, TransferState};
-use crate::store::state::{Record, StateStore};
+use crate::cryptshare::{self, ErrorKind, TransferSessionFile, TransferState};
+use crate::store::state::{PendingSession, Record, StateStore, StoredFile};
+
+/// A session is kept for the retry to continue only while its token has at least this much of
+/// its validity left (the rest of the workflow must fit in it); older ones are deleted.
+const RESUME_MARGIN: Duration = Duration::from_secs(300);
+
+/// What [`Job::resume_earlier`] found for this message.
+pub(super) enum Resume {
+    /// The transfer of an earlier attempt: the notice is rebuilt from it.
+    Reuse(Converted),
+    /// An unfinished session of an earlier attempt to continue.
+    Continue(Resumed),
+    /// Nothing: make a new transfer.
+    New,
+}
+
+/// An earlier attempt's session, still open on the server.
+pub(super) struct Resumed {
+    pub tracking_id: String,
+    /// The files the server has for it (any state).
+    pub files: Vec<TransferSessionFile>,
+}
 
 /// What became of the session an earlier attempt recorded as pending.
 enum Earlier {
@@ -41,31 +74,82 @@ async fn earlier_transfer(
             _ => Earlier::Unusable,
         }),
         // 404/2004 is an unsupported API version, not an unknown transfer.
-        Err(e) if e.status() == Some(404) && e.error_code() != Some(2004) => {
-            Ok(Earlier::Unfinished)
-        }
+        Err(e) if gone(&e) => Ok(Earlier::Unfinished),
         Err(e) => Err(e),
     }
 }
 
+/// The answer for a session or transfer that the server does not have (404 without 2004, an
+/// unsupported API version).
+fn gone(e: &cryptshare::Error) -> bool {
+    e.status() == Some(404) && e.error_code() != Some(2004)
+}
+
+/// A session file the server has completely.
+fn complete(f: &TransferSessionFile) -> bool {
+    matches!(f.state.as_str(), "UPLOADED" | "ACTIVE")
+}
+
+/// Give the client the token session `id` was created with (after a restart).
+fn restore_token(cs: &cryptshare::Client, sender: &str, id: &str, s: &PendingSession) {
+    let until = UNIX_EPOCH + Duration::from_secs(u64::try_from(s.token_valid_until).unwrap_or(0));
+    if let Err(e) = cs.restore_session_token(sender, id, &s.token, until) {
+        tracing::warn!(tracking_id = %id, error = %e, "the stored token of a session is unusable");
+    }
+}
+
+/// Whether the stored token of a session still leaves time for the rest of a workflow.
+fn resumable(s: Option<&PendingSession>) -> bool {
+    s.is_some_and(|s| {
+        let until =
+            UNIX_EPOCH + Duration::from_secs(u64::try_from(s.token_valid_until).unwrap_or(0));
+        until
+            .duration_since(SystemTime::now())
+            .is_ok_and(|left| left >= RESUME_MARGIN)
+    })
+}
+
 impl Job<'_> {
-    /// The transfer of an earlier attempt at this message, if there is one to reuse; deletes
-    /// the session of an earlier attempt that never finalized. `None`: make a new transfer.
+    /// What an earlier attempt at this message left: a transfer to reuse (still on the server),
+    /// a session to continue, or nothing. A session that cannot be continued is deleted.
     pub(super) async fn resume_earlier(
         &self,
         sender_display: &str,
         started: Instant,
-    ) -> Result<Option<Converted>, ConvertError> {
+    ) -> Result<Resume, ConvertError> {
         match self.state.get(self.key)? {
             Some(Record::Finished {
+                sender,
                 tracking_id,
                 expiration,
                 files,
                 download_urls,
                 ..
             }) => {
+                // The server may have lost it since (deleted, expired): a notice must never
+                // point to a tracking id that no longer exists. Until that is known, only a
+                // retry is safe (the original or a bounce could duplicate or lose the files).
+                let unresolved = |e: cryptshare::Error| ConvertError::AfterFinalize(e.to_string());
+                match earlier_transfer(self.cs, &sender, &tracking_id)
+                    .await
+                    .map_err(unresolved)?
+                {
+                    Earlier::Finalized(st) => {
+                        if st.status.state != TransferState::Active {
+                            self.cs
+                                .wait_processed(&sender, &tracking_id)
+                                .await
+                                .map_err(unresolved)?;
+                        }
+                    }
+                    Earlier::Unusable | Earlier::Unfinished => {
+                        tracing::warn!(tracking_id = %tracking_id, "the recorded transfer of this message is gone from the server; making a new one");
+                        self.state.remove(self.key)?;
+                        return Ok(Resume::New);
+                    }
+                }
                 tracing::info!(tracking_id = %tracking_id, "message seen before: reusing its finished transfer");
-                Ok(Some(Converted {
+                Ok(Resume::Reuse(Converted {
                     tracking_id,
                     expiration,
                     files,
@@ -80,11 +164,15 @@ impl Job<'_> {
             Some(Record::Pending {
                 sender,
                 tracking_id: Some(id),
+                session,
                 ..
             }) => {
+                if let Some(s) = &session {
+                    restore_token(self.cs, &sender, &id, s);
+                }
                 // An earlier attempt died half-way. If it got as far as finalize, the transfer
-                // exists (and its recipients may be notified): adopt it. Otherwise its session
-                // must not become a second transfer: delete it.
+                // exists (and its recipients may be notified): adopt it. Otherwise continue its
+                // session, or delete it: it must not become a second transfer.
                 // Until that is known, only a retry is safe (the original could duplicate files).
                 let unresolved = |e: cryptshare::Error| ConvertError::AfterFinalize(e.to_string());
                 match earlier_transfer(self.cs, &sender, &id)
@@ -101,24 +189,114 @@ impl Job<'_> {
                                 .map_err(unresolved)?
                         };
                         tracing::info!(tracking_id = %id, "message seen before: adopting the transfer an earlier attempt finalized");
-                        return self.adopt(id, st, sender_display, started).await.map(Some);
+                        // Whatever fails now (the state store, the disk) fails with a transfer
+                        // on the server: only the retry, which adopts it again, ends well.
+                        return self
+                            .adopt(id, st, sender_display, started)
+                            .await
+                            .map(Resume::Reuse)
+                            .map_err(|e| match e {
+                                e @ ConvertError::AfterFinalize(_) => e,
+                                e => ConvertError::AfterFinalize(e.short()),
+                            });
                     }
                     Earlier::Unusable => self.state.remove(self.key)?,
                     Earlier::Unfinished => {
-                        if let Err(e) = self.cs.delete_session(&sender, &id).await {
-                            tracing::warn!(tracking_id = %id, error = %e, "cannot delete the unfinished session of an earlier attempt");
-                            return Err(e.into());
+                        if sender == self.sender {
+                            match self.cs.get_session(&sender, &id).await {
+                                Ok(s) => {
+                                    tracing::info!(tracking_id = %id, "message seen before: continuing the session of an earlier attempt");
+                                    return Ok(Resume::Continue(Resumed {
+                                        tracking_id: id,
+                                        files: s.files.unwrap_or_default(),
+                                    }));
+                                }
+                                Err(e) if gone(&e) => {
+                                    self.state.remove(self.key)?;
+                                    return Ok(Resume::New);
+                                }
+                                Err(e) => {
+                                    tracing::info!(tracking_id = %id, error = %e, "cannot continue the session of an earlier attempt; deleting it");
+                                }
+                            }
                         }
+                        self.delete_earlier(&sender, &id).await?;
                         self.state.remove(self.key)?;
                     }
                 }
-                Ok(None)
+                Ok(Resume::New)
             }
             Some(Record::Pending {
                 tracking_id: None, ..
             })
-            | None => Ok(None),
+            | None => Ok(Resume::New),
         }
+    }
+
+    /// Delete the session of an earlier attempt that cannot be continued. One the server will
+    /// not let us touch any more (its token expired on a server that binds sessions to tokens)
+    /// is left to the server's own clean-up: waiting cannot change that.
+    async fn delete_earlier(&self, sender: &str, id: &str) -> Result<(), ConvertError> {
+        match self.cs.delete_session(sender, id).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::Auth | ErrorKind::Refused) => {
+                tracing::warn!(tracking_id = %id, error = %e, "the unfinished session of an earlier attempt cannot be deleted; left to the server's clean-up");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(tracking_id = %id, error = %e, "cannot delete the unfinished session of an earlier attempt");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Continuing `r`: the parts whose files the server already has completely (same name,
+    /// size and checksum, uploaded) are not sent again; every other file of the session (one
+    /// whose upload died half-way) is deleted, so that the session holds exactly the parts once
+    /// finalize comes. Returns the facts of the parts already there.
+    pub(super) async fn keep_uploaded(&self, r: &Resumed) -> Result<Vec<StoredFile>, ConvertError> {
+        let mut done = Vec::new();
+        let mut kept = Vec::new();
+        for part in self.parts() {
+            let f = self.file_facts(part).await?;
+            if let Some(sf) = r.files.iter().find(|sf| {
+                !kept.contains(&sf.id)
+                    && complete(sf)
+                    && sf.file_name == f.name
+                    && u64::try_from(sf.size).ok() == Some(f.size)
+                    && sf
+                        .checksum
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case(&f.sha256))
+            }) {
+                kept.push(sf.id.clone());
+                done.push(f);
+            }
+        }
+        for sf in &r.files {
+            if !kept.contains(&sf.id) && sf.state != "REMOVED" {
+                self.cs
+                    .delete_file(self.sender, &r.tracking_id, &sf.id)
+                    .await?;
+            }
+        }
+        tracing::info!(tracking_id = %r.tracking_id, uploaded = done.len(), "continuing the session; files already uploaded are not sent again");
+        Ok(done)
+    }
+
+    /// The resumable part of the pending record of session `id`: the token it was created
+    /// with (the only one the server accepts for it), so that a later run can continue,
+    /// delete or adopt it.
+    pub(super) fn pending_session(&self, id: &str) -> Option<PendingSession> {
+        let (token, until) = self.cs.session_token(self.sender, id)?;
+        let secs = until
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Some(PendingSession {
+            token,
+            token_valid_until: i64::try_from(secs).unwrap_or(i64::MAX),
+        })
     }
 
     /// Record and return a transfer that an earlier attempt finalized: the files are those of
@@ -205,8 +383,10 @@ impl Job<'_> {
     }
 }
 
-/// At start-up: delete server-side sessions that a crashed run left behind, keep finalized ones
-/// for the upstream's retry, and forget records older than `retention`.
+/// At start-up: keep finalized transfers for the upstream's retry (which adopts them), keep
+/// unfinished sessions whose token leaves time to finish them for the retry to continue (their
+/// tokens restored), delete the other sessions that a crashed run left behind, and forget
+/// records older than `retention`.
 pub(super) async fn clean_up_pending(
     cs: &cryptshare::Client,
     state: &StateStore,
@@ -218,11 +398,15 @@ pub(super) async fn clean_up_pending(
                 let Record::Pending {
                     sender,
                     tracking_id,
+                    session,
                     ..
                 } = rec
                 else {
                     continue;
                 };
+                if let (Some(id), Some(s)) = (&tracking_id, &session) {
+                    restore_token(cs, &sender, id, s);
+                }
                 if let Some(id) = &tracking_id {
                     match earlier_transfer(cs, &sender, id).await {
                         // The retry of that message adopts it (no second transfer).
@@ -231,6 +415,10 @@ pub(super) async fn clean_up_pending(
                             continue;
                         }
                         Ok(Earlier::Unusable) => {}
+                        Ok(Earlier::Unfinished) if resumable(session.as_ref()) => {
+                            tracing::info!(tracking_id = %id, "an earlier run left this session unfinished; kept for the retry to continue");
+                            continue;
+                        }
                         Ok(Earlier::Unfinished) => {
                             if let Err(e) = cs.delete_session(&sender, id).await {
                                 tracing::warn!(tracking_id = %id, error = %e, "cannot delete an unfinished transfer session; will retry at the next start");

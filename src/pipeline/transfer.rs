@@ -23,6 +23,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::facts::{self, HeaderFacts, clean};
+use super::recovery::{Resume, Resumed};
 use crate::config::{PasswordMode as PolicyPasswordMode, PolicyConfig};
 use crate::cryptshare::{
     self, NewTransferSession, NotificationMessage, PasswordMode, Recipient, Recipients,
@@ -169,13 +170,15 @@ impl Job<'_> {
         // Shown in the notice and sent as the Cryptshare sender name: no bidi tricks.
         let sender_display = clean(&sender_display, 128);
 
-        if let Some(earlier) = self.resume_earlier(&sender_display, started).await? {
-            return Ok(earlier);
-        }
+        let resumed = match self.resume_earlier(&sender_display, started).await? {
+            Resume::Reuse(earlier) => return Ok(earlier),
+            Resume::Continue(r) => Some(r),
+            Resume::New => None,
+        };
 
         let mut progress = Progress::default();
         let result = self
-            .create_transfer(&facts, &sender_display, &mut progress)
+            .create_transfer(&facts, &sender_display, resumed, &mut progress)
             .await;
         match result {
             Ok(mut c) => {
@@ -186,20 +189,32 @@ impl Job<'_> {
         }
     }
 
-    /// Steps 1 to 6 for a message without an earlier transfer.
+    /// Steps 1 to 6 for a message without an earlier transfer, or steps 1, 3 to 6 continuing
+    /// the session of an earlier attempt (`resumed`; see `recovery`).
     async fn create_transfer(
         &self,
         facts: &HeaderFacts,
         sender_display: &str,
+        resumed: Option<Resumed>,
         progress: &mut Progress,
     ) -> Result<Converted, ConvertError> {
         let now = chrono::Utc::now().timestamp();
         let allowed = self.check_policy().await?;
-        let id = self
-            .create_session(facts, sender_display, now, progress)
-            .await?;
+        let (id, done) = match resumed {
+            Some(r) => {
+                progress.tracking_id = Some(r.tracking_id.clone());
+                let done = self.keep_uploaded(&r).await?;
+                (r.tracking_id, done)
+            }
+            None => {
+                let id = self
+                    .create_session(facts, sender_display, now, progress)
+                    .await?;
+                (id, Vec::new())
+            }
+        };
         self.apply_settings(&id, facts, &allowed).await?;
-        let stored = self.upload_files(&id).await?;
+        let stored = self.upload_files(&id, &done).await?;
         progress.finalize_sent = true;
         let urls = self.finalize(&id).await?;
         let expiration = allowed.expires.format("%Y-%m-%d").to_string();
@@ -310,6 +325,7 @@ impl Job<'_> {
                 sender: self.sender.to_string(),
                 tracking_id: tracking_id.map(str::to_string),
                 created,
+                session: tracking_id.and_then(|id| self.pending_session(id)),
             },
         )
     }
@@ -347,11 +363,22 @@ impl Job<'_> {
     }
 
     /// Step 4: files — hash (one decoding pass), register, stream (a second pass, never in memory).
-    async fn upload_files(&self, id: &str) -> Result<Vec<StoredFile>, ConvertError> {
+    /// The files in `done` are on the server already (a continued session).
+    async fn upload_files(
+        &self,
+        id: &str,
+        done: &[StoredFile],
+    ) -> Result<Vec<StoredFile>, ConvertError> {
         let parts = self.parts();
         let mut stored = Vec::with_capacity(parts.len());
+        let mut done = done.to_vec();
         for part in parts {
             let file = self.file_facts(part).await?;
+            if let Some(i) = done.iter().position(|d| *d == file) {
+                done.remove(i);
+                stored.push(file);
+                continue;
+            }
             let file_id = self
                 .cs
                 .register_file(self.sender, id, &file.name, file.size, &file.sha256)

@@ -45,6 +45,11 @@ pub enum Record {
         sender: String,
         tracking_id: Option<String>,
         created: i64,
+        /// What a later attempt (or run) needs to continue, delete or adopt the session: its
+        /// token. Absent until the server gave the tracking id (and in records of older
+        /// versions). The files already uploaded come from the server (`GET` session).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<PendingSession>,
     },
     /// The transfer is active on the server; the notice can be rebuilt from this.
     Finished {
@@ -56,6 +61,25 @@ pub enum Record {
         download_urls: Vec<String>,
         created: i64,
     },
+}
+
+/// The resumable part of a pending record. The token is a credential: records are written with
+/// file mode 0600, and nothing prints this (`find` shows only that a record is pending).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSession {
+    /// The verification token the session was created with (the server accepts no other one).
+    pub token: String,
+    /// Its `validUntil`, Unix seconds.
+    pub token_valid_until: i64,
+}
+
+impl std::fmt::Debug for PendingSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSession")
+            .field("token", &"<redacted>")
+            .field("token_valid_until", &self.token_valid_until)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -71,11 +95,45 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
 }
 
 impl StateStore {
-    /// Open (and create) the store under `<state_dir>/transfers`.
+    /// Open (and create) the store under `<state_dir>/transfers`, and remove the temporary
+    /// files that failed writes of dead processes left behind (see [`StateStore::put`]).
     pub fn open(state_dir: &Path) -> Result<StateStore, StateError> {
         let dir = state_dir.join("transfers");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        Ok(StateStore { dir })
+        let store = StateStore { dir };
+        store.remove_leftovers()?;
+        Ok(store)
+    }
+
+    /// `<key>.tmp.<pid>` of a process that no longer runs (or of this one: nothing of ours is
+    /// being written while the store opens). A write in flight in another live process — a
+    /// second command on the same directory — keeps its file.
+    fn remove_leftovers(&self) -> Result<(), StateError> {
+        let own = std::process::id();
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((_, pid)) = name.rsplit_once(".tmp.") else {
+                continue;
+            };
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            if pid == own || !Path::new(&format!("/proc/{pid}")).exists() {
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::info!(file = %path.display(), "removed the leftover of a failed state write")
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StateError::Io { path, source: e }),
+                }
+            }
+        }
+        Ok(())
     }
 
     fn path(&self, key: &str) -> PathBuf {
@@ -102,19 +160,24 @@ impl StateStore {
         }
     }
 
-    /// Write atomically and durably: tmp file, fsync, rename, fsync the directory.
+    /// Write atomically and durably: tmp file (mode 0600: a pending record holds a token),
+    /// fsync, rename, fsync the directory. A failed write removes its tmp file as far as it
+    /// can; what a crash leaves goes at the next [`StateStore::open`].
     pub fn put(&self, key: &str, record: &Record) -> Result<(), StateError> {
         let path = self.path(key);
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         let body = serde_json::to_vec_pretty(record).expect("records always serialise");
-        (|| {
-            let mut f = fs::File::create(&tmp)?;
+        let written = (|| {
+            let mut f = private_file(&tmp)?;
             f.write_all(&body)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)?;
             fs::File::open(&self.dir)?.sync_all()
-        })()
-        .map_err(io_err(&path))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written.map_err(io_err(&path))
     }
 
     pub fn remove(&self, key: &str) -> Result<(), StateError> {
@@ -161,6 +224,18 @@ impl StateStore {
     }
 }
 
+/// A new file readable by its owner only.
+fn private_file(path: &Path) -> io::Result<fs::File> {
+    let mut o = fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)
+}
+
 /// One record as [`scan`] found it.
 #[derive(Debug)]
 pub struct ScannedRecord {
@@ -179,7 +254,12 @@ pub fn scan(state_dir: &Path) -> Result<Vec<ScannedRecord>, StateError> {
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StateError::Io { path: dir, source: e }),
+        Err(e) => {
+            return Err(StateError::Io {
+                path: dir,
+                source: e,
+            });
+        }
     };
     let mut out = Vec::new();
     for entry in entries {
@@ -222,6 +302,10 @@ mod tests {
             sender: "a@b.c".into(),
             tracking_id: Some("20261127-101010-ABCDEFGH".into()),
             created: 1,
+            session: Some(PendingSession {
+                token: "tok".into(),
+                token_valid_until: 5,
+            }),
         };
         s.put("abc", &p).unwrap();
         assert_eq!(s.get("abc").unwrap(), Some(p.clone()));
@@ -253,6 +337,7 @@ mod tests {
             sender: "x".into(),
             tracking_id: None,
             created: 0,
+            session: None,
         };
         s.put("../../etc/passwd", &r).unwrap();
         assert_eq!(s.get("../../etc/passwd").unwrap(), Some(r));
@@ -269,6 +354,7 @@ mod tests {
             sender: "x@y.z".into(),
             tracking_id: None,
             created: 0,
+            session: None,
         };
         s.put("b", &r).unwrap();
         fs::write(d.path().join("transfers/a.json"), b"{nope").unwrap();
@@ -280,6 +366,71 @@ mod tests {
         assert_eq!(found[1].key, "b");
         assert_eq!(found[1].record.as_ref().unwrap(), &r);
         assert_eq!(found[1].path, d.path().join("transfers/b.json"));
+    }
+
+    #[test]
+    fn records_are_private_and_old_records_still_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let s = StateStore::open(d.path()).unwrap();
+        s.put(
+            "k",
+            &Record::Pending {
+                sender: "x".into(),
+                tracking_id: None,
+                created: 0,
+                session: None,
+            },
+        )
+        .unwrap();
+        let mode = fs::metadata(d.path().join("transfers/k.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A record written before sessions were resumable.
+        fs::write(
+            d.path().join("transfers/old.json"),
+            br#"{"state":"pending","sender":"x","tracking_id":"T","created":1}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.get("old").unwrap(),
+            Some(Record::Pending {
+                sender: "x".into(),
+                tracking_id: Some("T".into()),
+                created: 1,
+                session: None
+            })
+        );
+        let debug = format!(
+            "{:?}",
+            PendingSession {
+                token: "s3cret".into(),
+                token_valid_until: 0
+            }
+        );
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn leftover_tmp_files_of_dead_processes_go_at_open() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("transfers");
+        fs::create_dir_all(&t).unwrap();
+        // pid_max is at most 2^22 on Linux: 4194305 never runs.
+        fs::write(t.join("abc.tmp.4194305"), b"{").unwrap();
+        fs::write(t.join(format!("own.tmp.{}", std::process::id())), b"{").unwrap();
+        // A live process (pid 1) may be writing: kept.
+        fs::write(t.join("live.tmp.1"), b"{").unwrap();
+        fs::write(t.join("abc.json"), b"{}").unwrap();
+        StateStore::open(d.path()).unwrap();
+        let mut left: Vec<String> = fs::read_dir(&t)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["abc.json", "live.tmp.1"]);
     }
 
     #[test]
