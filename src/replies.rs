@@ -259,7 +259,7 @@ pub fn bare_line_ending_dot() -> Reply {
     Reply::new(
         554,
         [5, 5, 2],
-        "Bare CR or LF followed by '.' is not allowed (SMTP smuggling defence)",
+        "Bare CR or LF before '.', or a '.' line not ended by CRLF, is not allowed (SMTP smuggling defence)",
     )
 }
 pub fn text_line_too_long(limit: usize) -> Reply {

@@ -294,7 +294,13 @@ async fn pipelined_input_split_anywhere_gives_identical_results() {
 
 #[tokio::test]
 async fn smuggled_end_of_data_variants_do_not_end_data() {
-    for variant in ["\n.\r\n", "\r.\r\n", "\n.\n"] {
+    for variant in [
+        "\n.\r\n",
+        "\r.\r\n",
+        "\n.\n",
+        "\r\n.\r\r\n",
+        "\r\n.\r\r\r\n",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let h = TestHandler::new();
         let input = format!(
@@ -310,7 +316,7 @@ async fn smuggled_end_of_data_variants_do_not_end_data() {
             SENDER_OK,
             RCPT_OK,
             GO_AHEAD,
-            "554 5.5.2 Bare CR or LF followed by '.' is not allowed (SMTP smuggling defence)\r\n",
+            "554 5.5.2 Bare CR or LF before '.', or a '.' line not ended by CRLF, is not allowed (SMTP smuggling defence)\r\n",
             BYE,
         ]
         .concat();

@@ -163,14 +163,13 @@ impl Server {
         };
         for (key, addrs, implicit_tls) in configured {
             for addr in addrs {
-                let socket =
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|error| ServerError::Bind {
-                            key,
-                            addr: addr.to_string(),
-                            error,
-                        })?;
+                let socket = TcpListener::bind(addr)
+                    .await
+                    .map_err(|error| ServerError::Bind {
+                        key,
+                        addr: addr.to_string(),
+                        error,
+                    })?;
                 listeners.push(Listener {
                     socket,
                     implicit_tls,

@@ -67,7 +67,6 @@ impl<H: Handler> Session<H> {
         self.info.helo.clear();
         self.state = State::Command;
         self.line.clear();
-        self.scratch.clear();
         self.out.clear();
         self.greeted = false;
         self.ext = None;
