@@ -457,8 +457,8 @@ impl<H: Handler> Session<H> {
         match req {
             Request::Ehlo { host } => self.helo(host, true).await,
             Request::Helo { host } => self.helo(host, false).await,
-            Request::Mail { from } => self.mail(from).await,
-            Request::Rcpt { to } => self.rcpt(to).await,
+            Request::Mail { from } => self.mail(from, line).await,
+            Request::Rcpt { to } => self.rcpt(to, line).await,
             Request::Data => self.data(),
             Request::Bdat {
                 chunk_size,
@@ -492,7 +492,7 @@ impl<H: Handler> Session<H> {
                 self.reply(r);
                 Flow::Close
             }
-            Request::StartTls => self.starttls(),
+            Request::StartTls => self.starttls(line),
             Request::Expn { .. }
             | Request::Lhlo { .. }
             | Request::Etrn { .. }
