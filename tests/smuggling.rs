@@ -63,9 +63,11 @@ fn relay(sink: &Sink) -> (Relay, tempfile::TempDir) {
 
 /// A sink without CHUNKING, so that the relay sends every message with DATA.
 async fn sink(lenient: bool) -> Sink {
-    let mut script = Script::default();
-    script.capabilities = EXT_PIPELINING | EXT_8BIT_MIME | EXT_ENHANCED_STATUS_CODES;
-    script.lenient_data = lenient;
+    let script = Script {
+        capabilities: EXT_PIPELINING | EXT_8BIT_MIME | EXT_ENHANCED_STATUS_CODES,
+        lenient_data: lenient,
+        ..Script::default()
+    };
     Sink::start(script).await.unwrap()
 }
 
