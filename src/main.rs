@@ -385,7 +385,8 @@ fn preflight(cfg: &Config) -> Result<(), String> {
         cryptshare::Client::from_config(&cfg.cryptshare, None, Arc::new(ops::Metrics::new()))
             .map_err(|e| format!("cryptshare: {e}"))?;
     }
-    creatable_dir(&cfg.state.dir).map_err(|e| format!("state.dir: {}: {e}", cfg.state.dir.display()))?;
+    creatable_dir(&cfg.state.dir)
+        .map_err(|e| format!("state.dir: {}: {e}", cfg.state.dir.display()))?;
     if let Some(a) = &cfg.audit {
         audit_writable(&a.file).map_err(|e| format!("audit.file: {}: {e}", a.file.display()))?;
     }
@@ -394,9 +395,8 @@ fn preflight(cfg: &Config) -> Result<(), String> {
             for ext in ["txt", "html"] {
                 let f = dir.join(format!("notice.{}.{ext}", p.language));
                 if f.exists() {
-                    std::fs::read_to_string(&f).map_err(|e| {
-                        format!("policy[{i}].template_dir: {}: {e}", f.display())
-                    })?;
+                    std::fs::read_to_string(&f)
+                        .map_err(|e| format!("policy[{i}].template_dir: {}: {e}", f.display()))?;
                 }
             }
         }

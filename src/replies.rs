@@ -213,6 +213,17 @@ pub fn bad_sender_syntax() -> Reply {
 pub fn bad_recipient_syntax() -> Reply {
     Reply::new(501, [5, 1, 3], "Bad recipient address syntax")
 }
+/// A verb that takes no argument was given one (`STARTTLS now`).
+pub fn no_argument(verb: &str) -> Reply {
+    Reply::new(501, [5, 5, 4], format!("Syntax: {verb}"))
+}
+pub fn duplicate_parameter(param: &str) -> Reply {
+    Reply::new(
+        501,
+        [5, 5, 4],
+        format!("Duplicate parameter {}", clip(param)),
+    )
+}
 pub fn invalid_parameter(param: &str) -> Reply {
     Reply::new(501, [5, 5, 4], format!("Invalid parameter {}", clip(param)))
 }
@@ -259,7 +270,7 @@ pub fn bare_line_ending_dot() -> Reply {
     Reply::new(
         554,
         [5, 5, 2],
-        "Bare CR or LF followed by '.' is not allowed (SMTP smuggling defence)",
+        "Bare CR or LF before '.', or a '.' line not ended by CRLF, is not allowed (SMTP smuggling defence)",
     )
 }
 pub fn text_line_too_long(limit: usize) -> Reply {

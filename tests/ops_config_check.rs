@@ -164,7 +164,11 @@ fn show_config_lists_effective_values_with_sources() {
     assert!(n.stdout.lines().all(|l| all.stdout.contains(l)));
     assert_eq!(all.stdout.lines().count(), 46, "{}", all.stdout);
     // A broken configuration: the same message as check-config, exit 2.
-    let bad = run(d, &["show-config"], &[("CSGW__SERVER__MAX_RECIPIENTS", "many")]);
+    let bad = run(
+        d,
+        &["show-config"],
+        &[("CSGW__SERVER__MAX_RECIPIENTS", "many")],
+    );
     assert_eq!(
         (bad.code, bad.stdout.as_str(), bad.stderr.as_str()),
         (

@@ -78,7 +78,10 @@ fn wrong_types_are_refused_with_file_line_and_key() {
 #[test]
 fn unknown_keys_and_missing_keys_have_a_line() {
     assert_eq!(
-        error("[server]\nmax_mesage_size = 5\n[relay]\nnext_hop = \"a:1\"\n", &[]),
+        error(
+            "[server]\nmax_mesage_size = 5\n[relay]\nnext_hop = \"a:1\"\n",
+            &[]
+        ),
         "FILE:2: server.max_mesage_size: unknown key (valid: listen, listen_tls, hostname, \
          greeting, max_message_size, max_recipients, client_networks, max_connections, \
          max_connections_per_ip, outside_connections_percent, idle_timeout, command_timeout, \
@@ -203,7 +206,10 @@ fn environment_values_are_typed_by_the_key() {
             ("CSGW__POLICY__0__THRESHOLD", "1000"),
             // A name that looks like a number stays a string.
             ("CSGW__POLICY__0__NAME", "123"),
-            ("CSGW__SERVER__CLIENT_NETWORKS", " 10.0.0.0/8 ,192.168.0.0/16 "),
+            (
+                "CSGW__SERVER__CLIENT_NETWORKS",
+                " 10.0.0.0/8 ,192.168.0.0/16 ",
+            ),
             ("CSGW__SERVER__LISTEN_TLS", ""),
             ("CSGW__SERVER__IDLE_TIMEOUT", "60"),
             ("CSGW__RELAY__NEXT_HOP", "maildir:/tmp/x"),
@@ -212,7 +218,12 @@ fn environment_values_are_typed_by_the_key() {
     );
     let p = &c.policy[0];
     assert_eq!(
-        (p.name.as_str(), p.notify_recipients, p.on_error, p.threshold),
+        (
+            p.name.as_str(),
+            p.notify_recipients,
+            p.on_error,
+            p.threshold
+        ),
         ("123", false, OnError::DeliverOriginal, 1000)
     );
     assert_eq!(

@@ -294,7 +294,13 @@ async fn pipelined_input_split_anywhere_gives_identical_results() {
 
 #[tokio::test]
 async fn smuggled_end_of_data_variants_do_not_end_data() {
-    for variant in ["\n.\r\n", "\r.\r\n", "\n.\n"] {
+    for variant in [
+        "\n.\r\n",
+        "\r.\r\n",
+        "\n.\n",
+        "\r\n.\r\r\n",
+        "\r\n.\r\r\r\n",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let h = TestHandler::new();
         let input = format!(
@@ -310,7 +316,7 @@ async fn smuggled_end_of_data_variants_do_not_end_data() {
             SENDER_OK,
             RCPT_OK,
             GO_AHEAD,
-            "554 5.5.2 Bare CR or LF followed by '.' is not allowed (SMTP smuggling defence)\r\n",
+            "554 5.5.2 Bare CR or LF before '.', or a '.' line not ended by CRLF, is not allowed (SMTP smuggling defence)\r\n",
             BYE,
         ]
         .concat();
@@ -1077,4 +1083,77 @@ async fn starttls_works_with_a_tls12_only_client() {
     assert_eq!(c.cmd("EHLO c.test\r\n").await, EHLO);
     assert_eq!(c.cmd("QUIT\r\n").await, BYE);
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn absurd_size_duplicate_parameters_and_starttls_arguments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let input = "EHLO c.test\r\n\
+        MAIL FROM:<s@x.test> SIZE=99999999999999999999999\r\n\
+        MAIL FROM:<s@x.test> SIZE=99999999999999999999\r\n\
+        MAIL FROM:<s@x.test> SIZE=9999999999999999999\r\n\
+        MAIL FROM:<s@x.test> SIZE=1e5\r\n\
+        MAIL FROM:<s@x.test> RET=FULL ret=HDRS\r\n\
+        MAIL FROM:<s@x.test> BODY=8BITMIME BODY=8BITMIME\r\n\
+        STARTTLS now\r\n\
+        MAIL FROM:<s@x.test> SIZE=1525\r\n\
+        RCPT TO:<r@y.test> NOTIFY=NEVER NOTIFY=NEVER\r\n\
+        RCPT TO:<r@y.test>\r\n\
+        QUIT\r\n";
+    let mut s = settings(&dir);
+    s.max_errors = 100;
+    let out = transcript(s, LOCAL, input.as_bytes(), &h).await;
+    let expected = [
+        GREETING,
+        EHLO,
+        "501 5.5.4 Invalid parameter SIZE\r\n",
+        // 20 digits beyond 2^64: smtp-proto's own syntax error.
+        "501 5.5.4 Invalid parameter SIZE\r\n",
+        "552 5.3.4 Message size exceeds fixed maximum message size\r\n",
+        "501 5.5.4 Invalid parameter SIZE\r\n",
+        "501 5.5.4 Duplicate parameter ret\r\n",
+        "501 5.5.4 Duplicate parameter BODY\r\n",
+        "501 5.5.4 Syntax: STARTTLS\r\n",
+        SENDER_OK,
+        // smtp-proto refuses a second NOTIFY itself.
+        "501 5.5.4 Invalid parameter NOTIFY\r\n",
+        RCPT_OK,
+        BYE,
+    ]
+    .concat();
+    assert_eq!(out, expected);
+    let mut m = mail("s@x.test");
+    if let Call::Mail(f) = &mut m {
+        // Passed on with room for the Received: header.
+        f.size = Some(1525 + 512 + "mx.test".len() as u64 + "c.test".len().max(7) as u64);
+    }
+    assert_eq!(h.calls()[1], m);
+}
+
+#[tokio::test]
+async fn too_many_recipients_count_towards_the_error_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let mut s = settings(&dir);
+    s.max_recipients = 1;
+    s.max_errors = 2;
+    let input = "EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@y.test>\r\n\
+        RCPT TO:<b@y.test>\r\nRCPT TO:<c@y.test>\r\nRCPT TO:<d@y.test>\r\nRCPT TO:<e@y.test>\r\n";
+    let out = transcript(s, LOCAL, input.as_bytes(), &h).await;
+    let deferred = "452 4.5.3 Too many recipients\r\n";
+    assert_eq!(
+        out,
+        [
+            GREETING,
+            EHLO,
+            SENDER_OK,
+            RCPT_OK,
+            deferred,
+            deferred,
+            deferred,
+            "421 4.7.0 mx.test Too many errors, closing connection\r\n",
+        ]
+        .concat()
+    );
 }

@@ -196,7 +196,9 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
                 iter: entries.iter(),
                 value: None,
             }),
-            Kind::Array(_) => err("expected a section, found a list (write [section], not [[section]])"),
+            Kind::Array(_) => {
+                err("expected a section, found a list (write [section], not [[section]])")
+            }
             other => err(format!("expected a section, found {}", found(other))),
         }
     }
@@ -319,8 +321,16 @@ impl<'de> de::Deserializer<'de> for TextDe<'_> {
 
     // Numbers: the same strict parsing as for environment text in the tree.
     text_numbers!(
-        deserialize_u8, deserialize_u16, deserialize_u32, deserialize_u64, deserialize_i8,
-        deserialize_i16, deserialize_i32, deserialize_i64, deserialize_f32, deserialize_f64
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_f32,
+        deserialize_f64
     );
 
     serde::forward_to_deserialize_any! {
@@ -336,7 +346,10 @@ impl<'de> SeqAccess<'de> for Items<'_> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, DeError> {
-        self.0.next().map(|n| seed.deserialize(NodeDe(n))).transpose()
+        self.0
+            .next()
+            .map(|n| seed.deserialize(NodeDe(n)))
+            .transpose()
     }
 }
 
@@ -348,7 +361,10 @@ impl<'de> SeqAccess<'de> for TextItems<'_> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, DeError> {
-        self.0.next().map(|s| seed.deserialize(TextDe(s))).transpose()
+        self.0
+            .next()
+            .map(|s| seed.deserialize(TextDe(s)))
+            .transpose()
     }
 }
 
@@ -384,7 +400,10 @@ struct Variant<'a>(&'a str);
 impl<'de> EnumAccess<'de> for Variant<'_> {
     type Error = DeError;
     type Variant = UnitOnly;
-    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, UnitOnly), DeError> {
+    fn variant_seed<S: DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<(S::Value, UnitOnly), DeError> {
         let key: StrDeserializer<'_, DeError> = self.0.into_deserializer();
         Ok((seed.deserialize(key)?, UnitOnly))
     }

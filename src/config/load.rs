@@ -39,24 +39,23 @@ impl Loaded {
         })?;
         tree::apply_env(&mut tree, env)
             .map_err(|(var, msg)| ConfigError::Load(format!("{var}: {msg}")))?;
-        let mut config: Config =
-            serde_path_to_error::deserialize(NodeDe(&tree)).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let mut key = if path == "." { String::new() } else { path };
-                if let Some(field) = inner.missing {
-                    if !key.is_empty() {
-                        key.push('.');
-                    }
-                    key.push_str(field);
+        let mut config: Config = serde_path_to_error::deserialize(NodeDe(&tree)).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let mut key = if path == "." { String::new() } else { path };
+            if let Some(field) = inner.missing {
+                if !key.is_empty() {
+                    key.push('.');
                 }
-                let node = tree.nearest(&key);
-                ConfigError::At {
-                    at: at(&file, Some(node)),
-                    key,
-                    reason: inner.msg,
-                }
-            })?;
+                key.push_str(field);
+            }
+            let node = tree.nearest(&key);
+            ConfigError::At {
+                at: at(&file, Some(node)),
+                key,
+                reason: inner.msg,
+            }
+        })?;
         config.apply_clamps();
         config.validate().map_err(|e| match e {
             ConfigError::Invalid { key, reason } => {

@@ -129,7 +129,11 @@ fn table(text: &str, t: &DeTable<'_>) -> Result<Kind, (Option<usize>, String)> {
     let mut entries = Vec::new();
     for (k, v) in t.iter() {
         let line = line_of(text, k.span().start);
-        entries.push((k.span().start, k.get_ref().to_string(), value(text, v.get_ref(), line)?));
+        entries.push((
+            k.span().start,
+            k.get_ref().to_string(),
+            value(text, v.get_ref(), line)?,
+        ));
     }
     entries.sort_by_key(|(start, _, _)| *start);
     Ok(Kind::Table(
@@ -143,12 +147,18 @@ fn value(text: &str, v: &DeValue<'_>, line: usize) -> Result<Node, (Option<usize
         DeValue::Integer(i) => {
             let digits = i.as_str().replace('_', "");
             Kind::Int(i64::from_str_radix(&digits, i.radix()).map_err(|_| {
-                (Some(line), format!("integer {} is out of range", i.as_str()))
+                (
+                    Some(line),
+                    format!("integer {} is out of range", i.as_str()),
+                )
             })?)
         }
-        DeValue::Float(f) => Kind::Float(f.as_str().replace('_', "").parse().map_err(|_| {
-            (Some(line), format!("float {} is out of range", f.as_str()))
-        })?),
+        DeValue::Float(f) => Kind::Float(
+            f.as_str()
+                .replace('_', "")
+                .parse()
+                .map_err(|_| (Some(line), format!("float {} is out of range", f.as_str())))?,
+        ),
         DeValue::Boolean(b) => Kind::Bool(*b),
         DeValue::Datetime(d) => Kind::Datetime(d.to_string()),
         DeValue::Array(a) => Kind::Array(

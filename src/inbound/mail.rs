@@ -11,7 +11,7 @@ use crate::envelope::{Body, Extensions, MailFrom, Notify, RcptTo, Ret};
 use crate::replies::{self, Reply};
 
 impl<H: Handler> Session<H> {
-    pub(super) async fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> Flow {
+    pub(super) async fn mail(&mut self, from: smtp_proto::MailFrom<String>, line: &[u8]) -> Flow {
         if self.shutdown.drain.is_cancelled() {
             return self.shutting_down();
         }
@@ -21,10 +21,21 @@ impl<H: Handler> Session<H> {
         if self.tx.is_some() {
             return self.error(replies::nested_mail());
         }
-        let from = match convert_mail_from(from, self.ext()) {
+        let size = match check_parameters(line) {
+            Ok(size) => size,
+            // Too big is no protocol error (as for a SIZE= above the limit).
+            Err(r) if r.code == 552 => {
+                self.reply(r);
+                return Flow::Continue;
+            }
+            Err(r) => return self.error(r),
+        };
+        let mut from = match convert_mail_from(from, self.ext()) {
             Ok(f) => f,
             Err(r) => return self.error(r),
         };
+        // smtp-proto's SIZE saturates and then wraps (21+ digits came out as small numbers).
+        from.size = size.filter(|&n| n != 0);
         if from
             .size
             .is_some_and(|n| n > self.settings.max_message_size)
@@ -66,7 +77,7 @@ impl<H: Handler> Session<H> {
         Flow::Continue
     }
 
-    pub(super) async fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Flow {
+    pub(super) async fn rcpt(&mut self, to: smtp_proto::RcptTo<String>, line: &[u8]) -> Flow {
         let ext = self.ext();
         let Some(tx) = &self.tx else {
             return self.error(replies::need_mail());
@@ -76,6 +87,9 @@ impl<H: Handler> Session<H> {
         }
         let smtputf8 = tx.from.smtputf8;
         let count = tx.rcpts.len();
+        if let Err(r) = check_parameters(line) {
+            return self.error(r);
+        }
         let rcpt = match convert_rcpt_to(to, ext) {
             Ok(r) => r,
             Err(r) => return self.error(r),
@@ -90,8 +104,8 @@ impl<H: Handler> Session<H> {
             return self.error(replies::relay_denied());
         }
         if count >= self.settings.max_recipients {
-            self.reply(replies::too_many_recipients());
-            return Flow::Continue;
+            // Counted: a client that keeps sending recipients past the limit is cut off.
+            return self.error(replies::too_many_recipients());
         }
         let Some(r) = guarded(
             &self.shutdown.abort,
@@ -109,6 +123,67 @@ impl<H: Handler> Session<H> {
         self.reply(r);
         Flow::Continue
     }
+}
+
+/// What smtp-proto's parser cannot tell: a parameter given twice (it merges them) and a SIZE
+/// value too long for it (it wraps). Returns the SIZE value. RFC 1870: `SIZE=` 1*20DIGIT;
+/// more digits or none is a syntax error (`501 5.5.4`), 20 digits beyond `u64` is too big
+/// (`552 5.3.4`).
+fn check_parameters(line: &[u8]) -> Result<Option<u64>, Reply> {
+    let mut seen: Vec<&[u8]> = Vec::new();
+    let mut size = None;
+    for param in raw_parameters(line).split(u8::is_ascii_whitespace) {
+        if param.is_empty() {
+            continue;
+        }
+        let (key, value) = match param.iter().position(|&b| b == b'=') {
+            Some(p) => (&param[..p], Some(&param[p + 1..])),
+            None => (param, None),
+        };
+        if seen.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            return Err(replies::duplicate_parameter(&String::from_utf8_lossy(key)));
+        }
+        seen.push(key);
+        if key.eq_ignore_ascii_case(b"SIZE") {
+            let v = value.unwrap_or_default();
+            if v.is_empty() || v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
+                return Err(replies::invalid_parameter("SIZE"));
+            }
+            let n = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(replies::message_too_big)?;
+            size = Some(n);
+        }
+    }
+    Ok(size)
+}
+
+/// The parameters of a MAIL / RCPT line: what follows the path's closing `>` (a `>` inside a
+/// quoted local part does not count), without the line ending.
+fn raw_parameters(line: &[u8]) -> &[u8] {
+    let line = line.trim_ascii_end();
+    let Some(open) = line.iter().position(|&b| b == b'<') else {
+        // No angle brackets (tolerated by the parser): the path ends at the first space.
+        let colon = line.iter().position(|&b| b == b':').map_or(0, |p| p + 1);
+        let rest = line[colon..].trim_ascii_start();
+        return rest
+            .iter()
+            .position(u8::is_ascii_whitespace)
+            .map_or(&[], |p| &rest[p..]);
+    };
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, &b) in line.iter().enumerate().skip(open + 1) {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b'>' if !quoted => return &line[i + 1..],
+            _ => {}
+        }
+    }
+    &[]
 }
 
 fn convert_mail_from(m: smtp_proto::MailFrom<String>, ext: Extensions) -> Result<MailFrom, Reply> {
@@ -214,6 +289,39 @@ pub fn new_queue_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_after_the_path() {
+        assert_eq!(raw_parameters(b"MAIL FROM:<a@b> SIZE=1\r\n"), b" SIZE=1");
+        assert_eq!(
+            raw_parameters(b"MAIL FROM:<\"x>y\\\"\"@b> RET=FULL"),
+            b" RET=FULL"
+        );
+        assert_eq!(
+            raw_parameters(b"MAIL FROM:a@b BODY=8BITMIME"),
+            b" BODY=8BITMIME"
+        );
+        assert_eq!(
+            check_parameters(b"MAIL FROM:<a@b> SIZE=18446744073709551615"),
+            Ok(Some(u64::MAX))
+        );
+        assert_eq!(
+            check_parameters(b"MAIL FROM:<a@b> SIZE=99999999999999999999"),
+            Err(replies::message_too_big())
+        );
+        assert_eq!(
+            check_parameters(b"MAIL FROM:<a@b> SIZE=999999999999999999999"),
+            Err(replies::invalid_parameter("SIZE"))
+        );
+        assert_eq!(
+            check_parameters(b"MAIL FROM:<a@b> ret=full RET=HDRS"),
+            Err(replies::duplicate_parameter("RET"))
+        );
+        assert_eq!(
+            check_parameters(b"RCPT TO:<a@b> NOTIFY=NEVER ORCPT=rfc822;a@b"),
+            Ok(None)
+        );
+    }
 
     #[test]
     fn queue_ids_are_unique() {

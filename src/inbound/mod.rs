@@ -3,7 +3,8 @@
 //! - `server.rs`: the listeners and the accept loop ([`Server`], reload through [`Reloader`]).
 //! - `session.rs`: one connection's state machine, the I/O loop and the command dispatch
 //!   ([`serve`]); the verbs are `impl Session` blocks in `greeting.rs` (EHLO/HELO), `mail.rs`
-//!   (MAIL/RCPT), `data.rs` (DATA/BDAT and the content scanner), `auth.rs` (AUTH) and
+//!   (MAIL/RCPT), `data.rs` (DATA/BDAT and the content scanner), `dotscan.rs` (the end of DATA and
+//!   the SMTP smuggling checks), `auth.rs` (AUTH) and
 //!   `starttls.rs` (STARTTLS).
 //! - `settings.rs`: [`SessionSettings`] from `[server]`; `tls.rs` the server certificate;
 //!   `users.rs` the AUTH users file ([`UserDb`]); `limits.rs` the per-address limits of clients
@@ -18,6 +19,7 @@
 
 mod auth;
 mod data;
+mod dotscan;
 mod greeting;
 mod limits;
 mod mail;

@@ -4,8 +4,9 @@
 //!
 //! # Structure
 //! The session is a small state machine over the bytes the client sends (`State`): command lines
-//! (parsed with smtp-proto's `Request::parse`), DATA (smtp-proto's `DataReceiver`), BDAT chunks,
-//! discarding states for refused data, and SASL continuation lines. One read may hold many
+//! (parsed with smtp-proto's `Request::parse`), DATA (our own end-of-data scanner, `DotScan` in
+//! `dotscan.rs`), BDAT chunks, a discarding state for over-long lines, and SASL continuation
+//! lines. One read may hold many
 //! pipelined commands and data; `Session::ingest` walks through all of it before the replies
 //! are flushed, so the output is the same however the input was split into reads.
 //! The verbs live in their own files as `impl Session` blocks: `greeting.rs` (EHLO/HELO),
@@ -18,14 +19,17 @@
 //!   Postfix). A command line may be 512 octets including the line ending; MAIL, RCPT and AUTH
 //!   lines (and SASL continuation lines) get 2048 because RFC 1870/3461/4954 extend them for their
 //!   parameters. A longer line is discarded up to its LF and answered `500 5.5.6 Line too long`.
-//! * DATA ends **only** at `CRLF.CRLF`. `\n.\r\n`, `\r.\r\n`, `\n.\n` and friends are content.
+//! * DATA ends **only** at `CRLF.CRLF`. `\n.\r\n`, `\r.\r\n`, `\n.\n`, `\r\n.\r\r\n` and
+//!   friends never end it (smtp-proto's `DataReceiver` ended DATA at `CRLF.CR CRLF`; it is no
+//!   longer used).
 //! * Bare CR and bare LF are kept unchanged in the message (relay transparency, signatures), with
-//!   one exception: a message in which a `.` directly follows a bare LF or a bare CR is refused
-//!   with `554 5.5.2` (after reading it to its real end). Those are exactly the sequences a next
-//!   hop that tolerates bare line endings could read as an end of DATA, i.e. what an SMTP smuggling
-//!   attack needs; a bare line ending that is not followed by `.` cannot end DATA anywhere once the
-//!   outbound side dot-stuffs every line. The same check applies to BDAT content, because it may
-//!   be relayed with DATA.
+//!   one exception: a message with a dot line that a lenient next hop could read as an end of
+//!   DATA is refused with `554 5.5.2` (after reading it to its real end): a `.` directly after a
+//!   bare LF or a bare CR, a `.` line after CRLF ended by anything but CRLF (`.\r\r\n`, `.\n`,
+//!   `.` NUL), NULs between a line ending and a `.` (the full list is in `dotscan.rs`). That is
+//!   what an SMTP smuggling attack needs; a bare line ending that is not followed by `.` cannot
+//!   end DATA anywhere once the outbound side dot-stuffs every line. The same checks apply to
+//!   BDAT content, because it may be relayed with DATA.
 //! * Text lines of the message may be `max_line_length` octets including CRLF (default 1000,
 //!   RFC 5321 §4.5.3.1.6, the transparency dot not counted; 0 = no limit); a longer line makes the
 //!   message fail with `554 5.5.6`. `BODY=BINARYMIME` content has no lines and is not checked.
@@ -55,7 +59,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ProtoError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -63,6 +66,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::SaslStep;
 use super::data::Incoming;
+use super::dotscan::DotScan;
 use super::settings::SessionSettings;
 use super::{ConnectionInfo, Handler};
 use crate::envelope::{Extensions, MailFrom, RcptTo};
@@ -136,9 +140,8 @@ pub(super) enum State {
     Command,
     /// Discarding an over-long command line up to its LF.
     SkipLine,
-    Data(DataReceiver),
-    /// Reading a refused DATA body to its end, then answering with the reply.
-    SkipData(DummyDataReceiver),
+    /// DATA content up to `CRLF.CRLF` (also when the message is refused: it is read to its end).
+    Data(DotScan),
     /// A BDAT chunk; `refused`: read and drop it, then answer this (a protocol error).
     Chunk {
         left: u64,
@@ -172,7 +175,6 @@ pub(super) struct Session<H> {
     pub(super) waiting_since: Instant,
     pub(super) state: State,
     pub(super) line: Vec<u8>,
-    pub(super) scratch: Vec<u8>,
     pub(super) out: Vec<u8>,
     pub(super) greeted: bool,
     /// Extensions advertised by the last EHLO; `None` after HELO.
@@ -214,7 +216,6 @@ impl<H: Handler> Session<H> {
             waiting_since: started,
             state: State::Command,
             line: Vec::with_capacity(256),
-            scratch: Vec::new(),
             out: Vec::with_capacity(1024),
             greeted: false,
             ext: None,
@@ -386,37 +387,18 @@ impl<H: Handler> Session<H> {
                     }
                     LineStatus::TooLong { skip_rest } => self.too_long(skip_rest),
                 },
-                State::Data(mut rx) => {
-                    let mut iter = input.iter();
-                    let mut scratch = std::mem::take(&mut self.scratch);
-                    let done = rx.ingest(&mut iter, &mut scratch);
-                    input = iter.as_slice();
-                    // The receiver takes back a CR it has output when the LF of `CRLF.CRLF`
-                    // follows, assuming one growing buffer. A trailing CR therefore stays in
-                    // the scratch buffer until the next read shows whether it was content.
-                    let keep = usize::from(!done && scratch.last() == Some(&b'\r'));
-                    let upto = scratch.len() - keep;
-                    let refused = self.absorb(&scratch[..upto]);
-                    scratch.drain(..upto);
-                    if done {
-                        self.end_of_message().await
-                    } else if refused {
-                        self.state = State::SkipData(DummyDataReceiver::new_data(&rx));
-                        Flow::Continue
-                    } else {
-                        self.scratch = scratch;
-                        self.state = State::Data(rx);
-                        Flow::Continue
+                State::Data(mut scan) => {
+                    let fed = scan.feed(input, |content| {
+                        self.absorb(content);
+                    });
+                    input = &input[fed.consumed..];
+                    if scan.bad {
+                        self.refuse_dot_line();
                     }
-                }
-                State::SkipData(mut rx) => {
-                    let mut iter = input.iter();
-                    let done = rx.ingest(&mut iter);
-                    input = iter.as_slice();
-                    if done {
+                    if fed.end {
                         self.end_of_message().await
                     } else {
-                        self.state = State::SkipData(rx);
+                        self.state = State::Data(scan);
                         Flow::Continue
                     }
                 }
@@ -509,8 +491,8 @@ impl<H: Handler> Session<H> {
         match req {
             Request::Ehlo { host } => self.helo(host, true).await,
             Request::Helo { host } => self.helo(host, false).await,
-            Request::Mail { from } => self.mail(from).await,
-            Request::Rcpt { to } => self.rcpt(to).await,
+            Request::Mail { from } => self.mail(from, line).await,
+            Request::Rcpt { to } => self.rcpt(to, line).await,
             Request::Data => self.data(),
             Request::Bdat {
                 chunk_size,
@@ -544,7 +526,7 @@ impl<H: Handler> Session<H> {
                 self.reply(r);
                 Flow::Close
             }
-            Request::StartTls => self.starttls(),
+            Request::StartTls => self.starttls(line),
             Request::Expn { .. }
             | Request::Lhlo { .. }
             | Request::Etrn { .. }

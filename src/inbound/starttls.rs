@@ -11,7 +11,11 @@ use crate::ops::TlsSide;
 use crate::replies;
 
 impl<H: Handler> Session<H> {
-    pub(super) fn starttls(&mut self) -> Flow {
+    pub(super) fn starttls(&mut self, line: &[u8]) -> Flow {
+        // RFC 3207 §4: "STARTTLS" CRLF, no parameters (smtp-proto ignores them).
+        if !line.trim_ascii().eq_ignore_ascii_case(b"STARTTLS") {
+            return self.error(replies::no_argument("STARTTLS"));
+        }
         if self.info.tls {
             return self.error(replies::already_tls());
         }
@@ -67,7 +71,6 @@ impl<H: Handler> Session<H> {
         self.info.helo.clear();
         self.state = State::Command;
         self.line.clear();
-        self.scratch.clear();
         self.out.clear();
         self.greeted = false;
         self.ext = None;

@@ -684,7 +684,10 @@ mod tests {
         let long = "ä".repeat(150) + ".pdf";
         let s = sanitise_file_name(&long);
         assert!(s.len() <= 200 && s.ends_with(".pdf"));
-        assert_eq!(sanitise_file_name("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
+        assert_eq!(
+            sanitise_file_name("invoice\u{202E}fdp.exe"),
+            "invoicefdp.exe"
+        );
         assert_eq!(sanitise_file_name("\u{200B}\u{FEFF}"), "");
     }
 
@@ -702,7 +705,10 @@ Content-Disposition: attachment; filename=\"\x93Quote\x94 \xE9t\xE9.pdf\"\r\n\r\
         );
         // Real UTF-8 stays as it is.
         let utf8 = "Content-Disposition: attachment; filename=\"Fr\u{f6}sche.txt\"\r\n\r\n";
-        assert_eq!(interpret(utf8.as_bytes()).name.as_deref(), Some("Fr\u{f6}sche.txt"));
+        assert_eq!(
+            interpret(utf8.as_bytes()).name.as_deref(),
+            Some("Fr\u{f6}sche.txt")
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ mod tests {
     fn bidi_and_zero_width_are_removed() {
         assert_eq!(strip_invisible("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
         assert_eq!(
-            strip_invisible("a\u{200B}b\u{200C}c\u{200D}d\u{2060}e\u{FEFF}f\u{00AD}g\u{2066}h\u{2069}"),
+            strip_invisible(
+                "a\u{200B}b\u{200C}c\u{200D}d\u{2060}e\u{FEFF}f\u{00AD}g\u{2066}h\u{2069}"
+            ),
             "abcdefgh"
         );
         assert_eq!(strip_invisible("Grüße €, 日本語 ✓"), "Grüße €, 日本語 ✓");

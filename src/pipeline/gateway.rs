@@ -19,14 +19,14 @@ use super::outcome::Recorder;
 use super::recovery;
 use crate::config::Config;
 use crate::cryptshare;
-use crate::ops::audit::AuditLog;
-use crate::ops::metrics::{Metrics, TransactionGuard, TxOutcome};
-use crate::policy::Rules;
-use crate::sim::{Emulator, EmulatorHandle};
 use crate::envelope::{Extensions, MailFrom, RcptTo};
 use crate::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
+use crate::ops::audit::AuditLog;
+use crate::ops::metrics::{Metrics, TransactionGuard, TxOutcome};
 use crate::outbound::{Relay, RelayTransaction};
+use crate::policy::Rules;
 use crate::replies::{self, Reply};
+use crate::sim::{Emulator, EmulatorHandle};
 use crate::store::state::StateStore;
 
 /// What can change on SIGHUP.

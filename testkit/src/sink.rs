@@ -61,6 +61,10 @@ pub struct Script {
     pub close_once: Option<Stage>,
     /// Answer STARTTLS with 220, then send garbage instead of a TLS handshake.
     pub broken_tls: bool,
+    /// End DATA the way the most lenient implementations do (the model of an SMTP smuggling
+    /// target): NUL bytes are dropped, a line starts after CR or LF alone, and a "." line ended
+    /// by CR, LF or any run of CRs ends the data. What follows is read as commands.
+    pub lenient_data: bool,
 }
 
 impl Default for Script {
@@ -87,6 +91,7 @@ impl Default for Script {
             close: None,
             close_once: None,
             broken_tls: false,
+            lenient_data: false,
         }
     }
 }
@@ -257,7 +262,47 @@ type Stream = Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>
 enum Mode {
     Command,
     Data(DataReceiver, Vec<u8>),
+    Lenient(Lenient),
     Bdat { left: usize, last: bool },
+}
+
+/// The lenient end-of-data model of [`Script::lenient_data`], one byte at a time.
+#[derive(Default)]
+struct Lenient {
+    data: Vec<u8>,
+    /// The last byte that was not NUL (0 at the start: a line start).
+    prev: u8,
+    /// 1: a "." at a line start; 2: followed by one or more CRs.
+    dot: u8,
+}
+
+impl Lenient {
+    /// Returns the bytes used and whether the data ended.
+    fn ingest(&mut self, input: &[u8]) -> (usize, bool) {
+        for (i, &b) in input.iter().enumerate() {
+            if b == 0 {
+                continue;
+            }
+            match (self.dot, b) {
+                (0, b'.') if matches!(self.prev, 0 | b'\r' | b'\n') => self.dot = 1,
+                (0, _) => {
+                    self.data.push(b);
+                    self.prev = b;
+                }
+                (1 | 2, b'\r') => self.dot = 2,
+                (1 | 2, b'\n') => return (i + 1, true),
+                // ".\r" and something else: ended before this byte.
+                (2, _) => return (i, true),
+                // A transparency dot.
+                (_, _) => {
+                    self.dot = 0;
+                    self.data.push(b);
+                    self.prev = b;
+                }
+            }
+        }
+        (input.len(), false)
+    }
 }
 
 struct Tx {
@@ -318,6 +363,19 @@ async fn session(
                         let Some(mut t) = tx.take() else { break };
                         // Drop the CRLF used to prime the receiver (see `Mode::Data` below).
                         t.data = data.split_off(2.min(data.len()));
+                        mode = Mode::Command;
+                        step = finish(shared, &mut out, t, id, tls);
+                        if !matches!(step, Step::Continue) {
+                            break;
+                        }
+                    }
+                }
+                Mode::Lenient(l) => {
+                    let (used, done) = l.ingest(&buf[pos..]);
+                    pos += used;
+                    if done {
+                        let Some(mut t) = tx.take() else { break };
+                        t.data = std::mem::take(&mut l.data);
                         mode = Mode::Command;
                         step = finish(shared, &mut out, t, id, tls);
                         if !matches!(step, Step::Continue) {
@@ -539,7 +597,9 @@ fn command(
             match tx {
                 Some(t) if !t.rcpts.is_empty() => {
                     reply(&script.data_start_reply, out);
-                    if script.data_start_reply.code == 354 {
+                    if script.data_start_reply.code == 354 && script.lenient_data {
+                        *mode = Mode::Lenient(Lenient::default());
+                    } else if script.data_start_reply.code == 354 {
                         // smtp-proto's DataReceiver only recognises a dot after a CRLF it has
                         // seen, so prime it with one: a leading "." line and an empty message
                         // (".\r\n" at once) are then handled as RFC 5321 says.
