@@ -255,18 +255,21 @@ pub enum PasswordMode {
 
 impl<'de> Deserialize<'de> for PasswordMode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.as_str() {
-            "generated" => Ok(PasswordMode::Generated),
-            "none" => Ok(PasswordMode::None),
-            "manual" => Err(serde::de::Error::custom(
+        #[derive(Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        enum Raw {
+            Generated,
+            None,
+            Manual,
+        }
+        match Raw::deserialize(d)? {
+            Raw::Generated => Ok(PasswordMode::Generated),
+            Raw::None => Ok(PasswordMode::None),
+            Raw::Manual => Err(serde::de::Error::custom(
                 "\"manual\" is not supported: a gateway has no person to type the password \
                  (valid: generated, none; with generated the sender gets the password in the \
                  upload summary)",
             )),
-            other => Err(serde::de::Error::custom(format!(
-                "{other:?} is not one of generated, none"
-            ))),
         }
     }
 }
