@@ -36,9 +36,21 @@ enum Command {
     },
     /// Validate a configuration file as `serve` would (certificates, key, users file, client id,
     /// audit and state directories): exit 0 when valid, 2 naming the wrong key otherwise.
+    ///
+    /// `--online` also asks the Cryptshare Server's transfer policy, for each `[[policy]]`, for a
+    /// test sender (`--sender`, else the rule's first sender pattern made concrete, e.g.
+    /// `check-config@example.org`) sending to `--recipient` (else to itself): exit 2 when the
+    /// server forbids what a rule demands (naming the key), warnings for settings the server
+    /// decides itself.
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+        #[arg(long)]
+        online: bool,
+        #[arg(long, requires = "online")]
+        sender: Option<String>,
+        #[arg(long, requires = "online")]
+        recipient: Option<String>,
     },
     /// The effective configuration, defaults included: one `key = value  # source` line each
     /// (source: file:LINE, env VARIABLE or default); secrets redacted.
@@ -144,7 +156,13 @@ fn find(config: &std::path::Path, key: &FindKey, json: bool) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match load_checked(&config) {
+        Command::CheckConfig {
+            config,
+            online,
+            sender,
+            recipient,
+        } => match load_checked(&config) {
+            Ok(cfg) if online => check_online(&config, &cfg, sender.as_deref(), recipient.as_deref()),
             Ok(_) => {
                 println!("{}: OK", config.display());
                 ExitCode::SUCCESS
@@ -268,6 +286,15 @@ async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let gateway = Gateway::new(&cfg, metrics.clone()).await?;
+    // The rules against the live server's transfer policy (warnings only), off the start-up path.
+    let embedded_url = gateway.embedded().map(|h| h.url());
+    if let Ok(client) = cryptshare_gateway::cryptshare::Client::from_config(
+        &cfg.cryptshare,
+        embedded_url.as_deref(),
+        Arc::new(ops::Metrics::new()),
+    ) {
+        tokio::spawn(warn_server_policies(client, cfg.clone()));
+    }
     // Under socket activation the listen keys are not used at all, so a change is no news.
     let activated = !inherited.is_empty();
     let server = Server::bind_with(&cfg, inherited, metrics.clone()).await?;
@@ -358,6 +385,85 @@ async fn serve(
 /// files that must exist), then build what `serve` builds from it and can fail on, without
 /// binding a socket or contacting a server — so that `systemctl reload` (whose `ExecReload`
 /// runs `check-config`) never passes a file the gateway then refuses.
+/// `check-config --online`: the rules against the live server's transfer policy.
+fn check_online(
+    path: &std::path::Path,
+    cfg: &Config,
+    sender: Option<&str>,
+    recipient: Option<&str>,
+) -> ExitCode {
+    use cryptshare_gateway::{cryptshare, pipeline};
+    if cfg.cryptshare.url == "embedded" {
+        println!(
+            "{}: OK (cryptshare.url = \"embedded\": no server to ask)",
+            path.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("check-config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match cryptshare::Client::from_config(
+        &cfg.cryptshare,
+        None,
+        Arc::new(ops::Metrics::new()),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: cryptshare: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let checks = rt.block_on(pipeline::check_server_policies(
+        &client,
+        &cfg.policy,
+        sender,
+        recipient,
+    ));
+    let mut failed = false;
+    for c in checks {
+        match c.result {
+            Err(e) => {
+                failed = true;
+                eprintln!("{}: {e}", path.display());
+            }
+            Ok(findings) => {
+                for f in findings {
+                    failed |= f.error;
+                    let level = if f.error { "error" } else { "warning" };
+                    eprintln!("{}: {level}: {}: {}", path.display(), f.key, f.message);
+                }
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(2)
+    } else {
+        println!("{}: OK (checked against {})", path.display(), client.api_url());
+        ExitCode::SUCCESS
+    }
+}
+
+/// At start-up: one warning per difference between a rule and the live server's policy; an
+/// unreachable server is only a warning (the gateway answers 451 until it is back).
+async fn warn_server_policies(client: cryptshare_gateway::cryptshare::Client, cfg: Config) {
+    for c in cryptshare_gateway::pipeline::check_server_policies(&client, &cfg.policy, None, None).await
+    {
+        match c.result {
+            Err(e) => tracing::warn!(error = %e, "cannot check the policy against the Cryptshare server"),
+            Ok(findings) => {
+                for f in findings {
+                    tracing::warn!(key = %f.key, error = f.error, "{}", f.message);
+                }
+            }
+        }
+    }
+}
+
 fn load_checked(path: &std::path::Path) -> Result<Config, String> {
     let cfg = Config::load(path).map_err(|e| e.to_string())?;
     preflight(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;

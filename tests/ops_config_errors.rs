@@ -68,7 +68,7 @@ fn wrong_types_are_refused_with_file_line_and_key() {
         ),
         (
             "password_mode = true",
-            "FILE:7: policy[0].password_mode: expected one of generated, none, found boolean true",
+            "FILE:7: policy[0].password_mode: expected one of generated, none, manual, found boolean true",
         ),
     ] {
         assert_eq!(error(&policy(line), &[]), want, "{line}");

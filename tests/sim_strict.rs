@@ -549,7 +549,7 @@ async fn the_binary_takes_the_strictness_switches_as_flags_and_at_run_time() {
     assert_eq!(
         sw,
         serde_json::json!({"nulls_and_extra_fields": true, "processing_ms": 20000,
-            "bind_session_tokens": true, "token_rate_limit": 3})
+            "bind_session_tokens": true, "token_rate_limit": 3, "whole_day_expiry": false})
     );
     // --proxy-page: every API call gets the HTML page.
     let r = api_headers(h.get(format!("{url}/api/password")))

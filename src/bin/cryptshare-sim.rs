@@ -3,7 +3,8 @@
 //! By default every well-formed client id is trusted for client-id verification, as if
 //! registered; `--client-id` restricts that to one id. The default is a permissive,
 //! well-configured server; strictness switches (`--bind-session-tokens`, `--token-rate-limit`,
-//! `--processing-ms`, `--nulls-and-extra-fields`, `--proxy-page`, `--token-validity`) make it
+//! `--processing-ms`, `--nulls-and-extra-fields`, `--proxy-page`, `--token-validity`,
+//! `--locked-down`, `--refuse-recipient`, `--whole-day-expiry`) make it
 //! behave like a stricter or slower one. Faults, the policy and the switches can be changed at
 //! run time under `/_sim/` (see the `sim` module and docs/cryptshare-sim.md).
 
@@ -66,6 +67,19 @@ struct Args {
     /// Answer every call with a reverse proxy's HTML error page with this status (e.g. 502).
     #[arg(long, value_name = "STATUS")]
     proxy_page: Option<u16>,
+    /// A locked-down policy: file names, ZIP contents, download notifications and the recipient
+    /// notification are not changeable (PATCHing them: 409/2001), password mode GENERATED only.
+    /// Applied before --policy, whose keys override it.
+    #[arg(long)]
+    locked_down: bool,
+    /// Refuse recipients matching this address pattern (`*` wildcard) in the transfer policy
+    /// (`failedRecipients`, POLICY_MISMATCH); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    refuse_recipient: Vec<String>,
+    /// Check expiry dates in whole days (to the end of their UTC day), as a server counting
+    /// calendar days does.
+    #[arg(long)]
+    whole_day_expiry: bool,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {
@@ -85,10 +99,25 @@ async fn main() {
     let args = Args::parse();
     let mut opts = SimOptions::new(args.listen, args.data);
     opts.client_id = args.client_id;
+    if args.locked_down {
+        opts.policy = SimPolicy::locked_down();
+    }
     if let Some(p) = &args.policy {
-        opts.policy = serde_json::from_str::<SimPolicy>(p)
+        // Keys given override the base (the default or the locked-down policy).
+        let mut base = serde_json::to_value(&opts.policy).unwrap_or_default();
+        let over: serde_json::Value = serde_json::from_str(p)
+            .unwrap_or_else(|e| fail(format_args!("--policy: {e}")));
+        if let (Some(b), Some(o)) = (base.as_object_mut(), over.as_object()) {
+            b.extend(o.clone());
+        } else {
+            fail("--policy: must be a JSON object");
+        }
+        opts.policy = serde_json::from_value::<SimPolicy>(base)
             .unwrap_or_else(|e| fail(format_args!("--policy: {e}")));
     }
+    opts.policy
+        .refused_recipients
+        .extend(args.refuse_recipient.iter().cloned());
     for f in &args.fault {
         opts.faults.push(
             serde_json::from_str::<FaultSpec>(f)
@@ -106,6 +135,7 @@ async fn main() {
     let sw = &mut opts.switches;
     sw.nulls_and_extra_fields |= args.nulls_and_extra_fields;
     sw.bind_session_tokens |= args.bind_session_tokens;
+    sw.whole_day_expiry |= args.whole_day_expiry;
     if let Some(ms) = args.processing_ms {
         sw.processing_time = Some(Duration::from_millis(ms));
     }

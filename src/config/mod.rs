@@ -21,7 +21,7 @@ pub use types::{
     AuditConfig, AuthConfig, Config, CryptshareConfig, MetricsConfig, NextHopTls, OnError,
     PasswordMode, PolicyConfig, RelayConfig, ServerConfig, SignedHandling, StateConfig, TlsConfig,
 };
-pub use validate::validate_sender_pattern;
+pub use validate::{is_language_tag, validate_sender_pattern};
 
 /// A configuration problem, always naming the offending key.
 #[derive(Debug, thiserror::Error)]

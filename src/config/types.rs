@@ -199,6 +199,15 @@ pub struct CryptshareConfig {
     pub timeout: Duration,
     /// Data directory of the embedded emulator (default: `<state.dir>/cryptshare-sim`).
     pub embedded_data_dir: Option<PathBuf>,
+    /// Seconds a finalized transfer may stay `PROCESSING` (virus scan of large files) before
+    /// the attempt gives up with a temporary failure; at least 1.
+    #[serde(with = "parse::seconds")]
+    pub processing_limit: Duration,
+    /// Seconds a cached verification token must still be valid to start a new transfer
+    /// session with it (capped at half the token's validity); the session keeps its token to
+    /// the end, so this is the time one conversion may take.
+    #[serde(with = "parse::seconds")]
+    pub token_reserve: Duration,
 }
 
 impl Default for CryptshareConfig {
@@ -211,6 +220,8 @@ impl Default for CryptshareConfig {
             ca_file: None,
             timeout: Duration::from_secs(60),
             embedded_data_dir: None,
+            processing_limit: Duration::from_secs(300),
+            token_reserve: Duration::from_secs(900),
         }
     }
 }
@@ -261,12 +272,35 @@ pub enum OnError {
     Reject,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+/// `password_mode`. Cryptshare's third mode, `manual` (a password the sender types), is out
+/// of scope: a gateway has no person to type it; the value is refused with that reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum PasswordMode {
     #[default]
     Generated,
     None,
+}
+
+impl<'de> Deserialize<'de> for PasswordMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        enum Raw {
+            Generated,
+            None,
+            Manual,
+        }
+        match Raw::deserialize(d)? {
+            Raw::Generated => Ok(PasswordMode::Generated),
+            Raw::None => Ok(PasswordMode::None),
+            Raw::Manual => Err(serde::de::Error::custom(
+                "\"manual\" is not supported: a gateway has no person to type the password \
+                 (valid: generated, none; with generated the sender gets the password in the \
+                 upload summary)",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -321,10 +355,24 @@ pub struct PolicyConfig {
     pub sender_phone: Option<String>,
     #[serde(default = "default_true")]
     pub show_file_names: bool,
+    /// List the contents of ZIP files in the notification mails (`showZipFileContent`; only
+    /// with `show_file_names`).
+    #[serde(default)]
+    pub show_zip_file_content: bool,
+    /// The sender is mailed on every download (`sendDownloadNotifications`).
     #[serde(default)]
     pub download_notifications: bool,
+    /// The sender gets a summary of the downloads when the transfer expires
+    /// (`sendDownloadSummary`).
+    #[serde(default)]
+    pub download_summary: bool,
     #[serde(default = "default_true")]
     pub upload_summary: bool,
+    /// `recipientLanguage` of the transfer (the language of Cryptshare's mails to the
+    /// recipients): `auto` = the message's `Content-Language` when it names one, else
+    /// `language`; or any language tag.
+    #[serde(default = "default_auto")]
+    pub recipient_language: String,
     #[serde(default)]
     pub classification_id: Option<String>,
     /// Directory with notice templates overriding the built-in ones (`notice.<lang>.txt`, `notice.<lang>.html`).
@@ -364,6 +412,9 @@ fn default_expiration_days() -> u32 {
 }
 fn default_language() -> String {
     "en".into()
+}
+fn default_auto() -> String {
+    "auto".into()
 }
 fn default_true() -> bool {
     true

@@ -18,6 +18,7 @@ impl Config {
         at_least_1s(&mut self.server.command_timeout);
         at_least_1s(&mut self.server.session_timeout);
         at_least_1s(&mut self.server.outside_session_timeout);
+        at_least_1s(&mut self.cryptshare.processing_limit);
     }
 
     /// Checks serde cannot express. Every error names its key.
@@ -217,6 +218,15 @@ impl Config {
                     ),
                 ));
             }
+            if p.recipient_language != "auto" && !is_language_tag(&p.recipient_language) {
+                return Err(ConfigError::invalid(
+                    key("recipient_language"),
+                    format!(
+                        "{:?} is neither \"auto\" nor a language tag like \"en\" or \"de-CH\"",
+                        p.recipient_language
+                    ),
+                ));
+            }
             if let Some(dir) = &p.template_dir
                 && !dir.is_dir()
             {
@@ -253,4 +263,16 @@ pub fn validate_sender_pattern(p: &str) -> Result<(), String> {
         return Err(format!("{p:?}: bad domain (wildcard only as a leading *.)"));
     }
     Ok(())
+}
+
+/// A BCP 47 tag as far as the Cryptshare API needs it: letter/digit subtags of 1 to 8
+/// characters joined by `-`, starting with 2 or 3 letters.
+pub fn is_language_tag(tag: &str) -> bool {
+    let mut subtags = tag.split('-');
+    let Some(primary) = subtags.next() else {
+        return false;
+    };
+    (2..=3).contains(&primary.len())
+        && primary.bytes().all(|b| b.is_ascii_alphabetic())
+        && subtags.all(|s| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()))
 }

@@ -79,6 +79,8 @@ impl ClientOptions {
             timeout: cfg.timeout,
             ca_file: cfg.ca_file.clone(),
             metrics,
+            processing_limit: cfg.processing_limit,
+            token_reserve: cfg.token_reserve,
             ..ClientOptions::default()
         }
     }

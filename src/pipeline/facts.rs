@@ -99,6 +99,43 @@ pub(super) fn notification_body(raw: &[u8], a: &Analysis) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// The notification text as the body of `notificationMessage`, which Cryptshare treats as
+/// HTML ("May contain HTML"): `&`, `<`, `>` and `"` escaped, so the message's text is shown
+/// as written and cannot inject markup; line breaks become `<br>` (kept after it, for a
+/// plain-text view).
+pub(super) fn to_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\r' => {}
+            '\n' => out.push_str("<br>\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `recipientLanguage` for the rule: its `recipient_language`, or with `auto` the first tag of
+/// the message's `Content-Language:` (SPEC §2) when it is a well-formed tag, else `language`.
+pub(super) fn recipient_language(policy: &crate::config::PolicyConfig, raw: &[u8]) -> String {
+    if policy.recipient_language != "auto" {
+        return policy.recipient_language.clone();
+    }
+    content_language(raw).unwrap_or_else(|| policy.language.clone())
+}
+
+/// The first language tag of the top-level `Content-Language:` header (RFC 3282).
+pub(super) fn content_language(raw: &[u8]) -> Option<String> {
+    let msg = mail_parser::MessageParser::default().parse_headers(raw)?;
+    let value = msg.header_raw("Content-Language")?;
+    let first = value.split(',').next()?.trim();
+    crate::config::is_language_tag(first).then(|| first.to_string())
+}
+
 /// Crude but safe: drop tags, decode the handful of entities mail clients produce.
 fn html_to_text(html: &str) -> String {
     let mut out = String::with_capacity(html.len());
@@ -130,6 +167,23 @@ mod tests {
         assert_eq!(strip_tag("Report", "[secure]"), "Report");
         // Lower-casing "İ" changes its length: the cut must still fall right.
         assert_eq!(strip_tag("İstanbul [SECURE] Q3", "[secure]"), "İstanbul Q3");
+    }
+
+    #[test]
+    fn notification_text_is_escaped_for_html() {
+        assert_eq!(
+            to_html("a < b & \"c\" > d\r\nnext\n<script>"),
+            "a &lt; b &amp; &quot;c&quot; &gt; d<br>\nnext<br>\n&lt;script&gt;"
+        );
+    }
+
+    #[test]
+    fn content_language_picks_the_first_well_formed_tag() {
+        let raw = b"From: a@x.org\r\nContent-Language: de-CH, en\r\n\r\nbody";
+        assert_eq!(content_language(raw).as_deref(), Some("de-CH"));
+        let raw = b"From: a@x.org\r\nContent-Language: <script>\r\n\r\nbody";
+        assert_eq!(content_language(raw), None);
+        assert_eq!(content_language(b"From: a@x.org\r\n\r\nbody"), None);
     }
 
     #[test]

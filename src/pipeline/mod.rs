@@ -30,6 +30,7 @@ mod message;
 mod outcome;
 mod plan;
 mod recovery;
+mod server_policy;
 mod transfer;
 
 use sha2::{Digest, Sha256};
@@ -39,6 +40,10 @@ use crate::cryptshare;
 pub use explain::{Envelope, ExplainError, Source as EnvelopeSource, explain, explain_with};
 pub use gateway::{Gateway, GatewayFactory, GatewayHandler};
 pub use plan::{Action, Plan, plan};
+pub use server_policy::{
+    Finding, LiveCheck, check_live as check_server_policies, findings as server_policy_findings,
+    test_sender,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -24,10 +24,11 @@ use bytes::Bytes;
 
 use super::facts::{self, HeaderFacts, clean};
 use super::recovery::{Resume, Resumed};
+use super::server_policy::{self, Applied};
 use crate::config::{PasswordMode as PolicyPasswordMode, PolicyConfig};
 use crate::cryptshare::{
     self, NewTransferSession, NotificationMessage, PasswordMode, Recipient, Recipients,
-    SecurityMode, Sender, TransferSessionPatch, format_date_time,
+    SecurityMode, Sender, TransferSessionPatch, format_date_time, parse_date_time,
 };
 use crate::mime::{self, Analysis, PartId};
 use crate::ops::audit::AuditFile;
@@ -41,6 +42,11 @@ pub enum ConvertError {
     /// The server's transfer policy refuses this sender, these recipients or this size.
     #[error("refused by the Cryptshare transfer policy: {0}")]
     PolicyRefused(String),
+    /// The server's transfer policy forbids what the rule demands (a password mode, a
+    /// confidential message it requires): a configuration error, not the message's fault, so
+    /// not a permanent refusal (`check-config --online` reports it).
+    #[error("configuration does not fit the Cryptshare server's policy: {0}")]
+    ServerPolicy(#[from] server_policy::Forbidden),
     #[error("{0}")]
     State(#[from] StateError),
     #[error("{0}")]
@@ -93,6 +99,8 @@ pub struct Converted {
     /// message must not carry personal links).
     pub download_url: Option<String>,
     pub sender_display: String,
+    /// The password mode the transfer has (the server's policy may have chosen a stronger one
+    /// than the rule's).
     pub password_mode: PolicyPasswordMode,
     pub notify_recipients: bool,
     pub reused: bool,
@@ -137,7 +145,7 @@ pub(super) struct Job<'a> {
 
 /// What the server's transfer policy allows for this transfer (step 1).
 struct Allowed {
-    mode: PasswordMode,
+    applied: Applied,
     expires: chrono::DateTime<chrono::Utc>,
 }
 
@@ -199,7 +207,7 @@ impl Job<'_> {
         progress: &mut Progress,
     ) -> Result<Converted, ConvertError> {
         let now = chrono::Utc::now().timestamp();
-        let allowed = self.check_policy().await?;
+        let mut allowed = self.check_policy().await?;
         let (id, done) = match resumed {
             Some(r) => {
                 progress.tracking_id = Some(r.tracking_id.clone());
@@ -213,7 +221,7 @@ impl Job<'_> {
                 (id, Vec::new())
             }
         };
-        self.apply_settings(&id, facts, &allowed).await?;
+        self.apply_settings(&id, facts, &mut allowed).await?;
         let stored = self.upload_files(&id, &done).await?;
         progress.finalize_sent = true;
         let urls = self.finalize(&id).await?;
@@ -225,7 +233,10 @@ impl Job<'_> {
             files: stored,
             download_url: single(&urls),
             sender_display: sender_display.to_string(),
-            password_mode: self.policy.password_mode,
+            password_mode: match allowed.applied.mode {
+                PasswordMode::None => PolicyPasswordMode::None,
+                _ => PolicyPasswordMode::Generated,
+            },
             notify_recipients: self.policy.notify_recipients,
             reused: false,
             cryptshare_ms: 0,
@@ -262,21 +273,17 @@ impl Job<'_> {
                 settings.max_total_size
             )));
         }
-        let mode = match self.policy.password_mode {
-            PolicyPasswordMode::Generated => PasswordMode::Generated,
-            PolicyPasswordMode::None => PasswordMode::None,
-        };
-        let allowed = settings.allowed_password_modes();
-        if !allowed.is_empty() && !allowed.contains(&mode) {
-            return Err(ConvertError::PolicyRefused(format!(
-                "password mode {} is not allowed by the server",
-                mode.as_str()
-            )));
+        let applied = server_policy::reconcile(self.policy, &settings)?;
+        if !applied.server_decided.is_empty() {
+            tracing::info!(
+                sender = %clean(self.sender, 254),
+                policy = %self.policy.name,
+                decided = %applied.server_decided.join("; "),
+                "the Cryptshare server's policy decides these settings"
+            );
         }
-        Ok(Allowed {
-            mode,
-            expires: self.expires(Some(settings.max_retention_period)),
-        })
+        let expires = chrono::Utc::now() + chrono::Duration::days(applied.expiry_days);
+        Ok(Allowed { applied, expires })
     }
 
     /// Step 2: create the session (recipients are fixed here): to / cc from the headers, the rest
@@ -330,35 +337,70 @@ impl Job<'_> {
         )
     }
 
-    /// Step 3: the settings (PATCH).
+    /// Step 3: the settings (PATCH): only what the server's policy lets the client change
+    /// (see `server_policy`). A 409 is retried once with an earlier expiry — the server's own
+    /// default date of the session, else one day less — since a server counting whole days or
+    /// with a clock behind ours refuses an expiry at its limit (the other settings are within
+    /// the policy by construction).
     async fn apply_settings(
         &self,
         id: &str,
         facts: &HeaderFacts,
-        allowed: &Allowed,
+        allowed: &mut Allowed,
     ) -> Result<(), ConvertError> {
         let policy = self.policy;
-        let mode = allowed.mode;
-        let patch = TransferSessionPatch {
+        let a = &allowed.applied;
+        let mode = a.mode;
+        let raw = self.message.as_bytes();
+        let mut patch = TransferSessionPatch {
             expiration_date: Some(format_date_time(&allowed.expires.fixed_offset())),
             security_mode: Some(SecurityMode::one_time_password(mode, None)),
-            notification_message: Some(NotificationMessage {
+            notification_message: a.notification_editable.then(|| NotificationMessage {
                 subject: facts.subject.clone(),
-                body: facts::notification_body(self.message.as_bytes(), self.analysis),
+                body: facts::notification_body(raw, self.analysis).map(|t| facts::to_html(&t)),
             }),
             sender_language: Some(policy.language.clone()),
-            recipient_language: Some(policy.language.clone()),
-            show_file_names: Some(policy.show_file_names),
+            recipient_language: Some(facts::recipient_language(policy, raw)),
+            show_file_names: a.show_file_names,
+            show_zip_file_content: a.show_zip_file_content,
             send_recipient_notification: Some(policy.notify_recipients),
             // With a generated password the sender learns it only from the upload summary.
             send_upload_summary: Some(policy.upload_summary || mode == PasswordMode::Generated),
-            send_download_notifications: Some(policy.download_notifications),
-            send_download_summary: Some(policy.download_notifications),
+            send_download_notifications: a.send_download_notifications,
+            send_download_summary: Some(policy.download_summary),
             classification_id: policy.classification_id.clone(),
             file_checksum_algorithm: Some("SHA256".into()),
             ..Default::default()
         };
+        let first = match self.cs.patch_settings(self.sender, id, &patch).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.status() == Some(409) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let server_date = self
+            .cs
+            .get_session(self.sender, id)
+            .await
+            .ok()
+            .and_then(|s| s.expiration_date)
+            .and_then(|d| parse_date_time(&d))
+            .map(|d| d.with_timezone(&chrono::Utc));
+        let now = chrono::Utc::now();
+        let earlier = server_date
+            .filter(|d| *d < allowed.expires && *d > now)
+            .unwrap_or(allowed.expires - chrono::Duration::days(1));
+        if earlier <= now {
+            return Err(first.into());
+        }
+        tracing::info!(
+            tracking_id = %id,
+            error = %first,
+            expires = %format_date_time(&earlier.fixed_offset()),
+            "settings refused (409): retrying once with an earlier expiry"
+        );
+        patch.expiration_date = Some(format_date_time(&earlier.fixed_offset()));
         self.cs.patch_settings(self.sender, id, &patch).await?;
+        allowed.expires = earlier;
         Ok(())
     }
 

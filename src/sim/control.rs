@@ -58,6 +58,7 @@ pub(super) async fn ctl_state(State(sim): State<Arc<Sim>>) -> Response {
         "stats": g.stats,
         "open_sessions": g.sessions.len(),
         "transfers": g.finished(),
+        "requests": g.requests,
     }))
     .into_response()
 }

@@ -17,6 +17,7 @@
 //! handle.expire_tokens()                 // every issued token becomes invalid (401/3002)
 //! handle.transfers() -> Vec<FinishedTransfer>   handle.stats() -> SimStats
 //! handle.open_sessions() -> usize       handle.shutdown().await
+//! handle.requests() -> Vec<SimRequest>  // JSON bodies of policy/create/PATCH calls, in order
 //! FaultSpec::status(Endpoint::Upload, 503, None).times(1)      // also ::drop_connection(ep),
 //!     .every_nth(n) / .with_latency(d); JSON: {"endpoint":"upload","status":503,"count":1,
 //!     "latency_ms":200,"drop_connection":false,"proxy_page":false,"every_nth":0,"error_code":null}
@@ -82,7 +83,8 @@ use tokio::sync::oneshot;
 
 use crate::cryptshare::types::{PasswordMode, Recipients, TransferSession, TransferState};
 
-/// The server-side transfer policy (one merged rule for every sender).
+/// The server-side transfer policy (one merged rule for every sender). Every key has a serde
+/// default, so `PUT /_sim/policy` and `--policy` take any subset.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimPolicy {
@@ -90,6 +92,9 @@ pub struct SimPolicy {
     pub allowed_senders: Vec<String>,
     /// Glob patterns on the recipient domain; empty = every domain.
     pub allowed_recipient_domains: Vec<String>,
+    /// Glob patterns on the recipient address refused by the policy (`failedRecipients` with
+    /// `POLICY_MISMATCH` in the policy answer, 403/3011 at session creation).
+    pub refused_recipients: Vec<String>,
     /// Bytes, all files of a transfer together.
     pub max_total_size: u64,
     /// Days.
@@ -97,6 +102,17 @@ pub struct SimPolicy {
     /// The first one is the default of a new session.
     pub allowed_password_modes: Vec<PasswordMode>,
     pub show_file_names_default: bool,
+    /// `false`: a PATCH carrying `showFileNames` or `showZipFileContent` answers 409/2001.
+    pub show_file_names_changeable: bool,
+    pub show_zip_file_content_default: bool,
+    pub send_download_notifications_default: bool,
+    /// `false`: a PATCH carrying `sendDownloadNotifications` answers 409/2001.
+    pub send_download_notifications_changeable: bool,
+    /// `false`: a PATCH carrying `notificationMessage` answers 409/2001.
+    pub recipient_notification_editable: bool,
+    pub confidential_message_allowed: bool,
+    /// `true`: finalize without a `confidentialMessageFileId` answers 409/2001.
+    pub confidential_message_required: bool,
 }
 
 impl Default for SimPolicy {
@@ -104,6 +120,7 @@ impl Default for SimPolicy {
         SimPolicy {
             allowed_senders: Vec::new(),
             allowed_recipient_domains: Vec::new(),
+            refused_recipients: Vec::new(),
             max_total_size: 2 * 1024 * 1024 * 1024,
             max_retention_period: 30,
             allowed_password_modes: vec![
@@ -112,6 +129,32 @@ impl Default for SimPolicy {
                 PasswordMode::None,
             ],
             show_file_names_default: false,
+            show_file_names_changeable: true,
+            show_zip_file_content_default: false,
+            send_download_notifications_default: false,
+            send_download_notifications_changeable: true,
+            recipient_notification_editable: true,
+            confidential_message_allowed: true,
+            confidential_message_required: false,
+        }
+    }
+}
+
+impl SimPolicy {
+    /// A locked-down server (`cryptshare-sim --locked-down`): file names, ZIP contents,
+    /// download notifications and the recipient notification are the server's (flags
+    /// `*Changeable` / `recipientNotificationEditable` false, PATCHing them answers 409/2001),
+    /// and only password mode `GENERATED` is allowed.
+    pub fn locked_down() -> Self {
+        SimPolicy {
+            allowed_password_modes: vec![PasswordMode::Generated],
+            show_file_names_default: true,
+            show_file_names_changeable: false,
+            show_zip_file_content_default: true,
+            send_download_notifications_default: true,
+            send_download_notifications_changeable: false,
+            recipient_notification_editable: false,
+            ..SimPolicy::default()
         }
     }
 }
@@ -134,6 +177,11 @@ pub struct SimSwitches {
     pub bind_session_tokens: bool,
     /// At most this many tokens per sender and client id per minute; more answer 429/2007.
     pub token_rate_limit: Option<u32>,
+    /// Expiry checked in whole days, as a server that counts calendar days does: an
+    /// `expirationDate` is taken to last to the end of its (UTC) day, and that must lie within
+    /// `maxRetentionPeriod` days from now (else 409/2001). "now + maxRetentionPeriod days" is
+    /// then refused for most of the day.
+    pub whole_day_expiry: bool,
 }
 
 /// The API operations, for fault injection.
@@ -378,6 +426,22 @@ impl std::fmt::Debug for FinishedTransfer {
     }
 }
 
+/// A JSON request body the emulator received (transfer policy, session creation, PATCH),
+/// in arrival order: what a client actually sent, for assertions. The last
+/// [`MAX_LOGGED_REQUESTS`] are kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimRequest {
+    pub endpoint: Endpoint,
+    /// The sender address of the path.
+    pub sender: String,
+    /// The tracking id of the path, for session calls.
+    pub tracking_id: Option<String>,
+    pub body: serde_json::Value,
+}
+
+/// Bound of the request log ([`EmulatorHandle::requests`], `GET /_sim/state`).
+pub const MAX_LOGGED_REQUESTS: usize = 1000;
+
 /// Counters for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SimStats {
@@ -561,6 +625,11 @@ impl EmulatorHandle {
     /// Sessions created and neither finalized nor deleted.
     pub fn open_sessions(&self) -> usize {
         self.state.lock().sessions.len()
+    }
+
+    /// The JSON request bodies received so far (see [`SimRequest`]).
+    pub fn requests(&self) -> Vec<SimRequest> {
+        self.state.lock().requests.iter().cloned().collect()
     }
 
     /// Stop accepting (new connections are refused from now on), give in-flight requests up

@@ -29,8 +29,8 @@ use super::recipient::*;
 use super::sessions::*;
 use super::transfers::*;
 use super::{
-    Endpoint, FaultSpec, FinishedTransfer, SimFile, SimOptions, SimPolicy, SimRecipient, SimStats,
-    SimSwitches,
+    Endpoint, FaultSpec, FinishedTransfer, MAX_LOGGED_REQUESTS, SimFile, SimOptions, SimPolicy,
+    SimRecipient, SimRequest, SimStats, SimSwitches,
 };
 use crate::cryptshare::types::*;
 
@@ -57,6 +57,8 @@ pub(super) struct Inner {
     pub(super) switches: SimSwitches,
     /// When tokens were issued, per (address, client id), for the rate limit.
     pub(super) token_times: HashMap<(String, String), Vec<SystemTime>>,
+    /// JSON request bodies, newest last, at most `MAX_LOGGED_REQUESTS`.
+    pub(super) requests: std::collections::VecDeque<SimRequest>,
 }
 
 pub(super) struct FaultState {
@@ -145,6 +147,7 @@ impl Sim {
             mail_seq: 0,
             switches: opts.switches.clone(),
             token_times: HashMap::new(),
+            requests: Default::default(),
         };
         let sim = Arc::new(Sim {
             noisy: AtomicBool::new(opts.switches.nulls_and_extra_fields),
@@ -200,6 +203,28 @@ impl Sim {
 }
 
 impl Inner {
+    /// Log a JSON request body (see [`SimRequest`]); a body that is not JSON is logged as a string.
+    pub(super) fn log_request(
+        &mut self,
+        endpoint: Endpoint,
+        sender: &str,
+        tracking_id: Option<&str>,
+        body: &[u8],
+    ) {
+        let body = serde_json::from_slice(body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(body).into_owned())
+        });
+        if self.requests.len() >= MAX_LOGGED_REQUESTS {
+            self.requests.pop_front();
+        }
+        self.requests.push_back(SimRequest {
+            endpoint,
+            sender: sender.to_owned(),
+            tracking_id: tracking_id.map(str::to_owned),
+            body,
+        });
+    }
+
     pub(crate) fn add_fault(&mut self, spec: FaultSpec) {
         self.faults.push(FaultState {
             spec,
@@ -584,30 +609,35 @@ impl SimPolicy {
     }
     pub(super) fn recipient_allowed(&self, rcpt: &str) -> bool {
         let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        self.allowed_recipient_domains.is_empty()
+        let lc = rcpt.to_ascii_lowercase();
+        (self.allowed_recipient_domains.is_empty()
             || self
                 .allowed_recipient_domains
                 .iter()
-                .any(|p| glob(p, domain))
+                .any(|p| glob(p, domain)))
+            && !self
+                .refused_recipients
+                .iter()
+                .any(|p| glob(&p.to_ascii_lowercase(), &lc))
     }
     pub(super) fn settings(&self) -> TransferPolicySettings {
         TransferPolicySettings {
-            confidential_message_allowed: true,
-            confidential_message_required: false,
+            confidential_message_allowed: self.confidential_message_allowed,
+            confidential_message_required: self.confidential_message_required,
             max_retention_period: i64::from(self.max_retention_period),
             max_total_size: i64::try_from(self.max_total_size).unwrap_or(i64::MAX),
-            recipient_notification_editable: true,
+            recipient_notification_editable: self.recipient_notification_editable,
             security_modes: vec![PolicySecurityMode {
                 name: "ONE_TIME_PASSWORD".into(),
                 config: PolicySecurityModeConfig {
                     allowed_password_modes: self.allowed_password_modes.clone(),
                 },
             }],
-            send_download_notifications_changeable: true,
-            send_download_notifications_default: false,
-            show_file_names_changeable: true,
+            send_download_notifications_changeable: self.send_download_notifications_changeable,
+            send_download_notifications_default: self.send_download_notifications_default,
+            show_file_names_changeable: self.show_file_names_changeable,
             show_file_names_default: self.show_file_names_default,
-            show_zip_file_content_default: false,
+            show_zip_file_content_default: self.show_zip_file_content_default,
         }
     }
 }

@@ -26,6 +26,8 @@ pub(super) async fn transfer_policy(
         Some(&email),
     )
     .await?;
+    sim.lock()
+        .log_request(Endpoint::TransferPolicy, &email, None, &body);
     let body: TransferPolicyRequest = parse_json(&body)?;
     let policy = sim.lock().policy.clone();
     if !policy.sender_allowed(&email) {
@@ -114,6 +116,8 @@ pub(super) async fn create_session(
         Some(&email),
     )
     .await?;
+    sim.lock()
+        .log_request(Endpoint::CreateSession, &email, None, &body);
     let body: NewTransferSession = parse_json(&body)?;
     let mut seen = Vec::new();
     let recipients = Recipients {
@@ -167,10 +171,10 @@ pub(super) async fn create_session(
             sender_language: Some(language.clone()),
             recipient_language: Some(language),
             show_file_names: Some(g.policy.show_file_names_default),
-            show_zip_file_content: Some(false),
+            show_zip_file_content: Some(g.policy.show_zip_file_content_default),
             send_recipient_notification: Some(true),
             send_upload_summary: Some(true),
-            send_download_notifications: Some(false),
+            send_download_notifications: Some(g.policy.send_download_notifications_default),
             send_download_summary: Some(false),
             classification_id: None,
             file_checksum_algorithm: Some("SHA256".into()),
@@ -295,6 +299,8 @@ pub(super) async fn patch_session(
         Some(&email),
     )
     .await?;
+    sim.lock()
+        .log_request(Endpoint::PatchSession, &email, Some(&tid), &body);
     let raw: serde_json::Value = parse_json(&body)?;
     let obj = raw
         .as_object()
@@ -307,15 +313,35 @@ pub(super) async fn patch_session(
     let patch: TransferSessionPatch = parse_json(&body)?;
     let mut g = sim.lock();
     let policy = g.policy.clone();
+    let whole_days = g.switches.whole_day_expiry;
     let s = session_mut(&mut g, &email, &tid, &ctx)?;
 
-    // Validate everything before changing anything.
+    // Validate everything before changing anything. Settings the policy does not let the
+    // client change are refused even with the server's own value: a client must leave them out.
+    let locked = [
+        ("showFileNames", policy.show_file_names_changeable),
+        ("showZipFileContent", policy.show_file_names_changeable),
+        (
+            "sendDownloadNotifications",
+            policy.send_download_notifications_changeable,
+        ),
+        ("notificationMessage", policy.recipient_notification_editable),
+    ];
+    for (key, changeable) in locked {
+        if !changeable && obj.contains_key(key) {
+            return Err(rule(&format!(
+                "{key} is not changeable by the transfer policy"
+            )));
+        }
+    }
     if let Some(d) = &patch.expiration_date {
         let t = parse_date_time(d).ok_or_else(|| invalid("expirationDate"))?;
         let now = chrono::Utc::now();
         // Clients compute "now + N days" on their own clock.
         let max = retention_end(policy.max_retention_period) + chrono::Duration::minutes(5);
-        if t <= now || t > max {
+        let utc = t.with_timezone(&chrono::Utc);
+        let counted = if whole_days { end_of_day(utc) } else { utc };
+        if t <= now || counted > max {
             return Err(rule("expirationDate outside the retention period"));
         }
     }
@@ -398,6 +424,14 @@ pub(super) async fn patch_session(
         confidential_message_file_id
     );
     ok_json(&sim, session_view(s, &email, &tid))
+}
+
+/// The last second of `t`'s UTC day: how a server counting whole days sees an expiry.
+fn end_of_day(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    let day = t.date_naive();
+    day.and_hms_opt(23, 59, 59)
+        .map(|d| d.and_utc())
+        .unwrap_or(t)
 }
 
 pub(super) async fn delete_session(

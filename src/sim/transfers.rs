@@ -29,12 +29,16 @@ pub(super) async fn finalize(
     let base = sim.base_url(&req.headers);
     let mails = (|| -> Result<_, ApiErr> {
         let mut g = sim.lock();
+        let required = g.policy.confidential_message_required;
         let s = session_mut(&mut g, &email, &tid, &ctx)?;
         if s.files.is_empty() {
             return Err(rule("no file registered"));
         }
         if s.files.iter().any(|f| f.uploaded.is_none()) {
             return Err(rule("not all registered files have been uploaded"));
+        }
+        if required && s.settings.confidential_message_file_id.is_none() {
+            return Err(rule("the transfer policy requires a confidential message"));
         }
         let mode = s
             .settings
