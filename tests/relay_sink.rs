@@ -425,6 +425,7 @@ fn info() -> ConnectionInfo {
         peer: "127.0.0.1:40000".parse().unwrap(),
         local: "127.0.0.1:2525".parse().unwrap(),
         helo: "client.test".into(),
+        esmtp: true,
         tls: false,
         auth_user: None,
         may_relay: true,

@@ -405,6 +405,7 @@ mod tests {
                 .unwrap(),
             local: "[::1]:25".parse().unwrap(),
             helo: "h".repeat(255),
+            esmtp: true,
             tls: true,
             auth_user: Some("user".into()),
             may_relay: true,

@@ -47,6 +47,8 @@ pub struct ConnectionInfo {
     pub local: SocketAddr,
     /// EHLO/HELO argument.
     pub helo: String,
+    /// The client greeted with EHLO (ESMTP), not HELO.
+    pub esmtp: bool,
     pub tls: bool,
     /// AUTH identity, once authenticated.
     pub auth_user: Option<String>,

@@ -187,6 +187,7 @@ impl<H: Handler> Session<H> {
             peer: meta.peer,
             local: meta.local,
             helo: String::new(),
+            esmtp: false,
             tls: meta.tls,
             auth_user: None,
             may_relay: settings.may_relay(&meta.peer),

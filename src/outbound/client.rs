@@ -30,6 +30,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
 use super::error::RelayError;
+use super::xforward::{self, ClientOrigin};
 use crate::config::NextHopTls;
 use crate::envelope::{Body, MailFrom, RcptTo, Ret};
 use crate::replies::Reply;
@@ -50,6 +51,8 @@ pub struct ClientSettings {
     pub server_name: ServerName<'static>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// Send XFORWARD when the next hop offers it (`relay.xforward`).
+    pub xforward: bool,
 }
 
 impl ClientSettings {
@@ -71,6 +74,9 @@ pub struct Capabilities {
     pub size: usize,
     /// false after a HELO fallback.
     pub esmtp: bool,
+    /// The XFORWARD attributes offered (bits of `xforward.rs`; 0 = none, or `relay.xforward`
+    /// is off).
+    pub xforward: u8,
 }
 
 impl Capabilities {
@@ -214,6 +220,9 @@ impl SmtpClient {
                 }
             }
         }
+        if !s.xforward {
+            c.caps.xforward = 0;
+        }
         c.timeout = s.command_timeout;
         Ok(c)
     }
@@ -272,6 +281,23 @@ impl SmtpClient {
         rcpts: &[RcptTo],
         rset: bool,
     ) -> Result<EnvelopeReplies, RelayError> {
+        self.envelope_for(from, rcpts, rset, None).await
+    }
+
+    /// As [`Self::envelope`], with the original client as XFORWARD between RSET and MAIL when
+    /// the next hop offers it (see `xforward.rs`); a refused XFORWARD is logged and the
+    /// transaction goes on without it.
+    pub async fn envelope_for(
+        &mut self,
+        from: &MailFrom,
+        rcpts: &[RcptTo],
+        rset: bool,
+        origin: Option<&ClientOrigin>,
+    ) -> Result<EnvelopeReplies, RelayError> {
+        let xforward_cmds = match origin {
+            Some(o) if self.caps.xforward != 0 => xforward::commands(o, self.caps.xforward),
+            _ => Vec::new(),
+        };
         let mail_cmd = self.mail_command(from)?;
         let rcpt_cmds = rcpts
             .iter()
@@ -281,6 +307,9 @@ impl SmtpClient {
             let mut out = Vec::with_capacity(64 + mail_cmd.len() + 64 * rcpt_cmds.len());
             if rset {
                 out.extend_from_slice(b"RSET\r\n");
+            }
+            for c in &xforward_cmds {
+                out.extend_from_slice(c);
             }
             out.extend_from_slice(&mail_cmd);
             for c in &rcpt_cmds {
@@ -292,6 +321,10 @@ impl SmtpClient {
                 if r.code != 250 {
                     return Err(RelayError::Protocol(format!("RSET answered {r}")));
                 }
+            }
+            for _ in &xforward_cmds {
+                let r = self.read_reply().await?;
+                xforward_answered(&r)?;
             }
             let mail = self.read_reply().await?;
             let mut replies = Vec::with_capacity(rcpt_cmds.len());
@@ -315,6 +348,10 @@ impl SmtpClient {
             if r.code != 250 {
                 return Err(RelayError::Protocol(format!("RSET answered {r}")));
             }
+        }
+        for c in &xforward_cmds {
+            let r = self.command(c).await?;
+            xforward_answered(&r)?;
         }
         let mail = self.command(&mail_cmd).await?;
         check_closing(&mail)?;
@@ -611,6 +648,16 @@ fn check_closing(r: &Reply) -> Result<(), RelayError> {
     }
 }
 
+/// A refused XFORWARD costs only the log attribution: warn and go on, unless the next hop is
+/// closing the connection.
+fn xforward_answered(r: &Reply) -> Result<(), RelayError> {
+    check_closing(r)?;
+    if r.code != 250 {
+        tracing::warn!(reply = %r, "next hop refused XFORWARD; relaying without it");
+    }
+    Ok(())
+}
+
 fn check_address(a: &str) -> Result<(), RelayError> {
     if a.bytes()
         .any(|b| b == b'\r' || b == b'\n' || b == b'<' || b == b'>')
@@ -639,12 +686,14 @@ fn parse_ehlo(raw: &[u8], reply: &Reply) -> Capabilities {
             ext: e.capabilities,
             size: e.size,
             esmtp: true,
+            xforward: xforward_offered(reply),
         },
         Err(_) => {
             // smtp-proto refuses some odd capability lines (e.g. unknown AUTH mechanisms);
             // fall back to the keywords that matter for relaying.
             let mut caps = Capabilities {
                 esmtp: true,
+                xforward: xforward_offered(reply),
                 ..Capabilities::default()
             };
             for line in reply.lines.iter().skip(1) {
@@ -668,6 +717,22 @@ fn parse_ehlo(raw: &[u8], reply: &Reply) -> Capabilities {
             caps
         }
     }
+}
+
+/// The attributes of an `XFORWARD NAME ADDR …` line of the EHLO reply (smtp-proto does not know
+/// the keyword).
+fn xforward_offered(reply: &Reply) -> u8 {
+    reply
+        .lines
+        .iter()
+        .skip(1)
+        .find_map(|line| {
+            let mut words = line.split_ascii_whitespace();
+            let kw = words.next()?;
+            kw.eq_ignore_ascii_case("XFORWARD")
+                .then(|| xforward::offered(words))
+        })
+        .unwrap_or(0)
 }
 
 /// RFC 3461 xtext: printable ASCII except `+` and `=` literally, everything else as `+XX`.

@@ -15,6 +15,7 @@ use super::client::{ClientSettings, SmtpClient};
 use super::error::{RelayError, reply_for};
 use super::maildir::Maildir;
 use super::tls::tls_connector;
+use super::xforward::ClientOrigin;
 use crate::config::{Config, ConfigError, NextHop, NextHopTls};
 use crate::envelope::{Body, Extensions, MailFrom, RcptTo};
 use crate::replies::{self, Reply};
@@ -90,6 +91,7 @@ impl Relay {
                         server_name,
                         connect_timeout: r.connect_timeout,
                         command_timeout: r.command_timeout,
+                        xforward: r.xforward,
                     },
                     pool: Mutex::new(Vec::new()),
                     pool_size: r.pool_size,
@@ -145,6 +147,7 @@ impl Relay {
             mail: None,
             rcpts: Vec::new(),
             hop_reply: None,
+            origin: None,
         }
     }
 
@@ -269,9 +272,18 @@ pub struct RelayTransaction {
     rcpts: Vec<RcptTo>,
     /// What the next hop itself answered to the last message (see [`Self::next_hop_reply`]).
     hop_reply: Option<Reply>,
+    /// The client this transaction relays for, sent as XFORWARD before every MAIL (also a
+    /// replayed one) when the next hop offers it.
+    origin: Option<ClientOrigin>,
 }
 
 impl RelayTransaction {
+    /// The original client of this transaction, for XFORWARD (see `xforward.rs`). Set before
+    /// [`Self::mail_from`]; it stays for every MAIL of this transaction object.
+    pub fn forward_client(&mut self, origin: ClientOrigin) {
+        self.origin = Some(origin);
+    }
+
     /// Open the next hop (pooled connection or a new one) and send MAIL FROM.
     pub async fn mail_from(&mut self, from: &MailFrom) -> Reply {
         if self.mail.is_some() {
@@ -297,7 +309,11 @@ impl RelayTransaction {
                 self.conn = Some(conn);
                 return refusal;
             }
-            match conn.client.envelope(from, &[], conn.needs_rset).await {
+            match conn
+                .client
+                .envelope_for(from, &[], conn.needs_rset, self.origin.as_ref())
+                .await
+            {
                 Ok(r) => {
                     conn.needs_rset = false;
                     // Used once: a later failure on it deserves one retry on a new connection.
@@ -469,7 +485,7 @@ impl RelayTransaction {
             let mut conn = t.checkout().await?;
             match conn
                 .client
-                .envelope(mail, &self.rcpts, conn.needs_rset)
+                .envelope_for(mail, &self.rcpts, conn.needs_rset, self.origin.as_ref())
                 .await
             {
                 Ok(r) => {

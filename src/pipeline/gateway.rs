@@ -167,8 +167,9 @@ impl Handler for GatewayHandler {
         self.gw.relay.extensions().await
     }
 
-    async fn mail_from(&mut self, _info: &ConnectionInfo, from: &MailFrom) -> Reply {
+    async fn mail_from(&mut self, info: &ConnectionInfo, from: &MailFrom) -> Reply {
         let mut tx = self.gw.relay.begin();
+        tx.forward_client(message::client_origin(info));
         let r = tx.mail_from(from).await;
         self.tx = Some(tx);
         if r.is_positive() {

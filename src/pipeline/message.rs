@@ -21,8 +21,8 @@ use super::transfer::{Converted, Job};
 use crate::config::PolicyConfig;
 use crate::mime::{self, Analysis, Language, PartId};
 use crate::ops::audit::Decision;
-use crate::inbound::Transaction;
-use crate::outbound::RelayTransaction;
+use crate::inbound::{ConnectionInfo, Transaction};
+use crate::outbound::{ClientOrigin, RelayTransaction};
 use crate::replies::Reply;
 use crate::store::spool::Spooled;
 
@@ -195,6 +195,21 @@ fn rewrite(
         Some(tag) => mime::remove_subject_tag(&out, tag).unwrap_or(out),
         None => out,
     })
+}
+
+/// The client of a transaction as the next hop's XFORWARD describes it. No NAME: the gateway
+/// does not resolve client addresses. SOURCE=LOCAL for a client on this host (loopback, or the
+/// listener's own address), as Postfix's `permit_inet_interfaces` sees local mail.
+pub(super) fn client_origin(info: &ConnectionInfo) -> ClientOrigin {
+    let addr = info.peer.ip().to_canonical();
+    ClientOrigin {
+        name: None,
+        addr,
+        port: info.peer.port(),
+        esmtp: info.esmtp,
+        helo: info.helo.clone(),
+        local: addr.is_loopback() || addr == info.local.ip().to_canonical(),
+    }
 }
 
 /// The relay step: hand `body` (after our `Received:` line) to the next hop, then the outcome.
