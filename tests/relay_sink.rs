@@ -429,6 +429,7 @@ fn info() -> ConnectionInfo {
         tls: false,
         auth_user: None,
         may_relay: true,
+        peer_probe: Default::default(),
     }
 }
 
@@ -459,6 +460,7 @@ async fn pass_through_handler_relays_received_header_and_message() {
         rcpts: vec![to],
         received: RECEIVED.to_vec(),
         message: Spooled::from_bytes(MSG),
+        client: Default::default(),
     };
     assert_eq!(h.data(&info(), t).await.code, 250);
     h.reset().await;

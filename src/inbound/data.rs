@@ -209,6 +209,7 @@ impl<H: Handler> Session<H> {
             rcpts: tx.rcpts.clone(),
             received,
             message,
+            client: self.info.peer_probe.clone(),
         };
         let Some(r) = guarded(
             &self.shutdown.abort,
@@ -409,6 +410,7 @@ mod tests {
             tls: true,
             auth_user: Some("user".into()),
             may_relay: true,
+            peer_probe: Default::default(),
         };
         let tx = Tx {
             queue_id: new_queue_id(),

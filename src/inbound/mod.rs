@@ -19,6 +19,7 @@ mod auth;
 mod data;
 mod greeting;
 mod mail;
+mod peer;
 mod server;
 mod session;
 mod settings;
@@ -30,6 +31,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 pub use data::TEXT_LINE_MAX;
+pub use peer::PeerProbe;
 pub use server::{Reloader, Server, ServerError};
 pub use session::{ConnectionMeta, ShutdownSignal, serve};
 pub use settings::{AuthSettings, SessionSettings, SettingsError};
@@ -54,6 +56,8 @@ pub struct ConnectionInfo {
     pub auth_user: Option<String>,
     /// Peer is in `client_networks` or authenticated, i.e. may relay.
     pub may_relay: bool,
+    /// Whether the client is still connected (see [`PeerProbe`]).
+    pub peer_probe: PeerProbe,
 }
 
 impl ConnectionInfo {
@@ -73,6 +77,9 @@ pub struct Transaction {
     pub received: Vec<u8>,
     /// The message exactly as received (after dot-unstuffing), without our `Received:` line.
     pub message: Spooled,
+    /// Whether the client is still there: asked before the next hop gets the end of the
+    /// message, so that a client that gave up (and will retry) does not get a copy delivered.
+    pub client: PeerProbe,
 }
 
 /// The gateway's side of one SMTP connection.

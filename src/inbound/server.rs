@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::PeerProbe;
 use super::session::{self, ConnectionMeta, ShutdownSignal};
 use super::settings::{SessionSettings, SettingsError};
 use super::{Handler, HandlerFactory};
@@ -326,11 +327,13 @@ async fn connection<H: Handler + 'static>(
     tracing::debug!(%peer, %local, implicit_tls, "connection");
     let metrics = &settings.metrics;
     let _open = metrics.connection_opened(if implicit_tls { "smtps" } else { "smtp" });
+    let probe = PeerProbe::of(&stream);
     if !implicit_tls {
         let meta = ConnectionMeta {
             peer,
             local,
             tls: false,
+            probe,
         };
         return session::serve(stream, meta, handler, settings, signal).await;
     }
@@ -349,6 +352,7 @@ async fn connection<H: Handler + 'static>(
                 peer,
                 local,
                 tls: true,
+                probe,
             };
             session::serve(tls, meta, handler, settings, signal).await;
         }

@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::SaslStep;
 use super::data::Incoming;
 use super::settings::SessionSettings;
-use super::{ConnectionInfo, Handler};
+use super::{ConnectionInfo, Handler, PeerProbe};
 use crate::envelope::{Extensions, MailFrom, RcptTo};
 use crate::replies::{self, Reply};
 
@@ -88,12 +88,14 @@ impl ShutdownSignal {
     }
 }
 
-/// The addresses of a connection and whether it is already encrypted (implicit TLS).
-#[derive(Debug, Clone, Copy)]
+/// The addresses of a connection, whether it is already encrypted (implicit TLS), and the probe
+/// of its socket (`PeerProbe::default()` for a stream without one).
+#[derive(Debug, Clone)]
 pub struct ConnectionMeta {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
+    pub probe: PeerProbe,
 }
 
 /// Run one SMTP session to its end: greeting, commands, STARTTLS upgrade, closing.
@@ -191,6 +193,7 @@ impl<H: Handler> Session<H> {
             tls: meta.tls,
             auth_user: None,
             may_relay: settings.may_relay(&meta.peer),
+            peer_probe: meta.probe,
         };
         let deadline = Instant::now() + settings.session_timeout;
         Session {

@@ -403,16 +403,78 @@ impl SmtpClient {
     /// while streaming. `parts` are concatenated (e.g. our `Received:` header and the message);
     /// nothing is copied as a whole. Returns the next hop's final reply, whatever its code.
     pub async fn send_data(&mut self, parts: &[&[u8]]) -> Result<Reply, DataFailure> {
+        self.send_data_inner(parts, None).await
+    }
+
+    /// As [`Self::send_data`], asking `wanted` once everything but the end of the message is
+    /// out: when it says no, the end (the final dot, or the `BDAT … LAST` chunk) is never sent
+    /// and the error is [`RelayError::ClientGone`]; the connection is then mid-message and must
+    /// be dropped (the next hop discards what it got). With CHUNKING the message goes as one
+    /// `BDAT` chunk and a `BDAT … LAST` chunk with its last line (at most 1000 octets), so that
+    /// the next hop cannot accept it before that question.
+    pub async fn send_data_unless(
+        &mut self,
+        parts: &[&[u8]],
+        wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Reply, DataFailure> {
+        self.send_data_inner(parts, Some(wanted)).await
+    }
+
+    async fn send_data_inner(
+        &mut self,
+        parts: &[&[u8]],
+        ask: Option<&(dyn Fn() -> bool + Sync)>,
+    ) -> Result<Reply, DataFailure> {
+        let wanted = || ask.is_none_or(|w| w());
         let fail = |error, retryable| DataFailure { error, retryable };
+        let gone = || DataFailure {
+            error: RelayError::ClientGone,
+            retryable: false,
+        };
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if self.caps.has(EXT_CHUNKING) {
-            let head = format!("BDAT {total} LAST\r\n");
-            self.write(head.as_bytes())
+            // Nothing to ask: the whole message in one `BDAT … LAST`.
+            let tail_len = if ask.is_some() {
+                last_line_len(parts).min(total)
+            } else {
+                total
+            };
+            let body = total - tail_len;
+            // Without PIPELINING each chunk's reply comes before the next chunk.
+            let mut pending = false;
+            if body > 0 {
+                self.write(format!("BDAT {body}\r\n").as_bytes())
+                    .await
+                    .map_err(|e| fail(e, true))?;
+                self.write_range(parts, 0, body)
+                    .await
+                    .map_err(|e| fail(e, true))?;
+                pending = true;
+                if !self.caps.has(EXT_PIPELINING) {
+                    pending = false;
+                    let r = self.read_reply().await.map_err(|e| fail(e, true))?;
+                    check_closing(&r).map_err(|e| fail(e, true))?;
+                    if !r.is_positive() {
+                        return Ok(r);
+                    }
+                }
+            }
+            if !wanted() {
+                return Err(gone());
+            }
+            self.write(format!("BDAT {tail_len} LAST\r\n").as_bytes())
                 .await
                 .map_err(|e| fail(e, true))?;
-            for p in parts {
-                for piece in p.chunks(WRITE_CHUNK) {
-                    self.write(piece).await.map_err(|e| fail(e, true))?;
+            self.write_range(parts, body, total)
+                .await
+                .map_err(|e| fail(e, true))?;
+            if pending {
+                let r = self.read_reply().await.map_err(|e| fail(e, false))?;
+                check_closing(&r).map_err(|e| fail(e, false))?;
+                if !r.is_positive() {
+                    // The first chunk was refused: the LAST one is answered too; drop that.
+                    let _ = self.read_reply().await;
+                    return Ok(r);
                 }
             }
         } else {
@@ -425,6 +487,10 @@ impl SmtpClient {
             self.write_stuffed(parts, total)
                 .await
                 .map_err(|e| fail(e, true))?;
+            if !wanted() {
+                return Err(gone());
+            }
+            self.write(b".\r\n").await.map_err(|e| fail(e, false))?;
         }
         let r = self.read_reply().await.map_err(|e| fail(e, false))?;
         check_closing(&r).map_err(|e| fail(e, false))?;
@@ -474,8 +540,30 @@ impl SmtpClient {
         if total > 0 && tail != *b"\r\n" {
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b".\r\n");
+        // The final dot is the caller's: it asks first whether the message is still wanted.
         self.write(&out).await
+    }
+
+    /// Bytes `from..to` of the concatenation of `parts`, in writes of at most `WRITE_CHUNK`.
+    async fn write_range(
+        &mut self,
+        parts: &[&[u8]],
+        from: usize,
+        to: usize,
+    ) -> Result<(), RelayError> {
+        let mut at = 0;
+        for p in parts {
+            let (start, end) = (at, at + p.len());
+            at = end;
+            let (a, b) = (from.max(start), to.min(end));
+            if a >= b {
+                continue;
+            }
+            for piece in p[a - start..b - start].chunks(WRITE_CHUNK) {
+                self.write(piece).await?;
+            }
+        }
+        Ok(())
     }
 
     fn mail_command(&self, m: &MailFrom) -> Result<Vec<u8>, RelayError> {
@@ -605,6 +693,29 @@ impl SmtpClient {
             self.rbuf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// Length of the last line of the concatenated `parts` (after the last LF but one), at most 1000:
+/// what the `BDAT … LAST` chunk carries.
+fn last_line_len(parts: &[&[u8]]) -> usize {
+    const MAX: usize = 1000;
+    let mut len = 0;
+    for p in parts.iter().rev() {
+        // Skip the message's final line ending, then look for the LF before it.
+        let search = if len == 0 {
+            p.strip_suffix(b"\n").unwrap_or(p)
+        } else {
+            p
+        };
+        match memchr::memrchr(b'\n', search) {
+            Some(i) => return (len + p.len() - i - 1).min(MAX),
+            None => len += p.len(),
+        }
+        if len >= MAX {
+            return MAX;
+        }
+    }
+    len.min(MAX)
 }
 
 enum PeekState {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use super::client::{ClientSettings, SmtpClient};
+use super::client::{ClientSettings, DataFailure, SmtpClient};
 use super::error::{RelayError, reply_for};
 use super::maildir::Maildir;
 use super::tls::tls_connector;
@@ -373,6 +373,19 @@ impl RelayTransaction {
     /// the next hop's 250. A connection found dead before the message went out is replaced once,
     /// replaying MAIL and the accepted recipients.
     pub async fn data(&mut self, parts: &[&[u8]]) -> Reply {
+        self.data_unless(parts, &|| true).await
+    }
+
+    /// As [`Self::data`], asking `wanted` (e.g. "is our client still connected?") before the
+    /// message starts and again right before its end goes out. When it says no, the next hop
+    /// never gets the end of the message: an open envelope is reset, a half-sent message's
+    /// connection closed (the next hop discards it), and the reply is a temporary failure
+    /// ([`RelayError::ClientGone`]); nobody is waiting for it but the audit line.
+    pub async fn data_unless(
+        &mut self,
+        parts: &[&[u8]],
+        wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Reply {
         self.hop_reply = None;
         let Some(mail) = self.mail.clone() else {
             return reply_for(&RelayError::Sequence("need MAIL before DATA"));
@@ -402,6 +415,11 @@ impl RelayTransaction {
             }
             Target::Smtp(t) => t,
         };
+        if !wanted() {
+            tracing::warn!("client disconnected before the relay; the next hop gets nothing");
+            self.reset().await;
+            return reply_for(&RelayError::ClientGone);
+        }
         let mut replayed = false;
         if !self.conn.as_ref().is_some_and(|c| c.client.is_alive()) {
             self.conn = None;
@@ -415,7 +433,7 @@ impl RelayTransaction {
             let Some(conn) = self.conn.as_mut() else {
                 return reply_for(&RelayError::Sequence("no next-hop connection"));
             };
-            match conn.client.send_data(parts).await {
+            match conn.client.send_data_unless(parts, wanted).await {
                 Ok(r) => {
                     self.hop_reply = Some(r.clone());
                     // The next-hop transaction is over whatever the code: the connection is clean.
@@ -438,6 +456,16 @@ impl RelayTransaction {
                         return reply_for(&e);
                     }
                     replayed = true;
+                }
+                Err(DataFailure {
+                    error: RelayError::ClientGone,
+                    ..
+                }) => {
+                    tracing::warn!(
+                        "client disconnected during the relay; closing the next-hop connection before the end of the message"
+                    );
+                    self.finish_failed();
+                    return reply_for(&RelayError::ClientGone);
                 }
                 Err(f) => {
                     tracing::warn!(error = %f.error, "next hop failed during the message transfer");
