@@ -65,10 +65,17 @@ async fn an_upstream_that_times_out_during_the_conversion_gets_one_copy_delivere
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let attempts: Vec<&str> = stdout.lines().collect();
     assert_eq!(attempts.last(), Some(&"delivered"), "{stdout}");
-    assert!(attempts.len() >= 2, "the first attempt must time out: {stdout}");
+    assert!(
+        attempts.len() >= 2,
+        "the first attempt must time out: {stdout}"
+    );
 
     // Every attempt ends in an audit line; the ones whose client was gone before they reached
     // the next hop may finish after the upstream's last attempt.
@@ -121,7 +128,8 @@ fn relay_to(sink: &Sink) -> (Relay, tempfile::TempDir) {
 }
 
 const MSG: &[u8] = b"Subject: gone\r\n\r\nline one\r\nthe last line\r\n";
-const GONE: &str = "451 4.3.0 Local error, try again later (client disconnected before delivery)\r\n";
+const GONE: &str =
+    "451 4.3.0 Local error, try again later (client disconnected before delivery)\r\n";
 
 /// `wanted` answers yes `yes` times, then no.
 fn answers(yes: usize) -> impl Fn() -> bool + Sync {
@@ -169,7 +177,11 @@ async fn bdat_client_gone_before_the_last_chunk_closes_the_connection() {
         ],
         "{cmds:?}"
     );
-    assert_eq!(sink.connections(), 2, "the half-sent connection was dropped");
+    assert_eq!(
+        sink.connections(),
+        2,
+        "the half-sent connection was dropped"
+    );
 }
 
 #[tokio::test]

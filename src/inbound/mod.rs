@@ -6,7 +6,8 @@
 //!   (MAIL/RCPT), `data.rs` (DATA/BDAT and the content scanner), `auth.rs` (AUTH) and
 //!   `starttls.rs` (STARTTLS).
 //! - `settings.rs`: [`SessionSettings`] from `[server]`; `tls.rs` the server certificate;
-//!   `users.rs` the AUTH users file ([`UserDb`]).
+//!   `users.rs` the AUTH users file ([`UserDb`]); `peer.rs` the "client still connected?" probe
+//!   ([`PeerProbe`]) the pipeline asks before the next hop gets the end of a message.
 //!
 //! The protocol core knows nothing about policies, Cryptshare or the next hop. It drives a
 //! [`Handler`] (one per connection via [`HandlerFactory`]) at the three points where the rest of

@@ -23,7 +23,11 @@ pub struct PeerProbe(Option<Arc<OwnedFd>>);
 
 impl std::fmt::Debug for PeerProbe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "PeerProbe(socket)" } else { "PeerProbe(none)" })
+        f.write_str(if self.0.is_some() {
+            "PeerProbe(socket)"
+        } else {
+            "PeerProbe(none)"
+        })
     }
 }
 

@@ -5,7 +5,8 @@
 //!   target (`maildir.rs`) for `relay.next_hop = "maildir:DIR"`.
 //! - [`SmtpClient`] (`client.rs`): one connection to the next hop, byte-transparent, with
 //!   PIPELINING, CHUNKING, DSN, STARTTLS and XFORWARD (`xforward.rs`, [`ClientOrigin`]); its TLS
-//!   settings in `tls.rs` ([`tls_connector`]).
+//!   settings in `tls.rs` ([`tls_connector`]); its wire helpers (EHLO parsing, xtext, checks)
+//!   in `wire.rs`.
 //! - [`RelayError`] and [`reply_for`] (`error.rs`): what can fail and the one mapping to the
 //!   client's reply, shared by client and relay.
 //!
@@ -17,6 +18,7 @@ mod error;
 mod maildir;
 mod relay;
 mod tls;
+mod wire;
 mod xforward;
 
 pub use client::{Capabilities, ClientSettings, DataFailure, EnvelopeReplies, SmtpClient};

@@ -22,7 +22,7 @@
 
 use std::net::IpAddr;
 
-use super::client::xtext_encode;
+use super::wire::xtext_encode;
 
 /// The client of one transaction as XFORWARD describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
