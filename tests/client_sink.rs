@@ -28,6 +28,7 @@ fn settings(sink: &Sink) -> ClientSettings {
         server_name: ServerName::try_from("localhost").unwrap(),
         connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(10),
+        xforward: true,
     }
 }
 

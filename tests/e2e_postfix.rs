@@ -318,3 +318,49 @@ fn postfix_content_filter_with_reinjection() {
     assert_bytes_eq(&rest, &as_dumped(&msg), "content_filter round trip");
     assert_eq!(sink.dumps().len(), 1);
 }
+
+/// Issue 12, item 8: the gateway relays into a Postfix smtpd that trusts it for XFORWARD
+/// (`smtpd_authorized_xforward_hosts`); Postfix's log names the gateway's client (here
+/// 127.0.0.4) besides the gateway's own connection from 127.0.0.1 (Postfix 3.7 logs the real
+/// peer as `client=` and the forwarded one as `orig_client=`; its Received header keeps the
+/// real peer).
+#[test]
+fn postfix_logs_the_original_client_from_xforward() {
+    let sink = SmtpSink::start(&[]);
+    let pf = Postfix::start(
+        &format!(
+            "relayhost = [127.0.0.1]:{}\nsmtpd_authorized_xforward_hosts = 127.0.0.0/8",
+            sink.port
+        ),
+        "",
+    );
+    let gw = Gateway::start("", &format!("127.0.0.1:{}", pf.port), "");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("msg.eml");
+    let msg = postfix_message("postfix-xforward");
+    std::fs::write(&path, msg.strip_suffix(b"\r\n").expect("CRLF")).expect("write");
+    let out = run(
+        Command::new("swaks")
+            .args(["--server", &format!("127.0.0.1:{}", gw.port)])
+            .args(["--local-interface", "127.0.0.4"])
+            .args(["--helo", "client.xforward.test"])
+            .args(["--from", "sender@example.org", "--to", "rcpt@example.net"])
+            .arg("--data")
+            .arg(format!("@{}", path.display()))
+            .args(["--timeout", "60"]),
+        "swaks",
+    );
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "submission failed:\n{transcript}");
+    sink.wait_dump("Subject: postfix-xforward\n");
+    assert_eq!(sink.dumps().len(), 1);
+    let log = pf.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("postfix/smtpd") && l.contains(": client="))
+        .unwrap_or_else(|| panic!("no smtpd client= line in:\n{log}"));
+    assert!(
+        line.ends_with(": client=localhost[127.0.0.1], orig_client=unknown[127.0.0.4]"),
+        "{line}"
+    );
+}

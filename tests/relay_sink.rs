@@ -425,9 +425,11 @@ fn info() -> ConnectionInfo {
         peer: "127.0.0.1:40000".parse().unwrap(),
         local: "127.0.0.1:2525".parse().unwrap(),
         helo: "client.test".into(),
+        esmtp: true,
         tls: false,
         auth_user: None,
         may_relay: true,
+        peer_probe: Default::default(),
     }
 }
 
@@ -458,6 +460,7 @@ async fn pass_through_handler_relays_received_header_and_message() {
         rcpts: vec![to],
         received: RECEIVED.to_vec(),
         message: Spooled::from_bytes(MSG),
+        client: Default::default(),
     };
     assert_eq!(h.data(&info(), t).await.code, 250);
     h.reset().await;

@@ -34,6 +34,7 @@ fn meta(peer: &str) -> ConnectionMeta {
         peer: peer.parse::<SocketAddr>().unwrap(),
         local: "127.0.0.1:25".parse().unwrap(),
         tls: false,
+        probe: Default::default(),
     }
 }
 

@@ -79,6 +79,7 @@ async fn session(factory: &PassThrough, spool: &std::path::Path, chunks: Vec<Vec
         peer: "127.0.0.1:40000".parse().unwrap(),
         local: "127.0.0.1:25".parse().unwrap(),
         tls: false,
+        probe: Default::default(),
     };
     inbound::serve(
         stream,

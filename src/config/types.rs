@@ -181,6 +181,10 @@ pub struct RelayConfig {
     /// Idle connections to the next hop kept for reuse.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Send Postfix's XFORWARD (the original client's address, port, HELO name, protocol) to a
+    /// next hop that offers it.
+    #[serde(default = "default_true")]
+    pub xforward: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -221,6 +221,7 @@ impl<H: Handler> Session<H> {
             rcpts: tx.rcpts.clone(),
             received,
             message,
+            client: self.info.peer_probe.clone(),
         };
         let Some(r) = guarded(
             &self.shutdown.abort,
@@ -384,9 +385,11 @@ mod tests {
                 .unwrap(),
             local: "[::1]:25".parse().unwrap(),
             helo: "h".repeat(255),
+            esmtp: true,
             tls: true,
             auth_user: Some("user".into()),
             may_relay: true,
+            peer_probe: Default::default(),
         };
         let tx = Tx {
             queue_id: new_queue_id(),

@@ -13,6 +13,7 @@ impl<H: Handler> Session<H> {
             return self.shutting_down();
         }
         self.info.helo = sanitize_helo(&host);
+        self.info.esmtp = extended;
         self.greeted = true;
         if !extended {
             self.ext = None;

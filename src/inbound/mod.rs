@@ -9,6 +9,8 @@
 //! - `settings.rs`: [`SessionSettings`] from `[server]`; `tls.rs` the server certificate;
 //!   `users.rs` the AUTH users file ([`UserDb`]); `limits.rs` the per-address limits of clients
 //!   outside `client_networks` (connections, AUTH lock-out).
+//!   `users.rs` the AUTH users file ([`UserDb`]); `peer.rs` the "client still connected?" probe
+//!   ([`PeerProbe`]) the pipeline asks before the next hop gets the end of a message.
 //!
 //! The protocol core knows nothing about policies, Cryptshare or the next hop. It drives a
 //! [`Handler`] (one per connection via [`HandlerFactory`]) at the three points where the rest of
@@ -23,6 +25,7 @@ mod dotscan;
 mod greeting;
 mod limits;
 mod mail;
+mod peer;
 mod server;
 mod session;
 mod settings;
@@ -35,6 +38,7 @@ use std::net::{IpAddr, SocketAddr};
 
 pub use data::TEXT_LINE_MAX;
 pub use limits::{AuthLockout, ConnectionCounts, LOCKOUT_MAX_CLIENTS, client_key};
+pub use peer::PeerProbe;
 pub use server::{Reloader, Server, ServerError};
 pub use session::{ConnectionMeta, ShutdownSignal, serve};
 pub use settings::{AuthSettings, SessionSettings, SettingsError};
@@ -52,11 +56,15 @@ pub struct ConnectionInfo {
     pub local: SocketAddr,
     /// EHLO/HELO argument.
     pub helo: String,
+    /// The client greeted with EHLO (ESMTP), not HELO.
+    pub esmtp: bool,
     pub tls: bool,
     /// AUTH identity, once authenticated.
     pub auth_user: Option<String>,
     /// Peer is in `client_networks` or authenticated, i.e. may relay.
     pub may_relay: bool,
+    /// Whether the client is still connected (see [`PeerProbe`]).
+    pub peer_probe: PeerProbe,
 }
 
 impl ConnectionInfo {
@@ -76,6 +84,9 @@ pub struct Transaction {
     pub received: Vec<u8>,
     /// The message exactly as received (after dot-unstuffing), without our `Received:` line.
     pub message: Spooled,
+    /// Whether the client is still there: asked before the next hop gets the end of the
+    /// message, so that a client that gave up (and will retry) does not get a copy delivered.
+    pub client: PeerProbe,
 }
 
 /// The gateway's side of one SMTP connection.

@@ -41,6 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::limits::{ConnectionCounts, Refusal};
+use super::PeerProbe;
 use super::session::{self, ConnectionMeta, ShutdownSignal};
 use super::settings::{SessionSettings, SettingsError};
 use super::{Handler, HandlerFactory};
@@ -383,11 +384,13 @@ async fn connection<H: Handler + 'static>(
     tracing::debug!(%peer, %local, implicit_tls, "connection");
     let metrics = &settings.metrics;
     let _open = metrics.connection_opened(if implicit_tls { "smtps" } else { "smtp" });
+    let probe = PeerProbe::of(&stream);
     if !implicit_tls {
         let meta = ConnectionMeta {
             peer,
             local,
             tls: false,
+            probe,
         };
         return session::serve(stream, meta, handler, settings, signal).await;
     }
@@ -406,6 +409,7 @@ async fn connection<H: Handler + 'static>(
                 peer,
                 local,
                 tls: true,
+                probe,
             };
             session::serve(tls, meta, handler, settings, signal).await;
         }

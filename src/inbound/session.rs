@@ -68,7 +68,7 @@ use super::auth::SaslStep;
 use super::data::Incoming;
 use super::dotscan::DotScan;
 use super::settings::SessionSettings;
-use super::{ConnectionInfo, Handler};
+use super::{ConnectionInfo, Handler, PeerProbe};
 use crate::envelope::{Extensions, MailFrom, RcptTo};
 use crate::replies::{self, Reply};
 
@@ -95,12 +95,14 @@ impl ShutdownSignal {
     }
 }
 
-/// The addresses of a connection and whether it is already encrypted (implicit TLS).
-#[derive(Debug, Clone, Copy)]
+/// The addresses of a connection, whether it is already encrypted (implicit TLS), and the probe
+/// of its socket (`PeerProbe::default()` for a stream without one).
+#[derive(Debug, Clone)]
 pub struct ConnectionMeta {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
+    pub probe: PeerProbe,
 }
 
 /// Run one SMTP session to its end: greeting, commands, STARTTLS upgrade, closing.
@@ -196,9 +198,11 @@ impl<H: Handler> Session<H> {
             peer: meta.peer,
             local: meta.local,
             helo: String::new(),
+            esmtp: false,
             tls: meta.tls,
             auth_user: None,
             may_relay: settings.may_relay(&meta.peer),
+            peer_probe: meta.probe,
         };
         let started = Instant::now();
         let bound = if info.may_relay {

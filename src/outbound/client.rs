@@ -21,7 +21,7 @@ use rustls::pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{
     EXT_8BIT_MIME, EXT_BINARY_MIME, EXT_CHUNKING, EXT_DSN, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8,
-    EXT_START_TLS, EhloResponse,
+    EXT_START_TLS,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -30,6 +30,11 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
 use super::error::RelayError;
+use super::wire::{
+    PeekState, check_address, check_closing, last_line_len, parse_ehlo, peek_socket, to_reply,
+    xforward_answered, xtext_encode,
+};
+use super::xforward::{self, ClientOrigin};
 use crate::config::NextHopTls;
 use crate::envelope::{Body, MailFrom, RcptTo, Ret};
 use crate::replies::Reply;
@@ -50,6 +55,8 @@ pub struct ClientSettings {
     pub server_name: ServerName<'static>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// Send XFORWARD when the next hop offers it (`relay.xforward`).
+    pub xforward: bool,
 }
 
 impl ClientSettings {
@@ -71,6 +78,9 @@ pub struct Capabilities {
     pub size: usize,
     /// false after a HELO fallback.
     pub esmtp: bool,
+    /// The XFORWARD attributes offered (bits of `xforward.rs`; 0 = none, or `relay.xforward`
+    /// is off).
+    pub xforward: u8,
 }
 
 impl Capabilities {
@@ -214,6 +224,9 @@ impl SmtpClient {
                 }
             }
         }
+        if !s.xforward {
+            c.caps.xforward = 0;
+        }
         c.timeout = s.command_timeout;
         Ok(c)
     }
@@ -272,6 +285,23 @@ impl SmtpClient {
         rcpts: &[RcptTo],
         rset: bool,
     ) -> Result<EnvelopeReplies, RelayError> {
+        self.envelope_for(from, rcpts, rset, None).await
+    }
+
+    /// As [`Self::envelope`], with the original client as XFORWARD between RSET and MAIL when
+    /// the next hop offers it (see `xforward.rs`); a refused XFORWARD is logged and the
+    /// transaction goes on without it.
+    pub async fn envelope_for(
+        &mut self,
+        from: &MailFrom,
+        rcpts: &[RcptTo],
+        rset: bool,
+        origin: Option<&ClientOrigin>,
+    ) -> Result<EnvelopeReplies, RelayError> {
+        let xforward_cmds = match origin {
+            Some(o) if self.caps.xforward != 0 => xforward::commands(o, self.caps.xforward),
+            _ => Vec::new(),
+        };
         let mail_cmd = self.mail_command(from)?;
         let rcpt_cmds = rcpts
             .iter()
@@ -281,6 +311,9 @@ impl SmtpClient {
             let mut out = Vec::with_capacity(64 + mail_cmd.len() + 64 * rcpt_cmds.len());
             if rset {
                 out.extend_from_slice(b"RSET\r\n");
+            }
+            for c in &xforward_cmds {
+                out.extend_from_slice(c);
             }
             out.extend_from_slice(&mail_cmd);
             for c in &rcpt_cmds {
@@ -292,6 +325,10 @@ impl SmtpClient {
                 if r.code != 250 {
                     return Err(RelayError::Protocol(format!("RSET answered {r}")));
                 }
+            }
+            for _ in &xforward_cmds {
+                let r = self.read_reply().await?;
+                xforward_answered(&r)?;
             }
             let mail = self.read_reply().await?;
             let mut replies = Vec::with_capacity(rcpt_cmds.len());
@@ -315,6 +352,10 @@ impl SmtpClient {
             if r.code != 250 {
                 return Err(RelayError::Protocol(format!("RSET answered {r}")));
             }
+        }
+        for c in &xforward_cmds {
+            let r = self.command(c).await?;
+            xforward_answered(&r)?;
         }
         let mail = self.command(&mail_cmd).await?;
         check_closing(&mail)?;
@@ -366,16 +407,78 @@ impl SmtpClient {
     /// while streaming. `parts` are concatenated (e.g. our `Received:` header and the message);
     /// nothing is copied as a whole. Returns the next hop's final reply, whatever its code.
     pub async fn send_data(&mut self, parts: &[&[u8]]) -> Result<Reply, DataFailure> {
+        self.send_data_inner(parts, None).await
+    }
+
+    /// As [`Self::send_data`], asking `wanted` once everything but the end of the message is
+    /// out: when it says no, the end (the final dot, or the `BDAT … LAST` chunk) is never sent
+    /// and the error is [`RelayError::ClientGone`]; the connection is then mid-message and must
+    /// be dropped (the next hop discards what it got). With CHUNKING the message goes as one
+    /// `BDAT` chunk and a `BDAT … LAST` chunk with its last line (at most 1000 octets), so that
+    /// the next hop cannot accept it before that question.
+    pub async fn send_data_unless(
+        &mut self,
+        parts: &[&[u8]],
+        wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Reply, DataFailure> {
+        self.send_data_inner(parts, Some(wanted)).await
+    }
+
+    async fn send_data_inner(
+        &mut self,
+        parts: &[&[u8]],
+        ask: Option<&(dyn Fn() -> bool + Sync)>,
+    ) -> Result<Reply, DataFailure> {
+        let wanted = || ask.is_none_or(|w| w());
         let fail = |error, retryable| DataFailure { error, retryable };
+        let gone = || DataFailure {
+            error: RelayError::ClientGone,
+            retryable: false,
+        };
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if self.caps.has(EXT_CHUNKING) {
-            let head = format!("BDAT {total} LAST\r\n");
-            self.write(head.as_bytes())
+            // Nothing to ask: the whole message in one `BDAT … LAST`.
+            let tail_len = if ask.is_some() {
+                last_line_len(parts).min(total)
+            } else {
+                total
+            };
+            let body = total - tail_len;
+            // Without PIPELINING each chunk's reply comes before the next chunk.
+            let mut pending = false;
+            if body > 0 {
+                self.write(format!("BDAT {body}\r\n").as_bytes())
+                    .await
+                    .map_err(|e| fail(e, true))?;
+                self.write_range(parts, 0, body)
+                    .await
+                    .map_err(|e| fail(e, true))?;
+                pending = true;
+                if !self.caps.has(EXT_PIPELINING) {
+                    pending = false;
+                    let r = self.read_reply().await.map_err(|e| fail(e, true))?;
+                    check_closing(&r).map_err(|e| fail(e, true))?;
+                    if !r.is_positive() {
+                        return Ok(r);
+                    }
+                }
+            }
+            if !wanted() {
+                return Err(gone());
+            }
+            self.write(format!("BDAT {tail_len} LAST\r\n").as_bytes())
                 .await
                 .map_err(|e| fail(e, true))?;
-            for p in parts {
-                for piece in p.chunks(WRITE_CHUNK) {
-                    self.write(piece).await.map_err(|e| fail(e, true))?;
+            self.write_range(parts, body, total)
+                .await
+                .map_err(|e| fail(e, true))?;
+            if pending {
+                let r = self.read_reply().await.map_err(|e| fail(e, false))?;
+                check_closing(&r).map_err(|e| fail(e, false))?;
+                if !r.is_positive() {
+                    // The first chunk was refused: the LAST one is answered too; drop that.
+                    let _ = self.read_reply().await;
+                    return Ok(r);
                 }
             }
         } else {
@@ -388,6 +491,10 @@ impl SmtpClient {
             self.write_stuffed(parts, total)
                 .await
                 .map_err(|e| fail(e, true))?;
+            if !wanted() {
+                return Err(gone());
+            }
+            self.write(b".\r\n").await.map_err(|e| fail(e, false))?;
         }
         let r = self.read_reply().await.map_err(|e| fail(e, false))?;
         check_closing(&r).map_err(|e| fail(e, false))?;
@@ -437,8 +544,30 @@ impl SmtpClient {
         if total > 0 && tail != *b"\r\n" {
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b".\r\n");
+        // The final dot is the caller's: it asks first whether the message is still wanted.
         self.write(&out).await
+    }
+
+    /// Bytes `from..to` of the concatenation of `parts`, in writes of at most `WRITE_CHUNK`.
+    async fn write_range(
+        &mut self,
+        parts: &[&[u8]],
+        from: usize,
+        to: usize,
+    ) -> Result<(), RelayError> {
+        let mut at = 0;
+        for p in parts {
+            let (start, end) = (at, at + p.len());
+            at = end;
+            let (a, b) = (from.max(start), to.min(end));
+            if a >= b {
+                continue;
+            }
+            for piece in p[a - start..b - start].chunks(WRITE_CHUNK) {
+                self.write(piece).await?;
+            }
+        }
+        Ok(())
     }
 
     fn mail_command(&self, m: &MailFrom) -> Result<Vec<u8>, RelayError> {
@@ -567,137 +696,5 @@ impl SmtpClient {
             }
             self.rbuf.extend_from_slice(&chunk[..n]);
         }
-    }
-}
-
-enum PeekState {
-    Empty,
-    Data,
-    Closed,
-}
-
-/// Ask the kernel directly (not tokio's cached readiness, which is only updated when the reactor
-/// runs) whether the peer closed the socket or sent something.
-fn peek_socket(tcp: &TcpStream) -> PeekState {
-    use std::os::fd::AsRawFd;
-    let mut b = [0u8; 1];
-    // SAFETY: a valid, open socket descriptor owned by `tcp` for the duration of the call, and a
-    // one-byte buffer we own; MSG_PEEK leaves the data in the socket, MSG_DONTWAIT never blocks.
-    let n = unsafe {
-        libc::recv(
-            tcp.as_raw_fd(),
-            b.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => PeekState::Closed,
-        n if n > 0 => PeekState::Data,
-        _ => match io::Error::last_os_error().kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => PeekState::Empty,
-            _ => PeekState::Closed,
-        },
-    }
-}
-
-/// A `421` means the next hop is closing the connection: never pass it to our client (it
-/// would close *our* session), treat it as a lost connection instead.
-fn check_closing(r: &Reply) -> Result<(), RelayError> {
-    if r.code == 421 {
-        Err(RelayError::Closing(r.clone()))
-    } else {
-        Ok(())
-    }
-}
-
-fn check_address(a: &str) -> Result<(), RelayError> {
-    if a.bytes()
-        .any(|b| b == b'\r' || b == b'\n' || b == b'<' || b == b'>')
-    {
-        return Err(RelayError::Protocol(
-            "address with forbidden characters".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn to_reply(code: u16, esc: [u8; 3], message: &str) -> Reply {
-    Reply {
-        code,
-        enhanced: if esc == [0, 0, 0] { None } else { Some(esc) },
-        lines: message
-            .split('\n')
-            .map(|l| l.trim_end_matches('\r').to_string())
-            .collect(),
-    }
-}
-
-fn parse_ehlo(raw: &[u8], reply: &Reply) -> Capabilities {
-    match EhloResponse::<String>::parse(&mut raw.iter()) {
-        Ok(e) => Capabilities {
-            ext: e.capabilities,
-            size: e.size,
-            esmtp: true,
-        },
-        Err(_) => {
-            // smtp-proto refuses some odd capability lines (e.g. unknown AUTH mechanisms);
-            // fall back to the keywords that matter for relaying.
-            let mut caps = Capabilities {
-                esmtp: true,
-                ..Capabilities::default()
-            };
-            for line in reply.lines.iter().skip(1) {
-                let mut words = line.split_ascii_whitespace();
-                let kw = words.next().unwrap_or("").to_ascii_uppercase();
-                caps.ext |= match kw.as_str() {
-                    "PIPELINING" => EXT_PIPELINING,
-                    "8BITMIME" => EXT_8BIT_MIME,
-                    "BINARYMIME" => EXT_BINARY_MIME,
-                    "CHUNKING" => EXT_CHUNKING,
-                    "SMTPUTF8" => EXT_SMTP_UTF8,
-                    "DSN" => EXT_DSN,
-                    "STARTTLS" => EXT_START_TLS,
-                    "SIZE" => {
-                        caps.size = words.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                        EXT_SIZE
-                    }
-                    _ => 0,
-                };
-            }
-            caps
-        }
-    }
-}
-
-/// RFC 3461 xtext: printable ASCII except `+` and `=` literally, everything else as `+XX`.
-pub fn xtext_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn xtext_round_trip_characters() {
-        assert_eq!(xtext_encode("a+b=c d"), "a+2Bb+3Dc+20d");
-        assert_eq!(xtext_encode("ü"), "+C3+BC");
-        assert_eq!(xtext_encode("plain@example.org"), "plain@example.org");
-    }
-
-    #[test]
-    fn reply_conversion_keeps_lines_and_code() {
-        let r = to_reply(250, [2, 1, 0], "Sender\nOK");
-        assert_eq!(r.to_bytes(), b"250-2.1.0 Sender\r\n250 2.1.0 OK\r\n");
-        assert_eq!(to_reply(250, [0, 0, 0], "x").enhanced, None);
     }
 }

@@ -39,6 +39,8 @@ pub enum RelayError {
     Sequence(&'static str),
     #[error("maildir: {0}")]
     Maildir(io::Error),
+    #[error("the client disconnected before the next hop had the message")]
+    ClientGone,
 }
 
 /// The one mapping from relay errors to SMTP replies.
@@ -59,5 +61,7 @@ pub fn reply_for(e: &RelayError) -> Reply {
         RelayError::Sequence(what) => replies::bad_sequence_in(what),
         RelayError::Config(_) | RelayError::TlsConfig(_) => replies::local_error("configuration"),
         RelayError::Maildir(_) => replies::local_error("cannot store message"),
+        // Nobody reads this reply; the audit line does.
+        RelayError::ClientGone => replies::local_error("client disconnected before delivery"),
     }
 }

@@ -4,7 +4,9 @@
 //!   [`RelayTransaction`] that opens the next hop at MAIL FROM (cut-through), or the maildir
 //!   target (`maildir.rs`) for `relay.next_hop = "maildir:DIR"`.
 //! - [`SmtpClient`] (`client.rs`): one connection to the next hop, byte-transparent, with
-//!   PIPELINING, CHUNKING, DSN and STARTTLS; its TLS settings in `tls.rs` ([`tls_connector`]).
+//!   PIPELINING, CHUNKING, DSN, STARTTLS and XFORWARD (`xforward.rs`, [`ClientOrigin`]); its TLS
+//!   settings in `tls.rs` ([`tls_connector`]); its wire helpers (EHLO parsing, xtext, checks)
+//!   in `wire.rs`.
 //! - [`RelayError`] and [`reply_for`] (`error.rs`): what can fail and the one mapping to the
 //!   client's reply, shared by client and relay.
 //!
@@ -16,8 +18,11 @@ mod error;
 mod maildir;
 mod relay;
 mod tls;
+mod wire;
+mod xforward;
 
 pub use client::{Capabilities, ClientSettings, DataFailure, EnvelopeReplies, SmtpClient};
 pub use error::{RelayError, reply_for};
 pub use relay::{Relay, RelayTransaction};
 pub use tls::tls_connector;
+pub use xforward::ClientOrigin;

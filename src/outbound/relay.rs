@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use super::client::{ClientSettings, SmtpClient};
+use super::client::{ClientSettings, DataFailure, SmtpClient};
 use super::error::{RelayError, reply_for};
 use super::maildir::Maildir;
 use super::tls::tls_connector;
+use super::xforward::ClientOrigin;
 use crate::config::{Config, ConfigError, NextHop, NextHopTls};
 use crate::envelope::{Body, Extensions, MailFrom, RcptTo};
 use crate::replies::{self, Reply};
@@ -90,6 +91,7 @@ impl Relay {
                         server_name,
                         connect_timeout: r.connect_timeout,
                         command_timeout: r.command_timeout,
+                        xforward: r.xforward,
                     },
                     pool: Mutex::new(Vec::new()),
                     pool_size: r.pool_size,
@@ -145,6 +147,7 @@ impl Relay {
             mail: None,
             rcpts: Vec::new(),
             hop_reply: None,
+            origin: None,
         }
     }
 
@@ -269,9 +272,18 @@ pub struct RelayTransaction {
     rcpts: Vec<RcptTo>,
     /// What the next hop itself answered to the last message (see [`Self::next_hop_reply`]).
     hop_reply: Option<Reply>,
+    /// The client this transaction relays for, sent as XFORWARD before every MAIL (also a
+    /// replayed one) when the next hop offers it.
+    origin: Option<ClientOrigin>,
 }
 
 impl RelayTransaction {
+    /// The original client of this transaction, for XFORWARD (see `xforward.rs`). Set before
+    /// [`Self::mail_from`]; it stays for every MAIL of this transaction object.
+    pub fn forward_client(&mut self, origin: ClientOrigin) {
+        self.origin = Some(origin);
+    }
+
     /// Open the next hop (pooled connection or a new one) and send MAIL FROM.
     pub async fn mail_from(&mut self, from: &MailFrom) -> Reply {
         if self.mail.is_some() {
@@ -297,7 +309,11 @@ impl RelayTransaction {
                 self.conn = Some(conn);
                 return refusal;
             }
-            match conn.client.envelope(from, &[], conn.needs_rset).await {
+            match conn
+                .client
+                .envelope_for(from, &[], conn.needs_rset, self.origin.as_ref())
+                .await
+            {
                 Ok(r) => {
                     conn.needs_rset = false;
                     // Used once: a later failure on it deserves one retry on a new connection.
@@ -357,6 +373,19 @@ impl RelayTransaction {
     /// the next hop's 250. A connection found dead before the message went out is replaced once,
     /// replaying MAIL and the accepted recipients.
     pub async fn data(&mut self, parts: &[&[u8]]) -> Reply {
+        self.data_unless(parts, &|| true).await
+    }
+
+    /// As [`Self::data`], asking `wanted` (e.g. "is our client still connected?") before the
+    /// message starts and again right before its end goes out. When it says no, the next hop
+    /// never gets the end of the message: an open envelope is reset, a half-sent message's
+    /// connection closed (the next hop discards it), and the reply is a temporary failure
+    /// ([`RelayError::ClientGone`]); nobody is waiting for it but the audit line.
+    pub async fn data_unless(
+        &mut self,
+        parts: &[&[u8]],
+        wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Reply {
         self.hop_reply = None;
         let Some(mail) = self.mail.clone() else {
             return reply_for(&RelayError::Sequence("need MAIL before DATA"));
@@ -386,6 +415,11 @@ impl RelayTransaction {
             }
             Target::Smtp(t) => t,
         };
+        if !wanted() {
+            tracing::warn!("client disconnected before the relay; the next hop gets nothing");
+            self.reset().await;
+            return reply_for(&RelayError::ClientGone);
+        }
         let mut replayed = false;
         if !self.conn.as_ref().is_some_and(|c| c.client.is_alive()) {
             self.conn = None;
@@ -399,7 +433,7 @@ impl RelayTransaction {
             let Some(conn) = self.conn.as_mut() else {
                 return reply_for(&RelayError::Sequence("no next-hop connection"));
             };
-            match conn.client.send_data(parts).await {
+            match conn.client.send_data_unless(parts, wanted).await {
                 Ok(r) => {
                     self.hop_reply = Some(r.clone());
                     // The next-hop transaction is over whatever the code: the connection is clean.
@@ -422,6 +456,16 @@ impl RelayTransaction {
                         return reply_for(&e);
                     }
                     replayed = true;
+                }
+                Err(DataFailure {
+                    error: RelayError::ClientGone,
+                    ..
+                }) => {
+                    tracing::warn!(
+                        "client disconnected during the relay; closing the next-hop connection before the end of the message"
+                    );
+                    self.finish_failed();
+                    return reply_for(&RelayError::ClientGone);
                 }
                 Err(f) => {
                     tracing::warn!(error = %f.error, "next hop failed during the message transfer");
@@ -469,7 +513,7 @@ impl RelayTransaction {
             let mut conn = t.checkout().await?;
             match conn
                 .client
-                .envelope(mail, &self.rcpts, conn.needs_rset)
+                .envelope_for(mail, &self.rcpts, conn.needs_rset, self.origin.as_ref())
                 .await
             {
                 Ok(r) => {

@@ -191,7 +191,7 @@ impl Handler for GatewayHandler {
         replies::sender_ok()
     }
 
-    async fn rcpt_to(&mut self, _info: &ConnectionInfo, rcpt: &RcptTo) -> Reply {
+    async fn rcpt_to(&mut self, info: &ConnectionInfo, rcpt: &RcptTo) -> Reply {
         if let Some(r) = &self.refused {
             return r.clone();
         }
@@ -200,6 +200,7 @@ impl Handler for GatewayHandler {
                 return replies::need_mail();
             };
             let mut tx = self.gw.relay.begin();
+            tx.forward_client(message::client_origin(info));
             let r = tx.mail_from(from).await;
             if !r.is_positive() {
                 self.refused = Some(r.clone());

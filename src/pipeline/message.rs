@@ -19,10 +19,10 @@ use super::outcome::{self, Failure, Report};
 use super::plan::{Action, Plan};
 use super::transfer::{Converted, Job};
 use crate::config::PolicyConfig;
-use crate::inbound::Transaction;
 use crate::mime::{self, Analysis, Language, PartId};
 use crate::ops::audit::Decision;
-use crate::outbound::RelayTransaction;
+use crate::inbound::{ConnectionInfo, PeerProbe, Transaction};
+use crate::outbound::{ClientOrigin, RelayTransaction};
 use crate::replies::Reply;
 use crate::store::spool::Spooled;
 
@@ -33,6 +33,7 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
         rcpts,
         received,
         message,
+        client,
     } = t;
     let rcpts: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
     let mut report = Report::new(&queue_id, &mail_from.address, &rcpts, &message);
@@ -43,7 +44,7 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
         return relay(
             gw,
             tx,
-            &received,
+            (&received, &client),
             message.as_bytes(),
             report,
             Decision::Pass,
@@ -74,7 +75,15 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
             report.converted(&converted);
             match rewrite(&message, &c, &converted) {
                 Ok(rewritten) => {
-                    relay(gw, tx, &received, &rewritten, report, Decision::Convert).await
+                    relay(
+                        gw,
+                        tx,
+                        (&received, &client),
+                        &rewritten,
+                        report,
+                        Decision::Convert,
+                    )
+                    .await
                 }
                 Err(e) => {
                     // The transfer exists and is recorded; a retry will reuse it.
@@ -93,7 +102,7 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
                     relay(
                         gw,
                         tx,
-                        &received,
+                        (&received, &client),
                         original,
                         report,
                         Decision::DeliverOriginal,
@@ -197,17 +206,40 @@ fn rewrite(
     })
 }
 
+/// The client of a transaction as the next hop's XFORWARD describes it. No NAME: the gateway
+/// does not resolve client addresses. SOURCE=LOCAL for a client on this host (loopback, or the
+/// listener's own address), as Postfix's `permit_inet_interfaces` sees local mail.
+pub(super) fn client_origin(info: &ConnectionInfo) -> ClientOrigin {
+    let addr = info.peer.ip().to_canonical();
+    ClientOrigin {
+        name: None,
+        addr,
+        port: info.peer.port(),
+        esmtp: info.esmtp,
+        helo: info.helo.clone(),
+        local: addr.is_loopback() || addr == info.local.ip().to_canonical(),
+    }
+}
+
 /// The relay step: hand `body` (after our `Received:` line) to the next hop, then the outcome.
+///
+/// Client gone = no delivery: a conversion can outlast the client's timeout, and a client that
+/// gave up retries the message. So the relay asks whether the client is still connected before
+/// it starts and right before the end of the message; if not, the next hop never gets the final
+/// dot (or `BDAT … LAST`). The transfer stays recorded in the state store, and the retry reuses
+/// it — one transfer, one delivered copy.
 async fn relay(
     gw: &Gateway,
     tx: &mut RelayTransaction,
-    received: &[u8],
+    (received, client): (&[u8], &PeerProbe),
     body: &[u8],
     report: Report,
     decision: Decision,
 ) -> Reply {
     let started = Instant::now();
-    let reply = tx.data(&[received, body]).await;
+    let reply = tx
+        .data_unless(&[received, body], &|| client.connected())
+        .await;
     let elapsed = started.elapsed();
     gw.recorder
         .relayed(report, decision, reply, tx.next_hop_reply(), elapsed)

@@ -65,6 +65,9 @@ pub struct Script {
     /// target): NUL bytes are dropped, a line starts after CR or LF alone, and a "." line ended
     /// by CR, LF or any run of CRs ends the data. What follows is read as commands.
     pub lenient_data: bool,
+    /// Offer Postfix's XFORWARD with these attribute names (e.g. `"NAME ADDR PORT PROTO HELO
+    /// SOURCE"`) and answer it with 250 outside a transaction (503 inside).
+    pub xforward: Option<String>,
 }
 
 impl Default for Script {
@@ -92,6 +95,7 @@ impl Default for Script {
             close_once: None,
             broken_tls: false,
             lenient_data: false,
+            xforward: None,
         }
     }
 }
@@ -516,6 +520,19 @@ fn command(
     (tls, id): (bool, usize),
 ) -> Step {
     let script = shared.script();
+    if script.xforward.is_some()
+        && text
+            .get(..9)
+            .is_some_and(|v| v.eq_ignore_ascii_case("XFORWARD "))
+    {
+        let r = if tx.is_some() {
+            Reply::new(503, [5, 5, 1], "Error: MAIL transaction in progress")
+        } else {
+            Reply::new(250, [2, 0, 0], "Ok")
+        };
+        r.write_to(out);
+        return Step::Continue;
+    }
     let req = match Request::parse(&mut line.iter()) {
         Ok(r) => r,
         Err(e) => {
@@ -539,7 +556,25 @@ fn command(
                     e.capabilities |= EXT_START_TLS;
                 }
                 e.size = script.size;
-                let _ = e.write(&mut *out);
+                let mut ehlo = Vec::new();
+                let _ = e.write(&mut ehlo);
+                match &script.xforward {
+                    Some(attrs) => {
+                        // One more keyword line after the domain line.
+                        let mut lines: Vec<String> = String::from_utf8_lossy(&ehlo)
+                            .lines()
+                            .map(|l| l.get(4..).unwrap_or("").to_string())
+                            .collect();
+                        lines.insert(1.min(lines.len()), format!("XFORWARD {attrs}"));
+                        let r = Reply {
+                            code: 250,
+                            enhanced: None,
+                            lines,
+                        };
+                        reply(&r, out);
+                    }
+                    None => out.extend_from_slice(&ehlo),
+                }
             }
         }
         Request::Helo { .. } | Request::Lhlo { .. } => {

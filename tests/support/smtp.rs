@@ -181,6 +181,19 @@ pub struct AsyncSmtp {
 impl AsyncSmtp {
     pub async fn connect(addr: SocketAddr) -> (AsyncSmtp, String) {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        Self::greeted(tcp).await
+    }
+
+    /// As [`AsyncSmtp::connect`], from `local` (any 127.0.0.0/8 address on Linux), so that the
+    /// server sees a client address other than 127.0.0.1.
+    pub async fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> (AsyncSmtp, String) {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::new(local, 0)).unwrap();
+        let tcp = sock.connect(addr).await.unwrap();
+        Self::greeted(tcp).await
+    }
+
+    async fn greeted(tcp: tokio::net::TcpStream) -> (AsyncSmtp, String) {
         let (r, w) = tcp.into_split();
         let mut c = AsyncSmtp {
             r: tokio::io::BufReader::new(r),
