@@ -67,6 +67,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::SaslStep;
 use super::data::Incoming;
 use super::dotscan::DotScan;
+use super::mail::PathLine;
 use super::settings::SessionSettings;
 use super::{ConnectionInfo, Handler};
 use crate::envelope::{Extensions, MailFrom, RcptTo};
@@ -484,7 +485,9 @@ impl<H: Handler> Session<H> {
     }
 
     async fn command(&mut self, line: &[u8]) -> Flow {
-        let req = match Request::parse(&mut line.iter()) {
+        // MAIL / RCPT: smtp-proto parses the parameters only; the path is read as sent.
+        let parse_line = PathLine::split(line).map(|p| p.for_parser());
+        let req = match Request::parse(&mut parse_line.as_deref().unwrap_or(line).iter()) {
             Ok(r) => r.into_owned(),
             Err(e) => return self.parse_error(e),
         };

@@ -31,7 +31,7 @@ use tokio_util::either::Either;
 
 use super::error::RelayError;
 use crate::config::NextHopTls;
-use crate::envelope::{Body, MailFrom, RcptTo, Ret};
+use crate::envelope::{Body, MailFrom, RcptTo, Ret, is_mailbox};
 use crate::replies::Reply;
 
 /// Bytes handed to one write call while streaming a message.
@@ -611,15 +611,16 @@ fn check_closing(r: &Reply) -> Result<(), RelayError> {
     }
 }
 
+/// An address goes out exactly as the client sent it, so it must be what the inbound side
+/// accepts: a mailbox per RFC 5321 §4.1.2 (quoted local parts with `<`, `>`, `@` or spaces
+/// included, UTF-8 under SMTPUTF8), `<>` or `<Postmaster>`. That grammar has no CR, LF or
+/// other control character, and a `>` only inside a quoted string, so nothing can end the
+/// path or the command line early.
 fn check_address(a: &str) -> Result<(), RelayError> {
-    if a.bytes()
-        .any(|b| b == b'\r' || b == b'\n' || b == b'<' || b == b'>')
-    {
-        return Err(RelayError::Protocol(
-            "address with forbidden characters".into(),
-        ));
+    if a.is_empty() || a.eq_ignore_ascii_case("postmaster") || is_mailbox(a) {
+        return Ok(());
     }
-    Ok(())
+    Err(RelayError::Protocol("malformed address".into()))
 }
 
 fn to_reply(code: u16, esc: [u8; 3], message: &str) -> Reply {
