@@ -148,7 +148,10 @@ fn check_mailbox(m: &str) -> Result<(), BadAddress> {
     } else {
         let at = m.rfind('@').ok_or(BadAddress)?;
         // Dot-string = Atom *("." Atom)
-        if !m[..at].split('.').all(|a| !a.is_empty() && a.chars().all(atext)) {
+        if !m[..at]
+            .split('.')
+            .all(|a| !a.is_empty() && a.chars().all(atext))
+        {
             return Err(BadAddress);
         }
         at
@@ -195,7 +198,10 @@ fn check_domain(d: &str) -> Result<(), BadAddress> {
 fn check_literal(l: &str) -> Result<(), BadAddress> {
     if let Some((tag, rest)) = l.split_once(':') {
         if tag.eq_ignore_ascii_case("IPv6") {
-            return rest.parse::<std::net::Ipv6Addr>().map(|_| ()).map_err(|_| BadAddress);
+            return rest
+                .parse::<std::net::Ipv6Addr>()
+                .map(|_| ())
+                .map_err(|_| BadAddress);
         }
         // Standardized-tag = Ldh-str; dcontent = %d33-90 / %d94-126.
         let tag_ok = tag.ends_with(|c: char| c.is_ascii_alphanumeric())

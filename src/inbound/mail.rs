@@ -191,15 +191,14 @@ impl<'a> PathLine<'a> {
             .find(|v| line.len() >= v.len() && line[..v.len()].eq_ignore_ascii_case(v))?
             .len();
         // Spaces after the colon are tolerated (as by Postfix and smtp-proto).
-        let start = colon
-            + line[colon..]
-                .iter()
-                .take_while(|&&b| b == b' ')
-                .count();
+        let start = colon + line[colon..].iter().take_while(|&&b| b == b' ').count();
         let rest = &line[start..];
         if rest.first() != Some(&b'<') {
             // No angle brackets (tolerated): the path ends at the first space.
-            let end = rest.iter().position(u8::is_ascii_whitespace).unwrap_or(rest.len());
+            let end = rest
+                .iter()
+                .position(u8::is_ascii_whitespace)
+                .unwrap_or(rest.len());
             return Some(PathLine {
                 verb: &line[..colon],
                 path: (end > 0).then_some(&rest[..end]),
@@ -415,13 +414,25 @@ mod tests {
         assert_eq!(p.for_parser(), b"MAIL FROM:<> SIZE=1\r\n");
         assert_eq!(split(b"rcpt to: <a@b>\r\n").for_parser(), b"rcpt to:<>\r\n");
         assert_eq!(split(b"MAIL FROM:<\"a@b>\r\n").path, None);
-        assert_eq!(split(b"MAIL FROM:a@b BODY=8BITMIME").path, Some(b"a@b".as_slice()));
+        assert_eq!(
+            split(b"MAIL FROM:a@b BODY=8BITMIME").path,
+            Some(b"a@b".as_slice())
+        );
         assert_eq!(split(b"MAIL FROM:\r\n").path, None);
         assert_eq!(PathLine::split(b"MAIL TO:<a@b>\r\n"), None);
         assert_eq!(split(b"MAIL FROM:<>").sender(), Ok(String::new()));
-        assert_eq!(split(b"MAIL FROM:").sender(), Err(replies::bad_sender_syntax()));
-        assert_eq!(split(b"RCPT TO:<>").recipient(), Err(replies::bad_recipient_syntax()));
-        assert_eq!(split(b"RCPT TO:<PostMaster>").recipient(), Ok("PostMaster".into()));
+        assert_eq!(
+            split(b"MAIL FROM:").sender(),
+            Err(replies::bad_sender_syntax())
+        );
+        assert_eq!(
+            split(b"RCPT TO:<>").recipient(),
+            Err(replies::bad_recipient_syntax())
+        );
+        assert_eq!(
+            split(b"RCPT TO:<PostMaster>").recipient(),
+            Ok("PostMaster".into())
+        );
         assert_eq!(
             split(b"MAIL FROM:<@r.example:a@b>").sender(),
             Ok("a@b".into())

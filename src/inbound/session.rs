@@ -205,7 +205,9 @@ impl<H: Handler> Session<H> {
         let bound = if info.may_relay {
             settings.session_timeout
         } else {
-            settings.outside_session_timeout.min(settings.session_timeout)
+            settings
+                .outside_session_timeout
+                .min(settings.session_timeout)
         };
         Session {
             handler,
@@ -267,7 +269,10 @@ impl<H: Handler> Session<H> {
 
     /// Reading a command (or SASL) line rather than message data.
     fn reading_command(&self) -> bool {
-        matches!(self.state, State::Command | State::Sasl(_) | State::SkipLine)
+        matches!(
+            self.state,
+            State::Command | State::Sasl(_) | State::SkipLine
+        )
     }
 
     pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
