@@ -98,12 +98,7 @@ struct FindKey {
 impl FindKey {
     fn query(&self) -> ops::find::Query {
         use ops::find::Query;
-        match (
-            &self.message_id,
-            &self.tracking_id,
-            &self.queue_id,
-            &self.sender,
-        ) {
+        match (&self.message_id, &self.tracking_id, &self.queue_id, &self.sender) {
             (Some(v), ..) => Query::message_id(v),
             (_, Some(v), ..) => Query::tracking_id(v),
             (_, _, Some(v), _) => Query::queue_id(v),
