@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::Handler;
 use super::data::received_allowance;
 use super::session::{Flow, Session, Tx, guarded};
-use crate::envelope::{Body, Extensions, MailFrom, Notify, RcptTo, Ret};
+use crate::envelope::{Body, Extensions, MailFrom, Notify, RcptTo, Ret, mailbox_of};
 use crate::replies::{self, Reply};
 
 impl<H: Handler> Session<H> {
@@ -21,6 +21,12 @@ impl<H: Handler> Session<H> {
         if self.tx.is_some() {
             return self.error(replies::nested_mail());
         }
+        let path = PathLine::split(line).map(|p| p.sender());
+        let address = match path {
+            Some(Ok(a)) => a,
+            Some(Err(r)) => return self.error(r),
+            None => return self.error(replies::bad_sender_syntax()),
+        };
         let size = match check_parameters(line) {
             Ok(size) => size,
             // Too big is no protocol error (as for a SIZE= above the limit).
@@ -34,6 +40,7 @@ impl<H: Handler> Session<H> {
             Ok(f) => f,
             Err(r) => return self.error(r),
         };
+        from.address = address;
         // smtp-proto's SIZE saturates and then wraps (21+ digits came out as small numbers).
         from.size = size.filter(|&n| n != 0);
         if from
@@ -87,16 +94,20 @@ impl<H: Handler> Session<H> {
         }
         let smtputf8 = tx.from.smtputf8;
         let count = tx.rcpts.len();
+        let path = PathLine::split(line).map(|p| p.recipient());
+        let address = match path {
+            Some(Ok(a)) => a,
+            Some(Err(r)) => return self.error(r),
+            None => return self.error(replies::bad_recipient_syntax()),
+        };
         if let Err(r) = check_parameters(line) {
             return self.error(r);
         }
-        let rcpt = match convert_rcpt_to(to, ext) {
+        let mut rcpt = match convert_rcpt_to(to, ext) {
             Ok(r) => r,
             Err(r) => return self.error(r),
         };
-        if rcpt.address.is_empty() {
-            return self.error(replies::bad_recipient_syntax());
-        }
+        rcpt.address = address;
         if !smtputf8 && !rcpt.address.is_ascii() {
             return self.error(replies::smtputf8_required());
         }
@@ -159,31 +170,101 @@ fn check_parameters(line: &[u8]) -> Result<Option<u64>, Reply> {
     Ok(size)
 }
 
-/// The parameters of a MAIL / RCPT line: what follows the path's closing `>` (a `>` inside a
-/// quoted local part does not count), without the line ending.
-fn raw_parameters(line: &[u8]) -> &[u8] {
-    let line = line.trim_ascii_end();
-    let Some(open) = line.iter().position(|&b| b == b'<') else {
-        // No angle brackets (tolerated by the parser): the path ends at the first space.
-        let colon = line.iter().position(|&b| b == b':').map_or(0, |p| p + 1);
-        let rest = line[colon..].trim_ascii_start();
-        return rest
+/// A MAIL / RCPT line taken apart by hand, because smtp-proto's parser rewrites the path (it
+/// drops the quotes of a quoted local part, cuts at a quoted `>`, turns `<Postmaster>` into
+/// an empty address). `verb`: up to and including the colon; `path`: the text between `<` and
+/// `>` exactly as sent (a `>` inside a quoted local part does not end it), `None` when the `>`
+/// is missing; `params`: what follows the path, without the line ending.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct PathLine<'a> {
+    verb: &'a [u8],
+    path: Option<&'a [u8]>,
+    params: &'a [u8],
+}
+
+impl<'a> PathLine<'a> {
+    /// `None` unless the line is `MAIL FROM:` or `RCPT TO:` (any case).
+    pub(super) fn split(line: &'a [u8]) -> Option<PathLine<'a>> {
+        let line = line.trim_ascii_end();
+        let colon = [b"MAIL FROM:".as_slice(), b"RCPT TO:"]
             .iter()
-            .position(u8::is_ascii_whitespace)
-            .map_or(&[], |p| &rest[p..]);
-    };
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, &b) in line.iter().enumerate().skip(open + 1) {
-        match b {
-            _ if escaped => escaped = false,
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b'>' if !quoted => return &line[i + 1..],
-            _ => {}
+            .find(|v| line.len() >= v.len() && line[..v.len()].eq_ignore_ascii_case(v))?
+            .len();
+        // Spaces after the colon are tolerated (as by Postfix and smtp-proto).
+        let start = colon + line[colon..].iter().take_while(|&&b| b == b' ').count();
+        let rest = &line[start..];
+        if rest.first() != Some(&b'<') {
+            // No angle brackets (tolerated): the path ends at the first space.
+            let end = rest
+                .iter()
+                .position(u8::is_ascii_whitespace)
+                .unwrap_or(rest.len());
+            return Some(PathLine {
+                verb: &line[..colon],
+                path: (end > 0).then_some(&rest[..end]),
+                params: &rest[end..],
+            });
+        }
+        let mut quoted = false;
+        let mut escaped = false;
+        for (i, &b) in rest.iter().enumerate().skip(1) {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                b'>' if !quoted => {
+                    return Some(PathLine {
+                        verb: &line[..colon],
+                        path: Some(&rest[1..i]),
+                        params: &rest[i + 1..],
+                    });
+                }
+                _ => {}
+            }
+        }
+        Some(PathLine {
+            verb: &line[..colon],
+            path: None,
+            params: &[],
+        })
+    }
+
+    /// The line for smtp-proto, which parses the parameters: the path replaced by `<>`.
+    pub(super) fn for_parser(&self) -> Vec<u8> {
+        [self.verb, b"<>", self.params, b"\r\n"].concat()
+    }
+
+    /// The reverse path: empty for `<>`, else a mailbox exactly as sent (source route dropped).
+    fn sender(&self) -> Result<String, Reply> {
+        match self.path_text() {
+            Some("") if self.path.is_some() => Ok(String::new()),
+            Some(p) => mailbox_of(p)
+                .map(str::to_owned)
+                .map_err(|_| replies::bad_sender_syntax()),
+            None => Err(replies::bad_sender_syntax()),
         }
     }
-    &[]
+
+    /// The forward path: a mailbox exactly as sent (source route dropped), or `Postmaster`
+    /// without a domain in any case (RFC 5321 §4.1.1.3).
+    fn recipient(&self) -> Result<String, Reply> {
+        match self.path_text() {
+            Some(p) if p.eq_ignore_ascii_case("postmaster") => Ok(p.to_owned()),
+            Some(p) => mailbox_of(p)
+                .map(str::to_owned)
+                .map_err(|_| replies::bad_recipient_syntax()),
+            None => Err(replies::bad_recipient_syntax()),
+        }
+    }
+
+    fn path_text(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.path?).ok()
+    }
+}
+
+/// The parameters of a MAIL / RCPT line (see [`PathLine`]).
+fn raw_parameters(line: &[u8]) -> &[u8] {
+    PathLine::split(line).map_or(&[], |p| p.params)
 }
 
 fn convert_mail_from(m: smtp_proto::MailFrom<String>, ext: Extensions) -> Result<MailFrom, Reply> {
@@ -240,7 +321,8 @@ fn convert_mail_from(m: smtp_proto::MailFrom<String>, ext: Extensions) -> Result
     let size = (m.size != 0).then_some(m.size as u64);
     // An AUTH= without the extension being used is tolerated: it is passed on as received.
     Ok(MailFrom {
-        address: m.address,
+        // smtp-proto saw `<>`: the path comes from the raw line (`PathLine`).
+        address: String::new(),
         size,
         body,
         smtputf8,
@@ -268,7 +350,7 @@ fn convert_rcpt_to(r: smtp_proto::RcptTo<String>, ext: Extensions) -> Result<Rcp
         return Err(replies::unsupported_parameter("NOTIFY/ORCPT"));
     }
     Ok(RcptTo {
-        address: r.address,
+        address: String::new(),
         notify,
         orcpt: r.orcpt,
     })
@@ -320,6 +402,44 @@ mod tests {
         assert_eq!(
             check_parameters(b"RCPT TO:<a@b> NOTIFY=NEVER ORCPT=rfc822;a@b"),
             Ok(None)
+        );
+    }
+
+    #[test]
+    fn paths_as_sent() {
+        let split = |l: &'static [u8]| PathLine::split(l).expect("MAIL/RCPT");
+        let p = split(b"MAIL FROM:<\"a>b\\\"\"@x> SIZE=1\r\n");
+        assert_eq!(p.path, Some(b"\"a>b\\\"\"@x".as_slice()));
+        assert_eq!(p.params, b" SIZE=1");
+        assert_eq!(p.for_parser(), b"MAIL FROM:<> SIZE=1\r\n");
+        assert_eq!(split(b"rcpt to: <a@b>\r\n").for_parser(), b"rcpt to:<>\r\n");
+        assert_eq!(split(b"MAIL FROM:<\"a@b>\r\n").path, None);
+        assert_eq!(
+            split(b"MAIL FROM:a@b BODY=8BITMIME").path,
+            Some(b"a@b".as_slice())
+        );
+        assert_eq!(split(b"MAIL FROM:\r\n").path, None);
+        assert_eq!(PathLine::split(b"MAIL TO:<a@b>\r\n"), None);
+        assert_eq!(split(b"MAIL FROM:<>").sender(), Ok(String::new()));
+        assert_eq!(
+            split(b"MAIL FROM:").sender(),
+            Err(replies::bad_sender_syntax())
+        );
+        assert_eq!(
+            split(b"RCPT TO:<>").recipient(),
+            Err(replies::bad_recipient_syntax())
+        );
+        assert_eq!(
+            split(b"RCPT TO:<PostMaster>").recipient(),
+            Ok("PostMaster".into())
+        );
+        assert_eq!(
+            split(b"MAIL FROM:<@r.example:a@b>").sender(),
+            Ok("a@b".into())
+        );
+        assert_eq!(
+            split(b"MAIL FROM:<postmaster>").sender(),
+            Err(replies::bad_sender_syntax())
         );
     }
 

@@ -67,6 +67,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::SaslStep;
 use super::data::Incoming;
 use super::dotscan::DotScan;
+use super::mail::PathLine;
 use super::settings::SessionSettings;
 use super::{ConnectionInfo, Handler, PeerProbe};
 use crate::envelope::{Extensions, MailFrom, RcptTo};
@@ -208,7 +209,9 @@ impl<H: Handler> Session<H> {
         let bound = if info.may_relay {
             settings.session_timeout
         } else {
-            settings.outside_session_timeout.min(settings.session_timeout)
+            settings
+                .outside_session_timeout
+                .min(settings.session_timeout)
         };
         Session {
             handler,
@@ -270,7 +273,10 @@ impl<H: Handler> Session<H> {
 
     /// Reading a command (or SASL) line rather than message data.
     fn reading_command(&self) -> bool {
-        matches!(self.state, State::Command | State::Sasl(_) | State::SkipLine)
+        matches!(
+            self.state,
+            State::Command | State::Sasl(_) | State::SkipLine
+        )
     }
 
     pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
@@ -488,7 +494,9 @@ impl<H: Handler> Session<H> {
     }
 
     async fn command(&mut self, line: &[u8]) -> Flow {
-        let req = match Request::parse(&mut line.iter()) {
+        // MAIL / RCPT: smtp-proto parses the parameters only; the path is read as sent.
+        let parse_line = PathLine::split(line).map(|p| p.for_parser());
+        let req = match Request::parse(&mut parse_line.as_deref().unwrap_or(line).iter()) {
             Ok(r) => r.into_owned(),
             Err(e) => return self.parse_error(e),
         };

@@ -90,15 +90,16 @@ pub(super) fn xforward_answered(r: &Reply) -> Result<(), RelayError> {
     Ok(())
 }
 
+/// An address goes out exactly as the client sent it, so it must be what the inbound side
+/// accepts: a mailbox per RFC 5321 §4.1.2 (quoted local parts with `<`, `>`, `@` or spaces
+/// included, UTF-8 under SMTPUTF8), `<>` or `<Postmaster>`. That grammar has no CR, LF or
+/// other control character, and a `>` only inside a quoted string, so nothing can end the
+/// path or the command line early.
 pub(super) fn check_address(a: &str) -> Result<(), RelayError> {
-    if a.bytes()
-        .any(|b| b == b'\r' || b == b'\n' || b == b'<' || b == b'>')
-    {
-        return Err(RelayError::Protocol(
-            "address with forbidden characters".into(),
-        ));
+    if a.is_empty() || a.eq_ignore_ascii_case("postmaster") || crate::envelope::is_mailbox(a) {
+        return Ok(());
     }
-    Ok(())
+    Err(RelayError::Protocol("malformed address".into()))
 }
 
 pub(super) fn to_reply(code: u16, esc: [u8; 3], message: &str) -> Reply {

@@ -169,10 +169,10 @@ impl Job<'_> {
             .clone()
             .or_else(|| self.policy.sender_name.clone())
             .unwrap_or_else(|| {
+                // The local part (a quoted one may contain `@`).
                 self.sender
-                    .split('@')
-                    .next()
-                    .unwrap_or(self.sender)
+                    .rsplit_once('@')
+                    .map_or(self.sender, |(local, _)| local)
                     .to_string()
             });
         // Shown in the notice and sent as the Cryptshare sender name: no bidi tricks.
