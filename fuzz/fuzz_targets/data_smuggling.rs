@@ -166,6 +166,7 @@ fuzz_target!(|data: &[u8]| {
         peer: "127.0.0.1:1".parse().unwrap(),
         local: "127.0.0.1:25".parse().unwrap(),
         tls: false,
+        probe: Default::default(),
     };
     let messages = Arc::new(Mutex::new(Vec::new()));
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -100,6 +100,7 @@ fuzz_target!(|data: &[u8]| {
         peer: "127.0.0.1:1".parse().unwrap(),
         local: "127.0.0.1:25".parse().unwrap(),
         tls: false,
+        probe: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
