@@ -8,44 +8,12 @@ mod support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::openapi::{load_spec, spec};
 use support::*;
 
 struct Contract {
     spec: Value,
     checked: Vec<String>,
-}
-
-fn load_spec() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/cryptshare/openapi-1.8.json"
-    );
-    let mut spec: Value = serde_json::from_str(
-        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")),
-    )
-    .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let schemas = spec["components"]["schemas"].as_object_mut().unwrap();
-    // The export has one dangling $ref (a springdoc "Error-ModelName{…}" placeholder) for the
-    // policy's security modes; its items are the three documented security-mode schemas.
-    let items = &mut schemas["TransferPolicySettings"]["properties"]["securityModes"]["items"];
-    assert!(
-        items["$ref"]
-            .as_str()
-            .unwrap()
-            .starts_with("Error-ModelName")
-    );
-    *items = json!({"anyOf": [
-        {"$ref": "#/components/schemas/OneTimePasswordSecurityMode"},
-        {"$ref": "#/components/schemas/QuickSecurityMode"},
-        {"$ref": "#/components/schemas/EidSecurityMode"}
-    ]});
-    // Strict: a faithful server sends only declared properties.
-    for (_, s) in schemas.iter_mut() {
-        if s.get("properties").is_some() {
-            s["additionalProperties"] = json!(false);
-        }
-    }
-    spec
 }
 
 impl Contract {
@@ -81,15 +49,7 @@ impl Contract {
                 let ct = headers["content-type"].to_str().unwrap();
                 assert!(ct.starts_with("application/json"), "{template}: {ct}");
                 let body: Value = serde_json::from_slice(&bytes).unwrap();
-                let root = json!({"$ref": r, "components": self.spec["components"]});
-                let v = jsonschema::options()
-                    .with_draft(jsonschema::Draft::Draft4)
-                    .build(&root)
-                    .unwrap();
-                let errors: Vec<String> = v
-                    .iter_errors(&body)
-                    .map(|e| format!("{} at {}", e, e.instance_path))
-                    .collect();
+                let errors = spec().validate(r, &body);
                 assert!(
                     errors.is_empty(),
                     "{method} {template} {status}: {body} violates {r}: {errors:?}"
@@ -478,16 +438,7 @@ async fn every_response_of_a_full_workflow_matches_the_openapi_schemas() {
 /// The checker itself must catch deviations (else the test above could not fail).
 #[test]
 fn the_schema_check_rejects_deviations() {
-    let spec = load_spec();
-    let validate = |r: &str, body: Value| -> usize {
-        let root = json!({"$ref": r, "components": spec["components"]});
-        jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft4)
-            .build(&root)
-            .unwrap()
-            .iter_errors(&body)
-            .count()
-    };
+    let validate = |r: &str, body: Value| -> usize { spec().validate(r, &body).len() };
     let status = "#/components/schemas/ResponseOfTransferStatus";
     assert_eq!(
         validate(
