@@ -478,3 +478,98 @@ fn the_schema_check_rejects_deviations() {
     );
     assert!(validate(policy, modes(json!({"name": "X", "config": {}}))) > 0);
 }
+
+/// The exchange validator every emulator test runs at its end must catch a wrong body on
+/// either side, an undeclared status and an unknown operation.
+#[test]
+fn the_exchange_validator_rejects_invalid_requests_and_answers() {
+    use cryptshare_gateway::sim::SimExchange;
+    use support::openapi::check_exchanges;
+    let policy = |request: Value, status: u16, response: Value| SimExchange {
+        method: "POST".into(),
+        path: format!("/api/users/{SENDER}/transfer-policy"),
+        request_content_type: Some("application/json".into()),
+        request_len: Some(request.to_string().len() as u64),
+        request: Some(request),
+        status,
+        response_content_type: Some("application/json".into()),
+        response_len: Some(response.to_string().len() as u64),
+        response: Some(response),
+        injected_fault: false,
+        nulls_and_extra_fields: false,
+    };
+    let good = policy(
+        json!({"recipients": ["bob@example.com"]}),
+        200,
+        json!({"data": {"allowed": true}}),
+    );
+    assert_eq!(
+        check_exchanges(std::slice::from_ref(&good)),
+        Vec::<String>::new()
+    );
+
+    let bad_request = policy(
+        json!({"recipients": "bob@example.com"}),
+        200,
+        json!({"data": {"allowed": true}}),
+    );
+    let e = check_exchanges(&[bad_request]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("POST /users/{email-address}/transfer-policy 200: request ")
+            && e[0].contains("is not of type \"array\" at /recipients"),
+        "{e:?}"
+    );
+
+    let extra = policy(
+        json!({"recipients": []}),
+        200,
+        json!({"data": {"allowed": true, "bonus": 1}}),
+    );
+    let e = check_exchanges(&[extra.clone()]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("violates #/components/schemas/ResponseOfTransferPolicyResult")
+            && e[0].contains("'bonus' was unexpected"),
+        "{e:?}"
+    );
+    // With nulls_and_extra_fields only the deliberate noise is forgiven.
+    let mut noisy = extra;
+    noisy.nulls_and_extra_fields = true;
+    assert_eq!(check_exchanges(&[noisy.clone()]).len(), 1);
+    noisy.response = Some(json!({"data": {"allowed": true, "failedRecipients": null,
+        "simExtension": {"note": "x"}}, "simExtension": {"note": "x"}}));
+    assert_eq!(check_exchanges(&[noisy]), Vec::<String>::new());
+
+    let e = check_exchanges(&[policy(
+        json!({"recipients": []}),
+        409,
+        json!({"errorCode": 2001}),
+    )]);
+    assert_eq!(
+        e,
+        [
+            r#"POST /users/{email-address}/transfer-policy 409: status not declared (body Some(Object {"errorCode": Number(2001)}))"#
+        ]
+    );
+
+    let mut unknown = good.clone();
+    unknown.path = "/api/users/a@b.c/transfer-polizy".into();
+    unknown.status = 200;
+    assert_eq!(
+        check_exchanges(&[unknown]),
+        ["POST /api/users/a@b.c/transfer-polizy: not an operation of the OpenAPI file"]
+    );
+
+    // An answer without the declared body (201 of session creation has none; 200 of the
+    // policy must have one).
+    let mut empty = good;
+    empty.response = None;
+    empty.response_len = Some(0);
+    let e = check_exchanges(&[empty]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].ends_with("200: response body missing or not logged"),
+        "{e:?}"
+    );
+}
