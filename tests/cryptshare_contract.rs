@@ -8,44 +8,12 @@ mod support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::openapi::{load_spec, spec};
 use support::*;
 
 struct Contract {
     spec: Value,
     checked: Vec<String>,
-}
-
-fn load_spec() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/cryptshare/openapi-1.8.json"
-    );
-    let mut spec: Value = serde_json::from_str(
-        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")),
-    )
-    .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let schemas = spec["components"]["schemas"].as_object_mut().unwrap();
-    // The export has one dangling $ref (a springdoc "Error-ModelName{…}" placeholder) for the
-    // policy's security modes; its items are the three documented security-mode schemas.
-    let items = &mut schemas["TransferPolicySettings"]["properties"]["securityModes"]["items"];
-    assert!(
-        items["$ref"]
-            .as_str()
-            .unwrap()
-            .starts_with("Error-ModelName")
-    );
-    *items = json!({"anyOf": [
-        {"$ref": "#/components/schemas/OneTimePasswordSecurityMode"},
-        {"$ref": "#/components/schemas/QuickSecurityMode"},
-        {"$ref": "#/components/schemas/EidSecurityMode"}
-    ]});
-    // Strict: a faithful server sends only declared properties.
-    for (_, s) in schemas.iter_mut() {
-        if s.get("properties").is_some() {
-            s["additionalProperties"] = json!(false);
-        }
-    }
-    spec
 }
 
 impl Contract {
@@ -81,15 +49,7 @@ impl Contract {
                 let ct = headers["content-type"].to_str().unwrap();
                 assert!(ct.starts_with("application/json"), "{template}: {ct}");
                 let body: Value = serde_json::from_slice(&bytes).unwrap();
-                let root = json!({"$ref": r, "components": self.spec["components"]});
-                let v = jsonschema::options()
-                    .with_draft(jsonschema::Draft::Draft4)
-                    .build(&root)
-                    .unwrap();
-                let errors: Vec<String> = v
-                    .iter_errors(&body)
-                    .map(|e| format!("{} at {}", e, e.instance_path))
-                    .collect();
+                let errors = spec().validate(r, &body);
                 assert!(
                     errors.is_empty(),
                     "{method} {template} {status}: {body} violates {r}: {errors:?}"
@@ -478,16 +438,7 @@ async fn every_response_of_a_full_workflow_matches_the_openapi_schemas() {
 /// The checker itself must catch deviations (else the test above could not fail).
 #[test]
 fn the_schema_check_rejects_deviations() {
-    let spec = load_spec();
-    let validate = |r: &str, body: Value| -> usize {
-        let root = json!({"$ref": r, "components": spec["components"]});
-        jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft4)
-            .build(&root)
-            .unwrap()
-            .iter_errors(&body)
-            .count()
-    };
+    let validate = |r: &str, body: Value| -> usize { spec().validate(r, &body).len() };
     let status = "#/components/schemas/ResponseOfTransferStatus";
     assert_eq!(
         validate(
@@ -526,4 +477,99 @@ fn the_schema_check_rejects_deviations() {
         0
     );
     assert!(validate(policy, modes(json!({"name": "X", "config": {}}))) > 0);
+}
+
+/// The exchange validator every emulator test runs at its end must catch a wrong body on
+/// either side, an undeclared status and an unknown operation.
+#[test]
+fn the_exchange_validator_rejects_invalid_requests_and_answers() {
+    use cryptshare_gateway::sim::SimExchange;
+    use support::openapi::check_exchanges;
+    let policy = |request: Value, status: u16, response: Value| SimExchange {
+        method: "POST".into(),
+        path: format!("/api/users/{SENDER}/transfer-policy"),
+        request_content_type: Some("application/json".into()),
+        request_len: Some(request.to_string().len() as u64),
+        request: Some(request),
+        status,
+        response_content_type: Some("application/json".into()),
+        response_len: Some(response.to_string().len() as u64),
+        response: Some(response),
+        injected_fault: false,
+        nulls_and_extra_fields: false,
+    };
+    let good = policy(
+        json!({"recipients": ["bob@example.com"]}),
+        200,
+        json!({"data": {"allowed": true}}),
+    );
+    assert_eq!(
+        check_exchanges(std::slice::from_ref(&good)),
+        Vec::<String>::new()
+    );
+
+    let bad_request = policy(
+        json!({"recipients": "bob@example.com"}),
+        200,
+        json!({"data": {"allowed": true}}),
+    );
+    let e = check_exchanges(&[bad_request]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("POST /users/{email-address}/transfer-policy 200: request ")
+            && e[0].contains("is not of type \"array\" at /recipients"),
+        "{e:?}"
+    );
+
+    let extra = policy(
+        json!({"recipients": []}),
+        200,
+        json!({"data": {"allowed": true, "bonus": 1}}),
+    );
+    let e = check_exchanges(&[extra.clone()]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("violates #/components/schemas/ResponseOfTransferPolicyResult")
+            && e[0].contains("'bonus' was unexpected"),
+        "{e:?}"
+    );
+    // With nulls_and_extra_fields only the deliberate noise is forgiven.
+    let mut noisy = extra;
+    noisy.nulls_and_extra_fields = true;
+    assert_eq!(check_exchanges(&[noisy.clone()]).len(), 1);
+    noisy.response = Some(json!({"data": {"allowed": true, "failedRecipients": null,
+        "simExtension": {"note": "x"}}, "simExtension": {"note": "x"}}));
+    assert_eq!(check_exchanges(&[noisy]), Vec::<String>::new());
+
+    let e = check_exchanges(&[policy(
+        json!({"recipients": []}),
+        409,
+        json!({"errorCode": 2001}),
+    )]);
+    assert_eq!(
+        e,
+        [
+            r#"POST /users/{email-address}/transfer-policy 409: status not declared (body Some(Object {"errorCode": Number(2001)}))"#
+        ]
+    );
+
+    let mut unknown = good.clone();
+    unknown.path = "/api/users/a@b.c/transfer-polizy".into();
+    unknown.status = 200;
+    assert_eq!(
+        check_exchanges(&[unknown]),
+        ["POST /api/users/a@b.c/transfer-polizy: not an operation of the OpenAPI file"]
+    );
+
+    // An answer without the declared body (201 of session creation has none; 200 of the
+    // policy must have one).
+    let mut empty = good;
+    empty.response = None;
+    empty.response_len = Some(0);
+    let e = check_exchanges(&[empty]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].ends_with("200: response body missing or not logged"),
+        "{e:?}"
+    );
 }

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use cryptshare_gateway::cryptshare::*;
-use cryptshare_gateway::sim::{Emulator, Endpoint, FaultSpec};
+use cryptshare_gateway::sim::{Endpoint, FaultSpec};
 use support::*;
 
 fn session() -> NewTransferSession {
@@ -262,7 +262,7 @@ async fn unregistered_client_id_is_auth() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = sim_options(dir.path());
     opts.client_id = Some("R".repeat(60));
-    let sim = Emulator::start(opts).await.unwrap();
+    let sim = start_with(opts).await;
     let e = client(&sim)
         .create_session(SENDER, None, &session())
         .await
@@ -302,7 +302,7 @@ async fn a_session_keeps_its_token_and_a_renewal_for_a_new_session_does_not_brea
     let mut opts = sim_options(dir.path());
     opts.token_validity = Duration::from_secs(10);
     opts.switches.bind_session_tokens = true;
-    let sim = Emulator::start(opts).await.unwrap();
+    let sim = start_with(opts).await;
     let cs = client(&sim);
     let a = cs.create_session(SENDER, None, &session()).await.unwrap();
     // A 10 s token is fresh enough (half its validity left) for a second session.
@@ -330,7 +330,7 @@ async fn the_emulator_refuses_a_session_call_with_another_token_than_the_creatin
     let dir = tempfile::tempdir().unwrap();
     let mut opts = sim_options(dir.path());
     opts.switches.bind_session_tokens = true;
-    let sim = Emulator::start(opts).await.unwrap();
+    let sim = start_with(opts).await;
     let cs = client(&sim);
     let tid = cs.create_session(SENDER, None, &session()).await.unwrap();
     // Another client instance (same client id, same sender) has its own token.
@@ -385,7 +385,7 @@ async fn a_transfer_that_stays_processing_is_temporary_after_the_wait() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = sim_options(dir.path());
     opts.processing_polls = u32::MAX;
-    let sim = Emulator::start(opts).await.unwrap();
+    let sim = start_with(opts).await;
     let cs = client(&sim);
     let (tid, _) = prepared(&cs).await;
     cs.finalize(SENDER, &tid).await.unwrap();

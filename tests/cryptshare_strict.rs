@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use cryptshare_gateway::cryptshare::*;
-use cryptshare_gateway::sim::{Emulator, EmulatorHandle, Endpoint, FaultSpec, SimSwitches};
+use cryptshare_gateway::sim::{Endpoint, FaultSpec, SimSwitches};
 use support::*;
 
 fn new_session() -> NewTransferSession {
@@ -64,16 +64,16 @@ async fn workflow(cs: &Client, src: &std::path::Path, size: u64, sha: &str) -> S
     tid
 }
 
-async fn start_with(dir: &std::path::Path, switches: SimSwitches) -> EmulatorHandle {
+async fn start_switched(dir: &std::path::Path, switches: SimSwitches) -> Sim {
     let mut opts = sim_options(dir);
     opts.switches = switches;
-    Emulator::start(opts).await.unwrap()
+    start_with(opts).await
 }
 
 #[tokio::test]
 async fn explicit_nulls_and_unknown_fields_in_every_answer_are_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = start_with(
+    let sim = start_switched(
         &dir.path().join("sim"),
         SimSwitches {
             nulls_and_extra_fields: true,
@@ -176,7 +176,7 @@ async fn a_proxy_error_page_is_temporary_with_its_status() {
 #[tokio::test]
 async fn twenty_seconds_of_processing_end_in_active_and_a_shorter_limit_is_temporary() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = start_with(
+    let sim = start_switched(
         &dir.path().join("sim"),
         SimSwitches {
             processing_time: Some(Duration::from_secs(20)),
@@ -226,7 +226,7 @@ async fn twenty_megabytes_with_a_30_second_token_and_slow_calls_use_one_token() 
     };
     opts.faults
         .push(FaultSpec::default().with_latency(Duration::from_millis(300)));
-    let sim = Emulator::start(opts).await.unwrap();
+    let sim = start_with(opts).await;
     let cs = client(&sim);
     let src = dir.path().join("big.bin");
     let size = 20 * 1024 * 1024;
@@ -242,7 +242,7 @@ async fn twenty_megabytes_with_a_30_second_token_and_slow_calls_use_one_token() 
 #[tokio::test]
 async fn rate_limited_token_creation_is_temporary() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = start_with(
+    let sim = start_switched(
         dir.path(),
         SimSwitches {
             token_rate_limit: Some(1),

@@ -249,6 +249,8 @@ async fn email_code_verification_writes_a_mail_and_accepts_the_code_once() {
 async fn session_rules_read_only_fields_uploads_and_finalize() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start(dir.path()).await;
+    // Unknown properties and an unsupported mode are sent on purpose (leniency checks).
+    sim.handmade_requests();
     let raw = Raw::new(sim.url());
     let token = raw.token(SENDER, CLIENT_ID).await;
     let tid = raw.create(&token).await;

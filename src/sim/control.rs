@@ -59,6 +59,7 @@ pub(super) async fn ctl_state(State(sim): State<Arc<Sim>>) -> Response {
         "open_sessions": g.sessions.len(),
         "transfers": g.finished(),
         "requests": g.requests,
+        "exchanges": g.exchanges,
     }))
     .into_response()
 }

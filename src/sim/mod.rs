@@ -18,6 +18,7 @@
 //! handle.transfers() -> Vec<FinishedTransfer>   handle.stats() -> SimStats
 //! handle.open_sessions() -> usize       handle.shutdown().await
 //! handle.requests() -> Vec<SimRequest>  // JSON bodies of policy/create/PATCH calls, in order
+//! handle.exchanges() -> Vec<SimExchange> // every /api call: method, path, status, JSON bodies
 //! FaultSpec::status(Endpoint::Upload, 503, None).times(1)      // also ::drop_connection(ep),
 //!     .every_nth(n) / .with_latency(d); JSON: {"endpoint":"upload","status":503,"count":1,
 //!     "latency_ms":200,"drop_connection":false,"proxy_page":false,"every_nth":0,"error_code":null}
@@ -33,7 +34,7 @@
 //!
 //! Runtime control over HTTP (for the binary): `GET|POST|DELETE /_sim/faults`,
 //! `GET|PUT /_sim/policy`, `GET|PUT /_sim/switches`, `POST /_sim/expire-tokens`,
-//! `GET /_sim/state`.
+//! `GET /_sim/state` (stats, open sessions, transfers, `requests`, `exchanges`).
 //!
 //! Strictness switches ([`SimSwitches`]; `cryptshare-sim` flags in brackets; all off by
 //! default, a permissive, well-configured server):
@@ -66,6 +67,7 @@
 mod auth;
 mod conn;
 mod control;
+mod exchanges;
 mod files;
 mod mail;
 mod recipient;
@@ -442,6 +444,33 @@ pub struct SimRequest {
 /// Bound of the request log ([`EmulatorHandle::requests`], `GET /_sim/state`).
 pub const MAX_LOGGED_REQUESTS: usize = 1000;
 
+/// One `/api` call as the emulator saw it, in arrival order of the answers (the last
+/// [`MAX_LOGGED_EXCHANGES`] are kept): for checking both sides against the OpenAPI file.
+/// Bodies are logged when they are at most 1 MiB with a known length and not
+/// `application/octet-stream` (file contents are never buffered); a body that is not JSON
+/// is logged as a string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimExchange {
+    pub method: String,
+    /// The concrete path (`/api/users/a@b.c/transfer-sessions/…`), without the query.
+    pub path: String,
+    pub request_content_type: Option<String>,
+    /// `Content-Length` (or the known size) of the request body.
+    pub request_len: Option<u64>,
+    pub request: Option<serde_json::Value>,
+    pub status: u16,
+    pub response_content_type: Option<String>,
+    pub response_len: Option<u64>,
+    pub response: Option<serde_json::Value>,
+    /// The answer came from an injected [`FaultSpec`], not from the API logic.
+    pub injected_fault: bool,
+    /// [`SimSwitches::nulls_and_extra_fields`] was on when the answer was built.
+    pub nulls_and_extra_fields: bool,
+}
+
+/// Bound of the exchange log ([`EmulatorHandle::exchanges`], `GET /_sim/state`).
+pub const MAX_LOGGED_EXCHANGES: usize = 2000;
+
 /// Counters for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SimStats {
@@ -630,6 +659,11 @@ impl EmulatorHandle {
     /// The JSON request bodies received so far (see [`SimRequest`]).
     pub fn requests(&self) -> Vec<SimRequest> {
         self.state.lock().requests.iter().cloned().collect()
+    }
+
+    /// The `/api` calls answered so far (see [`SimExchange`]).
+    pub fn exchanges(&self) -> Vec<SimExchange> {
+        self.state.lock().exchanges.iter().cloned().collect()
     }
 
     /// Stop accepting (new connections are refused from now on), give in-flight requests up

@@ -29,8 +29,8 @@ use super::recipient::*;
 use super::sessions::*;
 use super::transfers::*;
 use super::{
-    Endpoint, FaultSpec, FinishedTransfer, MAX_LOGGED_REQUESTS, SimFile, SimOptions, SimPolicy,
-    SimRecipient, SimRequest, SimStats, SimSwitches,
+    Endpoint, FaultSpec, FinishedTransfer, MAX_LOGGED_REQUESTS, SimExchange, SimFile, SimOptions,
+    SimPolicy, SimRecipient, SimRequest, SimStats, SimSwitches,
 };
 use crate::cryptshare::types::*;
 
@@ -42,7 +42,7 @@ pub(super) struct Sim {
     pub(super) inner: Mutex<Inner>,
     /// `switches.nulls_and_extra_fields`, readable while `inner` is locked (answers are
     /// built under the lock).
-    noisy: AtomicBool,
+    pub(super) noisy: AtomicBool,
 }
 
 pub(super) struct Inner {
@@ -59,6 +59,8 @@ pub(super) struct Inner {
     pub(super) token_times: HashMap<(String, String), Vec<SystemTime>>,
     /// JSON request bodies, newest last, at most `MAX_LOGGED_REQUESTS`.
     pub(super) requests: std::collections::VecDeque<SimRequest>,
+    /// Every `/api` call, newest last, at most `MAX_LOGGED_EXCHANGES` (`exchanges.rs`).
+    pub(super) exchanges: std::collections::VecDeque<SimExchange>,
 }
 
 pub(super) struct FaultState {
@@ -148,6 +150,7 @@ impl Sim {
             switches: opts.switches.clone(),
             token_times: HashMap::new(),
             requests: Default::default(),
+            exchanges: Default::default(),
         };
         let sim = Arc::new(Sim {
             noisy: AtomicBool::new(opts.switches.nulls_and_extra_fields),
@@ -281,6 +284,8 @@ pub(super) struct ApiErr {
     pub(super) message: String,
     /// Answer as a reverse proxy would: an HTML page, no Cryptshare error body.
     pub(super) proxy: bool,
+    /// From an injected fault (marked in the exchange log).
+    pub(super) injected: bool,
 }
 
 pub(super) fn err(status: u16, code: i32, message: impl Into<String>) -> ApiErr {
@@ -289,6 +294,7 @@ pub(super) fn err(status: u16, code: i32, message: impl Into<String>) -> ApiErr 
         code,
         message: message.into(),
         proxy: false,
+        injected: false,
     }
 }
 
@@ -328,6 +334,16 @@ pub(super) fn token_refused() -> ApiErr {
 
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
+        let mut r = self.response();
+        if self.injected {
+            r.extensions_mut().insert(super::exchanges::InjectedFault);
+        }
+        r
+    }
+}
+
+impl ApiErr {
+    fn response(&self) -> Response {
         if self.proxy {
             let reason = self.status.canonical_reason().unwrap_or("Error");
             let code = self.status.as_u16();
@@ -340,7 +356,7 @@ impl IntoResponse for ApiErr {
         }
         let body = ApiError {
             error_code: Some(self.code),
-            error_message: Some(self.message),
+            error_message: Some(self.message.clone()),
         };
         (self.status, axum::Json(body)).into_response()
     }
@@ -473,21 +489,26 @@ pub(super) async fn pre(
             if let Some(c) = &req.conn {
                 c.kill();
             }
-            return Err(err(500, 5000, "connection dropped"));
+            let mut e = err(500, 5000, "connection dropped");
+            e.injected = true;
+            return Err(e);
         }
         if let Some(s) = f.status
             && f.proxy_page
         {
             let mut e = err(s, 0, "");
             e.proxy = true;
+            e.injected = true;
             return Err(e);
         }
         if let Some(s) = f.status {
-            return Err(err(
+            let mut e = err(
                 s,
                 f.error_code.unwrap_or_else(|| default_code(s)),
                 "Injected fault.",
-            ));
+            );
+            e.injected = true;
+            return Err(e);
         }
     }
     let mut ctx = Ctx {
@@ -706,6 +727,10 @@ pub(super) async fn serve(listener: KillListener, sim: Arc<Sim>, stop: oneshot::
         .route("/_sim/expire-tokens", post(ctl_expire_tokens))
         .route("/_sim/state", get(ctl_state))
         .fallback(|| async { err(404, 1006, "Specified endpoint does not exist.") })
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            super::exchanges::record,
+        ))
         .with_state(sim);
     let _ = axum::serve(
         listener,

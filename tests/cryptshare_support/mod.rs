@@ -12,12 +12,53 @@ use sha2::{Digest, Sha256};
 pub const CLIENT_ID: &str = "TestClient0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789";
 pub const SENDER: &str = "alice@example.org";
 
+#[path = "../support/openapi.rs"]
+pub mod openapi;
+
 pub fn sim_options(dir: &Path) -> SimOptions {
     SimOptions::new("127.0.0.1:0".parse().unwrap(), dir)
 }
 
-pub async fn start(dir: &Path) -> EmulatorHandle {
-    Emulator::start(sim_options(dir)).await.unwrap()
+pub async fn start(dir: &Path) -> Sim {
+    start_with(sim_options(dir)).await
+}
+
+pub async fn start_with(opts: SimOptions) -> Sim {
+    Sim(Some(Emulator::start(opts).await.unwrap()), true.into())
+}
+
+/// An in-test emulator whose every `/api` exchange is checked against `openapi-1.8.json`
+/// when the test ends (at [`Sim::shutdown`], or when it is dropped): each test that starts
+/// its emulator here validates both the client's requests and the emulator's answers.
+pub struct Sim(Option<EmulatorHandle>, std::cell::Cell<bool>);
+
+impl std::ops::Deref for Sim {
+    type Target = EmulatorHandle;
+    fn deref(&self) -> &EmulatorHandle {
+        self.0.as_ref().expect("emulator running")
+    }
+}
+
+impl Sim {
+    /// The test sends hand-made, deliberately off-schema request bodies (to test the
+    /// emulator's leniency): check only the emulator's answers.
+    pub fn handmade_requests(&self) {
+        self.1.set(false);
+    }
+
+    pub async fn shutdown(mut self) {
+        let h = self.0.take().expect("emulator running");
+        openapi::assert_exchanges_valid_with(&h.exchanges(), self.1.get());
+        h.shutdown().await;
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            openapi::assert_exchanges_valid_with(&h.exchanges(), self.1.get());
+        }
+    }
 }
 
 pub fn options() -> ClientOptions {

@@ -17,6 +17,9 @@ use cryptshare_gateway_testkit::sink::{Script, Sink};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+#[path = "../support/openapi.rs"]
+pub mod openapi;
+
 /// Well-formed for the emulator, which trusts every such id by default.
 pub const CLIENT_ID: &str = "PipelineTestClient0123456789abcdefghijklmnopqrstuvwxyzAB";
 
@@ -131,6 +134,14 @@ impl Harness {
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
+    }
+}
+
+/// Every exchange of the harness's emulator (the gateway's requests, the emulator's answers)
+/// is checked against `openapi-1.8.json` when the test ends.
+impl Drop for Harness {
+    fn drop(&mut self) {
+        openapi::assert_exchanges_valid(&self.emu.exchanges());
     }
 }
 
