@@ -11,7 +11,8 @@
 #   gateway logs one line per transaction, as in production), SKIP_BUILD=1, BIN (the gateway
 #   binary, default target/release/cryptshare-gateway), BASELINE (a second gateway binary, e.g.
 #   the build before a change: it runs as a third leg in every round, on its own port with the
-#   same configuration, and its ratio is printed next to the gateway's).
+#   same configuration, and its ratio is printed next to the gateway's), XFORWARD=1 (let the
+#   gateway send XFORWARD, which smtp-sink offers; off by default, see the config below).
 # Needs: postfix (smtp-source, smtp-sink), python3, cargo. Everything listens on 127.0.0.1 only;
 # the gateway relays to smtp-sink (no maildir, no disk writes on the gateway side).
 set -euo pipefail
@@ -95,6 +96,11 @@ client_networks = ["127.0.0.0/8"]
 next_hop = "127.0.0.1:$SINK_PORT"
 tls = "off"
 pool_size = 64
+# smtp-sink offers XFORWARD to everybody; a real Postfix only to smtpd_authorized_xforward_hosts
+# (empty by default). XFORWARD=1 measures with it (one more command per message).
+EOF
+if [ "${XFORWARD:-0}" != 1 ]; then echo 'xforward = false' >>"$WORK/gw.toml"; fi
+cat >>"$WORK/gw.toml" <<EOF
 
 [state]
 dir = "$WORK/state"
@@ -110,7 +116,7 @@ fi
 if [ -n "$BASELINE" ]; then
   BASE_PORT=$(free_port)
   mkdir -p "$WORK/base"
-  sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$BASE_PORT/" -e "s#$WORK/state#$WORK/base/state#" \
+  sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$BASE_PORT/" -e "s#$WORK/state#$WORK/base/state#" -e "/^xforward = /d" \
     "$WORK/gw.toml" >"$WORK/base/gw.toml"
   RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "$BASELINE" serve --config "$WORK/base/gw.toml" >"$WORK/base/gw.log" 2>&1 &
   PIDS+=($!)
