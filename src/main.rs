@@ -110,7 +110,12 @@ struct FindKey {
 impl FindKey {
     fn query(&self) -> ops::find::Query {
         use ops::find::Query;
-        match (&self.message_id, &self.tracking_id, &self.queue_id, &self.sender) {
+        match (
+            &self.message_id,
+            &self.tracking_id,
+            &self.queue_id,
+            &self.sender,
+        ) {
             (Some(v), ..) => Query::message_id(v),
             (_, Some(v), ..) => Query::tracking_id(v),
             (_, _, Some(v), _) => Query::queue_id(v),
@@ -162,7 +167,9 @@ fn main() -> ExitCode {
             sender,
             recipient,
         } => match load_checked(&config) {
-            Ok(cfg) if online => check_online(&config, &cfg, sender.as_deref(), recipient.as_deref()),
+            Ok(cfg) if online => {
+                check_online(&config, &cfg, sender.as_deref(), recipient.as_deref())
+            }
             Ok(_) => {
                 println!("{}: OK", config.display());
                 ExitCode::SUCCESS
@@ -400,24 +407,25 @@ fn check_online(
         );
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("check-config: {e}");
             return ExitCode::from(2);
         }
     };
-    let client = match cryptshare::Client::from_config(
-        &cfg.cryptshare,
-        None,
-        Arc::new(ops::Metrics::new()),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{}: cryptshare: {e}", path.display());
-            return ExitCode::from(2);
-        }
-    };
+    let client =
+        match cryptshare::Client::from_config(&cfg.cryptshare, None, Arc::new(ops::Metrics::new()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: cryptshare: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        };
     let checks = rt.block_on(pipeline::check_server_policies(
         &client,
         &cfg.policy,
@@ -443,7 +451,11 @@ fn check_online(
     if failed {
         ExitCode::from(2)
     } else {
-        println!("{}: OK (checked against {})", path.display(), client.api_url());
+        println!(
+            "{}: OK (checked against {})",
+            path.display(),
+            client.api_url()
+        );
         ExitCode::SUCCESS
     }
 }
@@ -451,10 +463,13 @@ fn check_online(
 /// At start-up: one warning per difference between a rule and the live server's policy; an
 /// unreachable server is only a warning (the gateway answers 451 until it is back).
 async fn warn_server_policies(client: cryptshare_gateway::cryptshare::Client, cfg: Config) {
-    for c in cryptshare_gateway::pipeline::check_server_policies(&client, &cfg.policy, None, None).await
+    for c in
+        cryptshare_gateway::pipeline::check_server_policies(&client, &cfg.policy, None, None).await
     {
         match c.result {
-            Err(e) => tracing::warn!(error = %e, "cannot check the policy against the Cryptshare server"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check the policy against the Cryptshare server")
+            }
             Ok(findings) => {
                 for f in findings {
                     tracing::warn!(key = %f.key, error = f.error, "{}", f.message);

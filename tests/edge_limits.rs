@@ -190,7 +190,8 @@ async fn a_flood_from_outside_leaves_the_insider_its_greeting() {
         &sink.addr().to_string(),
         "",
     );
-    let per_ip = format!("421 4.7.0 {HOSTNAME} Too many connections from your address, try again later\r\n");
+    let per_ip =
+        format!("421 4.7.0 {HOSTNAME} Too many connections from your address, try again later\r\n");
     let outside_full = format!("421 4.7.0 {HOSTNAME} Too many connections, try again later\r\n");
 
     // 500 connections from one outside address, all at once; the accepted ones stay open.
@@ -385,7 +386,12 @@ async fn auth_failures_across_sessions_lock_the_address_out() {
     assert_eq!(c.cmd(&plain("alice", "guess2")).await, AUTH_FAILED);
     assert_eq!(
         c.reply().await.as_deref(),
-        Some(format!("421 4.7.0 {HOSTNAME} Too many authentication failures, closing connection\r\n").as_str())
+        Some(
+            format!(
+                "421 4.7.0 {HOSTNAME} Too many authentication failures, closing connection\r\n"
+            )
+            .as_str()
+        )
     );
     assert!(c.eof().await);
     let (mut c, _) = Client::connect(outsider(4), gw.port).await;
@@ -397,7 +403,10 @@ async fn auth_failures_across_sessions_lock_the_address_out() {
     c.ehlo().await;
     assert_eq!(c.cmd(&plain("alice", "right")).await, LOCKED);
     assert_eq!(c.cmd("AUTH LOGIN").await, LOCKED);
-    assert_eq!(c.cmd("RCPT TO:<x@example.net>").await, "503 5.5.1 Need MAIL command first\r\n");
+    assert_eq!(
+        c.cmd("RCPT TO:<x@example.net>").await,
+        "503 5.5.1 Need MAIL command first\r\n"
+    );
 
     // Another outside address, and the insider, are not affected.
     for src in [outsider(5), insider()] {
@@ -463,7 +472,12 @@ async fn forty_concurrent_auth_attempts_stay_under_300_mb() {
     );
     assert!(peak < 300 * 1024 * 1024, "peak RSS {} MiB", peak >> 20);
     // At least one check ran: it takes 64 MiB.
-    assert!(peak > before + 60 * 1024 * 1024, "{} -> {}", before >> 20, peak >> 20);
+    assert!(
+        peak > before + 60 * 1024 * 1024,
+        "{} -> {}",
+        before >> 20,
+        peak >> 20
+    );
 }
 
 /// Not a normal test (timings): `cargo test --test edge_limits -- --ignored --nocapture`.

@@ -40,7 +40,9 @@ async fn bidi_and_zero_width_are_removed_from_names_subject_and_notice() {
         "Please\u{200D} pay.\u{2066}",
         &[(head, data.as_slice())],
     );
-    let reply = h.send("alice@example.org", &["bob@example.net"], &msg).await;
+    let reply = h
+        .send("alice@example.org", &["bob@example.net"], &msg)
+        .await;
     assert_eq!(reply, OK);
 
     // Cryptshare: the stored fileName, sender name and notification without them.

@@ -21,7 +21,8 @@ fn request_validator(schema: &str) -> jsonschema::Validator {
             s["additionalProperties"] = json!(false);
         }
     }
-    let root = json!({"$ref": format!("#/components/schemas/{schema}"), "components": spec["components"]});
+    let root =
+        json!({"$ref": format!("#/components/schemas/{schema}"), "components": spec["components"]});
     jsonschema::options()
         .with_draft(jsonschema::Draft::Draft4)
         .build(&root)
@@ -42,7 +43,11 @@ fn bodies(requests: &[SimRequest], endpoint: Endpoint) -> Vec<Value> {
         .filter(|r| r.endpoint == endpoint)
         .map(|r| {
             let errors: Vec<String> = v.iter_errors(&r.body).map(|e| e.to_string()).collect();
-            assert!(errors.is_empty(), "{} violates {schema}: {errors:?}", r.body);
+            assert!(
+                errors.is_empty(),
+                "{} violates {schema}: {errors:?}",
+                r.body
+            );
             r.body.clone()
         })
         .collect()
@@ -105,7 +110,9 @@ async fn a_locked_field_patched_anyway_is_refused_with_409_2001() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = cryptshare_gateway::sim::SimOptions::new(([127, 0, 0, 1], 0).into(), dir.path());
     opts.policy = SimPolicy::locked_down();
-    let emu = cryptshare_gateway::sim::Emulator::start(opts).await.unwrap();
+    let emu = cryptshare_gateway::sim::Emulator::start(opts)
+        .await
+        .unwrap();
     let client = cryptshare_gateway::cryptshare::Client::new(
         &emu.url(),
         CLIENT_ID.into(),
@@ -115,7 +122,9 @@ async fn a_locked_field_patched_anyway_is_refused_with_409_2001() {
     let new = cryptshare_gateway::cryptshare::NewTransferSession {
         sender: Default::default(),
         recipients: cryptshare_gateway::cryptshare::Recipients {
-            to: vec![cryptshare_gateway::cryptshare::Recipient::new("bob@partner.test")],
+            to: vec![cryptshare_gateway::cryptshare::Recipient::new(
+                "bob@partner.test",
+            )],
             ..Default::default()
         },
     };

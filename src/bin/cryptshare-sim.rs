@@ -105,8 +105,8 @@ async fn main() {
     if let Some(p) = &args.policy {
         // Keys given override the base (the default or the locked-down policy).
         let mut base = serde_json::to_value(&opts.policy).unwrap_or_default();
-        let over: serde_json::Value = serde_json::from_str(p)
-            .unwrap_or_else(|e| fail(format_args!("--policy: {e}")));
+        let over: serde_json::Value =
+            serde_json::from_str(p).unwrap_or_else(|e| fail(format_args!("--policy: {e}")));
         if let (Some(b), Some(o)) = (base.as_object_mut(), over.as_object()) {
             b.extend(o.clone());
         } else {

@@ -40,8 +40,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::limits::{ConnectionCounts, Refusal};
 use super::PeerProbe;
+use super::limits::{ConnectionCounts, Refusal};
 use super::session::{self, ConnectionMeta, ShutdownSignal};
 use super::settings::{SessionSettings, SettingsError};
 use super::{Handler, HandlerFactory};

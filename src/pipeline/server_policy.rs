@@ -144,9 +144,7 @@ pub fn reconcile(rule: &PolicyConfig, s: &TransferPolicySettings) -> Result<Appl
         None
     };
     if !s.recipient_notification_editable {
-        decided.push(
-            "notificationMessage: the server's default text (not editable)".to_string(),
-        );
+        decided.push("notificationMessage: the server's default text (not editable)".to_string());
     }
     let expiry_days = expiry_days(rule.expiration_days, s.max_retention_period);
     if i64::from(rule.expiration_days) > expiry_days {
@@ -313,7 +311,9 @@ pub async fn check_live(
             });
             continue;
         };
-        let rcpt = recipient.map(str::to_string).unwrap_or_else(|| addr.clone());
+        let rcpt = recipient
+            .map(str::to_string)
+            .unwrap_or_else(|| addr.clone());
         let result = match client.transfer_policy(&addr, &[rcpt]).await {
             Ok(tp) => Ok(findings(
                 index,
@@ -329,7 +329,9 @@ pub async fn check_live(
                 false,
                 &TransferPolicySettings::default(),
             )),
-            Err(e) => Err(format!("cryptshare.url: the transfer policy for {addr}: {e}")),
+            Err(e) => Err(format!(
+                "cryptshare.url: the transfer policy for {addr}: {e}"
+            )),
         };
         out.push(LiveCheck {
             index,
@@ -400,7 +402,11 @@ mod tests {
         s.recipient_notification_editable = false;
         let a = reconcile(&rule(), &s).unwrap();
         assert_eq!(
-            (a.show_file_names, a.show_zip_file_content, a.send_download_notifications),
+            (
+                a.show_file_names,
+                a.show_zip_file_content,
+                a.send_download_notifications
+            ),
             (None, None, None)
         );
         assert!(!a.notification_editable);
@@ -413,24 +419,51 @@ mod tests {
         r.password_mode = RulePasswordMode::None;
         let a = reconcile(&r, &open(vec![PasswordMode::Generated])).unwrap();
         assert_eq!(a.mode, PasswordMode::Generated);
-        let e = reconcile(&rule(), &open(vec![PasswordMode::None, PasswordMode::Manual]))
-            .unwrap_err();
+        let e = reconcile(
+            &rule(),
+            &open(vec![PasswordMode::None, PasswordMode::Manual]),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "password_mode");
         assert!(e.message.contains("allowed: NONE, MANUAL"), "{e}");
-        let f = findings(0, &rule(), "a@example.org", true, &open(vec![PasswordMode::None]));
-        assert!(f.iter().any(|f| f.error && f.key == "policy[0].password_mode"));
-        let f = findings(0, &r, "a@example.org", true, &open(vec![PasswordMode::Generated]));
-        assert!(f.iter().any(|f| f.error && f.key == "policy[0].password_mode"));
+        let f = findings(
+            0,
+            &rule(),
+            "a@example.org",
+            true,
+            &open(vec![PasswordMode::None]),
+        );
+        assert!(
+            f.iter()
+                .any(|f| f.error && f.key == "policy[0].password_mode")
+        );
+        let f = findings(
+            0,
+            &r,
+            "a@example.org",
+            true,
+            &open(vec![PasswordMode::Generated]),
+        );
+        assert!(
+            f.iter()
+                .any(|f| f.error && f.key == "policy[0].password_mode")
+        );
     }
 
     #[test]
     fn test_senders_are_made_concrete() {
-        assert_eq!(test_sender("*@example.org").as_deref(), Some("check-config@example.org"));
+        assert_eq!(
+            test_sender("*@example.org").as_deref(),
+            Some("check-config@example.org")
+        );
         assert_eq!(
             test_sender("*@*.example.org").as_deref(),
             Some("check-config@check.example.org")
         );
-        assert_eq!(test_sender("ann@example.org").as_deref(), Some("ann@example.org"));
+        assert_eq!(
+            test_sender("ann@example.org").as_deref(),
+            Some("ann@example.org")
+        );
         assert_eq!(test_sender("*"), None);
     }
 }

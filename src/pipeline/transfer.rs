@@ -441,10 +441,7 @@ impl Job<'_> {
     /// Step 5: send, and wait until the recipients can download. Returns the download links.
     async fn finalize(&self, id: &str) -> Result<Vec<String>, ConvertError> {
         self.cs.finalize(self.sender, id).await?;
-        let status = self
-            .cs
-            .wait_processed(self.sender, id)
-            .await?;
+        let status = self.cs.wait_processed(self.sender, id).await?;
         Ok(status.download_urls().into_iter().map(|(_, u)| u).collect())
     }
 

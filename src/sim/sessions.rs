@@ -325,7 +325,10 @@ pub(super) async fn patch_session(
             "sendDownloadNotifications",
             policy.send_download_notifications_changeable,
         ),
-        ("notificationMessage", policy.recipient_notification_editable),
+        (
+            "notificationMessage",
+            policy.recipient_notification_editable,
+        ),
     ];
     for (key, changeable) in locked {
         if !changeable && obj.contains_key(key) {
