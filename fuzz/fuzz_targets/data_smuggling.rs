@@ -6,10 +6,11 @@
 //! sends it finds its end of data exactly at the end, never before.
 #![no_main]
 
-use std::io;
-use std::pin::Pin;
+mod feed;
+
+use feed::Feed;
+
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use cryptshare_gateway::envelope::{Extensions, MailFrom, RcptTo};
 use cryptshare_gateway::inbound::{
@@ -17,42 +18,6 @@ use cryptshare_gateway::inbound::{
 };
 use cryptshare_gateway::replies::{self, Reply};
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-struct Feed {
-    input: Vec<u8>,
-    pos: usize,
-    chunk: usize,
-}
-
-impl AsyncRead for Feed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let n = self
-            .chunk
-            .min(buf.remaining())
-            .min(self.input.len() - self.pos);
-        let start = self.pos;
-        buf.put_slice(&self.input[start..start + n]);
-        self.pos += n;
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Feed {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        Poll::Ready(Ok(b.len()))
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
 
 /// Records the messages.
 struct Collect(Arc<Mutex<Vec<Vec<u8>>>>);
