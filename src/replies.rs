@@ -261,6 +261,11 @@ pub fn binarymime_needs_bdat() -> Reply {
 pub fn start_data() -> Reply {
     Reply::plain(354, "End data with <CR><LF>.<CR><LF>")
 }
+/// Content sent before the 354 by a client that is not trusted (RFC 2920 §3.1); the wording is
+/// Postfix's (`smtpd_forbid_unauth_pipelining`), and the connection ends after it.
+pub fn pipelining_violation() -> Reply {
+    Reply::new(554, [5, 5, 0], "Error: SMTP protocol synchronization")
+}
 pub fn chunk_received(octets: u64) -> Reply {
     Reply::new(250, [2, 0, 0], format!("{octets} octets received"))
 }

@@ -1158,3 +1158,52 @@ async fn too_many_recipients_count_towards_the_error_limit() {
         .concat()
     );
 }
+
+/// Content that arrives with the DATA line was sent before the 354 (RFC 2920 §3.1): the
+/// session answers as Postfix's `smtpd_forbid_unauth_pipelining` does and closes, so that none
+/// of it — here a second, smuggled transaction — is read as commands or as content. Inside
+/// `client_networks` too: every real client waits for the 354.
+#[tokio::test]
+async fn content_sent_before_the_354_closes_the_connection() {
+    for peer in [LOCAL, "192.0.2.9:40000"] {
+        let dir = tempfile::tempdir().unwrap();
+        let h = TestHandler::new();
+        let input = b"EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n\
+            Subject: x\r\n\r\nbody\r\n.\r\n\
+            MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@y.test>\r\nDATA\r\nsmuggled\r\n.\r\nQUIT\r\n";
+        let stream = ChunkedStream::eager(vec![input.to_vec()]);
+        let out = stream.out.clone();
+        inbound::serve(
+            stream,
+            meta(peer),
+            h.clone(),
+            Arc::new(settings(&dir)),
+            ShutdownSignal::never(),
+        )
+        .await;
+        let out = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let rcpt_reply = if peer == LOCAL {
+            RCPT_OK
+        } else {
+            "554 5.7.1 Relay access denied\r\n"
+        };
+        let expected = [
+            GREETING,
+            EHLO,
+            SENDER_OK,
+            rcpt_reply,
+            "554 5.5.0 Error: SMTP protocol synchronization\r\n",
+        ]
+        .concat();
+        assert_eq!(out, expected, "peer {peer}");
+        assert!(h.deliveries().is_empty(), "{:?}", h.calls());
+    }
+    // The same bytes from a client that waits for the 354 are two messages.
+    let dir = tempfile::tempdir().unwrap();
+    let h = TestHandler::new();
+    let input = b"EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<r@y.test>\r\nDATA\r\n\
+        Subject: x\r\n\r\nbody\r\n.\r\n\
+        MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@y.test>\r\nDATA\r\nsmuggled\r\n.\r\nQUIT\r\n";
+    transcript(settings(&dir), LOCAL, input, &h).await;
+    assert_eq!(h.deliveries().len(), 2);
+}

@@ -143,6 +143,7 @@ fuzz_target!(|data: &[u8]| {
             input,
             pos: 0,
             chunk: usize::from(ctl) + 1,
+            wait_for_354: true,
         },
         meta,
         Collect(messages.clone()),

@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
             input,
             pos: 0,
             chunk,
+            wait_for_354: false,
         },
         meta,
         Sink,

@@ -48,6 +48,22 @@ impl<H: Handler> Session<H> {
     }
 
     pub(super) fn data(&mut self) -> Flow {
+        // Content sent before the 354 (RFC 2920 §3.1: DATA ends a pipelined group, the client
+        // waits for its reply). A client that does this is a spam bot, or it is trying to make
+        // command and data disagree between us and the next hop: the answer is Postfix's
+        // (`smtpd_forbid_unauth_pipelining`, on by default since 3.9), and the connection ends,
+        // so that none of those bytes is taken as a command or as content. Only what arrived in
+        // the same read as the DATA line is judged, before anything else about DATA: content
+        // after a refused DATA would otherwise be read as commands. Every real MTA and mail
+        // client waits here.
+        if self.input_pending {
+            tracing::info!(
+                peer = %self.info.peer,
+                "content sent before the 354 reply: connection closed"
+            );
+            self.reply(replies::pipelining_violation());
+            return Flow::Close;
+        }
         let Some(tx) = &self.tx else {
             return self.error(replies::need_mail());
         };

@@ -186,6 +186,9 @@ pub(super) struct Session<H> {
     pub(super) handler_dirty: bool,
     pub(super) errors: u32,
     pub(super) auth_failures: u32,
+    /// Bytes of this read follow the command line being executed: the client sent them before
+    /// it could have seen the reply (what RFC 2920 forbids after DATA).
+    pub(super) input_pending: bool,
 }
 
 impl<H: Handler> Session<H> {
@@ -230,6 +233,7 @@ impl<H: Handler> Session<H> {
             handler_dirty: false,
             errors: 0,
             auth_failures: 0,
+            input_pending: false,
         }
     }
 
@@ -364,6 +368,7 @@ impl<H: Handler> Session<H> {
                 State::Command => match take_line(&mut self.line, &mut input, false) {
                     LineStatus::Complete => {
                         let line = std::mem::take(&mut self.line);
+                        self.input_pending = !input.is_empty();
                         let flow = self.command(&line).await;
                         self.line = line;
                         self.line.clear();

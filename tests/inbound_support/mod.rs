@@ -200,13 +200,32 @@ pub fn connector(c: &TestCert) -> tokio_rustls::TlsConnector {
 /// the session sees read boundaries); output collected.
 pub struct ChunkedStream {
     chunks: std::collections::VecDeque<Vec<u8>>,
+    /// End a read after each `DATA<CRLF>`, as a client that waits for the 354 does.
+    wait_for_354: bool,
+    /// The last bytes read, to find a `DATA<CRLF>` split across chunks.
+    recent: Vec<u8>,
     pub out: Arc<Mutex<Vec<u8>>>,
 }
 
 impl ChunkedStream {
+    /// Reads as a well-behaved client sends: each chunk is one read, and a read also ends after
+    /// every `DATA` line (any case), because a client waits for the 354 before it sends the
+    /// content (RFC 2920 §3.1; the session closes on content that came with the DATA line). A
+    /// cut in the middle of content is harmless: how content is split into reads never changes
+    /// what the session does with it.
     pub fn new(chunks: Vec<Vec<u8>>) -> ChunkedStream {
         ChunkedStream {
+            wait_for_354: true,
+            ..ChunkedStream::eager(chunks)
+        }
+    }
+
+    /// Exactly these reads, content pipelined after DATA included.
+    pub fn eager(chunks: Vec<Vec<u8>>) -> ChunkedStream {
+        ChunkedStream {
             chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            wait_for_354: false,
+            recent: Vec::new(),
             out: Arc::default(),
         }
     }
@@ -219,7 +238,20 @@ impl AsyncRead for ChunkedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if let Some(mut c) = self.chunks.pop_front() {
-            let n = c.len().min(buf.remaining());
+            let mut n = c.len().min(buf.remaining());
+            if self.wait_for_354 {
+                let mut seen = std::mem::take(&mut self.recent);
+                let before = seen.len();
+                seen.extend_from_slice(&c[..n]);
+                if let Some(end) = (before + 1..=seen.len())
+                    .find(|&e| e >= 6 && seen[e - 6..e].eq_ignore_ascii_case(b"DATA\r\n"))
+                {
+                    n = end - before;
+                    seen.truncate(end);
+                }
+                let keep = seen.len().saturating_sub(5);
+                self.recent = seen.split_off(keep);
+            }
             buf.put_slice(&c[..n]);
             if n < c.len() {
                 c.drain(..n);
