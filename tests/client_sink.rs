@@ -10,7 +10,7 @@ use std::time::Duration;
 use cryptshare_gateway::config::NextHopTls;
 use cryptshare_gateway::envelope::{Body, MailFrom, Notify, RcptTo, Ret};
 use cryptshare_gateway::outbound::{
-    ClientSettings, RelayError, SmtpClient, reply_for, tls_connector,
+    ClientSettings, PhaseTimeouts, RelayError, SmtpClient, reply_for, tls_connector,
 };
 use cryptshare_gateway::replies::Reply;
 use cryptshare_gateway_testkit::envelope::{mail, rcpt};
@@ -27,7 +27,7 @@ fn settings(sink: &Sink) -> ClientSettings {
         tls_connector: None,
         server_name: ServerName::try_from("localhost").unwrap(),
         connect_timeout: Duration::from_secs(10),
-        command_timeout: Duration::from_secs(10),
+        timeouts: PhaseTimeouts::all(Duration::from_secs(10)),
         xforward: true,
     }
 }

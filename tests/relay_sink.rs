@@ -168,15 +168,27 @@ async fn data_354_refusal_is_passed_through() {
 
 #[tokio::test]
 async fn next_hop_timeout_and_drop_on_data_are_451_4_4_2() {
-    for (stage, text) in [
-        (Stage::DataEnd, "timeout"),
-        (Stage::Mail, "timeout"),
-        (Stage::Rcpt, "timeout"),
+    // Each phase waits its own time (RFC 5321 §4.5.3.2): only that one is short here, so the
+    // timeout must come from it.
+    let long = "command_timeout = 600\ndata_init_timeout = 600\ndata_done_timeout = 600\n";
+    for (stage, short, chunking) in [
+        (Stage::DataEnd, "data_done_timeout", false),
+        (Stage::DataEnd, "data_done_timeout", true),
+        (Stage::Data, "data_init_timeout", false),
+        (Stage::Mail, "command_timeout", false),
+        (Stage::Rcpt, "command_timeout", false),
     ] {
+        let text = "timeout";
         let mut script = Script::default();
         script.hang = Some(stage);
+        if chunking {
+            script.capabilities |= smtp_proto::EXT_CHUNKING;
+        } else {
+            script.capabilities &= !smtp_proto::EXT_CHUNKING;
+        }
         let sink = Sink::start(script).await.unwrap();
-        let relay = relay_to(&sink, "command_timeout = 1");
+        let extra = long.replace(&format!("{short} = 600"), &format!("{short} = 1"));
+        let relay = relay_to(&sink, &extra);
         let mut tx = relay.begin();
         let r = match stage {
             Stage::Mail => tx.mail_from(&mail("a@example.org")).await,
@@ -194,10 +206,21 @@ async fn next_hop_timeout_and_drop_on_data_are_451_4_4_2() {
             r.to_bytes(),
             format!("451 4.4.2 Next hop connection failed, try again later ({text})\r\n")
                 .into_bytes(),
-            "{stage:?}"
+            "{stage:?} {short}"
         );
         assert!(sink.messages().is_empty());
     }
+    // A next hop that takes longer than `command_timeout` to accept the message, but not
+    // longer than `data_done_timeout`, delivers.
+    let mut script = Script::default();
+    script.slow_data_end = Some(std::time::Duration::from_millis(2500));
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "command_timeout = 1\ndata_done_timeout = 30");
+    let mut tx = relay.begin();
+    tx.mail_from(&mail("a@example.org")).await;
+    tx.rcpt_to(&rcpt("b@example.net")).await;
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    assert_eq!(sink.messages().len(), 1);
     // The next hop closes the connection instead of answering the data.
     let mut script = Script::default();
     script.close = Some(Stage::DataEnd);

@@ -175,9 +175,22 @@ pub struct RelayConfig {
     /// Seconds to wait for the connection and the greeting (at least 1).
     #[serde(default = "default_connect_timeout", with = "parse::seconds")]
     pub connect_timeout: Duration,
-    /// Seconds to wait for any next-hop reply, the final reply after data included (at least 1).
+    /// Seconds to wait for a next-hop reply to EHLO, MAIL, RCPT, RSET (RFC 5321 §4.5.3.2: 300;
+    /// at least 1).
     #[serde(default = "default_command_timeout", with = "parse::seconds")]
     pub command_timeout: Duration,
+    /// Seconds to wait for the 354 after DATA (RFC 5321: 120).
+    #[serde(default = "default_data_init_timeout", with = "parse::seconds")]
+    pub data_init_timeout: Duration,
+    /// Seconds a write of the message content may take, and the wait for the reply to a BDAT
+    /// chunk that is not the last (RFC 5321: 180).
+    #[serde(default = "default_data_xfer_timeout", with = "parse::seconds")]
+    pub data_xfer_timeout: Duration,
+    /// Seconds to wait for the next hop's reply after the end of the message (RFC 5321: 600).
+    /// Keep it below the upstream MTA's own wait for the gateway (Postfix
+    /// `smtp_data_done_timeout`, 600 s), see docs/postfix.md.
+    #[serde(default = "default_data_done_timeout", with = "parse::seconds")]
+    pub data_done_timeout: Duration,
     /// Idle connections to the next hop kept for reuse.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
@@ -403,6 +416,15 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_command_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_data_init_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_data_xfer_timeout() -> Duration {
+    Duration::from_secs(180)
+}
+fn default_data_done_timeout() -> Duration {
     Duration::from_secs(600)
 }
 fn default_probe_interval() -> Duration {

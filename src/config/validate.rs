@@ -13,6 +13,9 @@ impl Config {
         let at_least_1s = |d: &mut Duration| *d = (*d).max(Duration::from_secs(1));
         at_least_1s(&mut self.relay.connect_timeout);
         at_least_1s(&mut self.relay.command_timeout);
+        at_least_1s(&mut self.relay.data_init_timeout);
+        at_least_1s(&mut self.relay.data_xfer_timeout);
+        at_least_1s(&mut self.relay.data_done_timeout);
         at_least_1s(&mut self.cryptshare.timeout);
         at_least_1s(&mut self.server.idle_timeout);
         at_least_1s(&mut self.server.command_timeout);

@@ -54,9 +54,46 @@ pub struct ClientSettings {
     pub tls_connector: Option<TlsConnector>,
     pub server_name: ServerName<'static>,
     pub connect_timeout: Duration,
-    pub command_timeout: Duration,
+    /// The reply waits after the connection is set up, per phase (RFC 5321 §4.5.3.2).
+    pub timeouts: PhaseTimeouts,
     /// Send XFORWARD when the next hop offers it (`relay.xforward`).
     pub xforward: bool,
+}
+
+/// How long the client waits in each phase of a transaction, RFC 5321 §4.5.3.2's client
+/// timeouts (and Postfix's `smtp_*_timeout` names): a next hop that is slow to accept the final
+/// dot (content scanning) is given long, one that stalls earlier is given up on sooner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhaseTimeouts {
+    /// EHLO, MAIL, RCPT, RSET, NOOP, XFORWARD replies (§4.5.3.2.2–3: 5 minutes).
+    pub command: Duration,
+    /// The reply to DATA (the 354, §4.5.3.2.4: 2 minutes).
+    pub data_init: Duration,
+    /// Each write of the content, and the reply to a BDAT chunk that is not the last
+    /// (§4.5.3.2.5: 3 minutes).
+    pub data_xfer: Duration,
+    /// The reply after the final dot or `BDAT … LAST` (§4.5.3.2.6: 10 minutes).
+    pub data_done: Duration,
+}
+
+impl PhaseTimeouts {
+    /// The RFC's values.
+    pub const RFC5321: PhaseTimeouts = PhaseTimeouts {
+        command: Duration::from_secs(300),
+        data_init: Duration::from_secs(120),
+        data_xfer: Duration::from_secs(180),
+        data_done: Duration::from_secs(600),
+    };
+
+    /// One value for every phase (tests, tools).
+    pub fn all(d: Duration) -> PhaseTimeouts {
+        PhaseTimeouts {
+            command: d,
+            data_init: d,
+            data_xfer: d,
+            data_done: d,
+        }
+    }
 }
 
 impl ClientSettings {
@@ -114,7 +151,9 @@ pub struct SmtpClient {
     rpos: usize,
     caps: Capabilities,
     tls: bool,
+    /// The wait of the phase the client is in (one of `timeouts`, or the connect timeout).
     timeout: Duration,
+    timeouts: PhaseTimeouts,
 }
 
 impl std::fmt::Debug for SmtpClient {
@@ -154,6 +193,7 @@ impl SmtpClient {
             caps: Capabilities::default(),
             tls: false,
             timeout: s.connect_timeout,
+            timeouts: s.timeouts,
         };
         let setup = |reason: String| RelayError::Setup {
             addr: addr.clone(),
@@ -227,7 +267,7 @@ impl SmtpClient {
         if !s.xforward {
             c.caps.xforward = 0;
         }
-        c.timeout = s.command_timeout;
+        c.timeout = s.timeouts.command;
         Ok(c)
     }
 
@@ -429,6 +469,19 @@ impl SmtpClient {
         parts: &[&[u8]],
         ask: Option<&(dyn Fn() -> bool + Sync)>,
     ) -> Result<Reply, DataFailure> {
+        let r = self.send_data_phases(parts, ask).await;
+        // The connection may be reused: its next command waits the command time again.
+        self.timeout = self.timeouts.command;
+        r
+    }
+
+    async fn send_data_phases(
+        &mut self,
+        parts: &[&[u8]],
+        ask: Option<&(dyn Fn() -> bool + Sync)>,
+    ) -> Result<Reply, DataFailure> {
+        let t = self.timeouts;
+        self.timeout = t.data_xfer;
         let wanted = || ask.is_none_or(|w| w());
         let fail = |error, retryable| DataFailure { error, retryable };
         let gone = || DataFailure {
@@ -472,6 +525,7 @@ impl SmtpClient {
             self.write_range(parts, body, total)
                 .await
                 .map_err(|e| fail(e, true))?;
+            self.timeout = t.data_done;
             if pending {
                 let r = self.read_reply().await.map_err(|e| fail(e, false))?;
                 check_closing(&r).map_err(|e| fail(e, false))?;
@@ -482,12 +536,14 @@ impl SmtpClient {
                 }
             }
         } else {
+            self.timeout = t.data_init;
             self.write(b"DATA\r\n").await.map_err(|e| fail(e, true))?;
             let r = self.read_reply().await.map_err(|e| fail(e, true))?;
             if r.code != 354 {
                 check_closing(&r).map_err(|e| fail(e, false))?;
                 return Ok(r);
             }
+            self.timeout = t.data_xfer;
             self.write_stuffed(parts, total)
                 .await
                 .map_err(|e| fail(e, true))?;
@@ -495,6 +551,7 @@ impl SmtpClient {
                 return Err(gone());
             }
             self.write(b".\r\n").await.map_err(|e| fail(e, false))?;
+            self.timeout = t.data_done;
         }
         let r = self.read_reply().await.map_err(|e| fail(e, false))?;
         check_closing(&r).map_err(|e| fail(e, false))?;

@@ -21,7 +21,9 @@ mod tls;
 mod wire;
 mod xforward;
 
-pub use client::{Capabilities, ClientSettings, DataFailure, EnvelopeReplies, SmtpClient};
+pub use client::{
+    Capabilities, ClientSettings, DataFailure, EnvelopeReplies, PhaseTimeouts, SmtpClient,
+};
 pub use error::{RelayError, reply_for};
 pub use relay::{Relay, RelayTransaction};
 pub use tls::tls_connector;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use super::client::{ClientSettings, DataFailure, SmtpClient};
+use super::client::{ClientSettings, DataFailure, PhaseTimeouts, SmtpClient};
 use super::error::{RelayError, reply_for};
 use super::maildir::Maildir;
 use super::tls::tls_connector;
@@ -90,7 +90,12 @@ impl Relay {
                         tls_connector,
                         server_name,
                         connect_timeout: r.connect_timeout,
-                        command_timeout: r.command_timeout,
+                        timeouts: PhaseTimeouts {
+                            command: r.command_timeout,
+                            data_init: r.data_init_timeout,
+                            data_xfer: r.data_xfer_timeout,
+                            data_done: r.data_done_timeout,
+                        },
                         xforward: r.xforward,
                     },
                     pool: Mutex::new(Vec::new()),

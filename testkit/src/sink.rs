@@ -55,6 +55,8 @@ pub struct Script {
     pub data_reply: Reply,
     /// Never answer at this stage (the connection stays open).
     pub hang: Option<Stage>,
+    /// Answer the end of a message only after this long (a next hop that scans content).
+    pub slow_data_end: Option<std::time::Duration>,
     /// Close the connection instead of answering at this stage.
     pub close: Option<Stage>,
     /// As `close`, but only once (then cleared).
@@ -91,6 +93,7 @@ impl Default for Script {
             data_start_reply: Reply::plain(354, "End data with <CR><LF>.<CR><LF>"),
             data_reply: Reply::new(250, [2, 0, 0], "Queued as SINK"),
             hang: None,
+            slow_data_end: None,
             close: None,
             close_once: None,
             broken_tls: false,
@@ -357,6 +360,7 @@ async fn session(
         let mut batch = Vec::new();
         let mut pos = 0;
         let mut step = Step::Continue;
+        let mut ended = false;
         while pos < buf.len() {
             match &mut mode {
                 Mode::Data(rx, data) => {
@@ -369,6 +373,7 @@ async fn session(
                         t.data = data.split_off(2.min(data.len()));
                         mode = Mode::Command;
                         step = finish(shared, &mut out, t, id, tls);
+                        ended = true;
                         if !matches!(step, Step::Continue) {
                             break;
                         }
@@ -382,6 +387,7 @@ async fn session(
                         t.data = std::mem::take(&mut l.data);
                         mode = Mode::Command;
                         step = finish(shared, &mut out, t, id, tls);
+                        ended = true;
                         if !matches!(step, Step::Continue) {
                             break;
                         }
@@ -401,6 +407,7 @@ async fn session(
                             match tx.take() {
                                 Some(t) => {
                                     step = finish(shared, &mut out, t, id, tls);
+                                    ended = true;
                                     if !matches!(step, Step::Continue) {
                                         break;
                                     }
@@ -445,6 +452,9 @@ async fn session(
             shared.state().batches.push(batch);
         }
         shared.changed.notify_waiters();
+        if let (true, Some(d)) = (ended, script.slow_data_end) {
+            tokio::time::sleep(d).await;
+        }
         stream.write_all(&out).await?;
         match step {
             Step::Continue => {}
