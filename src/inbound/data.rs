@@ -55,8 +55,8 @@ impl<H: Handler> Session<H> {
         // so that none of those bytes is taken as a command or as content. Only what arrived in
         // the same read as the DATA line is judged, before anything else about DATA: content
         // after a refused DATA would otherwise be read as commands. Every real MTA and mail
-        // client waits here.
-        if self.input_pending {
+        // client waits here; an authenticated client is not checked (as in Postfix).
+        if self.input_pending && self.info.auth_user.is_none() {
             tracing::info!(
                 peer = %self.info.peer,
                 "content sent before the 354 reply: connection closed"
