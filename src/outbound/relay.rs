@@ -481,6 +481,31 @@ impl RelayTransaction {
         }
     }
 
+    /// Split the transaction in two: this one keeps the accepted recipients `keep` selects, the
+    /// one returned gets the others, with the same sender and XFORWARD client. The next hop has
+    /// all of them in one envelope, which cannot lose recipients: it is reset (the connection
+    /// goes back to the pool, a RSET due), and each part opens its own when its message goes
+    /// out — MAIL and its recipients, as after a lost connection. Nothing changes when every
+    /// recipient is kept (the returned transaction then has none).
+    pub async fn split_off(&mut self, keep: &(dyn Fn(&RcptTo) -> bool + Sync)) -> RelayTransaction {
+        let mut other = self.relay.begin();
+        other.origin = self.origin.clone();
+        let (kept, dropped): (Vec<RcptTo>, Vec<RcptTo>) = std::mem::take(&mut self.rcpts)
+            .into_iter()
+            .partition(|r| keep(r));
+        if dropped.is_empty() {
+            self.rcpts = kept;
+            return other;
+        }
+        let mail = self.mail.clone();
+        self.reset().await;
+        self.mail = mail.clone();
+        self.rcpts = kept;
+        other.mail = mail;
+        other.rcpts = dropped;
+        other
+    }
+
     /// The next hop's own reply to the last [`Self::data`] (for the audit line), which the
     /// client's reply only quotes; `None` when the next hop never answered the message
     /// (unreachable, connection lost, no recipient accepted).

@@ -17,8 +17,9 @@ use super::gateway::{Gateway, Live};
 use super::message_key;
 use super::outcome::{self, Failure, Report};
 use super::plan::{Action, Plan};
-use super::transfer::{Converted, Job};
-use crate::config::PolicyConfig;
+use super::transfer::{ConvertError, Converted, Job};
+use crate::config::{OnError, PolicyConfig};
+use crate::envelope::RcptTo;
 use crate::inbound::{ConnectionInfo, PeerProbe, Transaction};
 use crate::mime::{self, Analysis, Language, PartId};
 use crate::ops::audit::Decision;
@@ -93,6 +94,18 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
                 }
             }
         }
+        Err(ConvertError::RecipientsRefused { refused, text })
+            if c.policy.on_error == OnError::DeliverOriginal =>
+        {
+            tracing::info!(
+                queue_id = %queue_id,
+                refused = %refused.join(", "),
+                "the Cryptshare policy refuses some recipients: converting for the others, the original to these"
+            );
+            let mail = (mail_from.address.as_str(), rcpts.as_slice());
+            let message_in = (&received[..], &client, &message);
+            split_delivery(gw, tx, mail, message_in, &c, &refused, &text, report).await
+        }
         Err(e) => {
             tracing::warn!(queue_id = %queue_id, error = %e, "conversion failed");
             report.conversion_failed(&e, spent);
@@ -113,6 +126,129 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
             }
         }
     }
+}
+
+/// Partial refusal with `deliver-original`: the Cryptshare policy refuses `refused`, not every
+/// recipient. The others get the converted message (a transfer for them only), `refused` get
+/// the original; at the next hop these are two transactions, the converted one first. The
+/// client's reply is 250 only when both were accepted; otherwise the failing one's reply — a
+/// retry then sends the notice again (it reuses the transfer: one transfer, but a second copy
+/// of the notice for the allowed recipients). With `tempfail` or `reject` the whole message is
+/// refused instead (`554 5.7.1` naming the refused recipients, `outcome::on_failure`): SMTP has
+/// one reply per message at the end of DATA, and 250 would promise delivery to them.
+#[allow(clippy::too_many_arguments)]
+async fn split_delivery(
+    gw: &Arc<Gateway>,
+    tx: &mut RelayTransaction,
+    (sender, rcpts): (&str, &[String]),
+    (received, client, message): (&[u8], &PeerProbe, &Arc<Spooled>),
+    c: &Conversion,
+    refused: &[String],
+    why: &str,
+    mut report: Report,
+) -> Reply {
+    let allowed: Vec<String> = rcpts
+        .iter()
+        .filter(|r| !refused.contains(r))
+        .cloned()
+        .collect();
+    // The transfer is for the allowed recipients: its own key (a retry gets the same answer
+    // from the server's policy and finds this transfer).
+    let key = {
+        let (message, sender, allowed) = (message.clone(), sender.to_string(), allowed.clone());
+        tokio::task::spawn_blocking(move || message_key(&sender, &allowed, message.as_bytes()))
+            .await
+            .unwrap_or_default()
+    };
+    let job = Job {
+        cs: &gw.cryptshare,
+        state: &gw.state,
+        policy: &c.policy,
+        key: &key,
+        sender,
+        rcpts: &allowed,
+        message: message.clone(),
+        analysis: &c.analysis,
+        selection: &c.selection,
+    };
+    let lock = gw.key_lock(&key);
+    let (converted, spent) = {
+        let _same_message = lock.lock().await;
+        let started = Instant::now();
+        (job.run().await, started.elapsed())
+    };
+    let converted = match converted {
+        Ok(converted) => converted,
+        Err(e) => {
+            // As for any failure (`deliver-original`): the original to everyone, unless the
+            // transfer may exist or the fault is ours.
+            tracing::warn!(error = %e, "conversion for the allowed recipients failed");
+            report.conversion_failed(&e, spent);
+            return match outcome::on_failure(&e, OnError::DeliverOriginal) {
+                Failure::DeliverOriginal => {
+                    relay(
+                        gw,
+                        tx,
+                        (received, client),
+                        message.as_bytes(),
+                        report,
+                        Decision::DeliverOriginal,
+                    )
+                    .await
+                }
+                Failure::Reply(reply) => gw.recorder.refused(report, reply),
+            };
+        }
+    };
+    report.converted(&converted);
+    report.partly_refused(refused, why);
+    let rewritten = match rewrite(message, c, &converted) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "rewrite failed");
+            report.rewrite_failed(&e);
+            return gw.recorder.rewrite_failed(report);
+        }
+    };
+    let mut others = tx
+        .split_off(&|r: &RcptTo| !refused.contains(&r.address))
+        .await;
+    let started = Instant::now();
+    let first = tx
+        .data_unless(&[received, &rewritten], &|| client.connected())
+        .await;
+    if !first.is_positive() {
+        let hop = tx.next_hop_reply().cloned();
+        return gw.recorder.relayed(
+            report,
+            Decision::Convert,
+            first,
+            hop.as_ref(),
+            started.elapsed(),
+        );
+    }
+    let second = others
+        .data_unless(&[received, message.as_bytes()], &|| client.connected())
+        .await;
+    if !second.is_positive() {
+        tracing::error!(
+            reply = %second,
+            "the converted message went to the allowed recipients, the original to the refused ones failed: the retry sends the notice again"
+        );
+    }
+    let hop = if second.is_positive() {
+        tx.next_hop_reply().cloned()
+    } else {
+        others.next_hop_reply().cloned()
+    };
+    let reply = if second.is_positive() { first } else { second };
+    gw.recorder.relayed(
+        report,
+        Decision::Convert,
+        reply,
+        hop.as_ref(),
+        started.elapsed(),
+    )
 }
 
 /// A message the plan wants converted: what the transfer and rewrite steps need.

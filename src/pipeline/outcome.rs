@@ -103,6 +103,16 @@ impl Report {
         self.record.durations.cryptshare_ms = spent.as_millis() as u64;
     }
 
+    /// The server's policy refused `refused` (not all recipients): the transfer is for the
+    /// others, and `refused` get the original (`deliver-original`).
+    pub fn partly_refused(&mut self, refused: &[String], reason: &str) {
+        self.record.reason = format!(
+            "{}; {reason}; the original to {} (deliver-original)",
+            self.record.reason,
+            refused.join(", ")
+        );
+    }
+
     /// The rewrite after a finished transfer failed.
     pub fn rewrite_failed(&mut self, e: &crate::mime::RewriteError) {
         self.record.reason = format!("rewrite failed: {e}");

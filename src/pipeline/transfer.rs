@@ -42,6 +42,10 @@ pub enum ConvertError {
     /// The server's transfer policy refuses this sender, these recipients or this size.
     #[error("refused by the Cryptshare transfer policy: {0}")]
     PolicyRefused(String),
+    /// The server's transfer policy refuses some of the recipients, not all: `refused` are
+    /// their addresses as the client sent them; a transfer for the others would be allowed.
+    #[error("refused by the Cryptshare transfer policy: {text}")]
+    RecipientsRefused { refused: Vec<String>, text: String },
     /// The server's transfer policy forbids what the rule demands (a password mode, a
     /// confidential message it requires): a configuration error, not the message's fault, so
     /// not a permanent refusal (`check-config --online` reports it).
@@ -67,7 +71,7 @@ impl ConvertError {
     /// A permanent refusal (retrying the same message cannot help).
     pub fn is_refusal(&self) -> bool {
         match self {
-            ConvertError::PolicyRefused(_) => true,
+            ConvertError::PolicyRefused(_) | ConvertError::RecipientsRefused { .. } => true,
             ConvertError::Cryptshare(e) => e.kind() == cryptshare::ErrorKind::Refused,
             _ => false,
         }
@@ -247,10 +251,9 @@ impl Job<'_> {
     async fn check_policy(&self) -> Result<Allowed, ConvertError> {
         let tp = self.cs.transfer_policy(self.sender, self.rcpts).await?;
         if !tp.allowed {
-            let failed: Vec<String> = tp
-                .failed_recipients
-                .unwrap_or_default()
-                .into_iter()
+            let failed = tp.failed_recipients.unwrap_or_default();
+            let text = failed
+                .iter()
                 .map(|f| {
                     format!(
                         "{} ({})",
@@ -258,12 +261,28 @@ impl Job<'_> {
                         clean(&f.reason, 80)
                     )
                 })
+                .collect::<Vec<String>>()
+                .join(", ");
+            if failed.is_empty() {
+                return Err(ConvertError::PolicyRefused("sender not allowed".into()));
+            }
+            // Our recipients the server named, as the client sent them (the server may answer
+            // in another case).
+            let refused: Vec<String> = self
+                .rcpts
+                .iter()
+                .filter(|r| {
+                    failed
+                        .iter()
+                        .any(|f| f.email_address.eq_ignore_ascii_case(r))
+                })
+                .cloned()
                 .collect();
-            return Err(ConvertError::PolicyRefused(if failed.is_empty() {
-                "sender not allowed".into()
-            } else {
-                format!("recipients not allowed: {}", failed.join(", "))
-            }));
+            let text = format!("recipients not allowed: {text}");
+            if refused.is_empty() || refused.len() == self.rcpts.len() {
+                return Err(ConvertError::PolicyRefused(text));
+            }
+            return Err(ConvertError::RecipientsRefused { refused, text });
         }
         let settings = tp.settings.unwrap_or_default();
         let total: u64 = self.parts().iter().map(|p| p.size).sum();
