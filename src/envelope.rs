@@ -5,7 +5,7 @@
 //! them to the next hop), so that neither side imports the other.
 
 /// ESMTP `BODY=` value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Body {
     SevenBit,
     EightBitMime,
@@ -13,14 +13,14 @@ pub enum Body {
 }
 
 /// DSN `RET=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Ret {
     Full,
     Hdrs,
 }
 
 /// MAIL FROM with the parameters the gateway passes on to the next hop.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MailFrom {
     /// Reverse path without angle brackets; empty for the null sender `<>`.
     pub address: String,
@@ -35,7 +35,7 @@ pub struct MailFrom {
 }
 
 /// DSN `NOTIFY=` as a set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Notify {
     pub never: bool,
     pub success: bool,
@@ -49,7 +49,7 @@ impl Notify {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RcptTo {
     /// Forward path without angle brackets.
     pub address: String,

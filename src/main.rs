@@ -72,6 +72,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Spool mode's queue: list, show ID, retry ID (now), delete ID (no DSN), hold ID, release ID.
+    /// Exit 0 when done, 1 when there is no such message (or it is held, or being delivered
+    /// right now), 2 when the configuration or the queue cannot be read.
+    Queue {
+        #[command(subcommand)]
+        action: QueueCommand,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Dry run: which policy matches, which parts would be converted and why. Contacts no server.
     /// MESSAGE `-` reads standard input (`postcat -bh -q ID | … explain --config FILE -`).
     /// Without --from / --to the envelope comes from the headers (Return-Path, Sender or From;
@@ -87,6 +98,56 @@ enum Command {
         json: bool,
         message: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Every queued message: id, place (active, hold, corrupt), arrival, size, sender,
+    /// recipients pending, attempts, next attempt, last reason.
+    List,
+    /// One message, each recipient with its state and last reply.
+    Show { id: String },
+    /// Try the message now.
+    Retry { id: String },
+    /// Drop the message without a DSN.
+    Delete { id: String },
+    /// Keep the message from being tried until released.
+    Hold { id: String },
+    /// Let a held message be tried again, now.
+    Release { id: String },
+}
+
+impl QueueCommand {
+    fn split(&self) -> (ops::queue::Action, Option<&str>) {
+        use ops::queue::Action;
+        match self {
+            QueueCommand::List => (Action::List, None),
+            QueueCommand::Show { id } => (Action::Show, Some(id)),
+            QueueCommand::Retry { id } => (Action::Retry, Some(id)),
+            QueueCommand::Delete { id } => (Action::Delete, Some(id)),
+            QueueCommand::Hold { id } => (Action::Hold, Some(id)),
+            QueueCommand::Release { id } => (Action::Release, Some(id)),
+        }
+    }
+}
+
+fn queue(config: Option<&std::path::Path>, cmd: &QueueCommand, json: bool) -> ExitCode {
+    let Some(config) = config else {
+        eprintln!("queue: --config FILE is required");
+        return ExitCode::from(2);
+    };
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (action, id) = cmd.split();
+    let out = ops::queue::run(&cfg, action, id, json);
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    ExitCode::from(out.code)
 }
 
 /// Exactly one thing to look for.
@@ -193,6 +254,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Find { config, key, json } => find(&config, &key, json),
+        Command::Queue {
+            action,
+            config,
+            json,
+        } => queue(config.as_deref(), &action, json),
         Command::Explain {
             config,
             from,
@@ -381,8 +447,12 @@ async fn serve(
     }
     notifier.spawn_watchdog();
     server
-        .run(Arc::new(GatewayFactory(gateway)), shutdown)
+        .run(Arc::new(GatewayFactory(gateway.clone())), shutdown)
         .await;
+    // Queued messages are safe on disk: running deliveries may finish, no new one starts.
+    if let Some(spool) = gateway.spool() {
+        spool.drain(cfg.server.shutdown_grace).await;
+    }
     let _ = stop_tx.send(true);
     tracing::info!("stopped");
     Ok(())

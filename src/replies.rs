@@ -145,6 +145,18 @@ pub fn shutting_down(hostname: &str) -> Reply {
         format!("{hostname} Service shutting down, closing transmission channel"),
     )
 }
+/// Spool mode: the message is in the queue, fsync'd (SPEC §3).
+pub fn queued(id: &str) -> Reply {
+    Reply::new(250, [2, 0, 0], format!("queued as {id}"))
+}
+/// Spool mode: the queue is full or its disk reserve reached (SPEC §3), at MAIL FROM.
+pub fn queue_full() -> Reply {
+    Reply::new(
+        452,
+        [4, 3, 1],
+        "Insufficient system storage, try again later",
+    )
+}
 pub fn relayed(detail: &str) -> Reply {
     let detail: String = detail.chars().take(200).collect();
     Reply::new(250, [2, 0, 0], format!("OK, relayed ({detail})"))

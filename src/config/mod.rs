@@ -19,7 +19,8 @@ pub use parse::NextHop;
 pub use secret::{Redacted, Secret};
 pub use types::{
     AuditConfig, AuthConfig, Config, CryptshareConfig, MetricsConfig, NextHopTls, OnError,
-    PasswordMode, PolicyConfig, RelayConfig, ServerConfig, SignedHandling, StateConfig, TlsConfig,
+    PasswordMode, PolicyConfig, QueueConfig, QueueMode, RelayConfig, ServerConfig, SignedHandling,
+    StateConfig, TlsConfig,
 };
 pub use validate::{is_language_tag, validate_sender_pattern};
 

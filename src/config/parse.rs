@@ -162,3 +162,71 @@ pub(super) mod seconds {
         v.as_secs().serialize(s)
     }
 }
+
+/// `#[serde(with = "parse::span")]`: a duration as SPEC §3 writes them, `"5d"`, `"4h"`,
+/// `"30m"`, `"90s"` (a bare number is seconds), `"0"` for none.
+pub(super) mod span {
+    use super::*;
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let t = s.trim();
+        let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => t.split_at(i),
+            None => (t, "s"),
+        };
+        let factor = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            "w" => 7 * 86400,
+            _ => 0,
+        };
+        match num.parse::<u64>() {
+            Ok(n) if factor > 0 => n
+                .checked_mul(factor)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{s:?} is too long")),
+            _ => Err(format!(
+                "{s:?} is not a duration: a whole number with s, m, h, d or w (e.g. \"4h\", \"5d\"), or \"0\""
+            )),
+        }
+    }
+
+    pub fn format(d: &Duration) -> String {
+        let s = d.as_secs();
+        for (unit, f) in [("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)] {
+            if s >= f && s % f == 0 {
+                return format!("{}{unit}", s / f);
+            }
+        }
+        format!("{s}s")
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(D::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        format(v).serialize(s)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn spans() {
+            assert_eq!(parse("5d"), Ok(Duration::from_secs(432_000)));
+            assert_eq!(parse("4h"), Ok(Duration::from_secs(14_400)));
+            assert_eq!(parse("0"), Ok(Duration::ZERO));
+            assert_eq!(parse("90"), Ok(Duration::from_secs(90)));
+            assert!(parse("5x").is_err());
+            assert!(parse("-1h").is_err());
+            assert!(parse("").is_err());
+            assert_eq!(format(&Duration::from_secs(432_000)), "5d");
+            assert_eq!(format(&Duration::from_secs(4000)), "4000s");
+        }
+    }
+}

@@ -21,6 +21,8 @@ pub struct Config {
     #[serde(default)]
     pub cryptshare: CryptshareConfig,
     #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
     pub state: StateConfig,
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
@@ -240,6 +242,83 @@ impl Default for CryptshareConfig {
             processing_limit: Duration::from_secs(300),
             token_reserve: Duration::from_secs(900),
         }
+    }
+}
+
+/// `queue.mode`: when the client gets its `250`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueMode {
+    /// After the next hop accepted the (converted) message; the client's transaction stays open
+    /// meanwhile (behind Postfix).
+    #[default]
+    Inline,
+    /// After the message is in the local queue, fsync'd; conversion and relay in the
+    /// background, with retries and DSNs (MUAs, Exchange / Microsoft 365 smart hosts).
+    Spool,
+}
+
+/// `[queue]`: spool mode's store-and-forward queue (below `state.dir`, in `queue/`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// The mode of every listener not named in `spool_listen`.
+    pub mode: QueueMode,
+    /// Listeners (addresses of `server.listen` / `server.listen_tls`) that spool while `mode`
+    /// is `inline`: inline on the port Postfix uses, spool on the submission port.
+    #[serde(with = "parse::list")]
+    pub spool_listen: Vec<SocketAddr>,
+    /// How long a message may wait in the queue; then a failure DSN (`"5d"`).
+    #[serde(with = "parse::span")]
+    pub max_lifetime: Duration,
+    /// After this long in the queue the sender gets one "delayed" DSN (`"4h"`; `"0"` = never).
+    #[serde(with = "parse::span")]
+    pub delay_warning: Duration,
+    /// First retry after this long; doubled per attempt, with ±10 % jitter, up to `max_backoff`.
+    #[serde(with = "parse::span")]
+    pub min_backoff: Duration,
+    #[serde(with = "parse::span")]
+    pub max_backoff: Duration,
+    /// Deliveries at a time (all go to the one next hop).
+    pub concurrency: usize,
+    /// Messages the queue may hold; beyond, new mail gets `452 4.3.1` at MAIL FROM.
+    pub max_messages: usize,
+    /// Bytes that must stay free on the queue's file system (a disk reserve); below it new
+    /// mail gets `452 4.3.1` at MAIL FROM, and a message whose `SIZE=` would cross it too.
+    pub min_free_space: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            mode: QueueMode::Inline,
+            spool_listen: Vec::new(),
+            max_lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: Duration::from_secs(4 * 3600),
+            min_backoff: Duration::from_secs(300),
+            max_backoff: Duration::from_secs(4000),
+            concurrency: 8,
+            max_messages: 10_000,
+            min_free_space: 1 << 30,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Whether any listener spools (the scheduler runs then).
+    pub fn enabled(&self) -> bool {
+        self.mode == QueueMode::Spool || !self.spool_listen.is_empty()
+    }
+
+    /// Whether the listener a connection arrived on spools. A configured wildcard address
+    /// (`0.0.0.0:587`, `[::]:587`) matches any local address with its port.
+    pub fn spools(&self, local: &SocketAddr) -> bool {
+        self.mode == QueueMode::Spool
+            || self.spool_listen.iter().any(|l| {
+                l.port() == local.port()
+                    && (l.ip().is_unspecified()
+                        || l.ip().to_canonical() == local.ip().to_canonical())
+            })
     }
 }
 

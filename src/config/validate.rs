@@ -22,6 +22,10 @@ impl Config {
         at_least_1s(&mut self.server.session_timeout);
         at_least_1s(&mut self.server.outside_session_timeout);
         at_least_1s(&mut self.cryptshare.processing_limit);
+        at_least_1s(&mut self.queue.min_backoff);
+        self.queue.max_backoff = self.queue.max_backoff.max(self.queue.min_backoff);
+        self.queue.concurrency = self.queue.concurrency.max(1);
+        self.queue.max_messages = self.queue.max_messages.max(1);
     }
 
     /// Checks serde cannot express. Every error names its key.
@@ -37,6 +41,20 @@ impl Config {
             return Err(ConfigError::invalid(
                 "server.max_line_length",
                 "0 (no limit) or at least 1000 (RFC 5321 requires lines of 1000 octets)",
+            ));
+        }
+        for addr in &self.queue.spool_listen {
+            if !s.listen.contains(addr) && !s.listen_tls.contains(addr) {
+                return Err(ConfigError::invalid(
+                    "queue.spool_listen",
+                    format!("{addr} is not one of server.listen or server.listen_tls"),
+                ));
+            }
+        }
+        if self.queue.enabled() && self.queue.max_lifetime.is_zero() {
+            return Err(ConfigError::invalid(
+                "queue.max_lifetime",
+                "must be longer than 0 (e.g. \"5d\")",
             ));
         }
         if !s.listen_tls.is_empty() && s.tls.is_none() {

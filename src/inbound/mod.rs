@@ -38,6 +38,7 @@ use std::net::{IpAddr, SocketAddr};
 
 pub use data::TEXT_LINE_MAX;
 pub use limits::{AuthLockout, ConnectionCounts, LOCKOUT_MAX_CLIENTS, client_key};
+pub use mail::new_queue_id;
 pub use peer::PeerProbe;
 pub use server::{Reloader, Server, ServerError};
 pub use session::{ConnectionMeta, ShutdownSignal, serve};

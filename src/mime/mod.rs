@@ -48,6 +48,7 @@
 
 mod analyse;
 mod decode;
+mod dsn;
 mod language;
 mod notice;
 mod rewrite;
@@ -57,6 +58,7 @@ mod tnef;
 
 pub use analyse::{MAX_DEPTH, MAX_PARTS, analyse};
 pub use decode::{PartReader, decode_part, part_sha256};
+pub use dsn::{BuiltDsn, Dsn, DsnAction, DsnError, DsnIds, DsnRecipient, DsnReturn, build_dsn};
 pub use language::{Access, Language};
 pub use notice::{Notice, NoticeError, NoticeFile, human_size};
 pub use rewrite::{RewriteError, rewrite};

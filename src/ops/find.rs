@@ -135,6 +135,8 @@ pub struct Found {
     pub audit_files: Vec<PathBuf>,
     pub audit: Vec<AuditRecord>,
     pub state: Vec<StateHit>,
+    /// Spool mode: queued messages with this queue id or sender (`queue show ID` for more).
+    pub queued: Vec<crate::store::queue::Listed>,
     /// What the search could not look at (for standard error): no audit file configured,
     /// compressed rotations, unreadable lines or records.
     pub notes: Vec<String>,
@@ -142,7 +144,7 @@ pub struct Found {
 
 impl Found {
     pub fn is_empty(&self) -> bool {
-        self.audit.is_empty() && self.state.is_empty()
+        self.audit.is_empty() && self.state.is_empty() && self.queued.is_empty()
     }
 }
 
@@ -222,6 +224,23 @@ pub fn find(cfg: &Config, query: &Query) -> Result<Found, FindError> {
         }
     }
     found.state.sort_by_key(|h| created(&h.record));
+    // The queue, when there is one (spool mode); reading it never creates it.
+    if cfg.state.dir.join("queue").is_dir()
+        && let Ok(q) = crate::store::queue::Queue::open(&cfg.state.dir)
+        && let Ok(all) = q.list_all()
+    {
+        found.queued = all
+            .into_iter()
+            .filter(|l| match query {
+                Query::QueueId(v) => l.id.eq_ignore_ascii_case(v),
+                Query::Sender(v) => l
+                    .envelope
+                    .as_ref()
+                    .is_some_and(|e| e.mail_from.address.eq_ignore_ascii_case(v)),
+                Query::MessageId(_) | Query::TrackingId(_) => false,
+            })
+            .collect();
+    }
     Ok(found)
 }
 
@@ -422,6 +441,39 @@ pub fn render_text(found: &Found) -> String {
             }
         }
     }
+    for l in &found.queued {
+        let place = match l.place {
+            crate::store::queue::Place::Active => "active",
+            crate::store::queue::Place::Hold => "hold",
+            crate::store::queue::Place::Corrupt => "corrupt",
+        };
+        match &l.envelope {
+            Some(e) => {
+                let _ = writeln!(
+                    s,
+                    "queue {} {place} queue_id={} sender={} pending={}/{} attempts={} reason={}",
+                    unix_time(e.arrival),
+                    quoted(&l.id),
+                    if e.mail_from.address.is_empty() {
+                        "<>".to_string()
+                    } else {
+                        quoted(&e.mail_from.address)
+                    },
+                    e.pending().count(),
+                    e.rcpts.len(),
+                    e.attempts,
+                    opt(e.last_error.as_deref()),
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "queue - {place} queue_id={} (envelope unreadable)",
+                    quoted(&l.id)
+                );
+            }
+        }
+    }
     s
 }
 
@@ -468,6 +520,14 @@ pub fn render_json(query: &Query, found: &Found) -> String {
         "audit_files": found.audit_files,
         "audit": found.audit,
         "state": state,
+        "queue": found.queued.iter().map(|l| json!({
+            "queue_id": l.id,
+            "place": format!("{:?}", l.place).to_lowercase(),
+            "arrival": l.envelope.as_ref().map(|e| unix_time(e.arrival)),
+            "attempts": l.envelope.as_ref().map(|e| e.attempts),
+            "pending": l.envelope.as_ref().map(|e| e.pending().count()),
+            "reason": l.envelope.as_ref().and_then(|e| e.last_error.clone()),
+        })).collect::<Vec<_>>(),
         "notes": found.notes,
     });
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();

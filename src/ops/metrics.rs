@@ -194,6 +194,15 @@ pub struct Metrics {
     tls_handshakes: Family<TlsLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
     config_last_reload: Gauge<i64, AtomicI64>,
+    dsns: Family<DsnLabels, Counter>,
+    deferrals: Counter,
+    queue_messages: Gauge,
+    queue_oldest: Gauge<i64, AtomicI64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DsnLabels {
+    action: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -289,6 +298,31 @@ impl Metrics {
             "Unix time of the last successful configuration load",
             config_last_reload.clone(),
         );
+        let dsns = Family::<DsnLabels, Counter>::default();
+        registry.register(
+            "dsns",
+            "Delivery status notifications queued to senders (spool mode), by action (failed, delayed)",
+            dsns.clone(),
+        );
+        let deferrals = Counter::default();
+        registry.register(
+            "queue_deferrals",
+            "Delivery attempts of queued messages that ended in a retry later (spool mode)",
+            deferrals.clone(),
+        );
+        let queue_messages = Gauge::default();
+        registry.register(
+            "queue_messages",
+            "Messages in the spool-mode queue (active and held)",
+            queue_messages.clone(),
+        );
+        let queue_oldest = Gauge::<i64, AtomicI64>::default();
+        registry.register_with_unit(
+            "queue_oldest_age",
+            "Age of the oldest message in the spool-mode queue (0 when empty)",
+            Unit::Seconds,
+            queue_oldest.clone(),
+        );
         let start = Gauge::<i64, AtomicI64>::default();
         start.set(unix_seconds());
         registry.register("start_time_seconds", "Unix time the gateway started", start);
@@ -313,6 +347,10 @@ impl Metrics {
             tls_handshakes,
             config_reloads,
             config_last_reload,
+            dsns,
+            deferrals,
+            queue_messages,
+            queue_oldest,
         };
         m.init_closed_label_sets();
         m
@@ -322,6 +360,9 @@ impl Metrics {
     /// label sets up front makes every family visible from the first scrape and lets `rate()`
     /// see the first increment (a series that appears at 1 has no 0 to rise from).
     fn init_closed_label_sets(&self) {
+        for action in ["failed", "delayed"] {
+            let _ = self.dsns.get_or_create(&DsnLabels { action });
+        }
         for outcome in [
             TxOutcome::Accepted,
             TxOutcome::TempFailed,
@@ -414,6 +455,23 @@ impl Metrics {
                 result: result.label(),
             })
             .inc();
+    }
+
+    /// A DSN was queued (`failed`: a failure report, else a delay warning).
+    pub fn dsn(&self, failed: bool) {
+        let action = if failed { "failed" } else { "delayed" };
+        self.dsns.get_or_create(&DsnLabels { action }).inc();
+    }
+
+    /// A queued message's attempt ended in "try again later".
+    pub fn deferred(&self) {
+        self.deferrals.inc();
+    }
+
+    /// The queue's length and the age of its oldest message, in seconds.
+    pub fn queue(&self, messages: usize, oldest_age: i64) {
+        self.queue_messages.set(messages as i64);
+        self.queue_oldest.set(oldest_age);
     }
 
     /// Files and bytes uploaded to Cryptshare for one message.

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
+pub mod queue;
 
 pub use audit::{AuditFile, AuditLog, AuditRecord, Decision};
 pub use http::{Component, Readiness};

@@ -145,6 +145,14 @@ impl Relay {
         }
     }
 
+    /// The next hop as a DSN names it (`Remote-MTA`): `host:port`, `None` for a maildir.
+    pub fn next_hop_name(&self) -> Option<String> {
+        match &*self.inner {
+            Target::Smtp(t) => Some(t.settings.addr()),
+            Target::Maildir(_) => None,
+        }
+    }
+
     pub fn begin(&self) -> RelayTransaction {
         RelayTransaction {
             relay: self.clone(),

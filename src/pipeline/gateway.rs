@@ -27,6 +27,7 @@ use crate::outbound::{Relay, RelayTransaction};
 use crate::policy::Rules;
 use crate::replies::{self, Reply};
 use crate::sim::{Emulator, EmulatorHandle};
+use crate::store::queue::Queue;
 use crate::store::state::StateStore;
 
 /// What can change on SIGHUP.
@@ -48,6 +49,8 @@ pub struct Gateway {
     /// the first attempt still runs must wait for it (and then reuse its transfer) instead of
     /// creating a second one or deleting the first one's session.
     converting: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// Spool mode's queue and scheduler, when any listener spools (`[queue]`).
+    spool: Option<super::spool::Spool>,
     /// One EHLO at a time learns the next hop's extensions: a burst of new sessions (a flood)
     /// would otherwise open one probe connection each before the first answer is cached.
     probing: tokio::sync::Mutex<()>,
@@ -66,7 +69,14 @@ impl Gateway {
             Some(a) => AuditLog::to_file(&a.file)?,
             None => AuditLog::to_tracing(),
         };
+        let spool = if cfg.queue.enabled() {
+            let queue = Queue::open(&cfg.state.dir)?;
+            Some(super::spool::Spool::new(queue, cfg))
+        } else {
+            None
+        };
         let gw = Arc::new(Gateway {
+            spool,
             relay,
             live: RwLock::new(Arc::new(Live {
                 rules: Rules::new(&cfg.policy),
@@ -78,6 +88,9 @@ impl Gateway {
             converting: Default::default(),
             probing: Default::default(),
         });
+        if gw.spool.is_some() {
+            tokio::spawn(super::spool::run(Arc::downgrade(&gw)));
+        }
         let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
         let cleanup = gw.clone();
         tokio::spawn(async move {
@@ -108,6 +121,11 @@ impl Gateway {
         let l = Arc::new(tokio::sync::Mutex::new(()));
         map.insert(key.to_string(), Arc::downgrade(&l));
         l
+    }
+
+    /// Spool mode's queue, when any listener spools.
+    pub fn spool(&self) -> Option<&super::spool::Spool> {
+        self.spool.as_ref()
     }
 
     /// The embedded emulator, when `cryptshare.url = "embedded"`.
@@ -157,6 +175,7 @@ impl HandlerFactory for GatewayFactory {
     fn handler(&self) -> GatewayHandler {
         GatewayHandler {
             gw: self.0.clone(),
+            spooling: false,
             from: None,
             tx: None,
             refused: None,
@@ -167,6 +186,8 @@ impl HandlerFactory for GatewayFactory {
 
 pub struct GatewayHandler {
     gw: Arc<Gateway>,
+    /// The open transaction is spool mode's: nothing goes to the next hop before the queue.
+    spooling: bool,
     /// MAIL FROM of the open transaction, sent to the next hop at the first allowed RCPT.
     from: Option<MailFrom>,
     tx: Option<RelayTransaction>,
@@ -183,15 +204,27 @@ impl Handler for GatewayHandler {
         self.gw.relay.extensions().await
     }
 
-    async fn mail_from(&mut self, _info: &ConnectionInfo, from: &MailFrom) -> Reply {
+    async fn mail_from(&mut self, info: &ConnectionInfo, from: &MailFrom) -> Reply {
         self.from = Some(from.clone());
         self.tx = None;
         self.refused = None;
+        self.spooling = false;
+        if let Some(spool) = self.gw.spool.as_ref().filter(|s| s.spools(&info.local)) {
+            if let Some(full) = spool.admit(from) {
+                self.from = None;
+                return full;
+            }
+            self.spooling = true;
+        }
         self.counted = Some(self.gw.recorder.metrics.transaction_started());
         replies::sender_ok()
     }
 
     async fn rcpt_to(&mut self, info: &ConnectionInfo, rcpt: &RcptTo) -> Reply {
+        if self.spooling {
+            // Relay control and limits passed in the session; the next hop is asked later.
+            return replies::recipient_ok();
+        }
         if let Some(r) = &self.refused {
             return r.clone();
         }
@@ -216,7 +249,16 @@ impl Handler for GatewayHandler {
         }
     }
 
-    async fn data(&mut self, _info: &ConnectionInfo, t: Transaction) -> Reply {
+    async fn data(&mut self, info: &ConnectionInfo, t: Transaction) -> Reply {
+        if self.spooling
+            && let Some(spool) = &self.gw.spool
+        {
+            let reply = spool.enqueue(info, &t);
+            if let Some(g) = self.counted.take() {
+                g.finish(TxOutcome::from_reply_code(reply.code));
+            }
+            return reply;
+        }
         let Some(mut tx) = self.tx.take() else {
             return replies::need_mail();
         };
@@ -230,6 +272,7 @@ impl Handler for GatewayHandler {
 
     async fn reset(&mut self) {
         self.counted = None;
+        self.spooling = false;
         self.from = None;
         self.refused = None;
         if let Some(mut tx) = self.tx.take() {

@@ -31,6 +31,7 @@ mod outcome;
 mod plan;
 mod recovery;
 mod server_policy;
+mod spool;
 mod transfer;
 
 use sha2::{Digest, Sha256};
@@ -44,6 +45,7 @@ pub use server_policy::{
     Finding, LiveCheck, check_live as check_server_policies, findings as server_policy_findings,
     test_sender,
 };
+pub use spool::Spool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -57,6 +59,8 @@ pub enum PipelineError {
     State(#[from] crate::store::state::StateError),
     #[error("audit.file: {0}")]
     Audit(#[from] crate::ops::audit::AuditError),
+    #[error("queue: {0}")]
+    Queue(#[from] crate::store::queue::QueueError),
     #[error("relay: {0}")]
     Relay(#[from] crate::outbound::RelayError),
 }

@@ -234,6 +234,20 @@ impl Spooled {
         matches!(self, Spooled::File(_))
     }
 
+    /// A message already on disk (spool mode's queue file): read into memory when small,
+    /// memory-mapped otherwise. The queue never rewrites a message file, so the map stays valid.
+    pub fn open(path: &Path) -> io::Result<Spooled> {
+        let f = File::open(path)?;
+        let len = f.metadata()?.len();
+        if len < 1 << 20 {
+            return std::fs::read(path).map(Spooled::Memory);
+        }
+        // SAFETY: queue message files are written once before they enter the queue and only
+        // removed (never truncated or modified) afterwards.
+        let map = unsafe { memmap2::Mmap::map(&f)? };
+        Ok(Spooled::File(Mapped::new(map, f)))
+    }
+
     /// Spool a complete byte string (tests, re-submission).
     pub fn from_bytes(b: impl Into<Vec<u8>>) -> Spooled {
         Spooled::Memory(b.into())
