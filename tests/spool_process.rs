@@ -68,7 +68,7 @@ async fn queue_commands_work_on_a_live_queue() {
         s.rcpt_replies.insert(
             "bob@example.net".into(),
             Reply::new(451, [4, 2, 0], "Mailbox busy"),
-        )
+        );
     });
     // A long backoff: after the first attempt only `queue retry` makes the next one.
     let extra = "[queue]\nmode = \"spool\"\nmin_backoff = \"1h\"\nmin_free_space = 0\n";
