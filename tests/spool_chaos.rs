@@ -227,8 +227,18 @@ async fn kill_9_while_spooling_loses_nothing_and_converts_once() {
         "{duplicates} duplicates, {ambiguous} ambiguous submissions, {kills} kills (seed {seed})"
     );
     // Nothing is left in the queue.
-    let left = std::fs::read_dir(dir.path().join("state/queue/active"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(left, 0, "messages left in the queue (seed {seed})");
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("state/queue/active"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let env = std::fs::read_to_string(e.path().join("envelope.json"));
+                    format!("{}: {env:?}", e.file_name().to_string_lossy())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "left in the queue (seed {seed}): {left:#?}"
+    );
 }

@@ -14,6 +14,7 @@
 //!                expires: Option<NaiveDate>, sender, tracking_id, download_url,
 //!                access: Access, template_dir }
 //! mime::Language::parse(tag) -> Option<Language>           // en / de, the one language test
+//! mime::build_dsn(&Dsn) -> Result<BuiltDsn, DsnError>      // RFC 3464 multipart/report
 //! ```
 //!
 //! Typical use (the pipeline's `plan` step does the first two with `policy::select_for`):
@@ -58,7 +59,10 @@ mod tnef;
 
 pub use analyse::{MAX_DEPTH, MAX_PARTS, analyse};
 pub use decode::{PartReader, decode_part, part_sha256};
-pub use dsn::{BuiltDsn, Dsn, DsnAction, DsnError, DsnIds, DsnRecipient, DsnReturn, build_dsn};
+pub use dsn::{
+    BuiltDsn, Dsn, DsnAction, DsnError, DsnIds, DsnRecipient, DsnReturn, MAX_RETURNED_HEADERS,
+    build_dsn, build_dsn_with_ids,
+};
 pub use language::{Access, Language};
 pub use notice::{Notice, NoticeError, NoticeFile, human_size};
 pub use rewrite::{RewriteError, rewrite};

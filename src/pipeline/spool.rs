@@ -64,6 +64,9 @@ pub struct Spool {
     /// Shutdown: no new attempt starts.
     stop: CancellationToken,
     slots: Arc<Semaphore>,
+    /// Ids with an attempt running in this process: not started twice (the lease would refuse
+    /// the second anyway; this saves it the work).
+    inflight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Spool {
@@ -76,6 +79,7 @@ impl Spool {
             wake: Notify::new(),
             stop: CancellationToken::new(),
             slots: Arc::new(Semaphore::new(cfg.queue.concurrency)),
+            inflight: Default::default(),
         }
     }
 
@@ -188,13 +192,34 @@ pub(super) async fn run(gw: Weak<Gateway>) {
         let age = oldest.map_or(0, |o| (now() - o).max(0));
         g.recorder.metrics.queue(count, age);
         for id in due {
+            if !spool
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone())
+            {
+                continue;
+            }
             let Ok(permit) = spool.slots.clone().try_acquire_owned() else {
+                spool
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 break;
             };
             let g2 = g.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 attempt(&g2, &id).await;
+                if let Some(s) = g2.spool() {
+                    s.inflight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    // A slot is free: look for more due mail at once.
+                    s.wake.notify_one();
+                }
             });
         }
         let stop = spool.stop.clone();
@@ -278,10 +303,10 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
     let message = match q.message(Place::Active, id) {
         Ok(m) => m,
         Err(e) => {
+            // The envelope is there, the message is not (or cannot be read): nothing to
+            // deliver, and retrying would not change that. Quarantined, reported.
             tracing::error!(queue_id = %id, error = %e, "queued message unreadable");
-            env.last_error = Some(e.to_string());
-            defer(spool, &mut env);
-            let _ = q.update(Place::Active, &env);
+            q.quarantine_leased(Place::Active, &lease, id, &e.to_string());
             return;
         }
     };
@@ -516,7 +541,6 @@ fn send_dsn(
         Some(Ret::Full) => mime::DsnReturn::Full,
         _ => mime::DsnReturn::Headers,
     };
-    let ids = mime::DsnIds::random(&spool.hostname);
     let dsn = mime::Dsn {
         reporting_mta: &spool.hostname,
         queue_id: &env.id,
@@ -527,7 +551,6 @@ fn send_dsn(
         original: original.as_bytes(),
         ret,
         now: last,
-        ids: &ids,
     };
     let built = match mime::build_dsn(&dsn) {
         Ok(b) => b,

@@ -250,6 +250,18 @@ impl Queue {
         Spooled::open(&path).map_err(io_err(&path))
     }
 
+    /// Move a message that cannot be delivered as it is (its message file unreadable) to
+    /// `corrupt/`, under its lease.
+    pub fn quarantine_leased(
+        &self,
+        place: Place,
+        _lease: &Lease,
+        id: &str,
+        reason: &str,
+    ) -> QueueError {
+        self.quarantine(place, id, reason)
+    }
+
     fn quarantine(&self, place: Place, id: &str, reason: &str) -> QueueError {
         let from = self.dir(place, id);
         let to = self.dir(Place::Corrupt, id);
@@ -316,13 +328,9 @@ impl Queue {
     pub fn lease(&self, place: Place, id: &str) -> Result<Lease, QueueError> {
         valid_id(id)?;
         let path = self.dir(place, id).join("lock");
-        let f = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-        {
+        // Never created here: `enqueue` makes it. A lock file that is gone means the message is
+        // gone (removed under its lease); creating a new one would lease a ghost.
+        let f = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(QueueError::NotFound(id.to_string()));
@@ -338,6 +346,10 @@ impl Queue {
             } else {
                 QueueError::Io { path, source: e }
             });
+        }
+        // Taken after its holder removed the message: the lock was on a deleted file.
+        if !self.dir(place, id).join("lock").exists() {
+            return Err(QueueError::NotFound(id.to_string()));
         }
         Ok(Lease {
             _lock: f,
