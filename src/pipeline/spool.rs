@@ -581,6 +581,7 @@ fn send_dsn(
             body: bytes
                 .eight_bit
                 .then_some(crate::envelope::Body::EightBitMime),
+            smtputf8: bytes.smtputf8,
             ..MailFrom::default()
         },
         rcpts: vec![QueuedRcpt {
