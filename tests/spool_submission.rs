@@ -76,8 +76,16 @@ fn smtplib_starttls_auth_100_mb_is_queued_then_converted() {
     // Then it arrives converted: the notice instead of 100 MB.
     let dump = sink.wait_dump("Subject: spool submission");
     let text = String::from_utf8_lossy(&dump.message);
-    assert!(text.contains(&format!(" id {id}")), "{}", &text[..text.len().min(2000)]);
-    assert!(text.contains("big.bin"), "{}", &text[..text.len().min(4000)]);
+    assert!(
+        text.contains(&format!(" id {id}")),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
+    assert!(
+        text.contains("big.bin"),
+        "{}",
+        &text[..text.len().min(4000)]
+    );
     assert!(
         dump.message.len() < 1024 * 1024,
         "not converted: {} bytes",
@@ -88,5 +96,8 @@ fn smtplib_starttls_auth_100_mb_is_queued_then_converted() {
     let log = gw.log();
     let queued = log.find(&format!("queue_id={id}")).expect("queued line");
     let removed = log.find("removed from the queue").expect("removal line");
-    assert!(log[queued..].starts_with(&format!("queue_id={id}")) && queued < removed, "{log}");
+    assert!(
+        log[queued..].starts_with(&format!("queue_id={id}")) && queued < removed,
+        "{log}"
+    );
 }

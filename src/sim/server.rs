@@ -324,9 +324,19 @@ pub(super) fn invalid(message: &str) -> ApiErr {
         format!("Invalid request parameter/header value: {message}"),
     )
 }
-pub(super) fn token_refused() -> ApiErr {
+/// A refused token (3002), with the status the operation declares in `openapi-1.8.json`: 401
+/// where it lists 401 (reading a session, deleting it, the transfer status and list), 403
+/// everywhere else (policy, session creation, PATCH, files, finalize).
+pub(super) fn token_refused(ep: Endpoint) -> ApiErr {
+    let status = match ep {
+        Endpoint::GetSession
+        | Endpoint::DeleteSession
+        | Endpoint::TransferStatus
+        | Endpoint::Transfers => 401,
+        _ => 403,
+    };
     err(
-        401,
+        status,
         3002,
         "The provided verification token differs from the verification token used for patching the transfer.",
     )
@@ -467,6 +477,8 @@ pub(super) enum Level {
 pub(super) struct Ctx {
     pub(super) client_id: String,
     pub(super) token: String,
+    /// The operation, for answers whose status depends on it (a refused token).
+    pub(super) ep: Endpoint,
 }
 
 pub(super) async fn pre(
@@ -514,6 +526,7 @@ pub(super) async fn pre(
     let mut ctx = Ctx {
         client_id: String::new(),
         token: String::new(),
+        ep,
     };
     if level == Level::Nothing {
         return Ok(ctx);
@@ -568,7 +581,7 @@ pub(super) async fn pre(
             if t.email == email
                 && t.client_id == ctx.client_id
                 && SystemTime::now() < t.expires => {}
-        _ => return Err(token_refused()),
+        _ => return Err(token_refused(ep)),
     }
     drop(g);
     ctx.token = token;

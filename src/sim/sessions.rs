@@ -223,7 +223,7 @@ pub(super) fn session_mut<'a>(
         return Err(not_found());
     }
     if s.owner_client_id != ctx.client_id {
-        return Err(token_refused());
+        return Err(token_refused(ctx.ep));
     }
     if bind && s.token != ctx.token {
         g.stats.foreign_token_refusals += 1;

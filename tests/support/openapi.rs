@@ -26,13 +26,11 @@ use cryptshare_gateway::sim::SimExchange;
 use serde_json::{Value, json};
 
 /// (status, errorCode) pairs accepted where the file does not declare the status:
-/// - 401/3002, a refused token, on every token-checked operation: the vendor text (tag
-///   `transfer-session`, API-NOTES) gives 401/3002, the file declares 401 only for some
-///   operations (not for transfer-policy, session creation, PATCH, finalize, file
-///   registration, upload, file deletion). The client treats 401 and 403 with 3002 alike.
 /// - 404/1006 for a path that is no operation (the emulator's fallback).
-/// - 501/5001 for an unsupported security mode (QUICK) in PATCH, as on the recipient side.
-pub const KNOWN_DEVIATIONS: &[(u16, i64)] = &[(401, 3002), (404, 1006), (501, 5001)];
+/// - 501/5001 for an unsupported security mode (QUICK) in PATCH, as on the recipient side
+///   (the file declares no status for it on PATCH).
+/// A refused token (3002) is 401 or 403 as each operation declares it, no deviation.
+pub const KNOWN_DEVIATIONS: &[(u16, i64)] = &[(404, 1006), (501, 5001)];
 
 fn known_deviation(ex: &SimExchange) -> bool {
     let code = ex.response.as_ref().and_then(|b| b["errorCode"].as_i64());
