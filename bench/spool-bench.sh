@@ -56,7 +56,7 @@ PF=$WORK/pf
 mkdir -p "$PF/conf" "$PF/queue" "$PF/data"
 chown postfix "$PF/data"
 PF_PORT=$(free_port)
-read -r CMD_DIR DAEMON_DIR META_DIR SHLIB_DIR < <(postconf -d -h command_directory daemon_directory meta_directory shlib_directory | tr '\n' ' ')
+read -r CMD_DIR DAEMON_DIR META_DIR SHLIB_DIR < <(postconf -d -h command_directory daemon_directory meta_directory shlib_directory | tr '\n' ' '; echo)
 cat > "$PF/conf/main.cf" <<EOF
 compatibility_level = 3.6
 queue_directory = $PF/queue

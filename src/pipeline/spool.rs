@@ -67,6 +67,8 @@ pub struct Spool {
     /// Ids with an attempt running in this process: not started twice (the lease would refuse
     /// the second anyway; this saves it the work).
     inflight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Ids queued since the last scan, for the scheduler to start at once.
+    fresh: std::sync::Mutex<Vec<String>>,
 }
 
 impl Spool {
@@ -80,6 +82,7 @@ impl Spool {
             stop: CancellationToken::new(),
             slots: Arc::new(Semaphore::new(cfg.queue.concurrency)),
             inflight: Default::default(),
+            fresh: Default::default(),
         }
     }
 
@@ -160,6 +163,10 @@ impl Spool {
                     size = t.message.len(),
                     "queued"
                 );
+                self.fresh
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(env.id.clone());
                 self.wake.notify_one();
                 replies::queued(&env.id)
             }
@@ -182,32 +189,57 @@ impl Spool {
 /// at a time. It looks at the queue when woken (new mail) and at least every second (the `queue`
 /// commands change files only), and stops with the gateway.
 pub(super) async fn run(gw: Weak<Gateway>) {
+    // Due ids not started yet (all slots busy), oldest first; refilled by a full scan at most
+    // once a second, and by new mail in between (a scan reads every envelope: under a burst
+    // of new mail, one per message would cost more than the mail itself).
+    let mut backlog: std::collections::VecDeque<String> = Default::default();
+    let mut last_scan: Option<tokio::time::Instant> = None;
+    const SCAN: Duration = Duration::from_secs(1);
     loop {
         let Some(g) = gw.upgrade() else { return };
         let Some(spool) = g.spool() else { return };
         if spool.stop.is_cancelled() {
             return;
         }
-        let (due, count, oldest) = scan(&spool.queue);
-        let age = oldest.map_or(0, |o| (now() - o).max(0));
-        g.recorder.metrics.queue(count, age);
-        for id in due {
-            if !spool
+        if last_scan.is_none_or(|t| t.elapsed() >= SCAN) {
+            spool
+                .fresh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            let (due, count, oldest) = scan(&spool.queue);
+            let age = oldest.map_or(0, |o| (now() - o).max(0));
+            g.recorder.metrics.queue(count, age);
+            backlog = due.into();
+            last_scan = Some(tokio::time::Instant::now());
+        } else {
+            backlog.extend(
+                spool
+                    .fresh
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .drain(..),
+            );
+        }
+        while let Some(id) = backlog.front().cloned() {
+            if spool
                 .inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone())
+                .contains(&id)
             {
+                backlog.pop_front();
                 continue;
             }
             let Ok(permit) = spool.slots.clone().try_acquire_owned() else {
-                spool
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
                 break;
             };
+            backlog.pop_front();
+            spool
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone());
             let g2 = g.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -217,16 +249,17 @@ pub(super) async fn run(gw: Weak<Gateway>) {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .remove(&id);
-                    // A slot is free: look for more due mail at once.
+                    // A slot is free: start the next one from the backlog.
                     s.wake.notify_one();
                 }
             });
         }
         let stop = spool.stop.clone();
+        let until_scan = SCAN.saturating_sub(last_scan.map_or(SCAN, |t| t.elapsed()));
         let wait = async {
             tokio::select! {
                 _ = spool.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(until_scan.max(Duration::from_millis(10))) => {}
             }
         };
         tokio::select! {
@@ -617,6 +650,11 @@ fn send_dsn(
             gw.recorder
                 .metrics
                 .dsn(matches!(action, mime::DsnAction::Failed));
+            spool
+                .fresh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(id.clone());
             spool.wake.notify_one();
         }
         Err(e) => tracing::error!(queue_id = %env.id, error = %e, "cannot queue the DSN"),
