@@ -50,7 +50,10 @@ async fn check_config_online_against_the_live_policy() {
     // A permissive, well-configured server.
     let r = check_online(path.clone()).await;
     assert_eq!((r.code, r.stderr.as_str()), (0, ""), "{}", r.stdout);
-    assert_eq!(r.stdout, format!("{p}: OK (checked against {}/api)\n", emu.url()));
+    assert_eq!(
+        r.stdout,
+        format!("{p}: OK (checked against {}/api)\n", emu.url())
+    );
 
     // A server that allows no generated password: the rule demands one.
     emu.set_policy(SimPolicy {
@@ -60,7 +63,11 @@ async fn check_config_online_against_the_live_policy() {
     let r = check_online(path.clone()).await;
     assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
     assert_eq!(r.stdout, "");
-    let errors: Vec<&str> = r.stderr.lines().filter(|l| l.contains(": error: ")).collect();
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains(": error: "))
+        .collect();
     assert_eq!(errors.len(), 1, "{}", r.stderr);
     assert!(
         errors[0].starts_with(&format!("{p}: error: policy[0].password_mode: ")),
@@ -71,7 +78,12 @@ async fn check_config_online_against_the_live_policy() {
     openapi::assert_exchanges_valid(&emu.exchanges());
 
     // No server: exit 2, naming what failed.
-    let text = config_text(dir.path(), "127.0.0.1:1", "http://127.0.0.1:9", &policy("tempfail"));
+    let text = config_text(
+        dir.path(),
+        "127.0.0.1:1",
+        "http://127.0.0.1:9",
+        &policy("tempfail"),
+    );
     let (path, _) = write_config(dir.path(), &text);
     let r = check_online(path.clone()).await;
     assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);

@@ -155,6 +155,8 @@ fn show_config_lists_effective_values_with_sources() {
         "policy[0].expiration_days = 14  # default\n",
         "relay.command_timeout = 300  # default\n",
         "relay.xforward = true  # default\n",
+        "queue.mode = \"inline\"  # default\n",
+        "queue.max_lifetime = \"5d\"  # default\n",
         "server.client_networks = [\"127.0.0.0/8\", \"::1/128\"]  # default\n",
         "server.max_recipients = 7  # env CSGW__SERVER__MAX_RECIPIENTS\n",
         "state.retention_days = 14  # default\n",
@@ -163,7 +165,7 @@ fn show_config_lists_effective_values_with_sources() {
     }
     // Every line of -n is in the full listing, which has one line per key.
     assert!(n.stdout.lines().all(|l| all.stdout.contains(l)));
-    assert_eq!(all.stdout.lines().count(), 55, "{}", all.stdout);
+    assert_eq!(all.stdout.lines().count(), 64, "{}", all.stdout);
     // A broken configuration: the same message as check-config, exit 2.
     let bad = run(
         d,

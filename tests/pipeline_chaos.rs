@@ -251,4 +251,6 @@ async fn kills_and_state_faults_lose_nothing_duplicate_nothing_orphan_nothing() 
         emu.transfers().len(),
         "a session that got files was left behind (seed {seed})"
     );
+    // Every exchange with the emulator, the killed ones included, against openapi-1.8.json.
+    openapi::assert_exchanges_valid(&emu.exchanges());
 }

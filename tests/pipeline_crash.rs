@@ -179,6 +179,8 @@ async fn sigkill_mid_upload_then_restart_and_retry_gives_one_transfer() {
     let (_, rewritten) = split_received(&got[0].data);
     assert!(String::from_utf8_lossy(rewritten).contains(&ts[0].tracking_id));
     gw.child.kill().await.unwrap();
+    // Every exchange with the emulator, the killed ones included, against openapi-1.8.json.
+    openapi::assert_exchanges_valid(&emu.exchanges());
 }
 
 /// Issue 11, resume: two attachments, the gateway killed in the middle of the second upload,
@@ -287,4 +289,6 @@ async fn sigkill_mid_second_upload_then_retry_continues_the_session() {
     assert_eq!(emu.open_sessions(), 0);
     assert_eq!(sink.messages().len(), 1);
     gw.child.kill().await.unwrap();
+    // Every exchange with the emulator, the killed ones included, against openapi-1.8.json.
+    openapi::assert_exchanges_valid(&emu.exchanges());
 }

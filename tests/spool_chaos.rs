@@ -232,13 +232,31 @@ async fn kill_9_while_spooling_loses_nothing_and_converts_once() {
             d.flatten()
                 .map(|e| {
                     let env = std::fs::read_to_string(e.path().join("envelope.json"));
-                    format!("{}: {env:?}", e.file_name().to_string_lossy())
+                    let files: Vec<String> = std::fs::read_dir(e.path())
+                        .map(|d| {
+                            d.flatten()
+                                .map(|f| f.file_name().to_string_lossy().into_owned())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    format!("{} {files:?}: {env:?}", e.file_name().to_string_lossy())
                 })
                 .collect()
         })
         .unwrap_or_default();
+    if !left.is_empty() {
+        let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+        for l in &left {
+            let id = &l[..18.min(l.len())];
+            for line in log.lines().filter(|x| x.contains(id)) {
+                println!("log {id}: {line}");
+            }
+        }
+    }
     assert!(
         left.is_empty(),
         "left in the queue (seed {seed}): {left:#?}"
     );
+    // Every exchange with the emulator, the killed ones included, against openapi-1.8.json.
+    openapi::assert_exchanges_valid(&emu.exchanges());
 }

@@ -177,4 +177,6 @@ async fn queue_commands_work_on_a_live_queue() {
     // Nothing else reached the next hop (no DSN for a deleted message).
     assert_eq!(sink.messages().len(), 1);
     gw.child.kill().await.unwrap();
+    // Every exchange with the emulator, the killed ones included, against openapi-1.8.json.
+    openapi::assert_exchanges_valid(&emu.exchanges());
 }

@@ -242,15 +242,14 @@ pub(super) async fn run(gw: Weak<Gateway>) {
                 .insert(id.clone());
             let g2 = g.clone();
             tokio::spawn(async move {
+                // Whatever happens in the attempt (a panic included), the id is free again
+                // afterwards and the next scan finds it: a message never sticks.
+                let _done = Inflight(g2.clone(), id.clone());
+                // Dropped before `_done`: the slot is free when the wake-up comes.
                 let _permit = permit;
-                attempt(&g2, &id).await;
-                if let Some(s) = g2.spool() {
-                    s.inflight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
-                    // A slot is free: start the next one from the backlog.
-                    s.wake.notify_one();
+                let run = std::panic::AssertUnwindSafe(attempt(&g2, &id));
+                if futures_util::FutureExt::catch_unwind(run).await.is_err() {
+                    tracing::error!(queue_id = %id, "delivery attempt panicked; retried at the next scan");
                 }
             });
         }
@@ -267,6 +266,22 @@ pub(super) async fn run(gw: Weak<Gateway>) {
             _ = wait => {}
         }
         drop(g);
+    }
+}
+
+/// Frees an id in `Spool::inflight` when its attempt ends, however it ends.
+struct Inflight(Arc<Gateway>, String);
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.spool() {
+            s.inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.1);
+            // A slot is free: start the next one from the backlog.
+            s.wake.notify_one();
+        }
     }
 }
 

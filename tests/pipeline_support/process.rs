@@ -55,8 +55,22 @@ pub async fn spawn_gateway(config: &std::path::Path) -> Gw {
             break v["listen"].as_str().unwrap().parse().unwrap();
         }
     };
-    // Keep draining the log so that the process never blocks on a full pipe.
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    // Keep draining the log so that the process never blocks on a full pipe; it goes to
+    // `gateway.log` beside the configuration (every run appends), for a failing test to show.
+    let log_path = config.with_file_name("gateway.log");
+    tokio::spawn(async move {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .ok();
+        while let Some(line) = rx.recv().await {
+            if let Some(f) = log.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
     Gw { child, smtp }
 }
 
