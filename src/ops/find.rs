@@ -226,7 +226,7 @@ pub fn find(cfg: &Config, query: &Query) -> Result<Found, FindError> {
     found.state.sort_by_key(|h| created(&h.record));
     // The queue, when there is one (spool mode); reading it never creates it.
     if cfg.state.dir.join("queue").is_dir()
-        && let Ok(q) = crate::store::queue::Queue::open(&cfg.state.dir)
+        && let Ok(q) = crate::store::queue::Queue::open_for_tools(&cfg.state.dir)
         && let Ok(all) = q.list_all()
     {
         found.queued = all

@@ -46,7 +46,7 @@ pub enum Action {
 }
 
 pub fn run(cfg: &Config, action: Action, id: Option<&str>, json: bool) -> Outcome {
-    let q = match Queue::open(&cfg.state.dir) {
+    let q = match Queue::open_for_tools(&cfg.state.dir) {
         Ok(q) => q,
         Err(e) => return Outcome::fail(2, format!("{e}\n")),
     };

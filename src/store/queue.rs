@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! STATE_DIR/queue/
-//!   tmp/ID/        being written (a crash leaves it; removed at the next open)
+//!   tmp/ID/        being written, or being removed (a crash leaves it; cleared at the next open)
 //!   active/ID/     waiting for delivery (or being delivered)
 //!   hold/ID/       held by the operator (`queue hold`), not tried until released
 //!   corrupt/ID/    quarantined: its envelope could not be read (reported, never a crash)
@@ -160,7 +160,8 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Open (and create) `STATE_DIR/queue`; what a crash left in `tmp/` is removed.
+    /// Open (and create) `STATE_DIR/queue` for the gateway; what a crash left in `tmp/` is
+    /// removed.
     pub fn open(state_dir: &Path) -> Result<Queue, QueueError> {
         let root = state_dir.join("queue");
         for d in ["tmp", "active", "hold", "corrupt"] {
@@ -170,6 +171,17 @@ impl Queue {
         let tmp = root.join("tmp");
         for e in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
             let _ = fs::remove_dir_all(e.path());
+        }
+        Ok(Queue { root })
+    }
+
+    /// The queue as the `queue` and `find` commands see it, beside a running gateway: `tmp/`
+    /// is left alone (the gateway may be writing there).
+    pub fn open_for_tools(state_dir: &Path) -> Result<Queue, QueueError> {
+        let root = state_dir.join("queue");
+        for d in ["tmp", "active", "hold", "corrupt"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
         Ok(Queue { root })
     }
@@ -357,14 +369,20 @@ impl Queue {
         })
     }
 
-    /// Remove a message (delivered, failed for good, or deleted by the operator).
+    /// Remove a message (delivered, failed for good, or deleted by the operator). Atomic: the
+    /// directory is renamed into `tmp/` first (and `place/` fsync'd), then deleted there; a
+    /// crash half-way through the deletion leaves nothing but `tmp/`, which the next open
+    /// clears — never a message with some of its files gone.
     pub fn remove(&self, place: Place, _lease: &Lease, id: &str) -> Result<(), QueueError> {
         let dir = self.dir(place, id);
-        fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        let gone = self.root.join("tmp").join(format!("{id}.removed"));
+        fs::rename(&dir, &gone).map_err(io_err(&dir))?;
         let parent = self.root.join(place.dir());
         File::open(&parent)
             .and_then(|f| f.sync_all())
-            .map_err(io_err(&parent))
+            .map_err(io_err(&parent))?;
+        let _ = fs::remove_dir_all(&gone);
+        Ok(())
     }
 
     /// Move a message between `active/` and `hold/`.
