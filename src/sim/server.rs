@@ -324,12 +324,23 @@ pub(super) fn invalid(message: &str) -> ApiErr {
         format!("Invalid request parameter/header value: {message}"),
     )
 }
-pub(super) fn token_refused() -> ApiErr {
-    err(
-        401,
-        3002,
-        "The provided verification token differs from the verification token used for patching the transfer.",
-    )
+/// A refused verification token (unknown, expired, of another address or client id) on `ep`:
+/// 401/3002 where the OpenAPI file declares 401 for the operation (the session's GET and
+/// DELETE, the transfer listing and status), else 403/3002 (declared for every sender
+/// operation; the file's text for 3002 there is "Invalid verification data").
+pub(super) fn token_refused(ep: Endpoint) -> ApiErr {
+    match ep {
+        Endpoint::GetSession
+        | Endpoint::DeleteSession
+        | Endpoint::Transfers
+        | Endpoint::TransferStatus
+        | Endpoint::Password => err(
+            401,
+            3002,
+            "The provided verification token differs from the verification token used for patching the transfer.",
+        ),
+        _ => err(403, 3002, "Invalid verification data."),
+    }
 }
 
 impl IntoResponse for ApiErr {
@@ -465,6 +476,8 @@ pub(super) enum Level {
 }
 
 pub(super) struct Ctx {
+    /// The operation (for [`token_refused`]).
+    pub(super) ep: Endpoint,
     pub(super) client_id: String,
     pub(super) token: String,
 }
@@ -512,6 +525,7 @@ pub(super) async fn pre(
         }
     }
     let mut ctx = Ctx {
+        ep,
         client_id: String::new(),
         token: String::new(),
     };
@@ -568,7 +582,7 @@ pub(super) async fn pre(
             if t.email == email
                 && t.client_id == ctx.client_id
                 && SystemTime::now() < t.expires => {}
-        _ => return Err(token_refused()),
+        _ => return Err(token_refused(ep)),
     }
     drop(g);
     ctx.token = token;

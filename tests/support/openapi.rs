@@ -16,7 +16,7 @@
 //!   `simExtension` objects are removed first; the rest must still validate strictly.
 //! - `GET /api/status` is not in the 1.8 file (API ≥ 1.13, documented separately): skipped.
 //! - [`KNOWN_DEVIATIONS`]: error answers the emulator gives where the file declares no such
-//!   status (or no such path); accepted on any operation, the body still a strict `Error`.
+//!   status (or no such path); the body must still be a strict `Error`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -25,14 +25,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cryptshare_gateway::sim::SimExchange;
 use serde_json::{Value, json};
 
-/// (status, errorCode) pairs accepted where the file does not declare the status:
-/// - 401/3002, a refused token, on every token-checked operation: the vendor text (tag
-///   `transfer-session`, API-NOTES) gives 401/3002, the file declares 401 only for some
-///   operations (not for transfer-policy, session creation, PATCH, finalize, file
-///   registration, upload, file deletion). The client treats 401 and 403 with 3002 alike.
-/// - 404/1006 for a path that is no operation (the emulator's fallback).
-/// - 501/5001 for an unsupported security mode (QUICK) in PATCH, as on the recipient side.
-pub const KNOWN_DEVIATIONS: &[(u16, i64)] = &[(401, 3002), (404, 1006), (501, 5001)];
+/// (status, errorCode) pairs accepted where the file does not declare them: only 404/1006,
+/// the emulator's answer for a path that is no operation (the file declares 1006 under 404
+/// for every operation, but cannot for a path it does not have).
+///
+/// Not deviations any more (issue 11): a refused token answers 3002 with 401 only where the
+/// operation declares 401, else with 403; a security mode other than ONE_TIME_PASSWORD in
+/// PATCH (QUICK, EID) is 400/1004, an invalid value (the PATCH schema names no other mode),
+/// instead of 501/5001, which PATCH does not declare.
+pub const KNOWN_DEVIATIONS: &[(u16, i64)] = &[(404, 1006)];
 
 fn known_deviation(ex: &SimExchange) -> bool {
     let code = ex.response.as_ref().and_then(|b| b["errorCode"].as_i64());
