@@ -329,11 +329,37 @@ pub fn assert_exchanges_valid_with(exchanges: &[SimExchange], requests: bool) {
 
 /// The exchange log of an emulator running in another process (`GET /_sim/state`).
 pub async fn fetch_exchanges(base_url: &str) -> Vec<SimExchange> {
-    let state: Value = reqwest::get(format!("{base_url}/_sim/state"))
+    let url = format!("{base_url}/_sim/state");
+    let state: Value = reqwest::get(&url)
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
         .json()
         .await
-        .unwrap();
-    serde_json::from_value(state["exchanges"].clone()).unwrap()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    serde_json::from_value(state["exchanges"].clone())
+        .unwrap_or_else(|e| panic!("GET {url}: exchanges: {e}"))
+}
+
+/// As [`fetch_exchanges`], for synchronous code and `Drop`s, inside a runtime or not: on a
+/// thread and a runtime of its own.
+pub fn fetch_exchanges_blocking(base_url: &str) -> Vec<SimExchange> {
+    let base_url = base_url.to_owned();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(fetch_exchanges(&base_url))
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Fetch the exchange log of the emulator at `base_url` (another process) and assert it valid
+/// ([`assert_exchanges_valid_with`]); nothing while the thread is already panicking.
+pub fn assert_remote_exchanges_valid(base_url: &str, requests: bool) {
+    if std::thread::panicking() {
+        return;
+    }
+    assert_exchanges_valid_with(&fetch_exchanges_blocking(base_url), requests);
 }
