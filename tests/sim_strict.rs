@@ -553,6 +553,10 @@ async fn the_binary_serves_and_takes_faults_from_the_command_line() {
         .unwrap();
     assert_eq!(code(r).await, (403, Some(3002)));
     assert!(dir.path().join("mails").is_dir() && dir.path().join("files").is_dir());
+    // What it answered (and was sent) is what openapi-1.8.json declares.
+    let exchanges = support::openapi::fetch_exchanges(&url).await;
+    assert_eq!(exchanges.len(), 3);
+    support::openapi::assert_exchanges_valid(&exchanges);
     // SIGTERM ends it cleanly.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
@@ -652,6 +656,9 @@ async fn the_binary_takes_the_strictness_switches_as_flags_and_at_run_time() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    let exchanges = support::openapi::fetch_exchanges(&url).await;
+    assert_eq!(exchanges.len(), 2);
+    support::openapi::assert_exchanges_valid(&exchanges);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 
