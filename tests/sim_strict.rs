@@ -513,6 +513,32 @@ async fn faults_and_policy_are_controlled_over_http() {
     );
 }
 
+/// A `cryptshare-sim` child: killed on drop unless the test ended it (a failed assertion must
+/// not leave the process behind).
+struct Child(std::process::Child);
+
+impl std::ops::Deref for Child {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Child {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_binary_serves_and_takes_faults_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -527,6 +553,7 @@ async fn the_binary_serves_and_takes_faults_from_the_command_line() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map(Child)
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -590,6 +617,7 @@ async fn the_binary_takes_the_strictness_switches_as_flags_and_at_run_time() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map(Child)
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
