@@ -553,6 +553,53 @@ fn the_exchange_validator_rejects_invalid_requests_and_answers() {
         ]
     );
 
+    // Former known deviations are caught: 401 where only 403 is declared, 501 on PATCH.
+    let e = check_exchanges(&[policy(
+        json!({"recipients": []}),
+        401,
+        json!({"errorCode": 3002, "errorMessage": "x"}),
+    )]);
+    assert_eq!(
+        e,
+        [
+            r#"POST /users/{email-address}/transfer-policy 401: status not declared (body Some(Object {"errorCode": Number(3002), "errorMessage": String("x")}))"#
+        ]
+    );
+    let mut quick = policy(
+        json!({"securityMode": {"name": "QUICK", "config": {}}}),
+        501,
+        json!({"errorCode": 5001, "errorMessage": "Unsupported operation: QUICK"}),
+    );
+    quick.method = "PATCH".into();
+    quick.path = format!("/api/users/{SENDER}/transfer-sessions/ABCDEFGHIJ");
+    let e = check_exchanges(&[quick]);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "PATCH /users/{email-address}/transfer-sessions/{tracking-id} 501: request "
+        ) && e[0].ends_with(
+            r#"violates: "QUICK" is not one of "ONE_TIME_PASSWORD" at /securityMode/name"#
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with(
+            "PATCH /users/{email-address}/transfer-sessions/{tracking-id} 501: status not declared"
+        ),
+        "{e:?}"
+    );
+    // What stays: 404/1006 for a path that is no operation, with a strict Error body.
+    let mut nowhere = good.clone();
+    nowhere.path = "/api/nope".into();
+    nowhere.status = 404;
+    nowhere.response = Some(json!({"errorCode": 1006, "errorMessage": "no"}));
+    assert_eq!(
+        check_exchanges(std::slice::from_ref(&nowhere)),
+        Vec::<String>::new()
+    );
+    nowhere.response = Some(json!({"errorCode": 1006, "extra": 1}));
+    assert_eq!(check_exchanges(&[nowhere]).len(), 1);
+
     let mut unknown = good.clone();
     unknown.path = "/api/users/a@b.c/transfer-polizy".into();
     unknown.status = 200;

@@ -5,7 +5,8 @@
 //!
 //! "In the middle" is made exact by a TCP proxy between the gateway and the in-test emulator: it
 //! forwards the upload request's head and the first bytes of its body, then holds the rest and
-//! reports it. No sleeps, no timing.
+//! reports it. No sleeps, no timing. The emulator's exchanges, the killed upload's included,
+//! are checked against `openapi-1.8.json` at the end (`pipeline_support::Emu`).
 
 mod pipeline_support;
 #[path = "pipeline_support/process.rs"]
@@ -16,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use cryptshare_gateway::sim::{Emulator, SimOptions};
 use cryptshare_gateway_testkit::sink::{Script, Sink};
 use pipeline_support::*;
 use process::{LIMIT, spawn_gateway, try_send};
@@ -113,12 +113,7 @@ async fn start_proxy(target: SocketAddr, hold_at: usize, held: oneshot::Sender<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_upload_then_restart_and_retry_gives_one_transfer() {
     let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(SimOptions::new(
-        ([127, 0, 0, 1], 0).into(),
-        dir.path().join("sim"),
-    ))
-    .await
-    .unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
     let (held_tx, held_rx) = oneshot::channel();
     let proxy = start_proxy(emu.addr(), 0, held_tx).await;
     let sink = Sink::start(Script::default()).await.unwrap();
@@ -179,8 +174,6 @@ async fn sigkill_mid_upload_then_restart_and_retry_gives_one_transfer() {
     let (_, rewritten) = split_received(&got[0].data);
     assert!(String::from_utf8_lossy(rewritten).contains(&ts[0].tracking_id));
     gw.child.kill().await.unwrap();
-    // Every exchange with the emulator, the killed ones included, against openapi-1.8.json.
-    openapi::assert_exchanges_valid(&emu.exchanges());
 }
 
 /// Issue 11, resume: two attachments, the gateway killed in the middle of the second upload,
@@ -191,12 +184,7 @@ async fn sigkill_mid_upload_then_restart_and_retry_gives_one_transfer() {
 async fn sigkill_mid_second_upload_then_retry_continues_the_session() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(SimOptions::new(
-        ([127, 0, 0, 1], 0).into(),
-        dir.path().join("sim"),
-    ))
-    .await
-    .unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
     emu.set_switches(cryptshare_gateway::sim::SimSwitches {
         bind_session_tokens: true,
         ..Default::default()
@@ -289,6 +277,4 @@ async fn sigkill_mid_second_upload_then_retry_continues_the_session() {
     assert_eq!(emu.open_sessions(), 0);
     assert_eq!(sink.messages().len(), 1);
     gw.child.kill().await.unwrap();
-    // Every exchange with the emulator, the killed ones included, against openapi-1.8.json.
-    openapi::assert_exchanges_valid(&emu.exchanges());
 }

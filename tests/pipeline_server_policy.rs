@@ -110,9 +110,7 @@ async fn a_locked_field_patched_anyway_is_refused_with_409_2001() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = cryptshare_gateway::sim::SimOptions::new(([127, 0, 0, 1], 0).into(), dir.path());
     opts.policy = SimPolicy::locked_down();
-    let emu = cryptshare_gateway::sim::Emulator::start(opts)
-        .await
-        .unwrap();
+    let emu = Emu::start_with(opts).await;
     let client = cryptshare_gateway::cryptshare::Client::new(
         &emu.url(),
         CLIENT_ID.into(),

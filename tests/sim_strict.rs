@@ -217,6 +217,61 @@ async fn tokens_are_bound_to_address_and_client_id() {
     assert_eq!(code(r.send().await.unwrap()).await, (400, Some(1002)));
 }
 
+/// A refused token answers 3002 with the status the OpenAPI file declares for the operation:
+/// 401 where it declares 401, else 403 (no 401 is declared for the policy, session creation,
+/// PATCH, finalize and the file calls).
+#[tokio::test]
+async fn a_refused_token_answers_401_or_403_as_the_operation_declares() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(dir.path()).await;
+    // The token is refused before any body is read: the calls carry none.
+    sim.handmade_requests();
+    let raw = Raw::new(sim.url());
+    let token = raw.token(SENDER, CLIENT_ID).await;
+    let tid = raw.create(&token).await;
+    let h = &raw.http;
+    let user = format!("{}/api/users/{SENDER}", sim.url());
+    let session = format!("{user}/transfer-sessions/{tid}");
+    let file = format!("{session}/files/F");
+    let bad = "not-a-token";
+    let calls = [
+        (h.post(format!("{user}/transfer-policy")), 403),
+        (h.post(format!("{user}/transfer-sessions")), 403),
+        (h.get(&session), 401),
+        (h.patch(&session), 403),
+        (h.post(&session), 403),
+        (h.delete(&session), 401),
+        (h.post(format!("{session}/files")), 403),
+        (h.put(format!("{file}/content")), 403),
+        (h.delete(&file), 403),
+        (h.get(format!("{user}/transfers")), 401),
+        (h.get(format!("{user}/transfers/{tid}")), 401),
+    ];
+    let mut got = Vec::new();
+    let mut want = Vec::new();
+    for (rb, status) in calls {
+        let r = raw.v(rb, bad).send().await.unwrap();
+        let url = r.url().path().to_owned();
+        let st = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        got.push((url.clone(), st, body));
+        let message = if status == 401 {
+            "The provided verification token differs from the verification token used for patching the transfer."
+        } else {
+            "Invalid verification data."
+        };
+        want.push((
+            url,
+            status,
+            json!({"errorCode": 3002, "errorMessage": message}),
+        ));
+    }
+    assert_eq!(got, want);
+    // The session is untouched and the right token still works.
+    let r = raw.v(h.get(&session), &token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn email_code_verification_writes_a_mail_and_accepts_the_code_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,7 +338,9 @@ async fn session_rules_read_only_fields_uploads_and_finalize() {
         .send()
         .await
         .unwrap();
-    assert_eq!(code(r).await, (501, Some(5001)));
+    // The PATCH schema names ONE_TIME_PASSWORD only: QUICK is an invalid value (PATCH
+    // declares no 501).
+    assert_eq!(code(r).await, (400, Some(1004)));
     let r = raw
         .v(h.patch(&base), &token)
         .json(&json!({"securityMode": {"name": "ONE_TIME_PASSWORD", "config": {"passwordMode": "MANUAL", "password": "short"}}}))
@@ -456,6 +513,32 @@ async fn faults_and_policy_are_controlled_over_http() {
     );
 }
 
+/// A `cryptshare-sim` child: killed on drop unless the test ended it (a failed assertion must
+/// not leave the process behind).
+struct Child(std::process::Child);
+
+impl std::ops::Deref for Child {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Child {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_binary_serves_and_takes_faults_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -470,6 +553,7 @@ async fn the_binary_serves_and_takes_faults_from_the_command_line() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map(Child)
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -496,6 +580,10 @@ async fn the_binary_serves_and_takes_faults_from_the_command_line() {
         .unwrap();
     assert_eq!(code(r).await, (403, Some(3002)));
     assert!(dir.path().join("mails").is_dir() && dir.path().join("files").is_dir());
+    // What it answered (and was sent) is what openapi-1.8.json declares.
+    let exchanges = support::openapi::fetch_exchanges(&url).await;
+    assert_eq!(exchanges.len(), 3);
+    support::openapi::assert_exchanges_valid(&exchanges);
     // SIGTERM ends it cleanly.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
@@ -529,6 +617,7 @@ async fn the_binary_takes_the_strictness_switches_as_flags_and_at_run_time() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map(Child)
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -595,6 +684,9 @@ async fn the_binary_takes_the_strictness_switches_as_flags_and_at_run_time() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    let exchanges = support::openapi::fetch_exchanges(&url).await;
+    assert_eq!(exchanges.len(), 2);
+    support::openapi::assert_exchanges_valid(&exchanges);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 

@@ -150,12 +150,14 @@ async fn main() {
             .push(FaultSpec::proxy_page(Endpoint::Any, status));
     }
     let handle = Emulator::start(opts).await.unwrap_or_else(|e| fail(e));
+    // Handlers first: a script may send SIGTERM as soon as it has read the line below.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).unwrap_or_else(|e| fail(e));
+    let mut int = signal(SignalKind::interrupt()).unwrap_or_else(|e| fail(e));
     // Scripts wait for this line to learn the port.
     println!("listening on {}", handle.url());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .unwrap_or_else(|e| fail(e));
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     handle.shutdown().await;

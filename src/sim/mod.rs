@@ -14,7 +14,7 @@
 //! handle.url() / addr() / data_dir() / mail_dir()
 //! handle.set_policy(SimPolicy) / policy()     handle.set_switches(SimSwitches) / switches()
 //! handle.inject_fault(FaultSpec) / clear_faults() / faults()
-//! handle.expire_tokens()                 // every issued token becomes invalid (401/3002)
+//! handle.expire_tokens()                 // every issued token becomes invalid (errorCode 3002)
 //! handle.transfers() -> Vec<FinishedTransfer>   handle.stats() -> SimStats
 //! handle.open_sessions() -> usize       handle.shutdown().await
 //! handle.requests() -> Vec<SimRequest>  // JSON bodies of policy/create/PATCH calls, in order
@@ -41,7 +41,7 @@
 //!
 //! ```text
 //! token validity           SimOptions::token_validity [--token-validity S]: tokens expire at
-//!                          their validUntil (401/3002 after), default 3600 s
+//!                          their validUntil (3002 after), default 3600 s
 //! bind_session_tokens      [--bind-session-tokens] a session accepts only its creating token
 //! token_rate_limit: N      [--token-rate-limit N] N tokens/minute per sender+client id, 429/2007
 //! processing_time          [--processing-ms MS] finalized transfers stay PROCESSING that long
@@ -57,10 +57,13 @@
 //! 404/2003 for unknown sessions and files; 403/3011 for a size overflow at file registration
 //! or upload (the only policy code declared there); 400/1004 for a duplicate file name;
 //! 409/2001 for PATCH values outside the policy and for finalize with missing uploads;
-//! 401/3002 for an unknown or expired token. A session belongs to the (address, client id) it
-//! was created for; by default a renewed token of the same client continues it, with
-//! `bind_session_tokens` only the creating token may (403/3002, as the openapi tag
-//! `transfer-session` says; 403 because 401 is not declared for every session operation). Transfer states:
+//! 400/1004 for a security mode other than ONE_TIME_PASSWORD in PATCH (the only one its
+//! schema names); 3002 for an unknown or expired token, with 401 where the operation declares it
+//! (the session's GET and DELETE, the transfer listing and status), else 403. A session
+//! belongs to the (address, client id) it was created for; by default a renewed token of the
+//! same client continues it, with `bind_session_tokens` only the creating token may (403/3002,
+//! as the openapi tag `transfer-session` says; 403 because 401 is not declared for every
+//! session operation). Transfer states:
 //! `processing_polls` status polls answer PROCESSING, then ACTIVE, or FAILED when every file
 //! failed its size/checksum check (no mails are sent then).
 
@@ -175,7 +178,7 @@ pub struct SimSwitches {
     #[serde(rename = "processing_ms", with = "opt_millis")]
     pub processing_time: Option<Duration>,
     /// Transfer sessions may only be used with the token they were created with (openapi tag
-    /// `transfer-session`): any other token answers 401/3002, even one of the same sender.
+    /// `transfer-session`): any other token answers 403/3002, even one of the same sender.
     pub bind_session_tokens: bool,
     /// At most this many tokens per sender and client id per minute; more answer 429/2007.
     pub token_rate_limit: Option<u32>,

@@ -324,22 +324,23 @@ pub(super) fn invalid(message: &str) -> ApiErr {
         format!("Invalid request parameter/header value: {message}"),
     )
 }
-/// A refused token (3002), with the status the operation declares in `openapi-1.8.json`: 401
-/// where it lists 401 (reading a session, deleting it, the transfer status and list), 403
-/// everywhere else (policy, session creation, PATCH, files, finalize).
+/// A refused verification token (unknown, expired, of another address or client id) on `ep`:
+/// 401/3002 where the OpenAPI file declares 401 for the operation (the session's GET and
+/// DELETE, the transfer listing and status), else 403/3002 (declared for every sender
+/// operation; the file's text for 3002 there is "Invalid verification data").
 pub(super) fn token_refused(ep: Endpoint) -> ApiErr {
-    let status = match ep {
+    match ep {
         Endpoint::GetSession
         | Endpoint::DeleteSession
+        | Endpoint::Transfers
         | Endpoint::TransferStatus
-        | Endpoint::Transfers => 401,
-        _ => 403,
-    };
-    err(
-        status,
-        3002,
-        "The provided verification token differs from the verification token used for patching the transfer.",
-    )
+        | Endpoint::Password => err(
+            401,
+            3002,
+            "The provided verification token differs from the verification token used for patching the transfer.",
+        ),
+        _ => err(403, 3002, "Invalid verification data."),
+    }
 }
 
 impl IntoResponse for ApiErr {
@@ -475,10 +476,10 @@ pub(super) enum Level {
 }
 
 pub(super) struct Ctx {
+    /// The operation (for [`token_refused`]).
+    pub(super) ep: Endpoint,
     pub(super) client_id: String,
     pub(super) token: String,
-    /// The operation, for answers whose status depends on it (a refused token).
-    pub(super) ep: Endpoint,
 }
 
 pub(super) async fn pre(
@@ -524,9 +525,9 @@ pub(super) async fn pre(
         }
     }
     let mut ctx = Ctx {
+        ep,
         client_id: String::new(),
         token: String::new(),
-        ep,
     };
     if level == Level::Nothing {
         return Ok(ctx);

@@ -351,8 +351,9 @@ pub(super) async fn patch_session(
     if let Some(m) = &patch.security_mode {
         match m.name.as_str() {
             "ONE_TIME_PASSWORD" => {}
-            "QUICK" => return Err(err(501, 5001, "Unsupported operation: QUICK")),
-            "EID" => return Err(err(501, 5002, "Unsupported operation: eID")),
+            // The PATCH schema (`TransferSecurityModeOfobject`) names ONE_TIME_PASSWORD only:
+            // QUICK and EID there are invalid values (400/1004), like any other name; PATCH
+            // declares no 501 (5001/5002 are the recipient side's).
             _ => return Err(invalid("securityMode.name")),
         }
         let mode = m

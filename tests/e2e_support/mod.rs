@@ -39,7 +39,10 @@ fn wait_for_listen_log(child: &mut Child, log: &Path) -> u16 {
     })
 }
 
-/// The gateway binary running `serve` on a free loopback port; killed when dropped.
+/// The gateway binary running `serve` on a free loopback port; killed when dropped. Its
+/// embedded Cryptshare emulator (`cryptshare.url` defaults to `embedded`) is asked for its
+/// exchanges on drop, while the process still runs: they must be valid against
+/// `openapi-1.8.json` ([`Gateway::check_exchanges`]).
 pub struct Gateway {
     process: Process,
     pub port: u16,
@@ -117,6 +120,29 @@ impl Gateway {
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.process.wait_exit()
     }
+
+    /// The embedded emulator's URL, from its log line (`… url=http://127.0.0.1:PORT …`).
+    fn emulator_url(&self) -> Option<String> {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("embedded Cryptshare emulator running"))?;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("url="))
+            .map(|u| u.trim_matches('"').to_owned())
+    }
+
+    /// Assert that every exchange of the embedded emulator so far is valid against
+    /// `openapi-1.8.json` (requests included: the client is the gateway's). Nothing to check
+    /// when the process has exited or the emulator never started.
+    pub fn check_exchanges(&mut self) {
+        if std::thread::panicking() || !matches!(self.process.child.try_wait(), Ok(None)) {
+            return;
+        }
+        if let Some(url) = self.emulator_url() {
+            crate::support::openapi::assert_remote_exchanges_valid(&url, true);
+        }
+    }
 }
 
 impl Drop for Gateway {
@@ -124,6 +150,7 @@ impl Drop for Gateway {
         if std::thread::panicking() {
             eprintln!("--- gateway log ---\n{}", self.log());
         }
+        self.check_exchanges();
     }
 }
 

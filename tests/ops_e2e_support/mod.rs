@@ -92,7 +92,13 @@ password_mode = "generated"
     path
 }
 
-/// A running gateway. Killed (SIGKILL, by pid) on drop if it is still running.
+/// The log message (and its `url` field) of the gateway's embedded emulator.
+const EMULATOR_LINE: &str = "embedded Cryptshare emulator running";
+
+/// A running gateway. Killed (SIGKILL, by pid) on drop if it is still running. Its embedded
+/// emulator's exchanges (the gateway's requests, the emulator's answers) are checked against
+/// `openapi-1.8.json` while the process still runs: before a signal that ends it
+/// ([`Gateway::signal`]) and on drop ([`Gateway::check_exchanges`]).
 pub struct Gateway {
     process: Process,
     pub dir: tempfile::TempDir,
@@ -106,6 +112,8 @@ pub struct Gateway {
     /// Lines before this index were matched or skipped by [`Gateway::wait_log`].
     cursor: usize,
     eof: bool,
+    /// The embedded emulator's URL, from its log line.
+    emulator: Option<String>,
 }
 
 impl Gateway {
@@ -198,6 +206,7 @@ impl Gateway {
             lines: Vec::new(),
             cursor: 0,
             eof: false,
+            emulator: None,
         }
     }
 
@@ -213,8 +222,35 @@ impl Gateway {
         self.process.pid()
     }
 
-    pub fn signal(&self, sig: libc::c_int) {
+    /// Send `sig`; one that ends the process (TERM, INT, QUIT, KILL) checks the embedded
+    /// emulator's exchanges first, while it can still be asked.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        if [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGKILL].contains(&sig) {
+            self.check_exchanges();
+        }
         self.process.signal(sig);
+    }
+
+    /// Assert that every exchange of the embedded emulator so far is valid against
+    /// `openapi-1.8.json` (requests included: the client is the gateway's). Nothing to check
+    /// when the process has exited or its emulator never started (no log line).
+    pub fn check_exchanges(&mut self) {
+        if std::thread::panicking() || !matches!(self.process.child.try_wait(), Ok(None)) {
+            return;
+        }
+        while let Ok(l) = self.lines_rx.try_recv() {
+            self.take_line(l);
+        }
+        if let Some(url) = &self.emulator {
+            crate::support::openapi::assert_remote_exchanges_valid(url, true);
+        }
+    }
+
+    fn take_line(&mut self, l: String) {
+        if self.emulator.is_none() && l.contains(EMULATOR_LINE) {
+            self.emulator = Some(self.field(&l, "url"));
+        }
+        self.lines.push(l);
     }
 
     /// A field of a log line: the JSON key, or `key=value` in the human format.
@@ -241,7 +277,7 @@ impl Gateway {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines_rx.recv_timeout(left) {
             Ok(l) => {
-                self.lines.push(l.clone());
+                self.take_line(l.clone());
                 Some(l)
             }
             Err(RecvTimeoutError::Timeout) => None,
@@ -330,6 +366,12 @@ impl Gateway {
         };
         names.sort();
         names.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.check_exchanges();
     }
 }
 

@@ -17,8 +17,7 @@ use cryptshare_gateway_testkit::sink::{Script, Sink};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-#[path = "../support/openapi.rs"]
-pub mod openapi;
+pub use crate::support::openapi;
 
 /// Well-formed for the emulator, which trusts every such id by default.
 pub const CLIENT_ID: &str = "PipelineTestClient0123456789abcdefghijklmnopqrstuvwxyzAB";
@@ -52,9 +51,47 @@ pub fn write_config(dir: &Path, text: &str) -> (PathBuf, Config) {
     (path, cfg)
 }
 
-/// Emulator + sink + gateway + SMTP listener, all on loopback.
+/// An in-test emulator whose every `/api` exchange (the gateway's requests, the emulator's
+/// answers) is checked against `openapi-1.8.json` when the test ends: at [`Emu::shutdown`],
+/// or when it is dropped. Every pipeline test starts its emulator here (or in [`Harness`]).
+pub struct Emu(Option<EmulatorHandle>);
+
+impl Emu {
+    /// A permissive emulator on 127.0.0.1:0 with its data in `dir`.
+    pub async fn start(dir: impl Into<PathBuf>) -> Emu {
+        Self::start_with(SimOptions::new(([127, 0, 0, 1], 0).into(), dir)).await
+    }
+
+    pub async fn start_with(opts: SimOptions) -> Emu {
+        Emu(Some(Emulator::start(opts).await.unwrap()))
+    }
+
+    pub async fn shutdown(mut self) {
+        let h = self.0.take().expect("emulator running");
+        openapi::assert_exchanges_valid(&h.exchanges());
+        h.shutdown().await;
+    }
+}
+
+impl std::ops::Deref for Emu {
+    type Target = EmulatorHandle;
+    fn deref(&self) -> &EmulatorHandle {
+        self.0.as_ref().expect("emulator running")
+    }
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            openapi::assert_exchanges_valid(&h.exchanges());
+        }
+    }
+}
+
+/// Emulator + sink + gateway + SMTP listener, all on loopback. The emulator's exchanges are
+/// checked against `openapi-1.8.json` when the harness is dropped ([`Emu`]).
 pub struct Harness {
-    pub emu: EmulatorHandle,
+    pub emu: Emu,
     pub sink: Sink,
     pub gw: Arc<Gateway>,
     pub smtp: SocketAddr,
@@ -78,12 +115,7 @@ impl Harness {
     async fn start_inner(extra: &str, next_hop: Option<SocketAddr>) -> Harness {
         cryptshare_gateway::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let emu = Emulator::start(SimOptions::new(
-            ([127, 0, 0, 1], 0).into(),
-            dir.path().join("sim"),
-        ))
-        .await
-        .unwrap();
+        let emu = Emu::start(dir.path().join("sim")).await;
         let sink = Sink::start(Script::default()).await.unwrap();
         let hop = next_hop.unwrap_or(sink.addr());
         let text = config_text(dir.path(), &hop.to_string(), &emu.url(), extra);
@@ -134,14 +166,6 @@ impl Harness {
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
-    }
-}
-
-/// Every exchange of the harness's emulator (the gateway's requests, the emulator's answers)
-/// is checked against `openapi-1.8.json` when the test ends.
-impl Drop for Harness {
-    fn drop(&mut self) {
-        openapi::assert_exchanges_valid(&self.emu.exchanges());
     }
 }
 
