@@ -33,21 +33,6 @@ const MAX_KILLS: usize = 12;
 const MAX_FAULTS: usize = 4;
 const DEADLINE: Duration = Duration::from_secs(150);
 
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next() % (hi - lo))
-    }
-}
-
 /// Message `n`: one attachment named after it, so that its transfers can be counted.
 fn message(n: usize) -> Vec<u8> {
     let size = if n % 3 == 0 {
@@ -76,16 +61,7 @@ fn message(n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kills_and_state_faults_lose_nothing_duplicate_nothing_orphan_nothing() {
-    let seed = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = chaos_seed();
     println!("chaos seed: {seed} (CHAOS_SEED={seed} repeats the schedule)");
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();

@@ -33,20 +33,6 @@ const MAX_KILLS: usize = 10;
 const CONCURRENCY: usize = 4;
 const DEADLINE: Duration = Duration::from_secs(150);
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.next() % (hi - lo))
-    }
-}
-
 /// Message `n`: every third one with a 300 KB attachment (converted), the rest 2–40 KB text.
 fn message(n: usize) -> Vec<u8> {
     let headers = format!(
@@ -75,16 +61,7 @@ fn message(n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_while_spooling_loses_nothing_and_converts_once() {
-    let seed = std::env::var("CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = chaos_seed();
     println!("spool chaos seed: {seed} (CHAOS_SEED={seed} repeats the schedule)");
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();

@@ -442,11 +442,7 @@ pub fn render_text(found: &Found) -> String {
         }
     }
     for l in &found.queued {
-        let place = match l.place {
-            crate::store::queue::Place::Active => "active",
-            crate::store::queue::Place::Hold => "hold",
-            crate::store::queue::Place::Corrupt => "corrupt",
-        };
+        let place = l.place.name();
         match &l.envelope {
             Some(e) => {
                 let _ = writeln!(
@@ -522,7 +518,7 @@ pub fn render_json(query: &Query, found: &Found) -> String {
         "state": state,
         "queue": found.queued.iter().map(|l| json!({
             "queue_id": l.id,
-            "place": format!("{:?}", l.place).to_lowercase(),
+            "place": l.place.name(),
             "arrival": l.envelope.as_ref().map(|e| unix_time(e.arrival)),
             "attempts": l.envelope.as_ref().map(|e| e.attempts),
             "pending": l.envelope.as_ref().map(|e| e.pending().count()),

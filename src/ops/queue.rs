@@ -74,14 +74,6 @@ fn time(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-fn place_name(p: Place) -> &'static str {
-    match p {
-        Place::Active => "active",
-        Place::Hold => "hold",
-        Place::Corrupt => "corrupt",
-    }
-}
-
 fn state_name(s: RcptState) -> &'static str {
     match s {
         RcptState::Pending => "pending",
@@ -92,7 +84,7 @@ fn state_name(s: RcptState) -> &'static str {
 
 /// One message as JSON (`queue list --json`, `queue show --json`).
 fn entry_json(l: &Listed) -> Value {
-    let mut v = json!({"id": l.id, "place": place_name(l.place), "size": l.size});
+    let mut v = json!({"id": l.id, "place": l.place.name(), "size": l.size});
     if let Some(e) = &l.envelope {
         v["arrival"] = json!(time(e.arrival));
         v["sender"] = json!(e.mail_from.address);
@@ -146,7 +138,7 @@ fn list(q: &Queue, json: bool) -> Result<Outcome, QueueError> {
                     out,
                     "{}  {}  {}  {} bytes  from {}  to {}/{} pending  attempts {}  next {}{}",
                     l.id,
-                    place_name(l.place),
+                    l.place.name(),
                     time(e.arrival),
                     l.size,
                     crate::mime::strip_invisible(sender),
@@ -165,7 +157,7 @@ fn list(q: &Queue, json: bool) -> Result<Outcome, QueueError> {
                     out,
                     "{}  {}  {} bytes  (envelope unreadable)",
                     l.id,
-                    place_name(l.place),
+                    l.place.name(),
                     l.size
                 );
             }
@@ -191,13 +183,13 @@ fn show(q: &Queue, id: &str, json: bool) -> Result<Outcome, QueueError> {
     let Some(e) = &listed.envelope else {
         return Ok(Outcome::ok(format!(
             "{id}: {} ({} bytes), envelope unreadable\n",
-            place_name(place),
+            place.name(),
             listed.size
         )));
     };
     let mut out = String::new();
     let _ = writeln!(out, "id: {id}");
-    let _ = writeln!(out, "place: {}", place_name(place));
+    let _ = writeln!(out, "place: {}", place.name());
     let _ = writeln!(out, "arrival: {}", time(e.arrival));
     let _ = writeln!(out, "size: {}", listed.size);
     let _ = writeln!(

@@ -67,6 +67,9 @@ pub struct Spool {
     /// Ids with an attempt running in this process: not started twice (the lease would refuse
     /// the second anyway; this saves it the work).
     inflight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Messages in the queue as of the last scan, plus those queued since: what backpressure
+    /// looks at (a directory listing per MAIL FROM would grow with the queue).
+    queued: std::sync::atomic::AtomicUsize,
     /// Ids queued since the last scan, for the scheduler to start at once.
     fresh: std::sync::Mutex<Vec<String>>,
 }
@@ -83,6 +86,7 @@ impl Spool {
             slots: Arc::new(Semaphore::new(cfg.queue.concurrency)),
             inflight: Default::default(),
             fresh: Default::default(),
+            queued: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -98,7 +102,7 @@ impl Spool {
     /// Backpressure at MAIL FROM: `452 4.3.1` when the queue is full or the disk reserve would
     /// be crossed (by the announced `SIZE=`, or by a message of the largest size allowed).
     pub(super) fn admit(&self, from: &MailFrom) -> Option<Reply> {
-        if self.queue.count() >= self.cfg.max_messages {
+        if self.queued.load(std::sync::atomic::Ordering::Relaxed) >= self.cfg.max_messages {
             tracing::warn!(
                 limit = self.cfg.max_messages,
                 "queue full: new mail deferred"
@@ -167,6 +171,8 @@ impl Spool {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(env.id.clone());
+                self.queued
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.wake.notify_one();
                 replies::queued(&env.id)
             }
@@ -210,6 +216,9 @@ pub(super) async fn run(gw: Weak<Gateway>) {
             let (due, count, oldest) = scan(&spool.queue);
             let age = oldest.map_or(0, |o| (now() - o).max(0));
             g.recorder.metrics.queue(count, age);
+            spool
+                .queued
+                .store(count, std::sync::atomic::Ordering::Relaxed);
             backlog = due.into();
             last_scan = Some(tokio::time::Instant::now());
         } else {
@@ -361,6 +370,8 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
     let verdicts = relay_once(gw, &env, message).await;
     env.attempts += 1;
     let mut failed: Vec<(RcptTo, Reply)> = Vec::new();
+    // Every pending recipient was tried: those still pending afterwards are these.
+    let mut deferred: Vec<(RcptTo, Reply)> = Vec::new();
     for (rcpt, v) in verdicts {
         let Some(r) = env.rcpts.iter_mut().find(|r| r.rcpt == rcpt) else {
             continue;
@@ -378,11 +389,12 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
             Verdict::Deferred(reply) => {
                 r.last_reply = Some(reply.to_string().trim_end().to_string());
                 env.last_error = r.last_reply.clone();
+                deferred.push((rcpt, reply));
             }
         }
     }
     let age = Duration::from_secs((now() - env.arrival).max(0) as u64);
-    let mut delayed: Vec<RcptTo> = Vec::new();
+    let mut delay_dsn = false;
     if env.pending().next().is_some() {
         if age >= spool.cfg.max_lifetime {
             for r in env
@@ -406,7 +418,7 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
                 && age >= spool.cfg.delay_warning
             {
                 env.delay_warned = true;
-                delayed = env.pending().map(|r| r.rcpt.clone()).collect();
+                delay_dsn = true;
             }
             defer(spool, &mut env);
             gw.recorder.metrics.deferred();
@@ -416,17 +428,8 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
     if !failed.is_empty() {
         send_dsn(gw, spool, &env, &failed, mime::DsnAction::Failed);
     }
-    if !delayed.is_empty() {
-        let waiting: Vec<(RcptTo, Reply)> = env
-            .rcpts
-            .iter()
-            .filter(|r| delayed.contains(&r.rcpt))
-            .map(|r| {
-                let text = r.last_reply.clone().unwrap_or_default();
-                (r.rcpt.clone(), parse_reply(&text))
-            })
-            .collect();
-        send_dsn(gw, spool, &env, &waiting, mime::DsnAction::Delayed);
+    if delay_dsn {
+        send_dsn(gw, spool, &env, &deferred, mime::DsnAction::Delayed);
     }
     let result = if env.pending().next().is_none() {
         tracing::info!(
@@ -509,12 +512,6 @@ async fn relay_once(gw: &Arc<Gateway>, env: &Envelope, message: Spooled) -> Vec<
     tx.reset().await;
     out.extend(accepted.into_iter().map(|p| (p, verdict(&reply))));
     out
-}
-
-/// A reply as stored in an envelope (`"451 4.4.1 text"`), for a DSN's diagnostic.
-fn parse_reply(s: &str) -> Reply {
-    let code: u16 = s.get(..3).and_then(|c| c.parse().ok()).unwrap_or(451);
-    Reply::plain(code, s.get(4..).unwrap_or("").to_string())
 }
 
 /// Queue a DSN about `rcpts` to the message's sender — unless the sender is null, the message

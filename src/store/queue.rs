@@ -130,7 +130,8 @@ pub enum Place {
 }
 
 impl Place {
-    fn dir(self) -> &'static str {
+    /// Its directory's name, also how the tools name it.
+    pub fn name(self) -> &'static str {
         match self {
             Place::Active => "active",
             Place::Hold => "hold",
@@ -163,16 +164,12 @@ impl Queue {
     /// Open (and create) `STATE_DIR/queue` for the gateway; what a crash left in `tmp/` is
     /// removed.
     pub fn open(state_dir: &Path) -> Result<Queue, QueueError> {
-        let root = state_dir.join("queue");
-        for d in ["tmp", "active", "hold", "corrupt"] {
-            let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io_err(&p))?;
-        }
-        let tmp = root.join("tmp");
+        let q = Queue::open_for_tools(state_dir)?;
+        let tmp = q.root.join("tmp");
         for e in fs::read_dir(&tmp).map_err(io_err(&tmp))?.flatten() {
             let _ = fs::remove_dir_all(e.path());
         }
-        Ok(Queue { root })
+        Ok(q)
     }
 
     /// The queue as the `queue` and `find` commands see it, beside a running gateway: `tmp/`
@@ -191,7 +188,7 @@ impl Queue {
     }
 
     fn dir(&self, place: Place, id: &str) -> PathBuf {
-        self.root.join(place.dir()).join(id)
+        self.root.join(place.name()).join(id)
     }
 
     /// Write the message durably (see the module comment); only then may the client get `250`.
@@ -287,7 +284,7 @@ impl Queue {
 
     /// Every message of `place`, oldest id first (ids grow with time).
     pub fn list(&self, place: Place) -> Result<Vec<String>, QueueError> {
-        let dir = self.root.join(place.dir());
+        let dir = self.root.join(place.name());
         let mut ids: Vec<String> = fs::read_dir(&dir)
             .map_err(io_err(&dir))?
             .flatten()
@@ -377,7 +374,7 @@ impl Queue {
         let dir = self.dir(place, id);
         let gone = self.root.join("tmp").join(format!("{id}.removed"));
         fs::rename(&dir, &gone).map_err(io_err(&dir))?;
-        let parent = self.root.join(place.dir());
+        let parent = self.root.join(place.name());
         File::open(&parent)
             .and_then(|f| f.sync_all())
             .map_err(io_err(&parent))?;
@@ -396,7 +393,7 @@ impl Queue {
         let src = self.dir(from, id);
         fs::rename(&src, self.dir(to, id)).map_err(io_err(&src))?;
         for p in [from, to] {
-            let d = self.root.join(p.dir());
+            let d = self.root.join(p.name());
             File::open(&d)
                 .and_then(|f| f.sync_all())
                 .map_err(io_err(&d))?;

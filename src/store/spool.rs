@@ -237,10 +237,12 @@ impl Spooled {
     /// A message already on disk (spool mode's queue file): read into memory when small,
     /// memory-mapped otherwise. The queue never rewrites a message file, so the map stays valid.
     pub fn open(path: &Path) -> io::Result<Spooled> {
-        let f = File::open(path)?;
+        let mut f = File::open(path)?;
         let len = f.metadata()?.len();
         if len < 1 << 20 {
-            return std::fs::read(path).map(Spooled::Memory);
+            let mut v = Vec::with_capacity(len as usize);
+            io::Read::read_to_end(&mut f, &mut v)?;
+            return Ok(Spooled::Memory(v));
         }
         // SAFETY: queue message files are written once before they enter the queue and only
         // removed (never truncated or modified) afterwards.
