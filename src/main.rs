@@ -581,6 +581,9 @@ fn preflight(cfg: &Config) -> Result<(), String> {
     if let Some(a) = &cfg.audit {
         audit_writable(&a.file).map_err(|e| format!("audit.file: {}: {e}", a.file.display()))?;
     }
+    if let Some(d) = &cfg.dkim {
+        cryptshare_gateway::outbound::dkim::Signer::from_config(d).map_err(|e| e.to_string())?;
+    }
     for (i, p) in cfg.policy.iter().enumerate() {
         if let Some(dir) = &p.template_dir {
             for ext in ["txt", "html"] {

@@ -28,6 +28,9 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+    /// DKIM signing of relayed messages; without `[dkim]` nothing is signed.
+    #[serde(default)]
+    pub dkim: Option<DkimConfig>,
     #[serde(default)]
     pub policy: Vec<PolicyConfig>,
 }
@@ -357,6 +360,59 @@ pub struct AuditConfig {
     /// File receiving one JSON line per message (appended; reopened on SIGHUP for rotation).
     /// Without `[audit]` the lines go to the log under the target `audit`.
     pub file: PathBuf,
+}
+
+/// `[dkim]`: which relayed messages get a DKIM signature, with which keys.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimConfig {
+    /// `converted` signs the messages the gateway rewrote (their old signatures are broken);
+    /// `all` also signs what passes through.
+    #[serde(default)]
+    pub sign: DkimSign,
+    /// Header fields in the signature (`h=`), those present in the message.
+    #[serde(default = "default_dkim_headers")]
+    pub headers: Vec<String>,
+    /// The signing keys; the one whose domain aligns with `From:` signs.
+    pub key: Vec<DkimKeyConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DkimSign {
+    #[default]
+    Converted,
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKeyConfig {
+    /// `d=`: signs mail whose `From:` is this domain or one of its subdomains.
+    pub domain: String,
+    /// `s=`: the key's DNS record is `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// PEM private key: RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8).
+    pub key_file: PathBuf,
+}
+
+fn default_dkim_headers() -> Vec<String> {
+    [
+        "From",
+        "Reply-To",
+        "Subject",
+        "Date",
+        "To",
+        "Cc",
+        "Message-ID",
+        "In-Reply-To",
+        "References",
+        "MIME-Version",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]

@@ -195,7 +195,67 @@ impl Config {
                 format!("{}: no such file", f.display()),
             ));
         }
+        self.validate_dkim()?;
         self.validate_policies()
+    }
+
+    /// `[dkim]`: at least one key, domains and selectors as DNS names, `From` signed (RFC 6376
+    /// §5.4 requires it), key files present (their content is checked when they are loaded).
+    fn validate_dkim(&self) -> Result<(), ConfigError> {
+        let Some(d) = &self.dkim else { return Ok(()) };
+        if d.key.is_empty() {
+            return Err(ConfigError::invalid(
+                "dkim.key",
+                "at least one [[dkim.key]] (domain, selector, key_file) is required",
+            ));
+        }
+        if !d.headers.iter().any(|h| h.eq_ignore_ascii_case("from")) {
+            return Err(ConfigError::invalid(
+                "dkim.headers",
+                "must include \"From\" (RFC 6376 §5.4)",
+            ));
+        }
+        if let Some(h) = d
+            .headers
+            .iter()
+            .find(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic() && b != b':'))
+        {
+            return Err(ConfigError::invalid(
+                "dkim.headers",
+                format!("{h:?} is not a header field name"),
+            ));
+        }
+        let dns_name = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        };
+        for (i, k) in d.key.iter().enumerate() {
+            if !dns_name(&k.domain) {
+                return Err(ConfigError::invalid(
+                    format!("dkim.key[{i}].domain"),
+                    format!("{:?} is not a domain name", k.domain),
+                ));
+            }
+            if !dns_name(&k.selector) {
+                return Err(ConfigError::invalid(
+                    format!("dkim.key[{i}].selector"),
+                    format!("{:?} is not a DNS label (letters, digits, '-')", k.selector),
+                ));
+            }
+            if !k.key_file.is_file() {
+                return Err(ConfigError::invalid(
+                    format!("dkim.key[{i}].key_file"),
+                    format!("{}: no such file", k.key_file.display()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_policies(&self) -> Result<(), ConfigError> {

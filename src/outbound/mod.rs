@@ -7,6 +7,7 @@
 //!   PIPELINING, CHUNKING, DSN, STARTTLS and XFORWARD (`xforward.rs`, [`ClientOrigin`]); its TLS
 //!   settings in `tls.rs` ([`tls_connector`]); its wire helpers (EHLO parsing, xtext, checks)
 //!   in `wire.rs`.
+//! - [`dkim::Signer`] (`dkim.rs`): the `DKIM-Signature:` of a relayed message (`[dkim]`).
 //! - [`RelayError`] and [`reply_for`] (`error.rs`): what can fail and the one mapping to the
 //!   client's reply, shared by client and relay.
 //!
@@ -14,6 +15,7 @@
 //! [`crate::envelope`] and answers with [`crate::replies::Reply`].
 
 mod client;
+pub mod dkim;
 mod error;
 mod maildir;
 mod relay;

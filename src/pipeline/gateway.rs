@@ -17,13 +17,13 @@ use super::PipelineError;
 use super::message;
 use super::outcome::Recorder;
 use super::recovery;
-use crate::config::Config;
+use crate::config::{Config, DkimSign};
 use crate::cryptshare;
 use crate::envelope::{Extensions, MailFrom, RcptTo};
 use crate::inbound::{ConnectionInfo, Handler, HandlerFactory, Transaction};
 use crate::ops::audit::AuditLog;
 use crate::ops::metrics::{Metrics, TransactionGuard, TxOutcome};
-use crate::outbound::{Relay, RelayTransaction};
+use crate::outbound::{Relay, RelayTransaction, dkim};
 use crate::policy::Rules;
 use crate::replies::{self, Reply};
 use crate::sim::{Emulator, EmulatorHandle};
@@ -33,6 +33,21 @@ use crate::store::state::StateStore;
 /// What can change on SIGHUP.
 pub(super) struct Live {
     pub rules: Rules,
+    /// `[dkim]`: the keys (rotated by replacing the file and SIGHUP) and what they sign.
+    pub dkim: Option<(Arc<dkim::Signer>, DkimSign)>,
+}
+
+impl Live {
+    fn new(cfg: &Config) -> Result<Live, dkim::DkimError> {
+        let dkim = match &cfg.dkim {
+            Some(d) => Some((Arc::new(dkim::Signer::from_config(d)?), d.sign)),
+            None => None,
+        };
+        Ok(Live {
+            rules: Rules::new(&cfg.policy),
+            dkim,
+        })
+    }
 }
 
 /// Shared by every connection.
@@ -78,9 +93,7 @@ impl Gateway {
         let gw = Arc::new(Gateway {
             spool,
             relay,
-            live: RwLock::new(Arc::new(Live {
-                rules: Rules::new(&cfg.policy),
-            })),
+            live: RwLock::new(Arc::new(Live::new(cfg)?)),
             cryptshare,
             state,
             recorder: Recorder { metrics, log },
@@ -101,10 +114,16 @@ impl Gateway {
 
     /// Swap in new policies (SIGHUP). The policy is looked up when a message's data ends, so every
     /// message whose data ends after the reload uses the new rules, also in sessions already open.
+    /// A DKIM key that cannot be loaded (the reload's check reads every key first, so this is
+    /// a file changed in between) keeps the old keys, rather than relaying unsigned mail.
     pub fn reload(&self, cfg: &Config) {
-        let live = Arc::new(Live {
-            rules: Rules::new(&cfg.policy),
-        });
+        let live = match Live::new(cfg) {
+            Ok(live) => Arc::new(live),
+            Err(e) => {
+                tracing::error!(error = %e, "reload: keeping the previous DKIM keys and policies");
+                return;
+            }
+        };
         *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
     }
 

@@ -18,7 +18,7 @@ use super::message_key;
 use super::outcome::{self, Failure, Report};
 use super::plan::{Action, Plan};
 use super::transfer::{ConvertError, Converted, Job};
-use crate::config::{OnError, PolicyConfig};
+use crate::config::{DkimSign, OnError, PolicyConfig};
 use crate::envelope::RcptTo;
 use crate::inbound::{ConnectionInfo, PeerProbe, Transaction};
 use crate::mime::{self, Analysis, Language, PartId};
@@ -214,8 +214,9 @@ async fn split_delivery(
         .split_off(&|r: &RcptTo| !refused.contains(&r.address))
         .await;
     let started = Instant::now();
+    let signature = dkim_signature(gw, Decision::Convert, &rewritten);
     let first = tx
-        .data_unless(&[received, &rewritten], &|| client.connected())
+        .data_unless(&[&signature, received, &rewritten], &|| client.connected())
         .await;
     if !first.is_positive() {
         let hop = tx.next_hop_reply().cloned();
@@ -227,8 +228,11 @@ async fn split_delivery(
             started.elapsed(),
         );
     }
+    let signature = dkim_signature(gw, Decision::DeliverOriginal, message.as_bytes());
     let second = others
-        .data_unless(&[received, message.as_bytes()], &|| client.connected())
+        .data_unless(&[&signature, received, message.as_bytes()], &|| {
+            client.connected()
+        })
         .await;
     if !second.is_positive() {
         tracing::error!(
@@ -372,11 +376,49 @@ async fn relay(
     report: Report,
     decision: Decision,
 ) -> Reply {
+    let signature = dkim_signature(gw, decision, body);
     let started = Instant::now();
     let reply = tx
-        .data_unless(&[received, body], &|| client.connected())
+        .data_unless(&[&signature, received, body], &|| client.connected())
         .await;
     let elapsed = started.elapsed();
     gw.recorder
         .relayed(report, decision, reply, tx.next_hop_reply(), elapsed)
+}
+
+/// The DKIM step: the `DKIM-Signature:` header to put on top of `body` (empty when nothing is
+/// signed). `[dkim] sign = "converted"` signs what the gateway rewrote — the signatures made
+/// before it no longer verify — and `all` also what it relays unchanged.
+///
+/// Signing reads the whole message (the body hash): for a large one the worker thread hands
+/// its other sessions to the rest of the runtime meanwhile (`block_in_place`). A signature that
+/// cannot be made is logged and the message relayed unsigned, as when no key aligns with its
+/// `From:`: an unsigned message is still deliverable, a refused one is not.
+fn dkim_signature(gw: &Gateway, decision: Decision, body: &[u8]) -> Vec<u8> {
+    let live = gw.live();
+    let Some((signer, what)) = &live.dkim else {
+        return Vec::new();
+    };
+    if *what == DkimSign::Converted && decision != Decision::Convert {
+        return Vec::new();
+    }
+    let sign = || signer.sign(body);
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let signed = if multi_thread && body.len() > 256 * 1024 {
+        tokio::task::block_in_place(sign)
+    } else {
+        sign()
+    };
+    match signed {
+        Ok(Some(header)) => header,
+        Ok(None) => {
+            tracing::debug!("no [dkim] key aligns with the From: domain: relayed unsigned");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "relayed unsigned");
+            Vec::new()
+        }
+    }
 }

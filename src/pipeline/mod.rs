@@ -63,6 +63,8 @@ pub enum PipelineError {
     Queue(#[from] crate::store::queue::QueueError),
     #[error("relay: {0}")]
     Relay(#[from] crate::outbound::RelayError),
+    #[error("{0}")]
+    Dkim(#[from] crate::outbound::dkim::DkimError),
 }
 
 /// SHA-256 over the envelope and the message bytes (not our `Received:` line, which differs on
