@@ -145,9 +145,11 @@ fn start_gateway(server: &str, next_hop: &str, tail: &str) -> Gateway {
 }
 
 async fn sink() -> Sink {
-    let mut s = Script::default();
-    s.xforward = Some(XFORWARD.into());
-    Sink::start(s).await.unwrap()
+    let script = Script {
+        xforward: Some(XFORWARD.into()),
+        ..Script::default()
+    };
+    Sink::start(script).await.unwrap()
 }
 
 /// The message with `subject` as the next hop got it, and the XFORWARD line before its MAIL.
