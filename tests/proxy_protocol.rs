@@ -107,13 +107,18 @@ impl Client {
         self.reply().await.expect("a reply")
     }
 
-    /// Nothing more arrives: the server closed (after `first` bytes at most).
+    /// Nothing more arrives: the server closed. A close with unread input (ours) may reach us
+    /// as a reset, which is a close too.
     async fn closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        let n = tokio::time::timeout(STEP, self.r.read_to_end(&mut rest))
+        let r = tokio::time::timeout(STEP, self.r.read_to_end(&mut rest))
             .await
             .expect("close in time");
-        n.is_ok() && rest.is_empty()
+        let ended = match r {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        ended && rest.is_empty()
     }
 
     /// EHLO, MAIL, RCPT: the RCPT reply.
@@ -250,19 +255,15 @@ async fn header_names_the_client_for_relay_received_xforward_and_logs() {
 async fn a_proxy_connection_without_a_valid_header_is_closed_without_greeting() {
     let sink = sink().await;
     let gw = start_gateway(SERVER, &sink.addr().to_string(), "");
+    let long_v1 = [&b"PROXY UNKNOWN "[..], &[b'x'; 120]].concat();
     for (what, first) in [
         ("SMTP instead of a header", &b"EHLO client.test\r\n"[..]),
         ("garbled v1", b"PROXY TCP4 127.0.0.4 127.0.0.1 x 25\r\n"),
-        ("v1 without CRLF, too long", &[b'P'; 120][..]),
+        ("v1 without CRLF, too long", &long_v1[..]),
+        // The proxy stops half-way: closed when the header timeout (5 s) is over.
         ("truncated v2", &v2(1, [127, 0, 0, 4], 1)[..20]),
     ] {
         let (mut c, first) = Client::open(lo(1), gw.port, first).await;
-        if what == "truncated v2" {
-            // The proxy stops half-way and then closes its side.
-            c.w.shutdown().await.unwrap();
-            let rest = c.reply().await;
-            assert_eq!(rest, None, "{what}");
-        }
         assert_eq!(first, None, "{what}: no greeting, no reply");
         assert!(c.closed().await, "{what}");
     }
@@ -274,7 +275,16 @@ async fn a_proxy_connection_without_a_valid_header_is_closed_without_greeting() 
         "{log}"
     );
     assert!(
-        log.contains("no PROXY header (connection starts with"),
+        log.contains("error=no PROXY header (connection starts with \"EHLO cli\")"),
+        "{log}"
+    );
+    assert!(log.contains("error=garbled PROXY v1 header: "), "{log}");
+    assert!(
+        log.contains("error=PROXY v1 header longer than 107 octets"),
+        "{log}"
+    );
+    assert!(
+        log.contains("error=PROXY header not complete within 5s"),
         "{log}"
     );
     // The gateway still serves the proxy's next, valid connection.
@@ -421,15 +431,16 @@ async fn haproxy_send_proxy_v2_and_v1_carry_the_real_client() {
     assert_eq!(g, None);
     assert!(c.closed().await);
 
-    // Per-IP limit through HAProxy: 127.0.0.5's third connection is refused, 127.0.0.4 is
+    // Per-IP limit through HAProxy: 127.0.0.6's third connection is refused (an address not
+    // used above, whose closed connections the gateway might still be counting), 127.0.0.4 is
     // inside client_networks and not limited.
     let mut held = Vec::new();
     for _ in 0..2 {
-        let (c, g) = Client::open(lo(5), hp.v2, b"").await;
+        let (c, g) = Client::open(lo(6), hp.v2, b"").await;
         assert_eq!(g.as_deref(), Some(greeting().as_str()));
         held.push(c);
     }
-    let (mut c, g) = Client::open(lo(5), hp.v2, b"").await;
+    let (mut c, g) = Client::open(lo(6), hp.v2, b"").await;
     assert_eq!(g.as_deref(), Some(too_many().as_str()));
     assert!(c.closed().await);
     for _ in 0..3 {
