@@ -406,6 +406,42 @@ mod tests {
         assert!(!shown.chars().any(char::is_control), "{shown:?}");
     }
 
+    /// The fuzz target's invariants (fuzz/fuzz_targets/proxy_header.rs), on stable: any input
+    /// and valid headers with bytes changed never panic, an accepted header is in bounds, takes
+    /// exactly its own octets, and parses the same on its own.
+    fn invariants(input: &[u8]) {
+        if let Ok((h, rest)) = frame(input) {
+            assert!(h.len <= input.len() && h.len <= V2_MAX.max(V1_MAX));
+            assert_eq!(rest, &input[h.len..]);
+            assert_eq!(frame(&input[..h.len]).unwrap().0, h);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes(input in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            invariants(&input);
+        }
+
+        #[test]
+        fn mutated_headers(
+            which in 0usize..3,
+            at in 0usize..64,
+            byte in proptest::num::u8::ANY,
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+        ) {
+            let mut h = match which {
+                0 => b"PROXY TCP4 192.0.2.4 198.51.100.1 12345 25\r\n".to_vec(),
+                1 => v2(1, 0x11, &V4_ADDRS, &[0x04, 0, 1, 0]),
+                _ => v2(0, 0x00, &[], &[]),
+            };
+            let at = at % h.len();
+            h[at] = byte;
+            h.extend(tail);
+            invariants(&h);
+        }
+    }
+
     #[tokio::test]
     async fn reads_exactly_the_header_from_a_stream() {
         let (mut client, mut server) = tokio::io::duplex(256);
