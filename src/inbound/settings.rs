@@ -84,6 +84,8 @@ impl std::fmt::Debug for SessionSettings {
             .field("max_message_size", &self.max_message_size)
             .field("max_recipients", &self.max_recipients)
             .field("client_networks", &self.client_networks)
+            .field("proxy_protocol", &self.proxy_protocol)
+            .field("proxy_networks", &self.proxy_networks)
             .field("tls", &self.tls.is_some())
             .field("auth", &self.auth)
             .finish_non_exhaustive()
