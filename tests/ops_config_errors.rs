@@ -83,7 +83,7 @@ fn unknown_keys_and_missing_keys_have_a_line() {
             &[]
         ),
         "FILE:2: server.max_mesage_size: unknown key (valid: listen, listen_tls, hostname, \
-         greeting, max_message_size, max_recipients, client_networks, max_connections, \
+         greeting, max_message_size, max_recipients, client_networks, proxy_protocol, proxy_networks, max_connections, \
          max_connections_per_ip, outside_connections_percent, idle_timeout, command_timeout, \
          session_timeout, outside_session_timeout, max_errors, max_received_headers, max_line_length, \
          spool_memory_limit, shutdown_grace, tls, auth)"
@@ -118,6 +118,15 @@ fn typed_values_name_key_and_index() {
         (
             "[server]\nclient_networks = [\"10.0.0.0/33\"]\n[relay]\nnext_hop = \"a:1\"\n",
             "FILE:2: server.client_networks[0]: \"10.0.0.0/33\" is not a network (CIDR)",
+        ),
+        (
+            "[server]\nproxy_protocol = true\nproxy_networks = [\"10.0.0.5\", \"proxy\"]\n[relay]\nnext_hop = \"a:1\"\n",
+            "FILE:3: server.proxy_networks[1]: \"proxy\" is not a network (CIDR)",
+        ),
+        (
+            "[server]\nproxy_protocol = true\n[relay]\nnext_hop = \"a:1\"\n",
+            "FILE: server.proxy_networks: server.proxy_protocol = true needs the addresses of the \
+             proxies in server.proxy_networks (a list of networks like \"192.0.2.10/32\")",
         ),
         (
             "[server]\n[relay]\nnext_hop = \"nohost\"\n",
@@ -176,7 +185,7 @@ fn environment_errors_name_the_variable_not_the_file() {
             "CSGW__SERVER__COLOUR",
             "blue",
             "CSGW__SERVER__COLOUR: server.colour: unknown key (valid: listen, listen_tls, hostname, \
-             greeting, max_message_size, max_recipients, client_networks, max_connections, \
+             greeting, max_message_size, max_recipients, client_networks, proxy_protocol, proxy_networks, max_connections, \
              max_connections_per_ip, outside_connections_percent, idle_timeout, command_timeout, \
              session_timeout, outside_session_timeout, max_errors, max_received_headers, max_line_length, \
              spool_memory_limit, shutdown_grace, tls, auth)",

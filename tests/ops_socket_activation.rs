@@ -321,6 +321,45 @@ fn serves_smtp_on_the_inherited_socket_and_binds_nothing_itself() {
 }
 
 #[test]
+fn proxy_protocol_on_an_inherited_socket() {
+    // The inherited socket goes through the same accept loop: a connection from the proxy
+    // (127.0.0.1) starts with a PROXY header naming the client, which alone may relay.
+    let dir = tempfile::tempdir().unwrap();
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let inherited = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = inherited.local_addr().unwrap();
+    let cfg = config(
+        dir.path(),
+        held.local_addr().unwrap(),
+        "client_networks = [\"127.0.0.4/32\"]\nproxy_protocol = true\n\
+         proxy_networks = [\"127.0.0.1/32\"]\n",
+    );
+    let mut gw = start(
+        dir,
+        cfg,
+        &[inherited.as_raw_fd()],
+        Some("smtp"),
+        ListenPid::Own,
+    );
+    wait_started(&mut gw);
+    let mut s = connect(addr);
+    s.write_all(b"PROXY TCP4 127.0.0.4 127.0.0.1 40000 25\r\n")
+        .unwrap();
+    transaction(&gw, s, "sockact-proxy", false);
+    // Without the header: closed, no greeting.
+    let mut s = connect(addr);
+    s.write_all(b"EHLO client.ops.test\r\n").unwrap();
+    // Closed with our unread bytes in its buffer, the gateway's kernel may answer with a reset.
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert_eq!(rest, b"", "no greeting without a PROXY header");
+    gw.wait_log("connection from a proxy closed: no valid PROXY header");
+}
+
+#[test]
 fn a_socket_named_smtps_serves_implicit_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (tls, client) = tls_setup(dir.path());

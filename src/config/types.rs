@@ -50,6 +50,12 @@ pub struct ServerConfig {
     pub max_recipients: usize,
     #[serde(with = "parse::list")]
     pub client_networks: Vec<IpNet>,
+    /// Connections from `proxy_networks` start with a PROXY protocol v1/v2 header (HAProxy
+    /// `send-proxy`/`send-proxy-v2`) naming the real client; everything else sees that client.
+    pub proxy_protocol: bool,
+    /// The proxies allowed to send a PROXY header; any other peer is a direct client.
+    #[serde(with = "parse::list")]
+    pub proxy_networks: Vec<IpNet>,
     pub max_connections: usize,
     /// Connections at the same time from one address outside `client_networks` (IPv6: one /64).
     pub max_connections_per_ip: usize,
@@ -101,6 +107,8 @@ impl Default for ServerConfig {
                 "127.0.0.0/8".parse().expect("literal network"),
                 "::1/128".parse().expect("literal network"),
             ],
+            proxy_protocol: false,
+            proxy_networks: Vec::new(),
             max_connections: 512,
             max_connections_per_ip: 10,
             outside_connections_percent: 75,

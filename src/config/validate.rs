@@ -93,6 +93,13 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if s.proxy_protocol && s.proxy_networks.is_empty() {
+            return Err(ConfigError::invalid(
+                "server.proxy_networks",
+                "server.proxy_protocol = true needs the addresses of the proxies in \
+                 server.proxy_networks (a list of networks like \"192.0.2.10/32\")",
+            ));
+        }
         if s.max_connections_per_ip == 0 {
             return Err(ConfigError::invalid(
                 "server.max_connections_per_ip",

@@ -10,7 +10,8 @@
 //!   `users.rs` the AUTH users file ([`UserDb`]); `limits.rs` the per-address limits of clients
 //!   outside `client_networks` (connections, AUTH lock-out).
 //!   `users.rs` the AUTH users file ([`UserDb`]); `peer.rs` the "client still connected?" probe
-//!   ([`PeerProbe`]) the pipeline asks before the next hop gets the end of a message.
+//!   ([`PeerProbe`]) the pipeline asks before the next hop gets the end of a message;
+//!   `proxy.rs` the PROXY protocol header read before the greeting behind HAProxy.
 //!
 //! The protocol core knows nothing about policies, Cryptshare or the next hop. It drives a
 //! [`Handler`] (one per connection via [`HandlerFactory`]) at the three points where the rest of
@@ -26,6 +27,7 @@ mod greeting;
 mod limits;
 mod mail;
 mod peer;
+mod proxy;
 mod server;
 mod session;
 mod settings;
@@ -40,6 +42,9 @@ pub use data::TEXT_LINE_MAX;
 pub use limits::{AuthLockout, ConnectionCounts, LOCKOUT_MAX_CLIENTS, client_key};
 pub use mail::new_queue_id;
 pub use peer::PeerProbe;
+pub use proxy::{
+    ProxyError, ProxyHeader, Step as ProxyStep, frame as frame_proxy_header, step as proxy_step,
+};
 pub use server::{Reloader, Server, ServerError};
 pub use session::{ConnectionMeta, ShutdownSignal, serve};
 pub use settings::{AuthSettings, SessionSettings, SettingsError};

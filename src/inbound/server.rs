@@ -16,6 +16,19 @@
 //! flood from outside can fill at most its own share and never keeps an internal MTA from its
 //! greeting. Both limits are read from the settings current at accept time (reloadable).
 //!
+//! # Behind a proxy (PROXY protocol)
+//! With `proxy_protocol` on, a connection from `proxy_networks` starts with a PROXY v1/v2
+//! header ([`super::proxy`]) that names the real client, read before anything else and before
+//! the TLS handshake of an implicit-TLS listener. Such a connection takes its `max_connections`
+//! slot at accept like any other (so the proxy's connections are bounded however slowly it
+//! sends headers, for [`proxy::HEADER_TIMEOUT`] at most), but is counted per address only once
+//! the header has named the client: the per-IP and outside limits then apply to the client, not
+//! to the proxy, which would otherwise hit `max_connections_per_ip` at once. A missing or
+//! garbled header closes the connection without a greeting (logged). From then on the client's
+//! address is the session's peer: relay permission, Received header, logs, XFORWARD, the audit
+//! line and the spool see it. Peers outside `proxy_networks` are direct clients; their bytes
+//! are never read as a PROXY header.
+//!
 //! # Graceful shutdown
 //! When the `shutdown` future of [`Server::run`] completes: the listeners are closed, sessions
 //! without an open transaction are closed with `421 4.3.2`, sessions in a transaction may finish
@@ -41,7 +54,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::PeerProbe;
-use super::limits::{ConnectionCounts, Refusal};
+use super::limits::{ConnectionCounts, OutsideSlot, Refusal};
+use super::proxy;
 use super::session::{self, ConnectionMeta, ShutdownSignal};
 use super::settings::{SessionSettings, SettingsError};
 use super::{Handler, HandlerFactory};
@@ -274,15 +288,14 @@ impl Server {
                 }
             };
             let settings = reloader.current();
-            let counted = if settings.may_relay(&peer) {
+            // A proxy's connection is counted once its header names the client; until then
+            // it holds only its `max_connections` slot (module docs).
+            let proxied = settings.expects_proxy_header(&peer);
+            let counted = if proxied {
                 None
             } else {
-                match outside.try_take(
-                    peer.ip(),
-                    settings.max_connections_per_ip,
-                    settings.outside_limit(max_connections),
-                ) {
-                    Ok(slot) => Some(slot),
+                match count(&outside, peer, &settings, max_connections) {
+                    Ok(slot) => slot,
                     Err(why) => {
                         refuse(stream, peer, why, &settings);
                         drop(permit);
@@ -290,14 +303,28 @@ impl Server {
                     }
                 }
             };
+            let admission = Admission {
+                proxied,
+                counted,
+                outside: outside.clone(),
+                max_connections,
+            };
             let handler = factory.handler();
             let signal = signal.clone();
             let alive = alive_tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let _counted = counted;
                 let _alive = alive;
-                connection(stream, peer, implicit_tls, handler, settings, signal).await;
+                connection(
+                    stream,
+                    peer,
+                    implicit_tls,
+                    handler,
+                    settings,
+                    signal,
+                    admission,
+                )
+                .await;
             });
         }
         drop(listeners);
@@ -332,6 +359,34 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Count a connection of `peer` unless it is inside `client_networks` (then `None`).
+fn count(
+    outside: &ConnectionCounts,
+    peer: SocketAddr,
+    settings: &SessionSettings,
+    max_connections: usize,
+) -> Result<Option<OutsideSlot>, Refusal> {
+    if settings.may_relay(&peer) {
+        return Ok(None);
+    }
+    outside
+        .try_take(
+            peer.ip(),
+            settings.max_connections_per_ip,
+            settings.outside_limit(max_connections),
+        )
+        .map(Some)
+}
+
+/// How a connection was let in: its outside slot if counted at accept, or (`proxied`) what it
+/// takes to count it once the PROXY header has named the client.
+struct Admission {
+    proxied: bool,
+    counted: Option<OutsideSlot>,
+    outside: ConnectionCounts,
+    max_connections: usize,
 }
 
 /// Answer an over-limit outside client `421 4.7.0` and close: one write that never waits (a
@@ -369,19 +424,53 @@ async fn accept_any(
 }
 
 async fn connection<H: Handler + 'static>(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     implicit_tls: bool,
     handler: H,
     settings: Arc<SessionSettings>,
     signal: ShutdownSignal,
+    admission: Admission,
 ) {
     // Replies are small and latency-bound: no Nagle delay.
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    tracing::debug!(%peer, %local, implicit_tls, "connection");
+    let mut _counted = admission.counted;
+    let peer = if admission.proxied {
+        let proxy = peer;
+        let timeout = proxy::HEADER_TIMEOUT.min(settings.idle_timeout);
+        let header = tokio::select! {
+            _ = signal.drain.cancelled() => return,
+            r = proxy::read_header(&mut stream, timeout) => r,
+        };
+        let client = match header {
+            Ok(h) => {
+                tracing::debug!(%proxy, version = h.version, addrs = ?h.addrs, "PROXY header");
+                h.client(proxy)
+            }
+            Err(e) => {
+                // No greeting: what follows is not from a client we know (postscreen does the same).
+                tracing::warn!(%proxy, error = %e, "connection from a proxy closed: no valid PROXY header");
+                return;
+            }
+        };
+        match count(
+            &admission.outside,
+            client,
+            &settings,
+            admission.max_connections,
+        ) {
+            Ok(slot) => _counted = slot,
+            Err(why) => return refuse(stream, client, why, &settings),
+        }
+        tracing::debug!(peer = %client, %proxy, %local, implicit_tls, "connection");
+        client
+    } else {
+        tracing::debug!(%peer, %local, implicit_tls, "connection");
+        peer
+    };
     let metrics = &settings.metrics;
     let _open = metrics.connection_opened(if implicit_tls { "smtps" } else { "smtp" });
     let probe = PeerProbe::of(&stream);

@@ -51,6 +51,9 @@ pub struct SessionSettings {
     pub max_message_size: u64,
     pub max_recipients: usize,
     pub client_networks: Vec<IpNet>,
+    /// Read a PROXY header first on connections from `proxy_networks` (`server.proxy_protocol`).
+    pub proxy_protocol: bool,
+    pub proxy_networks: Vec<IpNet>,
     /// Concurrent connections per address outside `client_networks` (checked at accept).
     pub max_connections_per_ip: usize,
     /// Percent of `max_connections` for all clients outside `client_networks` together.
@@ -81,6 +84,8 @@ impl std::fmt::Debug for SessionSettings {
             .field("max_message_size", &self.max_message_size)
             .field("max_recipients", &self.max_recipients)
             .field("client_networks", &self.client_networks)
+            .field("proxy_protocol", &self.proxy_protocol)
+            .field("proxy_networks", &self.proxy_networks)
             .field("tls", &self.tls.is_some())
             .field("auth", &self.auth)
             .finish_non_exhaustive()
@@ -98,6 +103,8 @@ impl SessionSettings {
             max_message_size: d.max_message_size,
             max_recipients: d.max_recipients,
             client_networks: d.client_networks,
+            proxy_protocol: d.proxy_protocol,
+            proxy_networks: d.proxy_networks,
             max_connections_per_ip: d.max_connections_per_ip,
             outside_connections_percent: d.outside_connections_percent,
             idle_timeout: d.idle_timeout,
@@ -141,6 +148,8 @@ impl SessionSettings {
             max_message_size: s.max_message_size,
             max_recipients: s.max_recipients,
             client_networks: s.client_networks.clone(),
+            proxy_protocol: s.proxy_protocol,
+            proxy_networks: s.proxy_networks.clone(),
             max_connections_per_ip: s.max_connections_per_ip,
             outside_connections_percent: s.outside_connections_percent,
             idle_timeout: s.idle_timeout,
@@ -170,6 +179,12 @@ impl SessionSettings {
     /// Outside connections allowed together, out of `max_connections`.
     pub fn outside_limit(&self, max_connections: usize) -> usize {
         (max_connections * usize::from(self.outside_connections_percent) / 100).max(1)
+    }
+
+    /// Is `peer` a proxy whose connections start with a PROXY header?
+    pub(super) fn expects_proxy_header(&self, peer: &SocketAddr) -> bool {
+        let ip = peer.ip().to_canonical();
+        self.proxy_protocol && self.proxy_networks.iter().any(|n| n.contains(&ip))
     }
 
     pub(super) fn may_relay(&self, peer: &SocketAddr) -> bool {
