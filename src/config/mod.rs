@@ -18,7 +18,7 @@ pub use load::Loaded;
 pub use parse::NextHop;
 pub use secret::{Redacted, Secret};
 pub use types::{
-    AuditConfig, AuthConfig, Config, CryptshareConfig, MetricsConfig, NextHopTls, OnError,
+    AuditConfig, AuthConfig, Config, CryptshareConfig, Links, MetricsConfig, NextHopTls, OnError,
     PasswordMode, PolicyConfig, QueueConfig, QueueMode, RelayConfig, ServerConfig, SignedHandling,
     StateConfig, TlsConfig,
 };
