@@ -287,3 +287,96 @@ async fn notification_links_relay_one_message() {
     assert!(!text.contains("Download: "), "{text}");
     h.stop().await;
 }
+
+const SPOOL: &str =
+    "[queue]\nmode = \"spool\"\nmin_backoff = \"1s\"\nmax_backoff = \"1s\"\nmin_free_space = 0\n";
+
+/// Poll a condition the test cannot be told about (the scheduler's files), bounded.
+async fn wait_for(mut f: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached within 30 s");
+}
+
+/// The recipients of the sink's messages, one per copy.
+fn copies_to(h: &Harness) -> Vec<String> {
+    h.sink
+        .messages()
+        .iter()
+        .map(|m| m.rcpt_to.join(" "))
+        .collect()
+}
+
+/// Spool mode: each copy has its own verdict; the deferred one alone is tried again (after
+/// the backoff), from the same transfer; no duplicates, no DSN.
+#[tokio::test]
+async fn spool_mode_defers_only_the_refused_copy() {
+    let h = Harness::start(&format!("{SPOOL}{}", rule())).await;
+    h.sink.script(|s| {
+        s.data_replies_once.insert(
+            "carol@example.net".into(),
+            Reply::new(451, [4, 3, 0], "Mailbox busy, try later"),
+        );
+    });
+    let msg = message(&payload(80 * 1024, 4));
+    let reply = h.send("alice@example.org", &RCPTS, &msg).await;
+    assert!(reply.starts_with("250 2.0.0 queued as "), "{reply}");
+    let q = h.gw.spool().unwrap().queue();
+    wait_for(|| q.count() == 0).await;
+    assert_eq!(
+        copies_to(&h),
+        [
+            "RCPT TO:<bob@example.net>",
+            "RCPT TO:<dave@example.com>",
+            "RCPT TO:<carol@example.net>"
+        ]
+    );
+    let ts = h.emu.transfers();
+    assert_eq!(ts.len(), 1);
+    assert_eq!(h.emu.stats().sessions_created, 1);
+    let got = h.sink.messages();
+    let text = String::from_utf8_lossy(split_received(&got[2].data).1).into_owned();
+    assert!(text.contains(&links(&ts[0])["carol@example.net"]), "{text}");
+    h.stop().await;
+}
+
+/// Spool mode, a recipient the next hop defers at RCPT: the next attempt has only that
+/// recipient, and still finds the transfer made for the whole envelope (its key is over every
+/// recipient of the queued message), so it gets its own link from it.
+#[tokio::test]
+async fn spool_mode_a_recipient_deferred_at_rcpt_gets_its_copy_from_the_same_transfer() {
+    let h = Harness::start(&format!("{SPOOL}{}", rule())).await;
+    h.sink.script(|s| {
+        s.rcpt_replies.insert(
+            "carol@example.net".into(),
+            Reply::new(451, [4, 2, 0], "Mailbox busy, try later"),
+        );
+    });
+    let msg = message(&payload(80 * 1024, 5));
+    let reply = h.send("alice@example.org", &RCPTS, &msg).await;
+    assert!(reply.starts_with("250 2.0.0 queued as "), "{reply}");
+    h.sink.wait_messages(2).await;
+    h.sink.script(|s| {
+        s.rcpt_replies.clear();
+    });
+    let q = h.gw.spool().unwrap().queue();
+    wait_for(|| q.count() == 0).await;
+    assert_eq!(
+        copies_to(&h),
+        [
+            "RCPT TO:<bob@example.net>",
+            "RCPT TO:<dave@example.com>",
+            "RCPT TO:<carol@example.net>"
+        ]
+    );
+    let ts = h.emu.transfers();
+    assert_eq!(ts.len(), 1, "one transfer for every copy");
+    let got = h.sink.messages();
+    let text = String::from_utf8_lossy(split_received(&got[2].data).1).into_owned();
+    assert!(text.contains(&links(&ts[0])["carol@example.net"]), "{text}");
+    h.stop().await;
+}
