@@ -218,7 +218,10 @@ async fn a_copy_refused_with_4xx_is_the_only_one_sent_again_on_retry() {
         to,
         ["RCPT TO:<bob@example.net>", "RCPT TO:<dave@example.com>"]
     );
-    // The retry: only carol's copy, the same transfer.
+    // The retry, by a gateway started anew on the same state (the record is on disk): only
+    // carol's copy, the same transfer.
+    let mut h = h;
+    h.restart().await;
     assert_eq!(h.send("alice@example.org", &RCPTS, &msg).await, OK);
     let got = h.sink.messages();
     assert_eq!(got.len(), 3, "{got:?}");
@@ -378,5 +381,44 @@ async fn spool_mode_a_recipient_deferred_at_rcpt_gets_its_copy_from_the_same_tra
     let got = h.sink.messages();
     let text = String::from_utf8_lossy(split_received(&got[2].data).1).into_owned();
     assert!(text.contains(&links(&ts[0])["carol@example.net"]), "{text}");
+    h.stop().await;
+}
+
+/// Password mode `none`: the link holds the password (SPEC §2: the one exception to "never a
+/// password in the relayed message"), and each copy shows only its own recipient's link.
+#[tokio::test]
+async fn password_mode_none_puts_each_link_only_into_its_own_copy() {
+    let rule = rule().replace("password_mode = \"generated\"", "password_mode = \"none\"");
+    let h = Harness::start(&rule).await;
+    let attachment = payload(40 * 1024, 8);
+    assert_eq!(
+        h.send("alice@example.org", &RCPTS, &message(&attachment))
+            .await,
+        OK
+    );
+    let ts = h.emu.transfers();
+    let t = &ts[0];
+    let own = links(t);
+    let got = h.sink.messages();
+    assert_eq!(got.len(), 3);
+    for (i, rcpt) in RCPTS.iter().enumerate() {
+        let text = String::from_utf8_lossy(split_received(&got[i].data).1).into_owned();
+        assert!(own[*rcpt].contains("password="), "{}", own[*rcpt]);
+        assert!(text.contains(&own[*rcpt]), "{rcpt}: {text}");
+        assert!(text.contains("No password is needed."), "{text}");
+        for (other, l) in &own {
+            if other != rcpt {
+                assert!(!text.contains(l.as_str()), "{rcpt} sees {other}'s link");
+            }
+        }
+        let r = reqwest::get(format!("{}&get={}", own[*rcpt], t.files[0].id))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            sha256_hex(&r.bytes().await.unwrap()),
+            sha256_hex(&attachment)
+        );
+    }
     h.stop().await;
 }
