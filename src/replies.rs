@@ -161,6 +161,28 @@ pub fn relayed(detail: &str) -> Reply {
     let detail: String = detail.chars().take(200).collect();
     Reply::new(250, [2, 0, 0], format!("OK, relayed ({detail})"))
 }
+/// Per-recipient links: the next hop refused some copies for good (`refusal`, its 5xx) after it
+/// had accepted the copies of `delivered`. SMTP has one reply per message: the refusal, so that
+/// the sender hears of it, saying who did get a copy (a retry would not send those again).
+pub fn copies_partly_refused(refusal: &Reply, refused: &[String], delivered: &[String]) -> Reply {
+    let first = refusal.lines.first().map(String::as_str).unwrap_or("");
+    let first: String = first.chars().take(200).collect();
+    let text = format!(
+        "Copy for {} refused by the next hop: {} {first}; the copies for {} were delivered",
+        refused.join(", "),
+        refusal.code,
+        delivered.join(", ")
+    );
+    Reply {
+        code: refusal.code,
+        enhanced: Some(refusal.enhanced.unwrap_or([5, 0, 0])),
+        lines: vec![text],
+    }
+}
+/// Per-recipient links: no download link for this recipient in the transfer status.
+pub fn no_recipient_link() -> Reply {
+    local_error("no download link for a recipient")
+}
 pub fn bad_sequence_in(detail: &str) -> Reply {
     Reply::new(
         503,

@@ -20,6 +20,7 @@ name = "example.org"
 senders = ["*@example.org", "*@*.example.org"]
 threshold = 10
 language = "de"
+links = "per-recipient"
 "#;
 
 const MESSAGE: &str = "From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
@@ -106,6 +107,7 @@ fn json_pass_decisions() {
         &["--from", "ceo@example.org", "--to", "b@x.net", "--json", m],
     ));
     assert_eq!(v["policy"], json!("boss"));
+    assert_eq!(v["links"], json!("notification"));
     assert_eq!(v["action"], json!("pass"));
     assert_eq!(v["attachments"][0]["convert"], json!(false));
     // No rule.
@@ -114,6 +116,7 @@ fn json_pass_decisions() {
         &["--from", "x@example.com", "--to", "b@x.net", "--json", m],
     ));
     assert_eq!(v["policy"], Value::Null);
+    assert_eq!(v["links"], Value::Null);
     assert_eq!(v["action"], json!("pass"));
     // Malformed input is analysed, not refused.
     let junk = dir.path().join("junk.eml");
@@ -130,6 +133,7 @@ fn json_pass_decisions() {
     ));
     assert_eq!(v["action"], json!("pass"));
     assert_eq!(v["attachments"], json!([]));
+    assert_eq!(v["links"], json!("per-recipient"));
 }
 
 #[test]
@@ -150,6 +154,12 @@ fn text_output_shows_the_tree() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("policy:     example.org\n"), "{text}");
     assert!(text.contains("action:     convert"), "{text}");
+    assert!(
+        text.contains(
+            "\nlinks:      per-recipient (one relayed copy per recipient, each with its own download link)\n"
+        ),
+        "{text}"
+    );
     assert!(
         text.contains("  root multipart/mixed [container]"),
         "{text}"

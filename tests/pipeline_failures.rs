@@ -424,6 +424,8 @@ async fn a_finished_record_of_a_transfer_the_server_lost_is_not_reused() {
                 }],
                 download_urls: vec![],
                 created: 0,
+                recipient_links: vec![],
+                delivered: vec![],
             },
         )
         .unwrap();

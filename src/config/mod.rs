@@ -18,7 +18,7 @@ pub use load::Loaded;
 pub use parse::NextHop;
 pub use secret::{Redacted, Secret};
 pub use types::{
-    AuditConfig, AuthConfig, Config, CryptshareConfig, DkimConfig, DkimKeyConfig, DkimSign,
+    AuditConfig, AuthConfig, Config, CryptshareConfig, DkimConfig, DkimKeyConfig, DkimSign, Links,
     MetricsConfig, NextHopTls, OnError, PasswordMode, PolicyConfig, QueueConfig, QueueMode,
     RelayConfig, ServerConfig, SignedHandling, StateConfig, TlsConfig,
 };

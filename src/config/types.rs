@@ -432,6 +432,27 @@ pub enum OnError {
     Reject,
 }
 
+/// `links`: how the recipients get their download links (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Links {
+    /// The Cryptshare server mails each recipient their link; one relayed message for all.
+    #[default]
+    Notification,
+    /// No server notification: one relayed copy per envelope recipient, each with that
+    /// recipient's own link.
+    PerRecipient,
+}
+
+impl Links {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Links::Notification => "notification",
+            Links::PerRecipient => "per-recipient",
+        }
+    }
+}
+
 /// `password_mode`. Cryptshare's third mode, `manual` (a password the sender types), is out
 /// of scope: a gateway has no person to type it; the value is refused with that reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -491,6 +512,10 @@ pub struct PolicyConfig {
     pub language: String,
     #[serde(default = "default_true")]
     pub notify_recipients: bool,
+    /// `notification` (the server mails the links) or `per-recipient` (a copy per recipient
+    /// with its own link; `notify_recipients` is then ignored: the server sends nothing).
+    #[serde(default)]
+    pub links: Links,
     // --- extensions ---
     /// Only when at least one recipient is outside these domains.
     #[serde(default)]

@@ -48,6 +48,8 @@ impl From<&str> for Language {
 pub struct Access {
     /// Cryptshare mails every recipient the download link (otherwise the sender passes it on).
     pub link_from_cryptshare: bool,
+    /// The recipient's own link is in this message (per-recipient copies).
+    pub link_in_message: bool,
     /// The transfer has a password, which the sender passes on (otherwise none is needed).
     pub password_from_sender: bool,
 }
@@ -57,6 +59,7 @@ impl Default for Access {
     fn default() -> Access {
         Access {
             link_from_cryptshare: true,
+            link_in_message: false,
             password_from_sender: true,
         }
     }
@@ -66,7 +69,13 @@ impl Access {
     /// The instructions in `language`: where the link comes from, then the password.
     pub fn instructions(self, language: Language) -> String {
         let de = language == Language::De;
-        let link = match (self.link_from_cryptshare, de) {
+        let link = match (self.link_from_cryptshare && !self.link_in_message, de) {
+            _ if self.link_in_message && de => {
+                "Der Download-Link oben gilt nur für Sie: Bitte leiten Sie diese Nachricht nicht weiter."
+            }
+            _ if self.link_in_message => {
+                "The download link above is yours alone: please do not forward this message."
+            }
             (true, false) => {
                 "You receive the download link in a separate e-mail from the Cryptshare server."
             }
@@ -105,8 +114,18 @@ mod tests {
     fn instructions_per_access_and_language() {
         let a = Access {
             link_from_cryptshare: false,
+            link_in_message: false,
             password_from_sender: false,
         };
+        let mine = Access {
+            link_in_message: true,
+            ..Access::default()
+        };
+        assert_eq!(
+            mine.instructions(Language::En),
+            "The download link above is yours alone: please do not forward this message. \
+             The password comes from the sender."
+        );
         assert_eq!(
             a.instructions(Language::De),
             "Den Download-Link erhalten Sie vom Absender. Ein Passwort ist nicht erforderlich."

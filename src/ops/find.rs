@@ -426,6 +426,7 @@ pub fn render_text(found: &Found) -> String {
                 files,
                 download_urls,
                 created,
+                ..
             } => {
                 let _ = writeln!(
                     s,
@@ -497,6 +498,7 @@ pub fn render_json(query: &Query, found: &Found) -> String {
                     files,
                     download_urls,
                     created,
+                    ..
                 } => json!({
                     "state": "finished", "sender": sender, "tracking_id": tracking_id,
                     "created": unix_time(*created), "expiration": expiration,

@@ -514,6 +514,11 @@ impl RelayTransaction {
         other
     }
 
+    /// The recipients the next hop accepted for this transaction, in order.
+    pub fn recipients(&self) -> &[RcptTo] {
+        &self.rcpts
+    }
+
     /// The next hop's own reply to the last [`Self::data`] (for the audit line), which the
     /// client's reply only quotes; `None` when the next hop never answered the message
     /// (unreachable, connection lost, no recipient accepted).

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::plan::{Action, plan};
 use crate::config::Config;
+use crate::config::Links;
 use crate::mime::{Analysis, Class, Language, analyse, human_size};
 use crate::policy::{Rules, Selection};
 
@@ -158,10 +159,11 @@ pub fn explain_with(
         &analysis,
     );
     let (policy, action, selection) = (plan.policy_name(), plan.action(), &plan.selection);
+    let links = plan.policy.as_ref().map(|p| p.links);
     Ok(if json {
-        to_json(&analysis, &env, policy, action, selection)
+        to_json(&analysis, &env, (policy, links), action, selection)
     } else {
-        to_text(&analysis, &env, policy, action, selection)
+        to_text(&analysis, &env, (policy, links), action, selection)
     })
 }
 
@@ -177,7 +179,7 @@ fn part_reason(a: &Analysis, id: usize, sel: &Selection) -> String {
 fn to_json(
     a: &Analysis,
     env: &Envelope,
-    policy: Option<&str>,
+    (policy, links): (Option<&str>, Option<Links>),
     action: Action,
     sel: &Selection,
 ) -> String {
@@ -220,6 +222,7 @@ fn to_json(
             "recipients_source": env.recipients_source.as_str(),
         },
         "policy": policy,
+        "links": links.map(Links::as_str),
         "action": action.as_str(),
         "reason": sel.reason,
         "total": sel.total,
@@ -239,7 +242,7 @@ fn to_json(
 fn to_text(
     a: &Analysis,
     env: &Envelope,
-    policy: Option<&str>,
+    (policy, links): (Option<&str>, Option<Links>),
     action: Action,
     sel: &Selection,
 ) -> String {
@@ -261,6 +264,21 @@ fn to_text(
     let _ = writeln!(s, "recipients: {}", clean(&recipients));
     let _ = writeln!(s, "policy:     {}", policy.unwrap_or("(none)"));
     let _ = writeln!(s, "action:     {} ({})", action.as_str(), sel.reason);
+    match links {
+        Some(Links::Notification) => {
+            let _ = writeln!(
+                s,
+                "links:      notification (the Cryptshare server mails each recipient their link; one relayed message)"
+            );
+        }
+        Some(Links::PerRecipient) => {
+            let _ = writeln!(
+                s,
+                "links:      per-recipient (one relayed copy per recipient, each with its own download link)"
+            );
+        }
+        None => {}
+    }
     let f = a.flags;
     let flags: Vec<&str> = [
         (f.signed, "signed"),

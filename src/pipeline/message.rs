@@ -18,16 +18,45 @@ use super::message_key;
 use super::outcome::{self, Failure, Report};
 use super::plan::{Action, Plan};
 use super::transfer::{ConvertError, Converted, Job};
-use crate::config::{DkimSign, OnError, PolicyConfig};
+use crate::config::{DkimSign, Links, OnError, PolicyConfig};
 use crate::envelope::RcptTo;
 use crate::inbound::{ConnectionInfo, PeerProbe, Transaction};
 use crate::mime::{self, Analysis, Language, PartId};
 use crate::ops::audit::Decision;
 use crate::outbound::{ClientOrigin, RelayTransaction};
-use crate::replies::Reply;
+use crate::replies::{self, Reply};
 use crate::store::spool::Spooled;
+use crate::store::state::Record;
+
+/// What became of one message: the client's reply, and with per-recipient links each copy's
+/// own reply (empty otherwise: `reply` holds for every recipient).
+pub(super) struct Delivery {
+    pub reply: Reply,
+    pub each: Vec<(String, Reply)>,
+}
+
+impl From<Reply> for Delivery {
+    fn from(reply: Reply) -> Delivery {
+        Delivery {
+            reply,
+            each: Vec::new(),
+        }
+    }
+}
 
 pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Transaction) -> Reply {
+    process_each(gw, tx, t, None).await.reply
+}
+
+/// As [`process`], with each recipient's reply. `all`: every recipient of the envelope
+/// (spool mode, where an attempt has only those still pending): with per-recipient links the
+/// transfer is for all of them, so that a later attempt finds it again (same message key).
+pub(super) async fn process_each(
+    gw: &Arc<Gateway>,
+    tx: &mut RelayTransaction,
+    t: Transaction,
+    all: Option<&[String]>,
+) -> Delivery {
     let Transaction {
         queue_id,
         mail_from,
@@ -39,7 +68,8 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
     let rcpts: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
     let mut report = Report::new(&queue_id, &mail_from.address, &rcpts, &message);
     let message = Arc::new(message);
-    let (plan, conversion) = plan_message(&gw.live(), &mail_from.address, &rcpts, &message).await;
+    let (plan, conversion) =
+        plan_message(&gw.live(), &mail_from.address, &rcpts, all, &message).await;
     report.planned(&plan);
     let Some(c) = conversion else {
         return relay(
@@ -50,7 +80,8 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
             report,
             Decision::Pass,
         )
-        .await;
+        .await
+        .into();
     };
 
     let job = Job {
@@ -59,7 +90,7 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
         policy: &c.policy,
         key: &c.key,
         sender: &mail_from.address,
-        rcpts: &rcpts,
+        rcpts: &c.rcpts,
         message: message.clone(),
         analysis: &c.analysis,
         selection: &c.selection,
@@ -72,25 +103,37 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
         (job.run().await, started.elapsed())
     };
     match converted {
+        Ok(converted) if c.policy.links == Links::PerRecipient => {
+            report.converted(&converted);
+            per_recipient(
+                gw,
+                tx,
+                (&received, &client),
+                &message,
+                &c,
+                &converted,
+                report,
+            )
+            .await
+        }
         Ok(converted) => {
             report.converted(&converted);
-            match rewrite(&message, &c, &converted) {
-                Ok(rewritten) => {
-                    relay(
-                        gw,
-                        tx,
-                        (&received, &client),
-                        &rewritten,
-                        report,
-                        Decision::Convert,
-                    )
-                    .await
-                }
+            match rewrite(&message, &c, &converted, None) {
+                Ok(rewritten) => relay(
+                    gw,
+                    tx,
+                    (&received, &client),
+                    &rewritten,
+                    report,
+                    Decision::Convert,
+                )
+                .await
+                .into(),
                 Err(e) => {
                     // The transfer exists and is recorded; a retry will reuse it.
                     tracing::error!(queue_id = %queue_id, error = %e, "rewrite failed");
                     report.rewrite_failed(&e);
-                    gw.recorder.rewrite_failed(report)
+                    gw.recorder.rewrite_failed(report).into()
                 }
             }
         }
@@ -104,7 +147,9 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
             );
             let mail = (mail_from.address.as_str(), rcpts.as_slice());
             let message_in = (&received[..], &client, &message);
-            split_delivery(gw, tx, mail, message_in, &c, &refused, &text, report).await
+            split_delivery(gw, tx, mail, message_in, &c, &refused, &text, report)
+                .await
+                .into()
         }
         Err(e) => {
             tracing::warn!(queue_id = %queue_id, error = %e, "conversion failed");
@@ -121,11 +166,133 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
                         Decision::DeliverOriginal,
                     )
                     .await
+                    .into()
                 }
-                Failure::Reply(reply) => gw.recorder.refused(report, reply),
+                Failure::Reply(reply) => gw.recorder.refused(report, reply).into(),
             }
         }
     }
+}
+
+/// `links = "per-recipient"`: one copy of the rewritten message per accepted recipient, each
+/// with that recipient's own link, each its own next-hop transaction (split off the one the
+/// client's envelope opened, as [`split_delivery`] does). Exactly once per recipient: a copy the
+/// next hop took is recorded in the state store before the next one goes out, and a retry of
+/// the message (same key, hence the same transfer) skips the recorded ones. The key lock is
+/// held throughout, so a second attempt at the same message waits and then sends only what is
+/// still missing.
+///
+/// The client's reply (one per message): `250` when every copy is with the next hop (now or
+/// earlier); else the first copy's 4xx (the upstream retries; only the missing copies go);
+/// else, when every copy failed for good, the next hop's 5xx; and when some were delivered and
+/// the others refused for good, that 5xx naming who got their copy
+/// ([`replies::copies_partly_refused`]; see docs/cryptshare.md).
+async fn per_recipient(
+    gw: &Arc<Gateway>,
+    tx: &mut RelayTransaction,
+    (received, client): (&[u8], &PeerProbe),
+    message: &Spooled,
+    c: &Conversion,
+    converted: &Converted,
+    mut report: Report,
+) -> Delivery {
+    let lock = gw.key_lock(&c.key);
+    let _same_message = lock.lock().await;
+    let earlier = match gw.state.get(&c.key) {
+        Ok(Some(Record::Finished { delivered, .. })) => delivered,
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the delivered copies");
+            return gw
+                .recorder
+                .refused(report, replies::local_error("state store"))
+                .into();
+        }
+    };
+    let started = Instant::now();
+    let mut rcpts: Vec<RcptTo> = tx.recipients().to_vec();
+    let mut seen = std::collections::HashSet::new();
+    rcpts.retain(|r| seen.insert(r.address.to_ascii_lowercase()));
+    let mut each: Vec<(String, Reply)> = Vec::new();
+    let mut delivered: Vec<String> = Vec::new();
+    let mut skipped = 0;
+    let mut hop = None;
+    let mut sent_now: Option<Reply> = None;
+    for r in &rcpts {
+        let address = r.address.clone();
+        let mut one = tx
+            .split_off(&|x: &RcptTo| !x.address.eq_ignore_ascii_case(&address))
+            .await;
+        if earlier.iter().any(|d| d.eq_ignore_ascii_case(&address)) {
+            // `one` is dropped unsent: its envelope never reached the next hop.
+            skipped += 1;
+            delivered.push(address.clone());
+            each.push((
+                address,
+                replies::relayed("copy delivered by an earlier attempt"),
+            ));
+            continue;
+        }
+        let Some(link) = converted.link_for(&address) else {
+            tracing::error!(tracking_id = %converted.tracking_id, "the transfer status has no download link for a recipient");
+            each.push((address, replies::no_recipient_link()));
+            continue;
+        };
+        let copy = match rewrite(message, c, converted, Some(link)) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "rewrite failed");
+                report.rewrite_failed(&e);
+                return gw.recorder.rewrite_failed(report).into();
+            }
+        };
+        let signature = dkim_signature(gw, Decision::Convert, &copy);
+        let reply = one
+            .data_unless(&[&signature, received, &copy], &|| client.connected())
+            .await;
+        hop = one.next_hop_reply().cloned().or(hop);
+        if reply.is_positive() {
+            if let Err(e) = gw.state.mark_delivered(&c.key, &address) {
+                // The copy is with the next hop; a retry may send it again (a duplicate, never
+                // a loss).
+                tracing::error!(error = %e, "cannot record a delivered copy");
+            }
+            delivered.push(address.clone());
+            sent_now = Some(reply.clone());
+        } else {
+            tracing::warn!(reply = %reply.to_string().trim_end(), "a per-recipient copy was not accepted");
+        }
+        each.push((address, reply));
+    }
+    report.copies(delivered.len() - skipped, skipped, rcpts.len());
+    let transient = each.iter().find(|(_, r)| r.is_transient());
+    let refused: Vec<String> = each
+        .iter()
+        .filter(|(_, r)| r.is_permanent())
+        .map(|(a, _)| a.clone())
+        .collect();
+    let reply = if let Some((_, r)) = transient {
+        r.clone()
+    } else if let Some((_, first)) = each.iter().find(|(_, r)| r.is_permanent()) {
+        if delivered.is_empty() {
+            first.clone()
+        } else {
+            replies::copies_partly_refused(first, &refused, &delivered)
+        }
+    } else {
+        // The next hop's word on a copy sent now, else that they all went earlier.
+        sent_now
+            .or_else(|| each.last().map(|(_, r)| r.clone()))
+            .unwrap_or_else(replies::no_valid_recipients)
+    };
+    let reply = gw.recorder.relayed(
+        report,
+        Decision::Convert,
+        reply,
+        hop.as_ref(),
+        started.elapsed(),
+    );
+    Delivery { reply, each }
 }
 
 /// Partial refusal with `deliver-original`: the Cryptshare policy refuses `refused`, not every
@@ -202,7 +369,7 @@ async fn split_delivery(
     };
     report.converted(&converted);
     report.partly_refused(refused, why);
-    let rewritten = match rewrite(message, c, &converted) {
+    let rewritten = match rewrite(message, c, &converted, None) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "rewrite failed");
@@ -262,6 +429,8 @@ struct Conversion {
     selection: Vec<PartId>,
     /// The message key for the state store.
     key: String,
+    /// The transfer's recipients: the envelope's (see [`process_each`]).
+    rcpts: Vec<String>,
 }
 
 /// The plan step in `serve`: match the rule, analyse the message, plan.
@@ -273,10 +442,15 @@ async fn plan_message(
     live: &Live,
     from: &str,
     rcpts: &[String],
+    all: Option<&[String]>,
     message: &Arc<Spooled>,
 ) -> (Plan, Option<Conversion>) {
     let Some(policy) = live.rules.match_sender(from).cloned() else {
         return (Plan::unmatched(0), None);
+    };
+    let transfer_rcpts = match all {
+        Some(all) if policy.links == Links::PerRecipient => all.to_vec(),
+        _ => rcpts.to_vec(),
     };
     // Analysis touches every byte of a possibly huge message: off the async workers.
     let analysed = {
@@ -284,13 +458,14 @@ async fn plan_message(
         let policy = policy.clone();
         let from = from.to_string();
         let rcpts = rcpts.to_vec();
+        let transfer_rcpts = transfer_rcpts.clone();
         tokio::task::spawn_blocking(move || {
             let raw = message.as_bytes();
             let analysis = mime::analyse(raw);
             let plan = Plan::for_policy(&policy, &analysis, &rcpts);
             // Hashing the whole message is only worth it when a transfer is to be made.
             let key = match plan.action() {
-                Action::Convert => message_key(&from, &rcpts, raw),
+                Action::Convert => message_key(&from, &transfer_rcpts, raw),
                 Action::Pass => String::new(),
             };
             (plan, analysis, key)
@@ -310,15 +485,19 @@ async fn plan_message(
         analysis,
         selection,
         key,
+        rcpts: transfer_rcpts,
     };
     (plan, Some(conversion))
 }
 
-/// The rewrite step: the message with the moved parts replaced by the notice.
+/// The rewrite step: the message with the moved parts replaced by the notice; `link`: the one
+/// recipient's own download link (per-recipient copies, whose notice carries it — with
+/// password mode `none` the link holds the password, which only that recipient's copy shows).
 fn rewrite(
     message: &Spooled,
     c: &Conversion,
     converted: &Converted,
+    link: Option<&str>,
 ) -> Result<Vec<u8>, mime::RewriteError> {
     let policy = &c.policy;
     let notice = mime::Notice {
@@ -334,8 +513,13 @@ fn rewrite(
         expires: chrono::NaiveDate::parse_from_str(&converted.expiration, "%Y-%m-%d").ok(),
         sender: converted.sender_display.clone(),
         tracking_id: Some(converted.tracking_id.clone()),
-        download_url: converted.download_url.clone(),
-        access: converted.access(),
+        download_url: link
+            .map(str::to_string)
+            .or_else(|| converted.download_url.clone()),
+        access: mime::Access {
+            link_in_message: link.is_some(),
+            ..converted.access()
+        },
         template_dir: policy.template_dir.clone(),
     };
     let out = mime::rewrite(message.as_bytes(), &c.analysis, &c.selection, &notice)?;

@@ -113,6 +113,15 @@ impl Report {
         );
     }
 
+    /// Per-recipient links: `sent` copies went out now, `earlier` were delivered by an earlier
+    /// attempt, of `total`.
+    pub fn copies(&mut self, sent: usize, earlier: usize, total: usize) {
+        self.record.reason = format!(
+            "{}; per-recipient copies: {sent} of {total} sent now, {earlier} delivered earlier",
+            self.record.reason
+        );
+    }
+
     /// The rewrite after a finished transfer failed.
     pub fn rewrite_failed(&mut self, e: &crate::mime::RewriteError) {
         self.record.reason = format!("rewrite failed: {e}");

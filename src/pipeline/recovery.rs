@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::transfer::{ConvertError, Converted, Job, Progress, single};
+use super::transfer::{ConvertError, Converted, Job, Progress, links_of, single};
 use crate::cryptshare::{self, ErrorKind, TransferSessionFile, TransferState};
 use crate::store::state::{PendingSession, Record, StateStore, StoredFile};
 
@@ -124,6 +124,7 @@ impl Job<'_> {
                 expiration,
                 files,
                 download_urls,
+                recipient_links,
                 ..
             }) => {
                 // The server may have lost it since (deleted, expired): a notice must never
@@ -154,9 +155,10 @@ impl Job<'_> {
                     expiration,
                     files,
                     download_url: single(&download_urls),
+                    links: recipient_links,
                     sender_display: sender_display.to_string(),
                     password_mode: self.policy.password_mode,
-                    notify_recipients: self.policy.notify_recipients,
+                    notify_recipients: self.notify_recipients(),
                     reused: true,
                     cryptshare_ms: 0,
                 }))
@@ -321,12 +323,13 @@ impl Job<'_> {
             .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok())
             .map(str::to_string)
             .unwrap_or_else(|| self.expires(None).format("%Y-%m-%d").to_string());
-        let urls: Vec<String> = st.download_urls().into_iter().map(|(_, u)| u).collect();
+        let links = links_of(&st);
+        let urls: Vec<String> = links.iter().map(|l| l.url.clone()).collect();
         self.record_finished(
             &id,
             &expiration,
             &files,
-            &urls,
+            &links,
             chrono::Utc::now().timestamp(),
         )?;
         Ok(Converted {
@@ -334,9 +337,10 @@ impl Job<'_> {
             expiration,
             files,
             download_url: single(&urls),
+            links,
             sender_display: sender_display.to_string(),
             password_mode: self.policy.password_mode,
-            notify_recipients: self.policy.notify_recipients,
+            notify_recipients: self.notify_recipients(),
             reused: true,
             cryptshare_ms: started.elapsed().as_millis() as u64,
         })

@@ -508,9 +508,15 @@ async fn relay_once(gw: &Arc<Gateway>, env: &Envelope, message: Spooled) -> Vec<
         message,
         client: PeerProbe::default(),
     };
-    let reply = message::process(gw, &mut tx, t).await;
+    // With per-recipient links each recipient has its copy's own reply.
+    let all: Vec<String> = env.rcpts.iter().map(|r| r.rcpt.address.clone()).collect();
+    let d = message::process_each(gw, &mut tx, t, Some(&all)).await;
     tx.reset().await;
-    out.extend(accepted.into_iter().map(|p| (p, verdict(&reply))));
+    out.extend(accepted.into_iter().map(|p| {
+        let own = d.each.iter().find(|(a, _)| *a == p.address).map(|(_, r)| r);
+        let v = verdict(own.unwrap_or(&d.reply));
+        (p, v)
+    }));
     out
 }
 

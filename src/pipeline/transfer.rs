@@ -25,7 +25,7 @@ use bytes::Bytes;
 use super::facts::{self, HeaderFacts, clean};
 use super::recovery::{Resume, Resumed};
 use super::server_policy::{self, Applied};
-use crate::config::{PasswordMode as PolicyPasswordMode, PolicyConfig};
+use crate::config::{Links, PasswordMode as PolicyPasswordMode, PolicyConfig};
 use crate::cryptshare::{
     self, NewTransferSession, NotificationMessage, PasswordMode, Recipient, Recipients,
     SecurityMode, Sender, TransferSessionPatch, format_date_time, parse_date_time,
@@ -33,7 +33,7 @@ use crate::cryptshare::{
 use crate::mime::{self, Analysis, PartId};
 use crate::ops::audit::AuditFile;
 use crate::store::spool::Spooled;
-use crate::store::state::{Record, StateError, StateStore, StoredFile};
+use crate::store::state::{RecipientLink, Record, StateError, StateStore, StoredFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -102,6 +102,9 @@ pub struct Converted {
     /// The recipient's download link when the message has exactly one recipient (a shared
     /// message must not carry personal links).
     pub download_url: Option<String>,
+    /// Every recipient's own link (`links = "per-recipient"` puts each into that recipient's
+    /// copy).
+    pub links: Vec<RecipientLink>,
     pub sender_display: String,
     /// The password mode the transfer has (the server's policy may have chosen a stronger one
     /// than the rule's).
@@ -124,10 +127,20 @@ impl Converted {
             .collect()
     }
 
+    /// `rcpt`'s own download link (the address compared as the server may answer it, in
+    /// another case).
+    pub fn link_for(&self, rcpt: &str) -> Option<&str> {
+        self.links
+            .iter()
+            .find(|l| l.recipient.eq_ignore_ascii_case(rcpt))
+            .map(|l| l.url.as_str())
+    }
+
     /// How the recipients reach the files, for the notice's instructions.
     pub fn access(&self) -> mime::Access {
         mime::Access {
             link_from_cryptshare: self.notify_recipients,
+            link_in_message: false,
             password_from_sender: matches!(self.password_mode, PolicyPasswordMode::Generated),
         }
     }
@@ -228,20 +241,22 @@ impl Job<'_> {
         self.apply_settings(&id, facts, &mut allowed).await?;
         let stored = self.upload_files(&id, &done).await?;
         progress.finalize_sent = true;
-        let urls = self.finalize(&id).await?;
+        let links = self.finalize(&id).await?;
+        let urls: Vec<String> = links.iter().map(|l| l.url.clone()).collect();
         let expiration = allowed.expires.format("%Y-%m-%d").to_string();
-        self.record_finished(&id, &expiration, &stored, &urls, now)?;
+        self.record_finished(&id, &expiration, &stored, &links, now)?;
         Ok(Converted {
             tracking_id: id,
             expiration,
             files: stored,
             download_url: single(&urls),
+            links,
             sender_display: sender_display.to_string(),
             password_mode: match allowed.applied.mode {
                 PasswordMode::None => PolicyPasswordMode::None,
                 _ => PolicyPasswordMode::Generated,
             },
-            notify_recipients: self.policy.notify_recipients,
+            notify_recipients: self.notify_recipients(),
             reused: false,
             cryptshare_ms: 0,
         })
@@ -382,7 +397,7 @@ impl Job<'_> {
             recipient_language: Some(facts::recipient_language(policy, raw)),
             show_file_names: a.show_file_names,
             show_zip_file_content: a.show_zip_file_content,
-            send_recipient_notification: Some(policy.notify_recipients),
+            send_recipient_notification: Some(self.notify_recipients()),
             // With a generated password the sender learns it only from the upload summary.
             send_upload_summary: Some(policy.upload_summary || mode == PasswordMode::Generated),
             send_download_notifications: a.send_download_notifications,
@@ -457,11 +472,17 @@ impl Job<'_> {
         Ok(stored)
     }
 
+    /// Whether the server mails the recipients: never with per-recipient links, where the
+    /// gateway's copies carry them.
+    pub(super) fn notify_recipients(&self) -> bool {
+        self.policy.notify_recipients && self.policy.links == Links::Notification
+    }
+
     /// Step 5: send, and wait until the recipients can download. Returns the download links.
-    async fn finalize(&self, id: &str) -> Result<Vec<String>, ConvertError> {
+    async fn finalize(&self, id: &str) -> Result<Vec<RecipientLink>, ConvertError> {
         self.cs.finalize(self.sender, id).await?;
         let status = self.cs.wait_processed(self.sender, id).await?;
-        Ok(status.download_urls().into_iter().map(|(_, u)| u).collect())
+        Ok(links_of(&status))
     }
 
     /// Step 6: the finished record: a retry of this message (same key) reuses this transfer.
@@ -470,7 +491,7 @@ impl Job<'_> {
         id: &str,
         expiration: &str,
         files: &[StoredFile],
-        download_urls: &[String],
+        links: &[RecipientLink],
         created: i64,
     ) -> Result<(), StateError> {
         self.state.put(
@@ -480,8 +501,10 @@ impl Job<'_> {
                 tracking_id: id.to_string(),
                 expiration: expiration.to_string(),
                 files: files.to_vec(),
-                download_urls: download_urls.to_vec(),
+                download_urls: links.iter().map(|l| l.url.clone()).collect(),
                 created,
+                recipient_links: links.to_vec(),
+                delivered: Vec::new(),
             },
         )
     }
@@ -551,6 +574,15 @@ fn decoded_stream(
         }
     });
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Each recipient's link in a transfer status.
+pub(super) fn links_of(status: &cryptshare::TransferStatus) -> Vec<RecipientLink> {
+    status
+        .download_urls()
+        .into_iter()
+        .map(|(recipient, url)| RecipientLink { recipient, url })
+        .collect()
 }
 
 /// The download link for the notice: only with exactly one recipient (a shared message must

@@ -60,7 +60,22 @@ pub enum Record {
         files: Vec<StoredFile>,
         download_urls: Vec<String>,
         created: i64,
+        /// Each recipient's own link (`links = "per-recipient"`: each copy carries one). Absent
+        /// in records of older versions.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        recipient_links: Vec<RecipientLink>,
+        /// `links = "per-recipient"`: the recipients whose copy the next hop accepted, as the
+        /// client sent them. A retry sends only the others.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        delivered: Vec<String>,
     },
+}
+
+/// One recipient's download link, from the transfer status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientLink {
+    pub recipient: String,
+    pub url: String,
 }
 
 /// The resumable part of a pending record. The token is a credential: records are written with
@@ -178,6 +193,41 @@ impl StateStore {
             let _ = fs::remove_file(&tmp);
         }
         written.map_err(io_err(&path))
+    }
+
+    /// Record that `rcpt`'s copy of the message `key` was delivered (per-recipient links),
+    /// durably, before the next copy goes out. Nothing happens without a finished record.
+    pub fn mark_delivered(&self, key: &str, rcpt: &str) -> Result<(), StateError> {
+        let Some(Record::Finished {
+            sender,
+            tracking_id,
+            expiration,
+            files,
+            download_urls,
+            created,
+            recipient_links,
+            mut delivered,
+        }) = self.get(key)?
+        else {
+            return Ok(());
+        };
+        if delivered.iter().any(|d| d == rcpt) {
+            return Ok(());
+        }
+        delivered.push(rcpt.to_string());
+        self.put(
+            key,
+            &Record::Finished {
+                sender,
+                tracking_id,
+                expiration,
+                files,
+                download_urls,
+                created,
+                recipient_links,
+                delivered,
+            },
+        )
     }
 
     pub fn remove(&self, key: &str) -> Result<(), StateError> {
@@ -321,9 +371,21 @@ mod tests {
             }],
             download_urls: vec![],
             created: 2,
+            recipient_links: vec![RecipientLink {
+                recipient: "b@c.d".into(),
+                url: "https://cs/download?id=1".into(),
+            }],
+            delivered: vec![],
         };
         s.put("abc", &f).unwrap();
-        assert_eq!(s.get("abc").unwrap(), Some(f));
+        assert_eq!(s.get("abc").unwrap(), Some(f.clone()));
+        s.mark_delivered("abc", "b@c.d").unwrap();
+        s.mark_delivered("abc", "b@c.d").unwrap();
+        let Some(Record::Finished { delivered, .. }) = s.get("abc").unwrap() else {
+            panic!("finished record expected");
+        };
+        assert_eq!(delivered, ["b@c.d"]);
+        s.put("abc", &f).unwrap();
         assert!(s.pending().unwrap().is_empty());
         s.remove("abc").unwrap();
         assert_eq!(s.get("abc").unwrap(), None);

@@ -53,6 +53,9 @@ pub struct Script {
     pub data_start_reply: Reply,
     /// Final reply after the content.
     pub data_reply: Reply,
+    /// Final reply once for a message whose first recipient is this address (lower case),
+    /// instead of `data_reply` (then removed): a next hop refusing one copy of several.
+    pub data_replies_once: HashMap<String, Reply>,
     /// Never answer at this stage (the connection stays open).
     pub hang: Option<Stage>,
     /// Answer the end of a message only after this long (a next hop that scans content).
@@ -92,6 +95,7 @@ impl Default for Script {
             rcpt_reply: Reply::new(250, [2, 1, 5], "Recipient OK"),
             data_start_reply: Reply::plain(354, "End data with <CR><LF>.<CR><LF>"),
             data_reply: Reply::new(250, [2, 0, 0], "Queued as SINK"),
+            data_replies_once: HashMap::new(),
             hang: None,
             slow_data_end: None,
             close: None,
@@ -506,7 +510,20 @@ fn finish(shared: &Shared, out: &mut Vec<u8>, t: Tx, id: usize, tls: bool) -> St
     if !matches!(step, Step::Continue) {
         return step;
     }
-    if script.data_reply.is_positive() {
+    let first = t.rcpts.first().and_then(|r| {
+        let (_, rest) = r.split_once('<')?;
+        Some(rest.split_once('>')?.0.to_ascii_lowercase())
+    });
+    let once = first.and_then(|a| {
+        shared
+            .script
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .data_replies_once
+            .remove(&a)
+    });
+    let reply = once.unwrap_or_else(|| script.data_reply.clone());
+    if reply.is_positive() {
         shared.state().messages.push(SunkMessage {
             connection: id,
             tls,
@@ -516,7 +533,7 @@ fn finish(shared: &Shared, out: &mut Vec<u8>, t: Tx, id: usize, tls: bool) -> St
             bdat: t.bdat,
         });
     }
-    script.data_reply.write_to(out);
+    reply.write_to(out);
     Step::Continue
 }
 
