@@ -581,17 +581,7 @@ fn preflight(cfg: &Config) -> Result<(), String> {
     if let Some(a) = &cfg.audit {
         audit_writable(&a.file).map_err(|e| format!("audit.file: {}: {e}", a.file.display()))?;
     }
-    for (i, p) in cfg.policy.iter().enumerate() {
-        if let Some(dir) = &p.template_dir {
-            for ext in ["txt", "html"] {
-                let f = dir.join(format!("notice.{}.{ext}", p.language));
-                if f.exists() {
-                    std::fs::read_to_string(&f)
-                        .map_err(|e| format!("policy[{i}].template_dir: {}: {e}", f.display()))?;
-                }
-            }
-        }
-    }
+    // The notice templates are read and checked by `Config::validate` (reloads too).
     Ok(())
 }
 

@@ -63,8 +63,10 @@ pub use dsn::{
     BuiltDsn, Dsn, DsnAction, DsnError, DsnIds, DsnRecipient, DsnReturn, MAX_RETURNED_HEADERS,
     build_dsn, build_dsn_with_ids,
 };
-pub use language::{Access, Language};
-pub use notice::{Notice, NoticeError, NoticeFile, human_size};
+pub use language::{Access, Language, Texts};
+pub use notice::{
+    Notice, NoticeError, NoticeFile, PLACEHOLDERS, TemplateError, check_template, human_size,
+};
 pub use rewrite::{RewriteError, rewrite};
 pub use subject::{remove_subject_tag, remove_tag_from_text};
 pub use text::{is_invisible, strip_invisible};

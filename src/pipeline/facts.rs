@@ -5,7 +5,7 @@
 //! and invisible format characters (bidi overrides, zero-width characters: [`mime::is_invisible`])
 //! are removed and every value is bounded.
 
-use crate::mime::{self, Analysis};
+use crate::mime::{self, Analysis, Language};
 
 /// What the headers contribute to the transfer (SPEC §2).
 pub(super) struct HeaderFacts {
@@ -126,6 +126,22 @@ pub(super) fn recipient_language(policy: &crate::config::PolicyConfig, raw: &[u8
         return policy.recipient_language.clone();
     }
     content_language(raw).unwrap_or_else(|| policy.language.clone())
+}
+
+/// The language the gateway writes in for this message (notice, receipt, the Cryptshare
+/// session's `Accept-Language`): the rule's `language`, or with `auto` the first tag of the
+/// message's `Content-Language:` that has built-in texts, else `default_language`.
+pub(super) fn notice_language(policy: &crate::config::PolicyConfig, raw: &[u8]) -> Language {
+    if policy.language != "auto" {
+        return Language::from(policy.language.as_str());
+    }
+    mail_parser::MessageParser::default()
+        .parse_headers(raw)
+        .and_then(|m| {
+            m.header_raw("Content-Language")
+                .and_then(Language::from_content_language)
+        })
+        .unwrap_or_else(|| Language::from(policy.default_language.as_str()))
 }
 
 /// The first language tag of the top-level `Content-Language:` header (RFC 3282).
