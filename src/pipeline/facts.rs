@@ -177,6 +177,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auto_language_follows_content_language_then_the_default() {
+        let rule = |lang: &str| -> crate::config::PolicyConfig {
+            toml::from_str(&format!(
+                "name = \"r\"\nsenders = [\"*\"]\nlanguage = \"{lang}\"\ndefault_language = \"nl\"\n"
+            ))
+            .unwrap()
+        };
+        let msg = |cl: &str| format!("From: a@example.org\r\n{cl}Subject: x\r\n\r\nbody\r\n");
+        let auto = rule("auto");
+        let got = |raw: &str| notice_language(&auto, raw.as_bytes());
+        assert_eq!(
+            got(&msg("Content-Language: pt-BR, fr-CA\r\n")),
+            Language::Fr
+        );
+        assert_eq!(got(&msg("Content-Language: pt\r\n")), Language::Nl);
+        assert_eq!(got(&msg("")), Language::Nl);
+        // A fixed language ignores the header.
+        let de = rule("de");
+        assert_eq!(
+            notice_language(&de, msg("Content-Language: it\r\n").as_bytes()),
+            Language::De
+        );
+    }
+
+    #[test]
     fn subject_tag_is_stripped_for_the_notification() {
         assert_eq!(strip_tag("[SECURE] Report", "[secure]"), "Report");
         assert_eq!(strip_tag("Report [secure]", "[secure]"), "Report");
