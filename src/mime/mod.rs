@@ -13,7 +13,8 @@
 //! mime::Notice { language: Language, files: Vec<NoticeFile { name, size }>,
 //!                expires: Option<NaiveDate>, sender, tracking_id, download_url,
 //!                access: Access, template_dir }
-//! mime::Language::parse(tag) -> Option<Language>           // en / de, the one language test
+//! mime::Language::parse(tag) -> Option<Language>           // en de fr es it nl: the one language test
+//! mime::check_template(text) -> Result<(), TemplateError>  // operator templates, at config load
 //! mime::build_dsn(&Dsn) -> Result<BuiltDsn, DsnError>      // RFC 3464 multipart/report
 //! ```
 //!
