@@ -584,17 +584,7 @@ fn preflight(cfg: &Config) -> Result<(), String> {
     if let Some(d) = &cfg.dkim {
         cryptshare_gateway::outbound::dkim::Signer::from_config(d).map_err(|e| e.to_string())?;
     }
-    for (i, p) in cfg.policy.iter().enumerate() {
-        if let Some(dir) = &p.template_dir {
-            for ext in ["txt", "html"] {
-                let f = dir.join(format!("notice.{}.{ext}", p.language));
-                if f.exists() {
-                    std::fs::read_to_string(&f)
-                        .map_err(|e| format!("policy[{i}].template_dir: {}: {e}", f.display()))?;
-                }
-            }
-        }
-    }
+    // The notice templates are read and checked by `Config::validate` (reloads too).
     Ok(())
 }
 

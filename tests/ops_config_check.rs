@@ -68,6 +68,25 @@ fn check_config_refuses_what_serve_refuses() {
     std::fs::write(d.join("other-key.pem"), &other_key).unwrap();
     std::fs::write(d.join("garbage.pem"), "not a certificate\n").unwrap();
     std::fs::write(d.join("users"), "alice:not-a-hash\n").unwrap();
+    std::fs::create_dir(d.join("tpl")).unwrap();
+    std::fs::write(
+        d.join("tpl/notice.fr.txt"),
+        "Fichiers :\n{{files}}\nLien : {{dowload_url}}\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("tpl2")).unwrap();
+    std::fs::write(
+        d.join("tpl2/notice.en.html"),
+        "<p>{{count}}</p>\n<p>{{sender</p>\n",
+    )
+    .unwrap();
+    let rule = |lang: &str, dir: &str| {
+        format!(
+            "[[policy]]\nname = \"r\"\nsenders = [\"*\"]\nlanguage = \"{lang}\"\ntemplate_dir = \"{}/{dir}\"\n",
+            d.display()
+        )
+    };
+    const VALID: &str = "(valid placeholders: {{count}}, {{files}}, {{expires}}, {{sender}}, {{tracking_id}}, {{download_url}}, {{instructions}})";
     let tls = |c: &str, k: &str| {
         format!(
             "[server.tls]\ncert = \"{}/{c}\"\nkey = \"{}/{k}\"\n",
@@ -99,6 +118,18 @@ fn check_config_refuses_what_serve_refuses() {
         (
             format!("[server.auth]\nusers_file = \"{}/users\"\n", d.display()),
             "DIR/gateway.toml: server.auth.users_file: DIR/users line 1: hash must be argon2 ($argon2…) or bcrypt ($2b$…)\n",
+        ),
+        (
+            rule("auto", "tpl"),
+            &*format!("DIR/gateway.toml:11: policy[0].template_dir: DIR/tpl/notice.fr.txt line 3: unknown placeholder \"{{{{dowload_url}}}}\" {VALID}\n"),
+        ),
+        (
+            rule("en", "tpl2"),
+            &*format!("DIR/gateway.toml:11: policy[0].template_dir: DIR/tpl2/notice.en.html line 2: unclosed {{{{ in \"{{{{sender</p>\" {VALID}\n"),
+        ),
+        (
+            "[[policy]]\nname = \"r\"\nsenders = [\"*\"]\nlanguage = \"pt\"\n".to_string(),
+            "DIR/gateway.toml:10: policy[0].language: \"pt\" has no built-in texts (valid: \"auto\", \"en\", \"de\", \"fr\", \"es\", \"it\", \"nl\")\n",
         ),
     ] {
         config(d, &extra);
@@ -165,7 +196,7 @@ fn show_config_lists_effective_values_with_sources() {
     }
     // Every line of -n is in the full listing, which has one line per key.
     assert!(n.stdout.lines().all(|l| all.stdout.contains(l)));
-    assert_eq!(all.stdout.lines().count(), 67, "{}", all.stdout);
+    assert_eq!(all.stdout.lines().count(), 68, "{}", all.stdout);
     // A broken configuration: the same message as check-config, exit 2.
     let bad = run(
         d,

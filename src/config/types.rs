@@ -508,8 +508,14 @@ pub struct PolicyConfig {
     pub password_mode: PasswordMode,
     #[serde(default = "default_expiration_days")]
     pub expiration_days: u32,
+    /// The notice's language (and the Cryptshare session's): a built-in tag, or `auto` = the
+    /// message's `Content-Language:` (its first tag with built-in texts), else
+    /// `default_language`.
     #[serde(default = "default_language")]
     pub language: String,
+    /// The language `auto` falls back to.
+    #[serde(default = "default_language")]
+    pub default_language: String,
     #[serde(default = "default_true")]
     pub notify_recipients: bool,
     /// `notification` (the server mails the links) or `per-recipient` (a copy per recipient

@@ -295,14 +295,25 @@ impl Config {
                 ));
             }
             // The canonical tag only: it also goes verbatim to the Cryptshare API.
-            if crate::mime::Language::parse(&p.language).map(|l| l.tag())
-                != Some(p.language.as_str())
-            {
+            let built_in =
+                |tag: &str| crate::mime::Language::parse(tag).map(|l| l.tag()) == Some(tag);
+            if p.language != "auto" && !built_in(&p.language) {
                 return Err(ConfigError::invalid(
                     key("language"),
                     format!(
-                        "{:?} has no notice template (built in: \"en\", \"de\")",
-                        p.language
+                        "{:?} has no built-in texts (valid: \"auto\", {})",
+                        p.language,
+                        crate::mime::Language::list()
+                    ),
+                ));
+            }
+            if !built_in(&p.default_language) {
+                return Err(ConfigError::invalid(
+                    key("default_language"),
+                    format!(
+                        "{:?} has no built-in texts (valid: {})",
+                        p.default_language,
+                        crate::mime::Language::list()
                     ),
                 ));
             }
@@ -323,9 +334,36 @@ impl Config {
                     format!("{}: no such directory", dir.display()),
                 ));
             }
+            if let Some(dir) = &p.template_dir {
+                check_templates(dir, &p.language)
+                    .map_err(|r| ConfigError::invalid(key("template_dir"), r))?;
+            }
         }
         Ok(())
     }
+}
+
+/// The operator's notice templates a rule may use (every language's with `language = "auto"`):
+/// readable, and every `{{` one of the placeholders. Checked at start-up and on every reload,
+/// so a typo is a config error instead of a verbatim `{{dowload_url}}` in every notice.
+fn check_templates(dir: &std::path::Path, language: &str) -> Result<(), String> {
+    use crate::mime::Language;
+    let languages: Vec<Language> = match Language::parse(language) {
+        Some(l) if language != "auto" => vec![l],
+        _ => Language::ALL.to_vec(),
+    };
+    for l in languages {
+        for ext in ["txt", "html"] {
+            let f = dir.join(format!("notice.{}.{ext}", l.tag()));
+            let text = match std::fs::read_to_string(&f) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("{}: {e}", f.display())),
+            };
+            crate::mime::check_template(&text).map_err(|e| format!("{} {e}", f.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Sender patterns: `*`, `*@domain`, `*@*.domain`, `local@domain`.

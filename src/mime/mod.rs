@@ -13,7 +13,8 @@
 //! mime::Notice { language: Language, files: Vec<NoticeFile { name, size }>,
 //!                expires: Option<NaiveDate>, sender, tracking_id, download_url,
 //!                access: Access, template_dir }
-//! mime::Language::parse(tag) -> Option<Language>           // en / de, the one language test
+//! mime::Language::parse(tag) -> Option<Language>           // en de fr es it nl: the one language test
+//! mime::check_template(text) -> Result<(), TemplateError>  // operator templates, at config load
 //! mime::build_dsn(&Dsn) -> Result<BuiltDsn, DsnError>      // RFC 3464 multipart/report
 //! ```
 //!
@@ -63,8 +64,10 @@ pub use dsn::{
     BuiltDsn, Dsn, DsnAction, DsnError, DsnIds, DsnRecipient, DsnReturn, MAX_RETURNED_HEADERS,
     build_dsn, build_dsn_with_ids,
 };
-pub use language::{Access, Language};
-pub use notice::{Notice, NoticeError, NoticeFile, human_size};
+pub use language::{Access, Language, Texts};
+pub use notice::{
+    Notice, NoticeError, NoticeFile, PLACEHOLDERS, TemplateError, check_template, human_size,
+};
 pub use rewrite::{RewriteError, rewrite};
 pub use subject::{remove_subject_tag, remove_tag_from_text};
 pub use text::{is_invisible, strip_invisible};

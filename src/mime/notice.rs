@@ -1,5 +1,7 @@
-//! The notice that replaces moved attachments: built-in English and German templates, operator
-//! overrides from `template_dir/notice.<lang>.txt` and `notice.<lang>.html`.
+//! The notice that replaces moved attachments: built-in templates in every [`Language`] (made
+//! from its [`Texts`](super::language::Texts)), operator overrides from
+//! `template_dir/notice.<lang>.txt` and `notice.<lang>.html` (checked by [`check_template`] at
+//! start-up and reload).
 //!
 //! Placeholders: `{{count}}`, `{{files}}`, `{{expires}}`, `{{sender}}`, `{{tracking_id}}`,
 //! `{{download_url}}`, `{{instructions}}`. A template line whose placeholders are all empty is
@@ -45,79 +47,91 @@ pub enum NoticeError {
     },
 }
 
-const EN_TXT: &str = "\
-[Cryptshare] {{count}} attachment(s) of this message were moved to a secure Cryptshare transfer:
-{{files}}
-Available until: {{expires}}
-Download: {{download_url}}
-{{instructions}}
-Sender: {{sender}}
-Tracking ID: {{tracking_id}}
-----------------------------------------------------------------------
+/// Every placeholder a template may use, in the order the docs list them.
+pub const PLACEHOLDERS: [&str; 7] = [
+    "{{count}}",
+    "{{files}}",
+    "{{expires}}",
+    "{{sender}}",
+    "{{tracking_id}}",
+    "{{download_url}}",
+    "{{instructions}}",
+];
 
-";
-
-const DE_TXT: &str = "\
-[Cryptshare] {{count}} Anhang/Anhänge dieser Nachricht wurde(n) in eine sichere Cryptshare-Übertragung verschoben:
-{{files}}
-Verfügbar bis: {{expires}}
-Download: {{download_url}}
-{{instructions}}
-Absender: {{sender}}
-Tracking-ID: {{tracking_id}}
-----------------------------------------------------------------------
-
-";
-
-const EN_HTML: &str = "\
-<div style=\"border:1px solid #8a8a8a;padding:8px;margin:0 0 12px 0;font-family:sans-serif\">
-<p><b>{{count}} attachment(s) of this message were moved to a secure Cryptshare transfer:</b></p>
-<ul>
-{{files}}
-</ul>
-<p>Available until: {{expires}}</p>
-<p>Download: <a href=\"{{download_url}}\">{{download_url}}</a></p>
-<p>{{instructions}}</p>
-<p>Sender: {{sender}}</p>
-<p>Tracking ID: {{tracking_id}}</p>
-</div>
-";
-
-const DE_HTML: &str = "\
-<div style=\"border:1px solid #8a8a8a;padding:8px;margin:0 0 12px 0;font-family:sans-serif\">
-<p><b>{{count}} Anhang/Anhänge dieser Nachricht wurde(n) in eine sichere Cryptshare-Übertragung verschoben:</b></p>
-<ul>
-{{files}}
-</ul>
-<p>Verfügbar bis: {{expires}}</p>
-<p>Download: <a href=\"{{download_url}}\">{{download_url}}</a></p>
-<p>{{instructions}}</p>
-<p>Absender: {{sender}}</p>
-<p>Tracking-ID: {{tracking_id}}</p>
-</div>
-";
-
-/// `1.5 MB` / `1,5 MB` (binary multiples, labelled the way mail clients do).
-pub fn human_size(size: u64, language: Language) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = size as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    let s = if u == 0 {
-        format!("{size} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    };
-    match language {
-        Language::De => s.replace('.', ","),
-        Language::En => s,
-    }
+/// What is wrong with an operator's template, and on which line (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {problem} (valid placeholders: {})", PLACEHOLDERS.join(", "))]
+pub struct TemplateError {
+    pub line: usize,
+    pub problem: String,
 }
 
-fn escape_html(s: &str) -> String {
+/// Check an operator's template: every `{{` opens one of [`PLACEHOLDERS`] closed on the same
+/// line. A typo (`{{dowload_url}}`) would otherwise reach every recipient verbatim.
+pub fn check_template(template: &str) -> Result<(), TemplateError> {
+    for (i, line) in template.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("{{") {
+            let after = &rest[at + 2..];
+            let Some(close) = after.find("}}") else {
+                let shown: String = rest[at..].chars().take(40).collect();
+                return Err(TemplateError {
+                    line: i + 1,
+                    problem: format!("unclosed {{{{ in {:?}", shown),
+                });
+            };
+            let found = &rest[at..at + 2 + close + 2];
+            if !PLACEHOLDERS.contains(&found) {
+                let shown: String = found.chars().take(40).collect();
+                return Err(TemplateError {
+                    line: i + 1,
+                    problem: format!("unknown placeholder {shown:?}"),
+                });
+            }
+            rest = &after[close + 2..];
+        }
+    }
+    Ok(())
+}
+
+/// The built-in text template of `language`.
+fn builtin_text(language: Language) -> String {
+    let t = language.texts();
+    let rule = "-".repeat(70);
+    format!(
+        "[Cryptshare] {intro}\n{{{{files}}}}\n{until}{{{{expires}}}}\n{download}{{{{download_url}}}}\n\
+         {{{{instructions}}}}\n{sender}{{{{sender}}}}\n{tracking}{{{{tracking_id}}}}\n{rule}\n\n",
+        intro = t.intro,
+        until = t.label(t.available_until),
+        download = t.label(t.download),
+        sender = t.label(t.sender),
+        tracking = t.label(t.tracking_id),
+    )
+}
+
+/// The built-in HTML template of `language` (its texts escaped; the placeholders stay).
+fn builtin_html(language: Language) -> String {
+    let t = language.texts();
+    let e = |s: &str| escape_html(s);
+    format!(
+        "<div style=\"border:1px solid #8a8a8a;padding:8px;margin:0 0 12px 0;font-family:sans-serif\">\n\
+         <p><b>{intro}</b></p>\n<ul>\n{{{{files}}}}\n</ul>\n<p>{until}{{{{expires}}}}</p>\n\
+         <p>{download}<a href=\"{{{{download_url}}}}\">{{{{download_url}}}}</a></p>\n\
+         <p>{{{{instructions}}}}</p>\n<p>{sender}{{{{sender}}}}</p>\n<p>{tracking}{{{{tracking_id}}}}</p>\n</div>\n",
+        intro = e(t.intro),
+        until = e(&t.label(t.available_until)),
+        download = e(&t.label(t.download)),
+        sender = e(&t.label(t.sender)),
+        tracking = e(&t.label(t.tracking_id)),
+    )
+}
+
+/// `1.5 MB` / `1,5 MB` / `1,5 Mo` (binary multiples, labelled the way mail clients do).
+pub fn human_size(size: u64, language: Language) -> String {
+    language.size(size)
+}
+
+pub(super) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -134,7 +148,7 @@ fn escape_html(s: &str) -> String {
     out
 }
 
-fn clean_text(s: &str) -> String {
+pub(super) fn clean_text(s: &str) -> String {
     s.chars()
         .filter(|&c| !is_invisible(c))
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -154,21 +168,16 @@ impl Notice {
                 Err(source) => return Err(NoticeError::Template { path, source }),
             }
         }
-        Ok(match (self.language, ext) {
-            (Language::De, "txt") => DE_TXT,
-            (Language::De, _) => DE_HTML,
-            (Language::En, "txt") => EN_TXT,
-            (Language::En, _) => EN_HTML,
-        }
-        .to_owned())
+        Ok(match ext {
+            "txt" => builtin_text(self.language),
+            _ => builtin_html(self.language),
+        })
     }
 
     fn expires(&self) -> String {
-        match self.expires {
-            Some(d) if self.language == Language::De => d.format("%d.%m.%Y").to_string(),
-            Some(d) => d.format("%Y-%m-%d").to_string(),
-            None => String::new(),
-        }
+        self.expires
+            .map(|d| self.language.date(d))
+            .unwrap_or_default()
     }
 
     fn render(&self, template: &str, html: bool) -> String {
@@ -295,5 +304,90 @@ mod tests {
             n.render_text().unwrap(),
             "Moved:   - <b>report</b>.pdf (1.5 MB)\n"
         );
+    }
+
+    // The English and German texts as they were before the templates were made from phrases:
+    // operators' mail archives and filters know them.
+    const EN_TXT: &str = "\
+[Cryptshare] {{count}} attachment(s) of this message were moved to a secure Cryptshare transfer:
+{{files}}
+Available until: {{expires}}
+Download: {{download_url}}
+{{instructions}}
+Sender: {{sender}}
+Tracking ID: {{tracking_id}}
+----------------------------------------------------------------------
+
+";
+
+    const DE_TXT: &str = "\
+[Cryptshare] {{count}} Anhang/Anhänge dieser Nachricht wurde(n) in eine sichere Cryptshare-Übertragung verschoben:
+{{files}}
+Verfügbar bis: {{expires}}
+Download: {{download_url}}
+{{instructions}}
+Absender: {{sender}}
+Tracking-ID: {{tracking_id}}
+----------------------------------------------------------------------
+
+";
+
+    const EN_HTML: &str = "\
+<div style=\"border:1px solid #8a8a8a;padding:8px;margin:0 0 12px 0;font-family:sans-serif\">
+<p><b>{{count}} attachment(s) of this message were moved to a secure Cryptshare transfer:</b></p>
+<ul>
+{{files}}
+</ul>
+<p>Available until: {{expires}}</p>
+<p>Download: <a href=\"{{download_url}}\">{{download_url}}</a></p>
+<p>{{instructions}}</p>
+<p>Sender: {{sender}}</p>
+<p>Tracking ID: {{tracking_id}}</p>
+</div>
+";
+
+    const DE_HTML: &str = "\
+<div style=\"border:1px solid #8a8a8a;padding:8px;margin:0 0 12px 0;font-family:sans-serif\">
+<p><b>{{count}} Anhang/Anhänge dieser Nachricht wurde(n) in eine sichere Cryptshare-Übertragung verschoben:</b></p>
+<ul>
+{{files}}
+</ul>
+<p>Verfügbar bis: {{expires}}</p>
+<p>Download: <a href=\"{{download_url}}\">{{download_url}}</a></p>
+<p>{{instructions}}</p>
+<p>Absender: {{sender}}</p>
+<p>Tracking-ID: {{tracking_id}}</p>
+</div>
+";
+
+    #[test]
+    fn built_in_english_and_german_are_unchanged() {
+        assert_eq!(builtin_text(Language::En), EN_TXT);
+        assert_eq!(builtin_text(Language::De), DE_TXT);
+        assert_eq!(builtin_html(Language::En), EN_HTML);
+        assert_eq!(builtin_html(Language::De), DE_HTML);
+        for l in Language::ALL {
+            check_template(&builtin_text(l)).unwrap();
+            check_template(&builtin_html(l)).unwrap();
+        }
+    }
+
+    #[test]
+    fn template_check_names_line_and_problem() {
+        assert_eq!(check_template("a {{count}} b {{files}}\n"), Ok(()));
+        let e = check_template("ok\nDownload: {{dowload_url}}\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert_eq!(e.problem, "unknown placeholder \"{{dowload_url}}\"");
+        assert_eq!(
+            e.to_string(),
+            "line 2: unknown placeholder \"{{dowload_url}}\" (valid placeholders: {{count}}, \
+             {{files}}, {{expires}}, {{sender}}, {{tracking_id}}, {{download_url}}, {{instructions}})"
+        );
+        let e = check_template("x\ny\nSender: {{sender\n}}").unwrap_err();
+        assert_eq!(
+            (e.line, e.problem.as_str()),
+            (3, "unclosed {{ in \"{{sender\"")
+        );
+        assert_eq!(check_template("{ {not one} }\n"), Ok(()));
     }
 }

@@ -5,7 +5,7 @@
 //! and invisible format characters (bidi overrides, zero-width characters: [`mime::is_invisible`])
 //! are removed and every value is bounded.
 
-use crate::mime::{self, Analysis};
+use crate::mime::{self, Analysis, Language};
 
 /// What the headers contribute to the transfer (SPEC §2).
 pub(super) struct HeaderFacts {
@@ -128,6 +128,22 @@ pub(super) fn recipient_language(policy: &crate::config::PolicyConfig, raw: &[u8
     content_language(raw).unwrap_or_else(|| policy.language.clone())
 }
 
+/// The language the gateway writes in for this message (notice, receipt, the Cryptshare
+/// session's `Accept-Language`): the rule's `language`, or with `auto` the first tag of the
+/// message's `Content-Language:` that has built-in texts, else `default_language`.
+pub(super) fn notice_language(policy: &crate::config::PolicyConfig, raw: &[u8]) -> Language {
+    if policy.language != "auto" {
+        return Language::from(policy.language.as_str());
+    }
+    mail_parser::MessageParser::default()
+        .parse_headers(raw)
+        .and_then(|m| {
+            m.header_raw("Content-Language")
+                .and_then(Language::from_content_language)
+        })
+        .unwrap_or_else(|| Language::from(policy.default_language.as_str()))
+}
+
 /// The first language tag of the top-level `Content-Language:` header (RFC 3282).
 pub(super) fn content_language(raw: &[u8]) -> Option<String> {
     let msg = mail_parser::MessageParser::default().parse_headers(raw)?;
@@ -159,6 +175,31 @@ fn html_to_text(html: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_language_follows_content_language_then_the_default() {
+        let rule = |lang: &str| -> crate::config::PolicyConfig {
+            toml::from_str(&format!(
+                "name = \"r\"\nsenders = [\"*\"]\nlanguage = \"{lang}\"\ndefault_language = \"nl\"\n"
+            ))
+            .unwrap()
+        };
+        let msg = |cl: &str| format!("From: a@example.org\r\n{cl}Subject: x\r\n\r\nbody\r\n");
+        let auto = rule("auto");
+        let got = |raw: &str| notice_language(&auto, raw.as_bytes());
+        assert_eq!(
+            got(&msg("Content-Language: pt-BR, fr-CA\r\n")),
+            Language::Fr
+        );
+        assert_eq!(got(&msg("Content-Language: pt\r\n")), Language::Nl);
+        assert_eq!(got(&msg("")), Language::Nl);
+        // A fixed language ignores the header.
+        let de = rule("de");
+        assert_eq!(
+            notice_language(&de, msg("Content-Language: it\r\n").as_bytes()),
+            Language::De
+        );
+    }
 
     #[test]
     fn subject_tag_is_stripped_for_the_notification() {

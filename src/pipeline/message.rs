@@ -455,12 +455,17 @@ async fn plan_message(
     // Analysis touches every byte of a possibly huge message: off the async workers.
     let analysed = {
         let message = message.clone();
-        let policy = policy.clone();
+        let mut policy = policy.clone();
         let from = from.to_string();
         let rcpts = rcpts.to_vec();
         let transfer_rcpts = transfer_rcpts.clone();
         tokio::task::spawn_blocking(move || {
             let raw = message.as_bytes();
+            // `auto` is decided once, here: the notice, the receipt and the Cryptshare session
+            // all write in the language this leaves in the rule.
+            policy.language = super::facts::notice_language(&policy, raw)
+                .tag()
+                .to_string();
             let analysis = mime::analyse(raw);
             let plan = Plan::for_policy(&policy, &analysis, &rcpts);
             // Hashing the whole message is only worth it when a transfer is to be made.
@@ -468,11 +473,11 @@ async fn plan_message(
                 Action::Convert => message_key(&from, &transfer_rcpts, raw),
                 Action::Pass => String::new(),
             };
-            (plan, analysis, key)
+            (plan, analysis, key, policy)
         })
         .await
     };
-    let Ok((plan, analysis, key)) = analysed else {
+    let Ok((plan, analysis, key, policy)) = analysed else {
         // A panic in analysis must not lose the message: relay it unchanged.
         return (Plan::analysis_failed(policy), None);
     };
