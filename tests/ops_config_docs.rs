@@ -16,6 +16,8 @@ const SECTIONS: &[(&str, &str)] = &[
     ("CryptshareConfig", "cryptshare"),
     ("StateConfig", "state"),
     ("MetricsConfig", "metrics"),
+    ("DkimConfig", "dkim"),
+    ("DkimKeyConfig", "dkim.key"),
     ("PolicyConfig", "policy"),
 ];
 
@@ -37,7 +39,9 @@ fn keys_from_source() -> BTreeSet<(String, String)> {
             {
                 let name = name.trim();
                 // Nested sections are documented as sections, not keys.
-                if !matches!(name, "tls" | "auth") || section != "server" {
+                if !(matches!(name, "tls" | "auth") && section == "server"
+                    || name == "key" && section == "dkim")
+                {
                     keys.insert((section.to_string(), name.to_string()));
                 }
             }
