@@ -198,36 +198,17 @@ impl StateStore {
     /// Record that `rcpt`'s copy of the message `key` was delivered (per-recipient links),
     /// durably, before the next copy goes out. Nothing happens without a finished record.
     pub fn mark_delivered(&self, key: &str, rcpt: &str) -> Result<(), StateError> {
-        let Some(Record::Finished {
-            sender,
-            tracking_id,
-            expiration,
-            files,
-            download_urls,
-            created,
-            recipient_links,
-            mut delivered,
-        }) = self.get(key)?
-        else {
+        let Some(mut record) = self.get(key)? else {
+            return Ok(());
+        };
+        let Record::Finished { delivered, .. } = &mut record else {
             return Ok(());
         };
         if delivered.iter().any(|d| d == rcpt) {
             return Ok(());
         }
         delivered.push(rcpt.to_string());
-        self.put(
-            key,
-            &Record::Finished {
-                sender,
-                tracking_id,
-                expiration,
-                files,
-                download_urls,
-                created,
-                recipient_links,
-                delivered,
-            },
-        )
+        self.put(key, &record)
     }
 
     pub fn remove(&self, key: &str) -> Result<(), StateError> {
