@@ -125,6 +125,12 @@ pub fn step(buf: &[u8]) -> Result<Step, ProxyError> {
 
 fn parse_v1(buf: &[u8]) -> Result<ProxyHeader, ProxyError> {
     use ppp::v1::{Addresses, Header};
+    // The v1 header is US-ASCII (specification §2.1). Checked here, before `ppp`: it cuts the
+    // line at its first CR by byte index, which panics inside a multi-byte UTF-8 character
+    // (`PROXY \r\u{e9}\n`, found by the fuzz target).
+    if !buf.is_ascii() {
+        return Err(ProxyError::V1("not ASCII".into()));
+    }
     let text = std::str::from_utf8(buf).map_err(|_| ProxyError::V1("not ASCII".into()))?;
     let h = Header::try_from(text).map_err(|e| ProxyError::V1(e.to_string()))?;
     let addrs = match h.addresses {
@@ -298,6 +304,9 @@ mod tests {
             b"PROXY TCP5 192.0.2.4 198.51.100.1 1 2\r\n",
             b"PROXY TCP4 192.0.2.4 198.51.100.1 01 2\r\n",
             b"PROXY TCP4 192.0.2.4 198.51.100.1 1 65536\r\n",
+            // A CR before a multi-byte character: ppp would cut inside it (fuzz finding).
+            "PROXY \r\u{e9}\n".as_bytes(),
+            "PROXY UNKNOWN caf\u{e9}\r\n".as_bytes(),
         ] {
             assert!(
                 matches!(frame(bad), Err(ProxyError::V1(_))),
