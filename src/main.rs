@@ -349,7 +349,7 @@ async fn serve(
     std::fs::create_dir_all(&cfg.state.dir)
         .with_context(|| format!("state.dir: cannot create {}", cfg.state.dir.display()))?;
     if let NextHop::Maildir(dir) = &cfg.relay.next_hop {
-        std::fs::create_dir_all(&dir)
+        std::fs::create_dir_all(dir)
             .with_context(|| format!("relay.next_hop: cannot create {}", dir.display()))?;
     }
     let metrics = ops::metrics::global().clone();

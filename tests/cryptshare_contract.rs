@@ -526,7 +526,7 @@ fn the_exchange_validator_rejects_invalid_requests_and_answers() {
         200,
         json!({"data": {"allowed": true, "bonus": 1}}),
     );
-    let e = check_exchanges(&[extra.clone()]);
+    let e = check_exchanges(std::slice::from_ref(&extra));
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(
         e[0].contains("violates #/components/schemas/ResponseOfTransferPolicyResult")

@@ -35,7 +35,7 @@ const DEADLINE: Duration = Duration::from_secs(150);
 
 /// Message `n`: one attachment named after it, so that its transfers can be counted.
 fn message(n: usize) -> Vec<u8> {
-    let size = if n % 3 == 0 {
+    let size = if n.is_multiple_of(3) {
         2 * 1024 * 1024
     } else {
         40 * 1024
@@ -116,7 +116,7 @@ async fn kills_and_state_faults_lose_nothing_duplicate_nothing_orphan_nothing() 
     let away = dir.path().join("state/transfers.away");
     while done.lock().unwrap().len() < MESSAGES && started.elapsed() < DEADLINE {
         tokio::time::sleep(rng.millis(300, 2000)).await;
-        if faults < MAX_FAULTS && rng.next() % 3 == 0 {
+        if faults < MAX_FAULTS && rng.next().is_multiple_of(3) {
             std::fs::rename(&transfers, &away).unwrap();
             std::fs::write(&transfers, b"not a directory").unwrap();
             tokio::time::sleep(rng.millis(100, 600)).await;

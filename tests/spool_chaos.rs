@@ -40,7 +40,7 @@ fn message(n: usize) -> Vec<u8> {
          Subject: spool chaos {n}\r\nMessage-ID: <spool-chaos-{n}@example.org>\r\n\
          Date: Mon, 02 Mar 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
     );
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         let name = format!("spool-{n:03}.bin");
         mixed(
             &headers,
@@ -208,15 +208,15 @@ async fn kill_9_while_spooling_loses_nothing_and_converts_once() {
         .map(|d| {
             d.flatten()
                 .map(|e| {
-                    let env = std::fs::read_to_string(e.path().join("envelope.json"));
-                    let files: Vec<String> = std::fs::read_dir(e.path())
-                        .map(|d| {
-                            d.flatten()
-                                .map(|f| f.file_name().to_string_lossy().into_owned())
-                                .collect()
+                    // A queue file starts with its envelope line (docs/queue.md); an `ID.env`
+                    // sidecar is a later envelope.
+                    let head = std::fs::read(e.path())
+                        .map(|b| {
+                            let end = b.iter().position(|&c| c == b'\n').unwrap_or(b.len());
+                            String::from_utf8_lossy(&b[..end]).into_owned()
                         })
-                        .unwrap_or_default();
-                    format!("{} {files:?}: {env:?}", e.file_name().to_string_lossy())
+                        .unwrap_or_else(|err| err.to_string());
+                    format!("{}: {head}", e.file_name().to_string_lossy())
                 })
                 .collect()
         })

@@ -196,7 +196,7 @@ pub(super) mod span {
     pub fn format(d: &Duration) -> String {
         let s = d.as_secs();
         for (unit, f) in [("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)] {
-            if s >= f && s % f == 0 {
+            if s >= f && s.is_multiple_of(f) {
                 return format!("{}{unit}", s / f);
             }
         }

@@ -457,6 +457,9 @@ impl Client {
         }
     }
 
+    // The arguments are one request's parts (operation name, sender, verification need,
+    // retry safety, method, URL, body); a struct for them would only be unpacked again here.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn json_verified<T: DeserializeOwned, B: Serialize + Sync>(
         &self,
         op: &'static str,

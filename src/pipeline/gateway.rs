@@ -272,7 +272,7 @@ impl Handler for GatewayHandler {
         if self.spooling
             && let Some(spool) = &self.gw.spool
         {
-            let reply = spool.enqueue(info, &t);
+            let reply = spool.enqueue(info, t).await;
             if let Some(g) = self.counted.take() {
                 g.finish(TxOutcome::from_reply_code(reply.code));
             }

@@ -109,7 +109,7 @@ impl Spool {
             );
             return Some(replies::queue_full());
         }
-        let need = from.size.unwrap_or(0).max(0) + self.cfg.min_free_space;
+        let need = from.size.unwrap_or(0) + self.cfg.min_free_space;
         match self.queue.free_space() {
             Ok(free) if free >= need => None,
             Ok(free) => {
@@ -128,7 +128,7 @@ impl Spool {
     }
 
     /// The end of DATA on a spooling listener: into the queue, durably, then `250`.
-    pub(super) fn enqueue(&self, info: &ConnectionInfo, t: &Transaction) -> Reply {
+    pub(super) async fn enqueue(&self, info: &ConnectionInfo, t: Transaction) -> Reply {
         let client = QueuedClient {
             addr: info.peer.ip().to_canonical(),
             port: info.peer.port(),
@@ -158,13 +158,29 @@ impl Spool {
             last_error: None,
             delay_warned: false,
         };
-        match self.queue.enqueue(&env, t.message.as_bytes()) {
+        // Off the runtime's worker threads: the fsyncs take milliseconds, and the directory
+        // sync waits for other sessions' renames (group commit, see `store::queue`) — on a
+        // worker it would stall every session scheduled there.
+        let size = t.message.len();
+        let written = {
+            let queue = self.queue.clone();
+            let env = env.clone();
+            let message = t.message;
+            tokio::task::spawn_blocking(move || queue.enqueue(&env, message.as_bytes())).await
+        };
+        let written = written.unwrap_or_else(|e| {
+            Err(QueueError::Io {
+                path: self.queue.root().to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        });
+        match written {
             Ok(()) => {
                 tracing::info!(
                     queue_id = %env.id,
                     from = %crate::mime::strip_invisible(&env.mail_from.address),
                     rcpts = env.rcpts.len(),
-                    size = t.message.len(),
+                    size,
                     "queued"
                 );
                 self.fresh
@@ -213,7 +229,11 @@ pub(super) async fn run(gw: Weak<Gateway>) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
-            let (due, count, oldest) = scan(&spool.queue);
+            // Reads every envelope: on the blocking pool, not on a worker thread.
+            let q = spool.queue.clone();
+            let (due, count, oldest) = tokio::task::spawn_blocking(move || scan(&q))
+                .await
+                .unwrap_or_default();
             let age = oldest.map_or(0, |o| (now() - o).max(0));
             g.recorder.metrics.queue(count, age);
             spool
@@ -431,7 +451,8 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
     if delay_dsn {
         send_dsn(gw, spool, &env, &deferred, mime::DsnAction::Delayed);
     }
-    let result = if env.pending().next().is_none() {
+    let done = env.pending().next().is_none();
+    if done {
         tracing::info!(
             queue_id = %id,
             attempts = env.attempts,
@@ -439,7 +460,6 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
             failed = env.rcpts.iter().filter(|r| r.state == RcptState::Failed).count(),
             "removed from the queue"
         );
-        q.remove(Place::Active, &lease, id)
     } else {
         tracing::info!(
             queue_id = %id,
@@ -448,12 +468,27 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
             reason = %env.last_error.as_deref().unwrap_or(""),
             "deferred"
         );
-        q.update(Place::Active, &env)
-    };
-    if let Err(e) = result {
-        tracing::error!(queue_id = %id, error = %e, "cannot update the queued message");
     }
-    drop(lease);
+    // On the blocking pool (fsyncs, the shared directory sync), still under the lease, which
+    // the closure owns and drops when the change is on disk.
+    let q = spool.queue.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let r = if done {
+            q.remove(Place::Active, &lease, &env.id)
+        } else {
+            q.update(Place::Active, &env)
+        };
+        drop(lease);
+        r
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(queue_id = %id, error = %e, "cannot update the queued message")
+        }
+        Err(e) => tracing::error!(queue_id = %id, error = %e, "queue update did not finish"),
+    }
 }
 
 /// The next attempt after a temporary failure: `min_backoff × 2^(attempts-1)`, at most

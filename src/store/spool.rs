@@ -83,18 +83,26 @@ pub enum Spooled {
 #[derive(Debug)]
 pub struct Mapped {
     map: memmap2::Mmap,
+    /// Where the message starts in the file (a queue file's envelope line comes first). The
+    /// whole file is mapped, so that the map stays page-aligned for the trim thread.
+    start: usize,
     _file: File,
     trimmed: bool,
 }
 
 impl Mapped {
     fn new(map: memmap2::Mmap, file: File) -> Mapped {
+        Mapped::from(map, 0, file)
+    }
+
+    fn from(map: memmap2::Mmap, start: usize, file: File) -> Mapped {
         let trimmed = map.len() >= trim::MIN_LEN;
         if trimmed {
             trim::register(map.as_ptr(), map.len());
         }
         Mapped {
             map,
+            start,
             _file: file,
             trimmed,
         }
@@ -218,7 +226,7 @@ impl Spooled {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Spooled::Memory(v) => v,
-            Spooled::File(m) => &m.map,
+            Spooled::File(m) => &m.map[m.start..],
         }
     }
 
@@ -237,17 +245,30 @@ impl Spooled {
     /// A message already on disk (spool mode's queue file): read into memory when small,
     /// memory-mapped otherwise. The queue never rewrites a message file, so the map stays valid.
     pub fn open(path: &Path) -> io::Result<Spooled> {
-        let mut f = File::open(path)?;
+        Spooled::open_at(File::open(path)?, 0)
+    }
+
+    /// The rest of an open file from `start` on (a queue file after its envelope line): read
+    /// into memory when small, memory-mapped otherwise.
+    pub fn open_at(mut f: File, start: u64) -> io::Result<Spooled> {
+        use std::io::{Read, Seek, SeekFrom};
         let len = f.metadata()?.len();
-        if len < 1 << 20 {
-            let mut v = Vec::with_capacity(len as usize);
-            io::Read::read_to_end(&mut f, &mut v)?;
+        if len < start {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file of {len} octets, message expected at {start}"),
+            ));
+        }
+        if len - start < 1 << 20 {
+            f.seek(SeekFrom::Start(start))?;
+            let mut v = Vec::with_capacity((len - start) as usize);
+            f.read_to_end(&mut v)?;
             return Ok(Spooled::Memory(v));
         }
         // SAFETY: queue message files are written once before they enter the queue and only
-        // removed (never truncated or modified) afterwards.
+        // removed or renamed (never truncated or modified) afterwards.
         let map = unsafe { memmap2::Mmap::map(&f)? };
-        Ok(Spooled::File(Mapped::new(map, f)))
+        Ok(Spooled::File(Mapped::from(map, start as usize, f)))
     }
 
     /// Spool a complete byte string (tests, re-submission).

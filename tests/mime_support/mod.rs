@@ -1,6 +1,7 @@
 //! Shared checks for the MIME tests: byte identity outside the edited ranges, and Python's
 //! `email` package (policy.default) as an independent parser.
 
+#![allow(dead_code)] // each test binary uses a part of the shared checks
 use std::process::Command;
 
 use cryptshare_gateway::mime::{Analysis, Class, PartId};
