@@ -40,6 +40,31 @@ fn queued_id(reply: &str) -> String {
     id.to_string()
 }
 
+/// The audit lines of queue id `id`, a line each: attempt, queue outcome, decision, recipients
+/// and the reply code.
+fn audit_summary(h: &Harness, id: &str) -> Vec<String> {
+    h.audit()
+        .iter()
+        .filter(|l| l["queue_id"] == id)
+        .map(|l| {
+            let rcpts: Vec<&str> = l["recipients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            format!(
+                "attempt={} outcome={} decision={} rcpts={} reply={}",
+                l["attempt"],
+                l["queue_outcome"].as_str().unwrap_or("-"),
+                l["decision"].as_str().unwrap(),
+                rcpts.join(","),
+                &l["reply"].as_str().unwrap()[..3],
+            )
+        })
+        .collect()
+}
+
 /// Python's `email` on a DSN: its structure, one line per fact.
 fn python_reads(dsn: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -157,6 +182,14 @@ async fn a_cryptshare_refusal_is_one_failure_dsn_and_nothing_relayed() {
     wait_for(|| q.count() == 0).await;
     // Exactly one message ever reached the next hop: the DSN.
     assert_eq!(h.sink.messages().len(), 1);
+    // The audit: the attempt's own line, then the queue's final word on the recipient.
+    assert_eq!(
+        audit_summary(&h, &id),
+        [
+            "attempt=1 outcome=- decision=reject rcpts=bob@example.net reply=554".to_string(),
+            "attempt=1 outcome=failed decision=reject rcpts=bob@example.net reply=554".to_string(),
+        ]
+    );
     h.stop().await;
 }
 
@@ -215,6 +248,28 @@ async fn deferred_beyond_the_lifetime_is_a_failure_dsn_unless_notify_never() {
     let q = h.gw.spool().unwrap().queue();
     wait_for(|| q.count() == 0).await;
     assert_eq!(h.sink.messages().len(), 2, "a DSN for NOTIFY=NEVER?");
+    // The audit: the first attempt's line (delivered to `now`; the attempts refused at RCPT
+    // relay nothing and write no line of their own), then the queue's final word, with the
+    // number of attempts it took (the 3 s lifetime over backoffs of 1 s and more: 2 to 5).
+    let lines = audit_summary(&h, &id);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        "attempt=1 outcome=- decision=pass rcpts=now@example.net reply=250"
+    );
+    let n: u32 = lines[1]
+        .strip_prefix("attempt=")
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!((2..=5).contains(&n), "{lines:?}");
+    assert_eq!(
+        lines[1],
+        format!(
+            "attempt={n} outcome=expired decision=reject \
+             rcpts=later@example.net,quiet@example.net reply=451"
+        )
+    );
     h.stop().await;
 }
 

@@ -101,6 +101,21 @@ pub struct AuditRecord {
     /// What the next hop answered (None when nothing was relayed).
     pub relay: Option<String>,
     pub durations: AuditDurations,
+    /// Spool mode: the attempt (1 for the first) this line reports; absent in inline mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Spool mode: the line written when the message left the queue without being delivered
+    /// to every recipient — `failed` (a permanent refusal) or `expired` (`max_lifetime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_outcome: Option<QueueOutcome>,
+}
+
+/// How a queued message ended, when not delivered everywhere (see [`AuditRecord::queue_outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueOutcome {
+    Failed,
+    Expired,
 }
 
 impl AuditRecord {
@@ -121,6 +136,8 @@ impl AuditRecord {
             reply: String::new(),
             relay: None,
             durations: AuditDurations::default(),
+            attempt: None,
+            queue_outcome: None,
         }
         .stamped()
     }

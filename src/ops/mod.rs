@@ -14,7 +14,7 @@ pub mod notify;
 pub mod probe;
 pub mod queue;
 
-pub use audit::{AuditFile, AuditLog, AuditRecord, Decision};
+pub use audit::{AuditFile, AuditLog, AuditRecord, Decision, QueueOutcome};
 pub use http::{Component, Readiness};
 pub use logging::{LogFormat, Redacted, Secret};
 pub use metrics::{MessageResult, Metrics, TlsSide, TxOutcome};

@@ -48,15 +48,24 @@ pub(super) async fn process(gw: &Arc<Gateway>, tx: &mut RelayTransaction, t: Tra
     process_each(gw, tx, t, None).await.reply
 }
 
-/// As [`process`], with each recipient's reply. `all`: every recipient of the envelope
-/// (spool mode, where an attempt has only those still pending): with per-recipient links the
-/// transfer is for all of them, so that a later attempt finds it again (same message key).
+/// One delivery attempt of a queued message (spool mode).
+pub(super) struct SpoolAttempt<'a> {
+    /// Every recipient of the envelope (an attempt has only those still pending): with
+    /// per-recipient links the transfer is for all of them, so that a later attempt finds it
+    /// again (same message key).
+    pub all: &'a [String],
+    /// 1 for the first attempt; in the audit line.
+    pub number: u32,
+}
+
+/// As [`process`], with each recipient's reply; `spool` for an attempt of a queued message.
 pub(super) async fn process_each(
     gw: &Arc<Gateway>,
     tx: &mut RelayTransaction,
     t: Transaction,
-    all: Option<&[String]>,
+    spool: Option<SpoolAttempt<'_>>,
 ) -> Delivery {
+    let all = spool.as_ref().map(|s| s.all);
     let Transaction {
         queue_id,
         mail_from,
@@ -67,6 +76,9 @@ pub(super) async fn process_each(
     } = t;
     let rcpts: Vec<String> = rcpts.iter().map(|r| r.address.clone()).collect();
     let mut report = Report::new(&queue_id, &mail_from.address, &rcpts, &message);
+    if let Some(s) = &spool {
+        report.attempt(s.number);
+    }
     let message = Arc::new(message);
     let (plan, conversion) =
         plan_message(&gw.live(), &mail_from.address, &rcpts, all, &message).await;

@@ -77,6 +77,11 @@ impl Report {
         }
     }
 
+    /// Spool mode: which attempt of the queued message this is.
+    pub fn attempt(&mut self, number: u32) {
+        self.record.attempt = Some(number);
+    }
+
     /// The plan's rule and reason.
     pub fn planned(&mut self, plan: &Plan) {
         self.record.policy = plan.policy_name().map(str::to_string);

@@ -38,6 +38,7 @@ use crate::config::QueueConfig;
 use crate::envelope::{MailFrom, RcptTo, Ret};
 use crate::inbound::{ConnectionInfo, PeerProbe, Transaction};
 use crate::mime;
+use crate::ops::{AuditRecord, Decision, QueueOutcome};
 use crate::outbound::ClientOrigin;
 use crate::replies::{self, Reply};
 use crate::store::queue::{
@@ -387,6 +388,7 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
             return;
         }
     };
+    let size = message.len() as u64;
     let verdicts = relay_once(gw, &env, message).await;
     env.attempts += 1;
     let mut failed: Vec<(RcptTo, Reply)> = Vec::new();
@@ -415,8 +417,10 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
     }
     let age = Duration::from_secs((now() - env.arrival).max(0) as u64);
     let mut delay_dsn = false;
+    let mut expired = false;
     if env.pending().next().is_some() {
         if age >= spool.cfg.max_lifetime {
+            expired = true;
             for r in env
                 .rcpts
                 .iter_mut()
@@ -447,6 +451,7 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
     // The DSNs first: a crash before the envelope update repeats a DSN, never loses one.
     if !failed.is_empty() {
         send_dsn(gw, spool, &env, &failed, mime::DsnAction::Failed);
+        audit_failed(gw, &env, size, &failed, expired);
     }
     if delay_dsn {
         send_dsn(gw, spool, &env, &deferred, mime::DsnAction::Delayed);
@@ -488,6 +493,45 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
             tracing::error!(queue_id = %id, error = %e, "cannot update the queued message")
         }
         Err(e) => tracing::error!(queue_id = %id, error = %e, "queue update did not finish"),
+    }
+}
+
+/// The audit line of recipients that leave the queue undelivered: the attempt's own line (written
+/// by the pipeline) shows the next hop's or Cryptshare's answer; this one says that it was final.
+fn audit_failed(
+    gw: &Arc<Gateway>,
+    env: &Envelope,
+    size: u64,
+    failed: &[(RcptTo, Reply)],
+    expired: bool,
+) {
+    let mut rec = AuditRecord::new(&env.id, Decision::Reject);
+    rec.sender = env.mail_from.address.clone();
+    rec.recipients = failed.iter().map(|(r, _)| r.address.clone()).collect();
+    rec.size = size;
+    rec.attempt = Some(env.attempts);
+    rec.queue_outcome = Some(if expired {
+        QueueOutcome::Expired
+    } else {
+        QueueOutcome::Failed
+    });
+    let dsn = if env.is_dsn || env.mail_from.address.is_empty() {
+        "no DSN (null sender)"
+    } else {
+        "DSN to the sender unless NOTIFY says otherwise"
+    };
+    rec.reason = format!(
+        "{} after {} attempt(s); {dsn}",
+        if expired {
+            "delivery time expired"
+        } else {
+            "permanent failure"
+        },
+        env.attempts
+    );
+    rec.reply = failed[0].1.to_string().trim_end().to_string();
+    if let Err(e) = gw.recorder.log.write(&rec) {
+        tracing::error!(error = %e, queue_id = %env.id, "cannot write the audit line");
     }
 }
 
@@ -545,7 +589,11 @@ async fn relay_once(gw: &Arc<Gateway>, env: &Envelope, message: Spooled) -> Vec<
     };
     // With per-recipient links each recipient has its copy's own reply.
     let all: Vec<String> = env.rcpts.iter().map(|r| r.rcpt.address.clone()).collect();
-    let d = message::process_each(gw, &mut tx, t, Some(&all)).await;
+    let spool = message::SpoolAttempt {
+        all: &all,
+        number: env.attempts + 1,
+    };
+    let d = message::process_each(gw, &mut tx, t, Some(spool)).await;
     tx.reset().await;
     out.extend(accepted.into_iter().map(|p| {
         let own = d.each.iter().find(|(a, _)| *a == p.address).map(|(_, r)| r);

@@ -102,7 +102,7 @@ pub struct QueuedClient {
     pub local: bool,
 }
 
-/// `envelope.json`.
+/// A message's envelope: the first line of its queue file (in its `envelope` member).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     pub id: String,
