@@ -384,7 +384,17 @@ mod tests {
     /// with the names it extracts and the SHA-256 of its baseline files.
     #[test]
     fn real_outlook_samples() {
-        let cases: [(&[u8], &[(&str, usize, &str)]); 3] = [
+        let cases: [(&[u8], &[(&str, usize, &str)]); 4] = [
+            (
+                // Title `208225~1.mp3`, long file name (PT_STRING8) the real one; multi-valued
+                // MAPI properties before it.
+                include_bytes!("../../tests/data/tnef/multi-value-attribute.tnef"),
+                &[(
+                    "208225__5_seconds__Voice_Mail.mp3",
+                    10656,
+                    "cf2e3cd4175a3acd5cd193623cd8f79fda1c22f4823560213e561851c3fdd4e8",
+                )],
+            ),
             (
                 include_bytes!("../../tests/data/tnef/two-files.tnef"),
                 &[
