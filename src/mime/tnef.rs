@@ -380,11 +380,14 @@ mod tests {
         hex::encode(Sha256::digest(b))
     }
 
+    /// A sample stream and the files in it: name, size, SHA-256.
+    type Sample<'a> = (&'a [u8], &'a [(&'a str, usize, &'a str)]);
+
     /// Real Outlook streams from the test suite of the `tnef` program (tests/data/README.md),
     /// with the names it extracts and the SHA-256 of its baseline files.
     #[test]
     fn real_outlook_samples() {
-        let cases: [(&[u8], &[(&str, usize, &str)]); 4] = [
+        let cases: [Sample; 4] = [
             (
                 // Title `208225~1.mp3`, long file name (PT_STRING8) the real one; multi-valued
                 // MAPI properties before it.
