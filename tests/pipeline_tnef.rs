@@ -152,6 +152,19 @@ async fn winmail_dat_goes_to_cryptshare_as_the_files_inside() {
     }
     assert!(body.contains(&t.tracking_id), "{body}");
     assert!(body.contains("The files from Outlook."), "{body}");
+
+    // The audit line names the files inside, with their checksums.
+    let audit = read_audit(&dir.path().join("audit.jsonl"));
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["decision"], "convert");
+    let files: Vec<(&str, &str)> = audit[0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap(), f["sha256"].as_str().unwrap()))
+        .collect();
+    let want: Vec<(&str, &str)> = INSIDE.iter().map(|&(n, _, h)| (n, h)).collect();
+    assert_eq!(files, want);
     emu.shutdown().await;
 }
 
