@@ -271,23 +271,78 @@ Content-Transfer-Encoding: base64\n\n{PDF_B64}\n--R\nContent-Type: image/gif\nCo
     assert_eq!(a.candidates().count(), 0);
 }
 
-#[test]
-fn tnef_files_are_listed() {
-    let mut tnef = 0x223E_9F78u32.to_le_bytes().to_vec();
-    tnef.extend_from_slice(&[1, 0, 2]);
-    tnef.extend_from_slice(&0x0001_8010u32.to_le_bytes());
-    tnef.extend_from_slice(&11u32.to_le_bytes());
-    tnef.extend_from_slice(b"REPORT.DOC\0\0\0");
+/// A TNEF attribute record: level, id, length, data, checksum.
+fn tnef_attr(level: u8, id: u32, data: &[u8], good_checksum: bool) -> Vec<u8> {
+    let mut v = vec![level];
+    v.extend_from_slice(&id.to_le_bytes());
+    v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    v.extend_from_slice(data);
+    let sum = data.iter().fold(0u16, |s, &b| s.wrapping_add(u16::from(b)));
+    let sum = if good_checksum { sum } else { sum ^ 1 };
+    v.extend_from_slice(&sum.to_le_bytes());
+    v
+}
+
+fn tnef_message(tnef: &[u8]) -> Vec<u8> {
     use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&tnef);
-    let raw = crlf(&format!(
+    let b64 = base64::engine::general_purpose::STANDARD.encode(tnef);
+    crlf(&format!(
         "Content-Type: multipart/mixed; boundary=T\n\n--T\nContent-Type: text/plain\n\nx\n--T\n\
+Content-Type: application/octet-stream\nContent-Disposition: attachment; filename=x.txt\n\nplain\n--T\n\
 Content-Type: application/ms-tnef; name=winmail.dat\nContent-Transfer-Encoding: base64\n\n{b64}\n--T--\n"
-    ));
+    ))
+}
+
+#[test]
+fn tnef_is_unpacked_into_sanitised_unique_names() {
+    let stream = |last_checksum_good: bool| {
+        let mut t = 0x223E_9F78u32.to_le_bytes().to_vec();
+        t.extend_from_slice(&[1, 0]);
+        t.extend(tnef_attr(2, 0x0006_9002, &[1, 0], true));
+        t.extend(tnef_attr(
+            2,
+            0x0001_8010,
+            b"..\\..\\evil\xE2\x80\xAEcod.exe\0",
+            true,
+        ));
+        t.extend(tnef_attr(2, 0x0006_800F, b"report bytes", true));
+        t.extend(tnef_attr(2, 0x0006_9002, &[1, 0], true));
+        t.extend(tnef_attr(2, 0x0001_8010, b"x.txt\0", true));
+        t.extend(tnef_attr(2, 0x0006_800F, b"second", last_checksum_good));
+        t
+    };
+    let raw = tnef_message(&stream(true));
     let a = mime::analyse(&raw);
     assert!(a.flags.tnef);
-    assert_eq!(by_path(&a, "2").tnef_files, ["REPORT.DOC"]);
-    assert_eq!(by_path(&a, "2").class, Class::Attachment);
+    let p = by_path(&a, "3");
+    assert_eq!(p.class, Class::Attachment);
+    // No path, no bidi override (U+202E); `x.txt` is taken by the other attachment.
+    assert_eq!(p.tnef_files, ["evilcod.exe", "x (2).txt"]);
+    assert_eq!(p.transfer_size(), 18);
+    let uploads = p.uploads();
+    assert_eq!(uploads.len(), 2);
+    let read = |u: &mime::Upload| {
+        let mut out = Vec::new();
+        mime::UploadReader::new(&raw, p, u)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    };
+    assert_eq!(read(&uploads[0]), b"report bytes");
+    assert_eq!(read(&uploads[1]), b"second");
+    assert_eq!(mime::upload_sha256(&raw, p, &uploads[1]).0, 6);
+
+    // One wrong checksum: the winmail.dat is moved as it is.
+    let damaged = stream(false);
+    let raw = tnef_message(&damaged);
+    let a = mime::analyse(&raw);
+    let p = by_path(&a, "3");
+    assert!(p.tnef_files.is_empty());
+    assert_eq!(p.transfer_size(), damaged.len() as u64);
+    let uploads = p.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].name, "winmail.dat");
+    assert_eq!(uploads[0].within, None);
 }
 
 #[test]

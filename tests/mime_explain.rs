@@ -341,3 +341,35 @@ fn no_envelope_anywhere_is_still_analysed() {
                "recipients_source": "none"})
     );
 }
+
+/// An Outlook winmail.dat: `explain` lists the files it would be unpacked into, and the total
+/// counts their sizes (244 + 893 bytes), not the winmail.dat's.
+#[test]
+fn winmail_dat_shows_the_files_inside() {
+    use base64::Engine;
+    let dir = setup();
+    let tnef = include_bytes!("data/tnef/two-files.tnef");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(tnef);
+    let msg = format!(
+        "From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
+--B\r\nContent-Type: application/ms-tnef; name=\"winmail.dat\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--B--\r\n"
+    );
+    let m = dir.path().join("tnef.eml");
+    std::fs::write(&m, msg).unwrap();
+    let args = ["--from", "a@example.org", "--to", "b@x.net"];
+    let out = run(dir.path(), &[&args[..], &[m.to_str().unwrap()]].concat());
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("\"winmail.dat\" CONVERT"), "{text}");
+    assert!(text.contains("  (in winmail.dat) \"AUTHORS\"\n"), "{text}");
+    assert!(text.contains("  (in winmail.dat) \"README\"\n"), "{text}");
+    let out = run(
+        dir.path(),
+        &[&args[..], &["--json", m.to_str().unwrap()]].concat(),
+    );
+    let v = json_of(&out);
+    assert_eq!(v["total"], 244 + 893);
+    assert_eq!(v["parts"][2]["tnef_files"], json!(["AUTHORS", "README"]));
+}

@@ -6,7 +6,8 @@ use mail_parser::{MessageParser, MimeHeaders};
 
 use super::decode::{decode_to_vec, measure};
 use super::{
-    Analysis, Class, Disposition, MessageFlags, Part, PartFlags, PartId, TransferEncoding, tnef,
+    Analysis, Class, Disposition, InnerFile, MessageFlags, Part, PartFlags, PartId,
+    TransferEncoding, tnef,
 };
 
 /// Nesting limit (multiparts and parsed messages) against MIME bombs.
@@ -15,7 +16,8 @@ pub const MAX_DEPTH: usize = 32;
 pub const MAX_PARTS: usize = 5000;
 /// HTML bodies are searched for `cid:` references up to this many decoded bytes.
 const HTML_SCAN_LIMIT: usize = 8 << 20;
-/// TNEF containers are opened up to this size to list their files.
+/// TNEF containers are opened up to this decoded size to unpack their files; a larger one is
+/// moved as it is (the analysis holds the decoded TNEF in memory while it reads it).
 const TNEF_LIMIT: usize = 64 << 20;
 
 /// One header field of a header block, as byte ranges into the raw message.
@@ -272,6 +274,7 @@ impl Scanner<'_> {
             reason: String::new(),
             flags,
             tnef_files: Vec::new(),
+            tnef_contents: Vec::new(),
         };
         self.parts.push(part.clone());
 
@@ -356,9 +359,17 @@ impl Scanner<'_> {
             }
             if part.flags.tnef {
                 self.flags.tnef = true;
-                if (size as usize) <= TNEF_LIMIT {
+                if size <= TNEF_LIMIT as u64 && !problem {
                     let data = decode_to_vec(&raw[body..end.max(body)], part.encoding, TNEF_LIMIT);
-                    part.tnef_files = tnef::file_names(&data);
+                    // Names as the stream gives them: `name_attachments` sanitises them.
+                    part.tnef_contents = tnef::unpack(&data)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|f| InnerFile {
+                            name: f.name,
+                            range: f.range,
+                        })
+                        .collect();
                 }
             }
             if content_type == "message/rfc822" && part.file_name.is_none() {
@@ -651,7 +662,25 @@ fn split_ext(name: &str) -> (&str, &str) {
 fn name_attachments(a: &mut Analysis) {
     let mut used: HashSet<String> = HashSet::new();
     let mut n = 0;
-    for p in a.parts.iter_mut().filter(|p| p.upload_name.is_some()) {
+    let unique = |base: String, used: &mut HashSet<String>| {
+        let mut name = base.clone();
+        let mut k = 2;
+        while !used.insert(name.to_lowercase()) {
+            let (stem, ext) = split_ext(&base);
+            name = format!("{stem} ({k}){ext}");
+            k += 1;
+        }
+        name
+    };
+    for p in a.parts.iter_mut() {
+        if p.upload_name.is_none() {
+            // Never moved: its TNEF names only show in `explain`, sanitised all the same.
+            for f in &mut p.tnef_contents {
+                f.name = sanitise_file_name(&f.name);
+            }
+            p.tnef_files = p.tnef_contents.iter().map(|f| f.name.clone()).collect();
+            continue;
+        }
         n += 1;
         let mut base = p
             .file_name
@@ -661,14 +690,18 @@ fn name_attachments(a: &mut Analysis) {
         if base.is_empty() {
             base = format!("attachment-{n}.{}", extension_for(&p.content_type));
         }
-        let mut name = base.clone();
-        let mut k = 2;
-        while !used.insert(name.to_lowercase()) {
-            let (stem, ext) = split_ext(&base);
-            name = format!("{stem} ({k}){ext}");
-            k += 1;
+        p.upload_name = Some(unique(base, &mut used));
+        // The files of a TNEF are named like attachments of their own: the name the stream
+        // gives (untrusted, so sanitised), unique among all the files of the transfer.
+        for f in &mut p.tnef_contents {
+            n += 1;
+            let mut base = sanitise_file_name(&f.name);
+            if base.is_empty() {
+                base = format!("attachment-{n}.bin");
+            }
+            f.name = unique(base, &mut used);
         }
-        p.upload_name = Some(name);
+        p.tnef_files = p.tnef_contents.iter().map(|f| f.name.clone()).collect();
     }
 }
 

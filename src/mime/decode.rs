@@ -285,6 +285,77 @@ pub fn part_sha256(raw: &[u8], part: &Part) -> (u64, [u8; 32]) {
     (total, hasher.finalize().into())
 }
 
+/// A `std::io::Read` over one file of a transfer ([`super::Upload`]): the part's decoded body,
+/// or the bytes `within` it for a file inside a TNEF. The bytes before the range are decoded and
+/// dropped (no copy is kept), so a file is streamed out of the message like any other part.
+#[derive(Debug, Clone)]
+pub struct UploadReader<'a> {
+    inner: PartReader<'a>,
+    skip: u64,
+    left: Option<u64>,
+}
+
+impl<'a> UploadReader<'a> {
+    pub fn new(raw: &'a [u8], part: &Part, upload: &super::Upload) -> Self {
+        let inner = PartReader::new(raw, part);
+        match &upload.within {
+            Some(r) => UploadReader {
+                inner,
+                skip: r.start,
+                left: Some(r.end.saturating_sub(r.start)),
+            },
+            None => UploadReader {
+                inner,
+                skip: 0,
+                left: None,
+            },
+        }
+    }
+}
+
+impl Read for UploadReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.skip > 0 {
+            let mut sink = [0u8; 8192];
+            let want = sink
+                .len()
+                .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+            let n = self.inner.read(&mut sink[..want])?;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.skip -= n as u64;
+        }
+        let limit = match self.left {
+            Some(0) => return Ok(0),
+            Some(left) => buf.len().min(usize::try_from(left).unwrap_or(usize::MAX)),
+            None => buf.len(),
+        };
+        let n = self.inner.read(&mut buf[..limit])?;
+        if let Some(left) = self.left.as_mut() {
+            *left -= n as u64;
+        }
+        Ok(n)
+    }
+}
+
+/// Size and SHA-256 of one file of a transfer, as [`UploadReader`] streams it.
+pub fn upload_sha256(raw: &[u8], part: &Part, upload: &super::Upload) -> (u64, [u8; 32]) {
+    let mut reader = UploadReader::new(raw, part, upload);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    // Reading from a slice cannot fail.
+    while let Ok(n) = reader.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    (total, hasher.finalize().into())
+}
+
 /// Decoded size and whether decoding hit a problem, without storing anything.
 pub(crate) fn measure(src: &[u8], encoding: TransferEncoding) -> (u64, bool) {
     if encoding.is_identity() {

@@ -59,7 +59,7 @@ mod text;
 mod tnef;
 
 pub use analyse::{MAX_DEPTH, MAX_PARTS, analyse};
-pub use decode::{PartReader, decode_part, part_sha256};
+pub use decode::{PartReader, UploadReader, decode_part, part_sha256, upload_sha256};
 pub use dsn::{
     BuiltDsn, Dsn, DsnAction, DsnError, DsnIds, DsnRecipient, DsnReturn, MAX_RETURNED_HEADERS,
     build_dsn, build_dsn_with_ids,
@@ -203,8 +203,36 @@ pub struct Part {
     pub class: Class,
     pub reason: String,
     pub flags: PartFlags,
-    /// Files inside a TNEF (winmail.dat) part.
+    /// Upload names of the files inside a TNEF (winmail.dat) part that is unpacked (see
+    /// [`Part::tnef_contents`]); empty when it is moved as it is.
     pub tnef_files: Vec<String>,
+    /// The files a well-formed TNEF part is unpacked into when it is moved: their upload names
+    /// (sanitised, unique among all the message's upload names) and where their bytes lie in the
+    /// decoded part. Empty for every other part, and for a TNEF that is damaged, larger than the
+    /// analysis opens, or holds something other than plain files ([`tnef`](self) module docs):
+    /// such a part is moved as the one file it is.
+    pub tnef_contents: Vec<InnerFile>,
+}
+
+/// A file inside a TNEF part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InnerFile {
+    /// Sanitised, unique upload name.
+    pub name: String,
+    /// The file's bytes in the decoded body of the part.
+    pub range: Range<u64>,
+}
+
+/// One file of a transfer: a whole part, or one file inside an unpacked TNEF part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub part: PartId,
+    /// Sanitised, unique name in the transfer.
+    pub name: String,
+    /// Decoded size in bytes.
+    pub size: u64,
+    /// `Some`: only these bytes of the part's decoded body (a file inside a TNEF).
+    pub within: Option<Range<u64>>,
 }
 
 impl Part {
@@ -213,6 +241,44 @@ impl Part {
     }
     pub fn body(&self) -> Range<usize> {
         self.body_start..self.end
+    }
+
+    /// The bytes moving this part puts into a transfer: the decoded size, or for an unpacked
+    /// TNEF the sum of its files (the TNEF's own framing, message properties and rich-text body
+    /// are not moved). Policies count this against `threshold` and `min_attachment_size`.
+    pub fn transfer_size(&self) -> u64 {
+        if self.tnef_contents.is_empty() {
+            self.size
+        } else {
+            self.tnef_contents
+                .iter()
+                .map(|f| f.range.end.saturating_sub(f.range.start))
+                .sum()
+        }
+    }
+
+    /// The files moving this part puts into a transfer (one, or the files of an unpacked TNEF).
+    pub fn uploads(&self) -> Vec<Upload> {
+        if self.tnef_contents.is_empty() {
+            return vec![Upload {
+                part: self.id,
+                name: self
+                    .upload_name
+                    .clone()
+                    .unwrap_or_else(|| format!("attachment-{}.bin", self.id)),
+                size: self.size,
+                within: None,
+            }];
+        }
+        self.tnef_contents
+            .iter()
+            .map(|f| Upload {
+                part: self.id,
+                name: f.name.clone(),
+                size: f.range.end.saturating_sub(f.range.start),
+                within: Some(f.range.clone()),
+            })
+            .collect()
     }
 }
 

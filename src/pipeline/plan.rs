@@ -91,6 +91,6 @@ impl Plan {
 pub fn plan(rules: &Rules, from: &str, rcpts: &[String], analysis: &Analysis) -> Plan {
     match rules.match_sender(from) {
         Some(p) => Plan::for_policy(p, analysis, rcpts),
-        None => Plan::unmatched(analysis.candidates().map(|p| p.size).sum()),
+        None => Plan::unmatched(analysis.candidates().map(|p| p.transfer_size()).sum()),
     }
 }

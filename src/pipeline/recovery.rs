@@ -259,8 +259,8 @@ impl Job<'_> {
     pub(super) async fn keep_uploaded(&self, r: &Resumed) -> Result<Vec<StoredFile>, ConvertError> {
         let mut done = Vec::new();
         let mut kept = Vec::new();
-        for part in self.parts() {
-            let f = self.file_facts(part).await?;
+        for upload in self.uploads() {
+            let f = self.file_facts(&upload).await?;
             if let Some(sf) = r.files.iter().find(|sf| {
                 !kept.contains(&sf.id)
                     && complete(sf)
@@ -312,8 +312,8 @@ impl Job<'_> {
         started: Instant,
     ) -> Result<Converted, ConvertError> {
         let mut files = Vec::new();
-        for part in self.parts() {
-            files.push(self.file_facts(part).await?);
+        for upload in self.uploads() {
+            files.push(self.file_facts(&upload).await?);
         }
         let expiration = st
             .transfer

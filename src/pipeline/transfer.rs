@@ -300,7 +300,7 @@ impl Job<'_> {
             return Err(ConvertError::RecipientsRefused { refused, text });
         }
         let settings = tp.settings.unwrap_or_default();
-        let total: u64 = self.parts().iter().map(|p| p.size).sum();
+        let total: u64 = self.uploads().iter().map(|u| u.size).sum();
         if settings.max_total_size > 0 && total > settings.max_total_size as u64 {
             return Err(ConvertError::PolicyRefused(format!(
                 "{total} bytes exceed the server's limit of {} bytes",
@@ -439,22 +439,29 @@ impl Job<'_> {
     }
 
     /// Step 4: files — hash (one decoding pass), register, stream (a second pass, never in memory).
-    /// The files in `done` are on the server already (a continued session).
+    /// A TNEF part that the analysis unpacked gives one file per file inside it. The files in
+    /// `done` are on the server already (a continued session).
     async fn upload_files(
         &self,
         id: &str,
         done: &[StoredFile],
     ) -> Result<Vec<StoredFile>, ConvertError> {
-        let parts = self.parts();
-        let mut stored = Vec::with_capacity(parts.len());
+        let uploads = self.uploads();
+        let mut stored = Vec::with_capacity(uploads.len());
         let mut done = done.to_vec();
-        for part in parts {
-            let file = self.file_facts(part).await?;
+        for upload in uploads {
+            let file = self.file_facts(&upload).await?;
             if let Some(i) = done.iter().position(|d| *d == file) {
                 done.remove(i);
                 stored.push(file);
                 continue;
             }
+            let Some(part) = self.analysis.part(upload.part) else {
+                return Err(ConvertError::Local(format!(
+                    "part {} is not in the analysis",
+                    upload.part
+                )));
+            };
             let file_id = self
                 .cs
                 .register_file(self.sender, id, &file.name, file.size, &file.sha256)
@@ -463,7 +470,7 @@ impl Job<'_> {
             let part = part.clone();
             self.cs
                 .upload_file(self.sender, id, &file_id, file.size, move || {
-                    let body = decoded_stream(message.clone(), part.clone());
+                    let body = decoded_stream(message.clone(), part.clone(), upload.clone());
                     async move { Ok(body) }
                 })
                 .await?;
@@ -509,21 +516,29 @@ impl Job<'_> {
         )
     }
 
-    /// Name, decoded size and SHA-256 of a part to upload (one decoding pass, off the workers).
-    pub(super) async fn file_facts(&self, part: &mime::Part) -> Result<StoredFile, ConvertError> {
-        let name = part
-            .upload_name
-            .clone()
-            .unwrap_or_else(|| format!("attachment-{}.bin", part.id));
+    /// Name, decoded size and SHA-256 of a file to upload (one decoding pass, off the workers).
+    pub(super) async fn file_facts(
+        &self,
+        upload: &mime::Upload,
+    ) -> Result<StoredFile, ConvertError> {
+        let Some(part) = self.analysis.part(upload.part) else {
+            return Err(ConvertError::Local(format!(
+                "part {} is not in the analysis",
+                upload.part
+            )));
+        };
         let (size, sha) = {
             let message = self.message.clone();
             let part = part.clone();
-            tokio::task::spawn_blocking(move || mime::part_sha256(message.as_bytes(), &part))
-                .await
-                .map_err(|e| ConvertError::Local(format!("hashing failed: {e}")))?
+            let upload = upload.clone();
+            tokio::task::spawn_blocking(move || {
+                mime::upload_sha256(message.as_bytes(), &part, &upload)
+            })
+            .await
+            .map_err(|e| ConvertError::Local(format!("hashing failed: {e}")))?
         };
         Ok(StoredFile {
-            name,
+            name: upload.name.clone(),
             size,
             sha256: hex::encode(sha),
         })
@@ -536,6 +551,12 @@ impl Job<'_> {
             .collect()
     }
 
+    /// The files of the transfer, in order: each selected part, or the files of an unpacked
+    /// TNEF part in its place.
+    pub(super) fn uploads(&self) -> Vec<mime::Upload> {
+        self.parts().iter().flat_map(|p| p.uploads()).collect()
+    }
+
     /// The policy's expiry, capped by the server's maximum retention.
     pub(super) fn expires(&self, max_retention_days: Option<i64>) -> chrono::DateTime<chrono::Utc> {
         let mut days = i64::from(self.policy.expiration_days);
@@ -546,16 +567,18 @@ impl Job<'_> {
     }
 }
 
-/// The decoded bytes of `part` as an upload body: decoded on a blocking thread in 256 KiB
-/// chunks, at most four in flight, so a 300 MB attachment never sits in memory.
+/// The decoded bytes of `upload` (a part, or a file inside a TNEF part) as an upload body:
+/// decoded on a blocking thread in 256 KiB chunks, at most four in flight, so a 300 MB
+/// attachment never sits in memory.
 fn decoded_stream(
     message: Arc<Spooled>,
     part: mime::Part,
+    upload: mime::Upload,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
-        let mut r = mime::PartReader::new(message.as_bytes(), &part);
+        let mut r = mime::UploadReader::new(message.as_bytes(), &part, &upload);
         loop {
             let mut buf = vec![0u8; 256 * 1024];
             match r.read(&mut buf) {

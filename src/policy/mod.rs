@@ -88,7 +88,8 @@ impl Rules {
 pub struct Selection {
     /// Parts to move to Cryptshare (empty = pass the message through).
     pub convert: Vec<PartId>,
-    /// Decoded bytes of all candidate attachments.
+    /// Decoded bytes of all candidate attachments (an unpacked TNEF counts its files:
+    /// [`crate::mime::Part::transfer_size`]).
     pub total: u64,
     pub reason: String,
 }
@@ -116,7 +117,10 @@ pub fn select_for(policy: &PolicyConfig, analysis: &Analysis, rcpts: &[String]) 
     let mut candidates: Vec<&crate::mime::Part> = analysis.candidates().collect();
     if flags.signed {
         if policy.signed == SignedHandling::Skip {
-            let total = analysis.signed_attachments().map(|p| p.size).sum();
+            let total = analysis
+                .signed_attachments()
+                .map(|p| p.transfer_size())
+                .sum();
             return pass(total, "signed message: left unchanged".into());
         }
         candidates.extend(analysis.signed_attachments());
@@ -136,13 +140,13 @@ pub fn select_for(policy: &PolicyConfig, analysis: &Analysis, rcpts: &[String]) 
             .as_deref()
             .or(p.upload_name.as_deref())
             .unwrap_or("");
-        p.size >= policy.min_attachment_size
+        p.transfer_size() >= policy.min_attachment_size
             && (policy.include_files.is_empty()
                 || policy.include_files.iter().any(|g| glob_match(g, name)))
             && !policy.exclude_files.iter().any(|g| glob_match(g, name))
     });
     let filtered = before - candidates.len();
-    let total: u64 = candidates.iter().map(|p| p.size).sum();
+    let total: u64 = candidates.iter().map(|p| p.transfer_size()).sum();
     if candidates.is_empty() {
         return pass(
             0,
