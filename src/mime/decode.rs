@@ -270,19 +270,7 @@ pub fn decode_part(raw: &[u8], part: &Part, out: &mut impl Write) -> io::Result<
 
 /// Decoded size and SHA-256 of `part`'s body.
 pub fn part_sha256(raw: &[u8], part: &Part) -> (u64, [u8; 32]) {
-    let mut reader = PartReader::new(raw, part);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    // Reading from a slice cannot fail.
-    while let Ok(n) = reader.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    (total, hasher.finalize().into())
+    sha256_of(PartReader::new(raw, part))
 }
 
 /// A `std::io::Read` over one file of a transfer ([`super::Upload`]): the part's decoded body,
@@ -341,11 +329,14 @@ impl Read for UploadReader<'_> {
 
 /// Size and SHA-256 of one file of a transfer, as [`UploadReader`] streams it.
 pub fn upload_sha256(raw: &[u8], part: &Part, upload: &super::Upload) -> (u64, [u8; 32]) {
-    let mut reader = UploadReader::new(raw, part, upload);
+    sha256_of(UploadReader::new(raw, part, upload))
+}
+
+/// Length and SHA-256 of what `reader` yields; its readers decode from a slice and cannot fail.
+fn sha256_of(mut reader: impl Read) -> (u64, [u8; 32]) {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
-    // Reading from a slice cannot fail.
     while let Ok(n) = reader.read(&mut buf) {
         if n == 0 {
             break;
