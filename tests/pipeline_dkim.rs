@@ -59,19 +59,69 @@ fn rsa_key(dir: &Path, traditional: bool) -> (std::path::PathBuf, String) {
     )
 }
 
+/// An Ed25519 key written by `openssl genpkey` (PKCS#8), and the base64 `p=` value of its DNS
+/// record (RFC 8463: the raw 32-byte public key, the tail of its SubjectPublicKeyInfo DER).
+fn ed25519_key(dir: &Path) -> (std::path::PathBuf, String) {
+    let key = dir.join("ed25519.pem");
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "ed25519",
+            "-out",
+            key.to_str().unwrap(),
+        ])
+        .output()
+        .expect("openssl must be installed (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("openssl")
+        .args([
+            "pkey",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-outform",
+            "DER",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len(), 44, "Ed25519 SubjectPublicKeyInfo");
+    use base64::Engine;
+    (
+        key,
+        base64::engine::general_purpose::STANDARD.encode(&out.stdout[12..]),
+    )
+}
+
 /// dkimpy's verdict on `message`, the DNS answering `v=DKIM1; k=rsa; p=P` for
 /// `SELECTOR._domainkey.DOMAIN` only.
 fn dkimpy_verifies(message: &[u8], record_name: &str, p: &str) -> bool {
+    dkimpy_verifies_k(message, record_name, "rsa", p)
+}
+
+/// As [`dkimpy_verifies`], with the record's key type `k` (`rsa` or `ed25519`; dkimpy checks
+/// Ed25519 with PyNaCl).
+fn dkimpy_verifies_k(message: &[u8], record_name: &str, k: &str, p: &str) -> bool {
     let script = r#"
 import sys, dkim
-name, p = sys.argv[1], sys.argv[2]
+name, k, p = sys.argv[1], sys.argv[2], sys.argv[3]
 def dns(q, timeout=5):
     q = q.decode() if isinstance(q, bytes) else q
-    return ("v=DKIM1; k=rsa; p=" + p).encode() if q.rstrip(".") == name else None
+    return ("v=DKIM1; k=" + k + "; p=" + p).encode() if q.rstrip(".") == name else None
 msg = sys.stdin.buffer.read()
 print("pass" if dkim.verify(msg, dnsfunc=dns) else "fail")
 "#;
-    let out = support::process::python(script, &[record_name, p], message, "pip install dkimpy");
+    let out = support::process::python(
+        script,
+        &[record_name, k, p],
+        message,
+        "pip install dkimpy pynacl",
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -211,5 +261,47 @@ async fn sign_converted_leaves_pass_through_alone_and_reads_pkcs1_keys() {
         got[2].data.starts_with(b"Received: "),
         "no key aligns with example.com"
     );
+    h.stop().await;
+}
+
+/// An Ed25519 key (RFC 8463): the converted and the passed-through copy carry
+/// `a=ed25519-sha256` and verify with dkimpy against the raw public key in DNS; a changed byte
+/// fails.
+#[tokio::test]
+async fn ed25519_signatures_verify_with_an_independent_verifier() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, p) = ed25519_key(keys.path());
+    let h = Harness::start(&format!(
+        "{}{}",
+        policy("tempfail"),
+        dkim_config("all", &key)
+    ))
+    .await;
+    let msg = message();
+    for sender in ["alice@example.org", "relay@other.test"] {
+        let reply = h.send(sender, &["bob@example.net"], &msg).await;
+        assert!(reply.starts_with("250 "), "{reply}");
+    }
+    let got = h.sink.messages();
+    assert_eq!(got.len(), 2);
+    assert!(
+        got[0].data.len() < msg.len(),
+        "the first copy was converted"
+    );
+    assert!(got[1].data.ends_with(&msg), "the second passed unchanged");
+    for m in got.iter().map(|m| &m.data) {
+        assert!(
+            m.starts_with(
+                b"DKIM-Signature: v=1; a=ed25519-sha256; s=gw2026; d=example.org; c=relaxed/relaxed;"
+            ),
+            "{}",
+            String::from_utf8_lossy(&m[..200.min(m.len())])
+        );
+        let name = "gw2026._domainkey.example.org";
+        assert!(dkimpy_verifies_k(m, name, "ed25519", &p));
+        assert!(!dkimpy_verifies_k(&tamper(m), name, "ed25519", &p));
+        // The same signature against an RSA record of that name: not accepted.
+        assert!(!dkimpy_verifies_k(m, name, "rsa", &p));
+    }
     h.stop().await;
 }
