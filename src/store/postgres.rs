@@ -70,8 +70,20 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn db(e: impl std::fmt::Display) -> StateError {
-    StateError::Database(e.to_string())
+/// The error with its causes: the driver's `Display` says only "db error" and keeps the
+/// server's message (which never holds the password) in its source.
+fn db(e: impl std::error::Error) -> StateError {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    StateError::Database(text)
 }
 
 /// The shared part: the pool, this node's name, the leases it holds.
@@ -209,9 +221,11 @@ impl PgStore {
             pg,
             tls,
             ManagerConfig {
-                // A closed connection (the server restarted) is noticed and replaced; a
-                // half-open one fails its query and the caller's 4xx makes the client retry.
-                recycling_method: RecyclingMethod::Fast,
+                // Each connection taken from the pool is checked with an empty query first: one
+                // the server dropped (it restarted, a failover) is replaced then, instead of
+                // failing the message it was taken for. A round trip per checkout, a few per
+                // converted message.
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let pool = Pool::builder(manager)

@@ -1,0 +1,356 @@
+//! Issue 15, scale-out: real `cryptshare-gateway serve` processes on one PostgreSQL state store
+//! (`[state] backend = "postgres"`), the in-test Cryptshare emulator and next hops on loopback.
+//!
+//! - three nodes start at once (the migrations run once, under the advisory lock); a message
+//!   whose next hop fails on node 1 is retried on node 2: one transfer, one delivery;
+//! - two nodes receive the same message at once: one transfer;
+//! - the node converting a message is SIGKILLed in the middle of its upload (held by the
+//!   emulator's latency switch); the retry on another node waits for the dead node's lease to
+//!   run out and continues the session: one transfer;
+//! - PostgreSQL stopped: `451 4.3.0` for a message to convert, `/readyz` 503; started again:
+//!   `/readyz` 200 and the message is accepted.
+//!
+//! The database comes from `scripts/test-postgres.sh` (a private cluster: `CSG_TEST_PG_URL`,
+//! `CSG_TEST_PG_CTL`); without it these tests fail, they never skip. Each test has its own
+//! database. The test that stops the server takes [`CLUSTER`] exclusively.
+
+mod pipeline_support;
+#[path = "pipeline_support/process.rs"]
+mod process;
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cryptshare_gateway::replies::Reply;
+use cryptshare_gateway::sim::{Endpoint, FaultSpec};
+use cryptshare_gateway_testkit::sink::{Script, Sink};
+use pipeline_support::*;
+use process::{Gw, LIMIT, spawn_gateway, try_send};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Shared by the tests that only use the cluster; exclusive for the one that stops it.
+static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Short, so that a dead node's claim runs out quickly.
+const LEASE: &str = "2s";
+
+fn admin_url() -> String {
+    std::env::var("CSG_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "CSG_TEST_PG_URL is not set: run these tests under scripts/test-postgres.sh \
+             (e.g. `scripts/test-postgres.sh cargo test --test state_postgres`), which starts \
+             a private PostgreSQL cluster"
+        )
+    })
+}
+
+fn pg_ctl(action: &str) {
+    let ctl = std::env::var("CSG_TEST_PG_CTL")
+        .expect("CSG_TEST_PG_CTL is not set: run under scripts/test-postgres.sh");
+    let st = std::process::Command::new(ctl)
+        .arg(action)
+        .status()
+        .unwrap();
+    assert!(st.success(), "pg_ctl {action}: {st}");
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A new, empty database on the test cluster; its URL.
+async fn fresh_database() -> String {
+    let admin = admin_url();
+    let name = format!("csgw_{:016x}", rand::random::<u64>());
+    connect(&admin)
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    assert!(admin.contains("/postgres?"), "{admin}");
+    admin.replace("/postgres?", &format!("/{name}?"))
+}
+
+/// One node's configuration in its own directory (its own file state dir, unused, and audit).
+fn node_config(root: &Path, n: usize, next_hop: SocketAddr, emu: SocketAddr, url: &str) -> PathBuf {
+    node_config_with(root, n, next_hop, emu, url, "")
+}
+
+fn node_config_with(
+    root: &Path,
+    n: usize,
+    next_hop: SocketAddr,
+    emu: SocketAddr,
+    url: &str,
+    extra: &str,
+) -> PathBuf {
+    let dir = root.join(format!("node{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = config_text(
+        &dir,
+        &next_hop.to_string(),
+        &format!("http://{emu}"),
+        &policy("tempfail"),
+    )
+    .replace(
+        "[state]\n",
+        &format!(
+            "[state]\nbackend = \"postgres\"\nurl = \"{url}\"\nlease = \"{LEASE}\"\npool_size = 4\n"
+        ),
+    );
+    let (path, cfg) = write_config(&dir, &format!("{text}{extra}"));
+    assert_eq!(
+        cfg.state.backend,
+        cryptshare_gateway::config::StateBackend::Postgres
+    );
+    path
+}
+
+fn message(seed: u64) -> Vec<u8> {
+    let att = payload(64 * 1024, seed);
+    mixed(
+        HEADERS,
+        "figures attached",
+        &[(
+            "Content-Type: application/pdf; name=\"q.pdf\"\r\nContent-Disposition: attachment; filename=\"q.pdf\"",
+            &att,
+        )],
+    )
+}
+
+const OK: &str = "250 2.0.0 OK, relayed (Queued as SINK)\r\n";
+
+async fn send(gw: &Gw, msg: &[u8]) -> Result<String, String> {
+    tokio::time::timeout(
+        LIMIT,
+        try_send(gw.smtp, "alice@example.org", "bob@example.net", msg),
+    )
+    .await
+    .expect("no reply within the limit")
+}
+
+/// Poll `f` until it holds, at most [`LIMIT`].
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_and_a_retry_on_another_node_make_one_transfer_and_one_delivery() {
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    let failing = Sink::start(Script {
+        data_reply: Reply::new(451, [4, 3, 0], "Next hop busy"),
+        ..Script::default()
+    })
+    .await
+    .unwrap();
+    let good = Sink::start(Script::default()).await.unwrap();
+    let configs = [
+        node_config(dir.path(), 1, failing.addr(), emu.addr(), &url),
+        node_config(dir.path(), 2, good.addr(), emu.addr(), &url),
+        node_config(dir.path(), 3, good.addr(), emu.addr(), &url),
+    ];
+    // All three at once: the migrations must run once, the others waiting on the lock.
+    let (n1, n2, n3) = tokio::join!(
+        spawn_gateway(&configs[0]),
+        spawn_gateway(&configs[1]),
+        spawn_gateway(&configs[2])
+    );
+    let db = connect(&url).await;
+    let versions: Vec<i32> = db
+        .query(
+            "SELECT version FROM csgw_schema_version ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+
+    let msg = message(1);
+    let first = send(&n1, &msg).await.unwrap();
+    assert_eq!(first, "451 4.3.0 Next hop busy\r\n");
+    assert_eq!(emu.transfers().len(), 1);
+    let state: String = db
+        .query_one("SELECT record->>'state' FROM csgw_transfers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "finished");
+
+    // The upstream retries on another node: it reuses the transfer.
+    assert_eq!(send(&n2, &msg).await.unwrap(), OK);
+    let ts = emu.transfers();
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    assert_eq!(emu.stats().sessions_created, 1);
+    let got = good.messages();
+    assert_eq!(got.len(), 1);
+    assert!(String::from_utf8_lossy(&got[0].data).contains(&ts[0].tracking_id));
+    assert!(failing.messages().is_empty());
+    drop(n3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_receiving_the_same_message_at_once_make_one_transfer() {
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    // The first upload takes a second: the two attempts overlap for sure.
+    emu.inject_fault(
+        FaultSpec {
+            endpoint: Endpoint::Upload,
+            ..FaultSpec::default()
+        }
+        .with_latency(Duration::from_secs(1))
+        .times(1),
+    );
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let c1 = node_config(dir.path(), 1, sink.addr(), emu.addr(), &url);
+    let c2 = node_config(dir.path(), 2, sink.addr(), emu.addr(), &url);
+    let (a, b) = tokio::join!(spawn_gateway(&c1), spawn_gateway(&c2));
+    let msg = message(2);
+    let (ra, rb) = tokio::join!(send(&a, &msg), send(&b, &msg));
+    assert_eq!(ra.unwrap(), OK);
+    assert_eq!(rb.unwrap(), OK);
+    let ts = emu.transfers();
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    assert_eq!(emu.stats().sessions_created, 1);
+    assert_eq!(emu.stats().faults_fired, 1);
+    // Both attempts relayed the notice of that one transfer (each client got its 250).
+    let got = sink.messages();
+    assert_eq!(got.len(), 2);
+    for m in &got {
+        assert!(String::from_utf8_lossy(&m.data).contains(&ts[0].tracking_id));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_converting_node_then_another_node_completes_after_the_lease() {
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    // The upload of node 1 is held by the emulator until long after the kill.
+    emu.inject_fault(
+        FaultSpec {
+            endpoint: Endpoint::Upload,
+            ..FaultSpec::default()
+        }
+        .with_latency(Duration::from_secs(60))
+        .times(1),
+    );
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let c1 = node_config(dir.path(), 1, sink.addr(), emu.addr(), &url);
+    let c2 = node_config(dir.path(), 2, sink.addr(), emu.addr(), &url);
+    let (mut n1, n2) = tokio::join!(spawn_gateway(&c1), spawn_gateway(&c2));
+    let msg = message(3);
+    let first = {
+        let (addr, msg) = (n1.smtp, msg.clone());
+        tokio::spawn(
+            async move { try_send(addr, "alice@example.org", "bob@example.net", &msg).await },
+        )
+    };
+    // Mid-conversion: the session exists and its upload is being held.
+    until("the upload reached the emulator", async || {
+        emu.stats().faults_fired == 1
+    })
+    .await;
+    assert_eq!(emu.open_sessions(), 1);
+    let db = connect(&url).await;
+    let row = db
+        .query_one(
+            "SELECT record->>'state', lease_owner IS NOT NULL AND locked_until > now() \
+             FROM csgw_transfers",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "pending");
+    assert!(row.get::<_, bool>(1), "node 1 holds the lease");
+    n1.child.kill().await.unwrap();
+    assert!(first.await.unwrap().is_err(), "the killed node answered");
+
+    // The upstream's retry on node 2 waits for the lease and continues the session.
+    assert_eq!(send(&n2, &msg).await.unwrap(), OK);
+    let ts = emu.transfers();
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    let stats = emu.stats();
+    assert_eq!(stats.sessions_created, 1, "the retry continued the session");
+    assert_eq!(stats.sessions_deleted, 0);
+    assert_eq!(emu.open_sessions(), 0);
+    let got = sink.messages();
+    assert_eq!(got.len(), 1);
+    assert!(String::from_utf8_lossy(&got[0].data).contains(&ts[0].tracking_id));
+    let state: String = db
+        .query_one("SELECT record->>'state' FROM csgw_transfers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "finished");
+}
+
+/// `GET /readyz`: the status code (0 before the endpoint listens: it starts after SMTP).
+async fn readyz(addr: SocketAddr) -> u16 {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    s.write_all(b"GET /readyz HTTP/1.0\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let head = String::from_utf8_lossy(&out);
+    head[9..12].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
+    let _alone = CLUSTER.write().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let extra = format!("[metrics]\nlisten = \"{metrics}\"\nprobe_interval = 0\n");
+    let cfg = node_config_with(dir.path(), 1, sink.addr(), emu.addr(), &url, &extra);
+    let gw = spawn_gateway(&cfg).await;
+    until("ready", async || readyz(metrics).await == 200).await;
+
+    pg_ctl("stop");
+    let down = send(&gw, &message(4)).await;
+    until("not ready while the database is down", async || {
+        readyz(metrics).await == 503
+    })
+    .await;
+    pg_ctl("start");
+    let down = down.unwrap();
+    assert!(
+        down.starts_with("451 4.3.0 Local error, try again later (state"),
+        "{down}"
+    );
+    assert!(emu.transfers().is_empty());
+    assert!(sink.messages().is_empty());
+
+    until("ready again", async || readyz(metrics).await == 200).await;
+    assert_eq!(send(&gw, &message(4)).await.unwrap(), OK);
+    assert_eq!(emu.transfers().len(), 1);
+    assert_eq!(sink.messages().len(), 1);
+}
