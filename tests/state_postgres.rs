@@ -77,6 +77,16 @@ async fn fresh_database() -> String {
     admin.replace("/postgres?", &format!("/{name}?"))
 }
 
+/// The same database over the cluster's Unix socket (`postgres://user:pw@%2Fdir:port/db`).
+fn unix_socket_url(tcp: &str) -> String {
+    let dir = std::env::var("CSG_TEST_PG_SOCKET")
+        .expect("CSG_TEST_PG_SOCKET is not set: run under scripts/test-postgres.sh");
+    let at = tcp.rfind("@127.0.0.1:").unwrap();
+    let rest = &tcp[at + "@127.0.0.1".len()..];
+    let rest = rest.replace("sslmode=disable", "sslmode=prefer");
+    format!("{}@{}{rest}", &tcp[..at], dir.replace('/', "%2F"))
+}
+
 /// One node's configuration in its own directory (its own file state dir, unused, and audit).
 fn node_config(root: &Path, n: usize, next_hop: SocketAddr, emu: SocketAddr, url: &str) -> PathBuf {
     node_config_with(root, n, next_hop, emu, url, "")
@@ -160,7 +170,14 @@ async fn three_nodes_and_a_retry_on_another_node_make_one_transfer_and_one_deliv
     let configs = [
         node_config(dir.path(), 1, failing.addr(), emu.addr(), &url),
         node_config(dir.path(), 2, good.addr(), emu.addr(), &url),
-        node_config(dir.path(), 3, good.addr(), emu.addr(), &url),
+        // Node 3 on the Unix socket.
+        node_config(
+            dir.path(),
+            3,
+            good.addr(),
+            emu.addr(),
+            &unix_socket_url(&url),
+        ),
     ];
     // All three at once: the migrations must run once, the others waiting on the lock.
     let (n1, n2, n3) = tokio::join!(
@@ -201,7 +218,33 @@ async fn three_nodes_and_a_retry_on_another_node_make_one_transfer_and_one_deliv
     assert_eq!(got.len(), 1);
     assert!(String::from_utf8_lossy(&got[0].data).contains(&ts[0].tracking_id));
     assert!(failing.messages().is_empty());
-    drop(n3);
+    // Node 3 (Unix socket) sees the same record: a retry there is answered from it too.
+    assert_eq!(send(&n3, &msg).await.unwrap(), OK);
+    assert_eq!(emu.transfers().len(), 1);
+    assert_eq!(good.messages().len(), 2);
+    // show-config names the database with the password redacted.
+    let password = url
+        .split_once("csgw:")
+        .unwrap()
+        .1
+        .split_once('@')
+        .unwrap()
+        .0;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cryptshare-gateway"))
+        .args(["show-config", "--config"])
+        .arg(&configs[0])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("state.url = "))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(
+        line.starts_with("state.url = \"postgres://csgw:[redacted]@127.0.0.1:"),
+        "{line}"
+    );
+    assert!(!shown.contains(password), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
