@@ -7,6 +7,7 @@
 //! - the node converting a message is SIGKILLed in the middle of its upload (held by the
 //!   emulator's latency switch); the retry on another node waits for the dead node's lease to
 //!   run out and continues the session: one transfer;
+//! - per-recipient copies: a copy delivered by node 1 is not sent again by node 2's retry;
 //! - PostgreSQL stopped: `451 4.3.0` for a message to convert, `/readyz` 503; started again:
 //!   `/readyz` 200 and the message is accepted.
 //!
@@ -136,7 +137,7 @@ fn message(seed: u64) -> Vec<u8> {
 
 const OK: &str = "250 2.0.0 OK, relayed (Queued as SINK)\r\n";
 
-async fn send(gw: &Gw, msg: &[u8]) -> Result<String, String> {
+async fn send_one(gw: &Gw, msg: &[u8]) -> Result<String, String> {
     tokio::time::timeout(
         LIMIT,
         try_send(gw.smtp, "alice@example.org", "bob@example.net", msg),
@@ -199,7 +200,7 @@ async fn three_nodes_and_a_retry_on_another_node_make_one_transfer_and_one_deliv
     assert_eq!(versions, [1]);
 
     let msg = message(1);
-    let first = send(&n1, &msg).await.unwrap();
+    let first = send_one(&n1, &msg).await.unwrap();
     assert_eq!(first, "451 4.3.0 Next hop busy\r\n");
     assert_eq!(emu.transfers().len(), 1);
     let state: String = db
@@ -210,7 +211,7 @@ async fn three_nodes_and_a_retry_on_another_node_make_one_transfer_and_one_deliv
     assert_eq!(state, "finished");
 
     // The upstream retries on another node: it reuses the transfer.
-    assert_eq!(send(&n2, &msg).await.unwrap(), OK);
+    assert_eq!(send_one(&n2, &msg).await.unwrap(), OK);
     let ts = emu.transfers();
     assert_eq!(ts.len(), 1, "{ts:?}");
     assert_eq!(emu.stats().sessions_created, 1);
@@ -219,7 +220,7 @@ async fn three_nodes_and_a_retry_on_another_node_make_one_transfer_and_one_deliv
     assert!(String::from_utf8_lossy(&got[0].data).contains(&ts[0].tracking_id));
     assert!(failing.messages().is_empty());
     // Node 3 (Unix socket) sees the same record: a retry there is answered from it too.
-    assert_eq!(send(&n3, &msg).await.unwrap(), OK);
+    assert_eq!(send_one(&n3, &msg).await.unwrap(), OK);
     assert_eq!(emu.transfers().len(), 1);
     assert_eq!(good.messages().len(), 2);
     // show-config names the database with the password redacted.
@@ -267,7 +268,7 @@ async fn two_nodes_receiving_the_same_message_at_once_make_one_transfer() {
     let c2 = node_config(dir.path(), 2, sink.addr(), emu.addr(), &url);
     let (a, b) = tokio::join!(spawn_gateway(&c1), spawn_gateway(&c2));
     let msg = message(2);
-    let (ra, rb) = tokio::join!(send(&a, &msg), send(&b, &msg));
+    let (ra, rb) = tokio::join!(send_one(&a, &msg), send_one(&b, &msg));
     assert_eq!(ra.unwrap(), OK);
     assert_eq!(rb.unwrap(), OK);
     let ts = emu.transfers();
@@ -329,7 +330,7 @@ async fn sigkill_of_the_converting_node_then_another_node_completes_after_the_le
     assert!(first.await.unwrap().is_err(), "the killed node answered");
 
     // The upstream's retry on node 2 waits for the lease and continues the session.
-    assert_eq!(send(&n2, &msg).await.unwrap(), OK);
+    assert_eq!(send_one(&n2, &msg).await.unwrap(), OK);
     let ts = emu.transfers();
     assert_eq!(ts.len(), 1, "{ts:?}");
     let stats = emu.stats();
@@ -345,6 +346,59 @@ async fn sigkill_of_the_converting_node_then_another_node_completes_after_the_le
         .unwrap()
         .get(0);
     assert_eq!(state, "finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_recipient_copies_delivered_by_one_node_are_not_sent_again_by_another() {
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    let sink = Sink::start(Script::default()).await.unwrap();
+    sink.script(|s| {
+        s.data_replies_once.insert(
+            "carol@example.net".into(),
+            Reply::new(451, [4, 3, 0], "Mailbox busy, try later"),
+        );
+    });
+    // Appended to the [[policy]] table, the last one of the file.
+    let links = "links = \"per-recipient\"\n";
+    let c1 = node_config_with(dir.path(), 1, sink.addr(), emu.addr(), &url, links);
+    let c2 = node_config_with(dir.path(), 2, sink.addr(), emu.addr(), &url, links);
+    let (n1, n2) = tokio::join!(spawn_gateway(&c1), spawn_gateway(&c2));
+    let rcpts = ["bob@example.net", "carol@example.net", "dave@example.com"];
+    let msg = message(5);
+    assert_eq!(
+        send(n1.smtp, "alice@example.org", &rcpts, &msg).await,
+        "451 4.3.0 Mailbox busy, try later\r\n"
+    );
+    assert_eq!(sink.messages().len(), 2);
+    let db = connect(&url).await;
+    let delivered: Vec<String> = db
+        .query(
+            "SELECT recipient FROM csgw_delivered ORDER BY recipient",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(delivered, ["bob@example.net", "dave@example.com"]);
+
+    // The retry on node 2 sends carol's copy only, from the same transfer.
+    assert_eq!(send(n2.smtp, "alice@example.org", &rcpts, &msg).await, OK);
+    let got = sink.messages();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[2].rcpt_to, ["RCPT TO:<carol@example.net>"]);
+    assert_eq!(emu.transfers().len(), 1);
+    assert_eq!(emu.stats().sessions_created, 1);
+    let n: i64 = db
+        .query_one("SELECT count(*) FROM csgw_delivered", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
 }
 
 /// `GET /readyz`: the status code (0 before the endpoint listens: it starts after SMTP).
@@ -378,7 +432,7 @@ async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
     until("ready", async || readyz(metrics).await == 200).await;
 
     pg_ctl("stop");
-    let down = send(&gw, &message(4)).await;
+    let down = send_one(&gw, &message(4)).await;
     until("not ready while the database is down", async || {
         readyz(metrics).await == 503
     })
@@ -393,7 +447,7 @@ async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
     assert!(sink.messages().is_empty());
 
     until("ready again", async || readyz(metrics).await == 200).await;
-    assert_eq!(send(&gw, &message(4)).await.unwrap(), OK);
+    assert_eq!(send_one(&gw, &message(4)).await.unwrap(), OK);
     assert_eq!(emu.transfers().len(), 1);
     assert_eq!(sink.messages().len(), 1);
 }
