@@ -7,6 +7,7 @@
 //! - the node converting a message is SIGKILLed in the middle of its upload (held by the
 //!   emulator's latency switch); the retry on another node waits for the dead node's lease to
 //!   run out and continues the session: one transfer;
+//! - a dead node's session that no retry continues is deleted by another node after the lease;
 //! - per-recipient copies: a copy delivered by node 1 is not sent again by node 2's retry;
 //! - PostgreSQL stopped: `451 4.3.0` for a message to convert, `/readyz` 503; started again:
 //!   `/readyz` 200 and the message is accepted.
@@ -346,6 +347,63 @@ async fn sigkill_of_the_converting_node_then_another_node_completes_after_the_le
         .unwrap()
         .get(0);
     assert_eq!(state, "finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pending_session_of_a_dead_node_is_cleaned_up_by_another_after_the_lease() {
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    emu.inject_fault(
+        FaultSpec {
+            endpoint: Endpoint::Upload,
+            ..FaultSpec::default()
+        }
+        .with_latency(Duration::from_secs(60))
+        .times(1),
+    );
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let mut n1 = spawn_gateway(&node_config(dir.path(), 1, sink.addr(), emu.addr(), &url)).await;
+    let first = {
+        let (addr, msg) = (n1.smtp, message(6));
+        tokio::spawn(
+            async move { try_send(addr, "alice@example.org", "bob@example.net", &msg).await },
+        )
+    };
+    until("the upload reached the emulator", async || {
+        emu.stats().faults_fired == 1
+    })
+    .await;
+    n1.child.kill().await.unwrap();
+    assert!(first.await.unwrap().is_err());
+    // Its token as good as expired: the session cannot be continued by a retry any more.
+    let db = connect(&url).await;
+    let n = db
+        .execute(
+            "UPDATE csgw_transfers SET record = jsonb_set(record, '{session,token_valid_until}', '0') \
+             WHERE record->>'state' = 'pending'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // No retry comes; node 2 (started after the crash) sweeps once node 1's lease ran out.
+    let _n2 = spawn_gateway(&node_config(dir.path(), 2, sink.addr(), emu.addr(), &url)).await;
+    until("the dead node's session deleted", async || {
+        emu.stats().sessions_deleted == 1
+    })
+    .await;
+    until("its record removed", async || {
+        db.query_one("SELECT count(*) FROM csgw_transfers", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+    })
+    .await;
+    assert_eq!(emu.open_sessions(), 0);
+    assert!(emu.transfers().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
