@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the README's test command (`cargo test --release`) in a fresh clone of this repository,
+# Runs the README's test command (`cargo test --release`, under scripts/test-postgres.sh) in a fresh clone of this repository,
 # in an empty directory with no ../shared beside it: whatever a test reads must be in the
 # repository itself (tests/data/), as it is for a user who just cloned it.
 # Extra arguments are passed to cargo test.

@@ -388,6 +388,19 @@ async fn serve(
         tracing::info!(listen = %http.local_addr, "metrics endpoint ready");
     }
     spawn_probes(&cfg, &gateway, &readiness);
+    if let Some(mut health) = gateway.state().health() {
+        // The PostgreSQL store checks itself (with backoff while it is down); `/readyz` shows it.
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = health.borrow_and_update().clone();
+                readiness.set(Component::StateStore, now);
+                if health.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
 
     // SIGHUP: re-read the file; a broken one is refused and the old configuration stays.
     let reloader = server.reloader();

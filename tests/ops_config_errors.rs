@@ -330,3 +330,94 @@ fn auth_throttling_keys() {
         "FILE:6: server.auth.failure_delay: at most 60 seconds (it grows with each failure, and clients time out)"
     );
 }
+
+#[test]
+fn state_backend_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let state = |lines: &str| format!("{MIN}[state]\nbackend = \"postgres\"\n{lines}");
+    let c = load(&format!("{MIN}[state]\n"), &[]);
+    assert_eq!(
+        c.state.backend,
+        cryptshare_gateway::config::StateBackend::File
+    );
+    let c = load(
+        &state("url = \"postgres://gw:s3cret@db.example.org/gateway?sslmode=require\"\n"),
+        &[],
+    );
+    assert_eq!((c.state.pool_size, c.state.lease.as_secs()), (8, 30));
+    // The password never prints.
+    let url = c.state.url.as_ref().unwrap();
+    assert_eq!(
+        url.to_string(),
+        "postgres://gw:[redacted]@db.example.org/gateway?sslmode=require"
+    );
+    assert_eq!(
+        format!("{url:?}"),
+        "postgres://gw:[redacted]@db.example.org/gateway?sslmode=require"
+    );
+    assert!(!format!("{c:?}").contains("s3cret"));
+    assert_eq!(
+        cryptshare_gateway::config::DbUrl::new(
+            "postgres://gw@db/x?password=s3cret&sslmode=disable"
+        )
+        .to_string(),
+        "postgres://gw@db/x?password=[redacted]&sslmode=disable"
+    );
+    assert_eq!(
+        error(&format!("{MIN}[state]\nbackend = \"mysql\"\n"), &[]),
+        "FILE:5: state.backend: \"mysql\" is not one of file, postgres"
+    );
+    assert_eq!(
+        error(&state(""), &[]),
+        "FILE: state.url: state.backend = \"postgres\" needs state.url (e.g. \"postgres://gateway@db.example.org/gateway?sslmode=require\")"
+    );
+    assert_eq!(
+        error(&state("url = \"mysql://gw:s3cret@db/gateway\"\n"), &[]),
+        "FILE:6: state.url: mysql://gw:[redacted]@db/gateway must be a postgres:// or postgresql:// URL"
+    );
+    assert_eq!(
+        error(&state("url = \"postgres://gw@db\"\n"), &[]),
+        "FILE:6: state.url: postgres://gw@db names no database (postgres://user@host/DATABASE)"
+    );
+    assert_eq!(
+        error(
+            &state(&format!(
+                "url = \"postgres://gw:s3cret@db/gateway\"\npassword_file = \"{}\"\n",
+                pw.display()
+            )),
+            &[]
+        ),
+        "FILE:7: state.password_file: set the password either in state.url or in state.password_file, not both"
+    );
+    let c = load(
+        &state(&format!(
+            "url = \"postgres://gw@db/gateway\"\npassword_file = \"{}\"\n",
+            pw.display()
+        )),
+        &[],
+    );
+    assert_eq!(c.state.password_file.as_deref(), Some(pw.as_path()));
+    assert_eq!(
+        error(
+            &state("url = \"postgres://gw@db/gateway\"\npassword_file = \"/nonexistent/pw\"\n"),
+            &[]
+        ),
+        "FILE:7: state.password_file: /nonexistent/pw: no such file"
+    );
+    assert_eq!(
+        error(
+            &state("url = \"postgres://gw@db/gateway\"\npool_size = 0\n"),
+            &[]
+        ),
+        "FILE:7: state.pool_size: must be at least 1"
+    );
+    assert_eq!(
+        error(
+            &state("url = \"postgres://gw@db/gateway\"\nlease = \"1s\"\n"),
+            &[]
+        ),
+        "FILE:7: state.lease: at least 2 seconds (it is renewed every third of it)"
+    );
+}

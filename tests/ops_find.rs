@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use cryptshare_gateway::ops::AuditRecord;
-use cryptshare_gateway::store::state::{Record, StateStore};
+use cryptshare_gateway::store::state::{FileStore, Record};
 use ops_e2e_support::*;
 use serde_json::{Value, json};
 
@@ -279,7 +279,7 @@ fn rotated_audit_files_are_searched() {
 fn state_only_and_pending_records() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), SMALL, "");
-    let store = StateStore::open(&dir.path().join("state")).unwrap();
+    let store = FileStore::open(&dir.path().join("state")).unwrap();
     store
         .put(
             "abc123",

@@ -46,7 +46,7 @@ async fn fault_at(step: Endpoint, on_error: &str) -> (Harness, String, Vec<u8>) 
     (h, reply, msg)
 }
 
-fn assert_nothing_left(h: &Harness, step: Endpoint) {
+async fn assert_nothing_left(h: &Harness, step: Endpoint) {
     assert_eq!(
         h.emu.open_sessions(),
         0,
@@ -56,7 +56,7 @@ fn assert_nothing_left(h: &Harness, step: Endpoint) {
         h.emu.transfers().is_empty(),
         "{step:?}: a transfer was finished"
     );
-    let pending = h.gw.state().pending().unwrap();
+    let pending = h.gw.state().pending().await.unwrap();
     assert!(pending.is_empty(), "{step:?}: state left {pending:?}");
 }
 
@@ -70,7 +70,7 @@ async fn tempfail_at_every_step_is_451_and_nothing_relayed() {
         );
         assert!(reply.ends_with("\r\n") && reply.lines().count() == 1);
         assert!(h.sink.messages().is_empty(), "{step:?}: relayed");
-        assert_nothing_left(&h, step);
+        assert_nothing_left(&h, step).await;
         let audit = h.audit();
         assert_eq!(audit[0]["decision"], "tempfail", "{step:?}");
         h.stop().await;
@@ -86,7 +86,7 @@ async fn deliver_original_at_every_step_relays_the_original() {
         assert_eq!(got.len(), 1, "{step:?}");
         let (_, rest) = split_received(&got[0].data);
         assert_eq!(rest, msg.as_slice(), "{step:?}: not the original");
-        assert_nothing_left(&h, step);
+        assert_nothing_left(&h, step).await;
         let audit = h.audit();
         assert_eq!(audit[0]["decision"], "deliver-original", "{step:?}");
         assert!(
@@ -110,7 +110,7 @@ async fn reject_at_every_step_is_554() {
             "{step:?}: {reply}"
         );
         assert!(h.sink.messages().is_empty(), "{step:?}: relayed");
-        assert_nothing_left(&h, step);
+        assert_nothing_left(&h, step).await;
         assert_eq!(h.audit()[0]["decision"], "reject", "{step:?}");
         h.stop().await;
     }
@@ -136,7 +136,7 @@ async fn status_failure_after_finalize_is_451_for_every_on_error_and_the_retry_a
         assert!(h.sink.messages().is_empty(), "{on_error}");
         assert_eq!(h.emu.open_sessions(), 0, "{on_error}");
         assert_eq!(h.emu.transfers().len(), 1, "{on_error}");
-        assert_eq!(h.gw.state().pending().unwrap().len(), 1, "{on_error}");
+        assert_eq!(h.gw.state().pending().await.unwrap().len(), 1, "{on_error}");
         // While the server still cannot say what became of it, a retry is 451 again (never
         // the original: the files may already be out).
         let again = h
@@ -152,7 +152,10 @@ async fn status_failure_after_finalize_is_451_for_every_on_error_and_the_retry_a
         let ts = h.emu.transfers();
         assert_eq!(ts.len(), 1, "{on_error}: a second transfer: {ts:?}");
         assert_eq!(h.emu.stats().sessions_created, 1, "{on_error}");
-        assert!(h.gw.state().pending().unwrap().is_empty(), "{on_error}");
+        assert!(
+            h.gw.state().pending().await.unwrap().is_empty(),
+            "{on_error}"
+        );
         let got = h.sink.messages();
         assert_eq!(got.len(), 1, "{on_error}");
         let (_, rewritten) = split_received(&got[0].data);
@@ -370,7 +373,7 @@ async fn adopt_failure_is_451_for_every_on_error() {
         assert!(reply.starts_with("451 4.3.0 "), "{on_error}: {reply}");
         h.emu.clear_faults();
         // Reads work, writes fail: the record's temporary file name is taken by a directory.
-        let pending = h.gw.state().pending().unwrap();
+        let pending = h.gw.state().pending().await.unwrap();
         assert_eq!(pending.len(), 1, "{on_error}");
         let blocker = h.dir.path().join(format!(
             "state/transfers/{}.tmp.{}",
@@ -428,6 +431,7 @@ async fn a_finished_record_of_a_transfer_the_server_lost_is_not_reused() {
                 delivered: vec![],
             },
         )
+        .await
         .unwrap();
     let reply = h
         .send("alice@example.org", &["bob@example.net"], &msg)
@@ -439,7 +443,7 @@ async fn a_finished_record_of_a_transfer_the_server_lost_is_not_reused() {
     let text = String::from_utf8_lossy(split_received(&got[0].data).1).into_owned();
     assert!(!text.contains(lost), "the notice names the lost transfer");
     assert!(text.contains(&ts[0].tracking_id));
-    match h.gw.state().get(&key).unwrap() {
+    match h.gw.state().get(&key).await.unwrap() {
         Some(Record::Finished { tracking_id, .. }) => assert_eq!(tracking_id, ts[0].tracking_id),
         other => panic!("{other:?}"),
     }

@@ -333,12 +333,109 @@ impl QueueConfig {
     }
 }
 
+/// `state.backend`: where the idempotency records live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackend {
+    /// One JSON file per message key under `state.dir` (one gateway).
+    #[default]
+    File,
+    /// A PostgreSQL database shared by every gateway node (`state.url`).
+    Postgres,
+}
+
+/// `state.url`: a PostgreSQL connection URL. It may carry a password, so everything that
+/// prints it (`Debug`, `Display`, `show-config`) prints it with the password replaced.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DbUrl(String);
+
+impl DbUrl {
+    pub fn new(url: impl Into<String>) -> DbUrl {
+        DbUrl(url.into())
+    }
+
+    /// The URL as written, password included: for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with a password in its user part (`user:secret@`) or in a `password=` query
+    /// parameter replaced by `[redacted]`.
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        let mut out = match (s.find("://"), s.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &s[scheme + 3..at];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => format!(
+                        "{}{user}:{}{}",
+                        &s[..scheme + 3],
+                        super::secret::REDACTED,
+                        &s[at..]
+                    ),
+                    None => s.clone(),
+                }
+            }
+            _ => s.clone(),
+        };
+        if let Some(q) = out.find('?') {
+            let (head, query) = out.split_at(q + 1);
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => {
+                        format!("{k}={}", super::secret::REDACTED)
+                    }
+                    _ => kv.to_string(),
+                })
+                .collect();
+            out = format!("{head}{}", query.join("&"));
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DbUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
     pub dir: PathBuf,
     /// Days a finished transfer is remembered for idempotent retries.
     pub retention_days: u32,
+    /// `file` (default) or `postgres`.
+    pub backend: StateBackend,
+    /// `backend = "postgres"`: `postgres://user@host:port/database?sslmode=require`.
+    pub url: Option<DbUrl>,
+    /// `backend = "postgres"`: a file holding the password (trimmed), instead of one in `url`.
+    pub password_file: Option<PathBuf>,
+    /// `backend = "postgres"`: PEM CA certificates trusted for the server's TLS certificate
+    /// (default: the system's trust anchors).
+    pub ca_file: Option<PathBuf>,
+    /// `backend = "postgres"`: connections each node keeps at most.
+    pub pool_size: usize,
+    /// `backend = "postgres"`: how long a node's claim on a message it converts lasts without
+    /// renewal (renewed every third of it while the node lives): after a crash, another node
+    /// takes the message over once this has passed.
+    #[serde(with = "parse::span")]
+    pub lease: Duration,
 }
 
 impl Default for StateConfig {
@@ -346,6 +443,12 @@ impl Default for StateConfig {
         StateConfig {
             dir: PathBuf::from("/var/lib/cryptshare-gateway"),
             retention_days: 14,
+            backend: StateBackend::File,
+            url: None,
+            password_file: None,
+            ca_file: None,
+            pool_size: 8,
+            lease: Duration::from_secs(30),
         }
     }
 }

@@ -202,8 +202,84 @@ impl Config {
                 format!("{}: no such file", f.display()),
             ));
         }
+        self.validate_state()?;
         self.validate_dkim()?;
         self.validate_policies()
+    }
+
+    /// `[state]`: with `backend = "postgres"` a parsable `url` (its password, if any, never in
+    /// the error), the password in one place only, existing files, a pool and a lease that
+    /// can work. With spool mode the queue stays on this node's disk (docs/high-availability.md).
+    fn validate_state(&self) -> Result<(), ConfigError> {
+        let st = &self.state;
+        if st.backend != super::StateBackend::Postgres {
+            return Ok(());
+        }
+        let Some(url) = &st.url else {
+            return Err(ConfigError::invalid(
+                "state.url",
+                "state.backend = \"postgres\" needs state.url \
+                 (e.g. \"postgres://gateway@db.example.org/gateway?sslmode=require\")",
+            ));
+        };
+        let raw = url.expose();
+        if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
+            return Err(ConfigError::invalid(
+                "state.url",
+                format!("{url} must be a postgres:// or postgresql:// URL"),
+            ));
+        }
+        let parsed = match raw.parse::<tokio_postgres::Config>() {
+            Ok(c) => c,
+            Err(e) => {
+                // The driver's message names the option, never the value.
+                return Err(ConfigError::invalid(
+                    "state.url",
+                    format!("{url} is not a valid PostgreSQL URL: {e}"),
+                ));
+            }
+        };
+        if parsed.get_dbname().is_none() {
+            return Err(ConfigError::invalid(
+                "state.url",
+                format!("{url} names no database (postgres://user@host/DATABASE)"),
+            ));
+        }
+        if let Some(f) = &st.password_file {
+            if parsed.get_password().is_some() {
+                return Err(ConfigError::invalid(
+                    "state.password_file",
+                    "set the password either in state.url or in state.password_file, not both",
+                ));
+            }
+            if !f.is_file() {
+                return Err(ConfigError::invalid(
+                    "state.password_file",
+                    format!("{}: no such file", f.display()),
+                ));
+            }
+        }
+        if let Some(f) = &st.ca_file
+            && !f.is_file()
+        {
+            return Err(ConfigError::invalid(
+                "state.ca_file",
+                format!("{}: no such file", f.display()),
+            ));
+        }
+        if st.pool_size == 0 {
+            return Err(ConfigError::invalid(
+                "state.pool_size",
+                "must be at least 1",
+            ));
+        }
+        if st.lease < Duration::from_secs(2) {
+            return Err(ConfigError::invalid(
+                "state.lease",
+                "at least 2 seconds (it is renewed every third of it)",
+            ));
+        }
+        Ok(())
     }
 
     /// `[dkim]`: at least one key, domains and selectors as DNS names, `From` signed (RFC 6376

@@ -189,7 +189,19 @@ pub fn find(cfg: &Config, query: &Query) -> Result<Found, FindError> {
         .filter_map(|r| r.tracking_id.as_deref())
         .map(str::to_ascii_uppercase)
         .collect();
-    for s in state::scan(&cfg.state.dir)? {
+    // The PostgreSQL store is not read here (find works without a database connection); the
+    // note says where the records are.
+    let scanned = if cfg.state.backend == crate::config::StateBackend::Postgres {
+        found.notes.push(
+            "state records are in PostgreSQL (state.backend = \"postgres\"), not searched: \
+             see table csgw_transfers (docs/high-availability.md)"
+                .to_string(),
+        );
+        Vec::new()
+    } else {
+        state::scan(&cfg.state.dir)?
+    };
+    for s in scanned {
         let record = match s.record {
             Ok(r) => r,
             Err(e) => {

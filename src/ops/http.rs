@@ -40,6 +40,9 @@ pub enum Component {
     NextHop,
     /// The Cryptshare server answered.
     Cryptshare,
+    /// The state database answers (`[state] backend = "postgres"`; the file store always
+    /// counts as ready).
+    StateStore,
 }
 
 impl Component {
@@ -48,6 +51,7 @@ impl Component {
             Component::Listeners => "listeners",
             Component::NextHop => "next hop",
             Component::Cryptshare => "cryptshare",
+            Component::StateStore => "state store",
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct ReadyState {
     pub listeners: Result<(), String>,
     pub next_hop: Result<(), String>,
     pub cryptshare: Result<(), String>,
+    /// Ready from the start: only the PostgreSQL backend reports into it.
+    pub state_store: Result<(), String>,
     /// Set on shutdown: load balancers should stop sending new connections.
     pub draining: bool,
 }
@@ -69,6 +75,7 @@ impl Default for ReadyState {
             listeners: pending(),
             next_hop: pending(),
             cryptshare: pending(),
+            state_store: Ok(()),
             draining: false,
         }
     }
@@ -84,6 +91,7 @@ impl ReadyState {
             (Component::Listeners, &self.listeners),
             (Component::NextHop, &self.next_hop),
             (Component::Cryptshare, &self.cryptshare),
+            (Component::StateStore, &self.state_store),
         ]
         .into_iter()
         .filter_map(|(c, r)| r.as_ref().err().map(|e| format!("{}: {e}", c.name())))
@@ -122,6 +130,7 @@ impl Readiness {
                 Component::Listeners => &mut s.listeners,
                 Component::NextHop => &mut s.next_hop,
                 Component::Cryptshare => &mut s.cryptshare,
+                Component::StateStore => &mut s.state_store,
             };
             if *slot == status {
                 false

@@ -28,7 +28,13 @@ use crate::policy::Rules;
 use crate::replies::{self, Reply};
 use crate::sim::{Emulator, EmulatorHandle};
 use crate::store::queue::Queue;
-use crate::store::state::StateStore;
+use crate::store::state::{Lease, StateError, StateStore};
+
+/// One attempt's hold on a message key ([`Gateway::hold`]).
+pub(super) struct Held {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    _lease: Lease,
+}
 
 /// What can change on SIGHUP.
 pub(super) struct Live {
@@ -78,7 +84,7 @@ impl Gateway {
     /// sessions a previous run left unfinished.
     pub async fn new(cfg: &Config, metrics: Arc<Metrics>) -> Result<Arc<Gateway>, PipelineError> {
         let relay = Relay::new(cfg)?;
-        let state = StateStore::open(&cfg.state.dir)?;
+        let state = StateStore::open(&cfg.state, &cfg.server.hostname).await?;
         let (cryptshare, embedded) = connect_cryptshare(cfg, metrics.clone()).await?;
         let log = match &cfg.audit {
             Some(a) => AuditLog::to_file(&a.file)?,
@@ -106,8 +112,22 @@ impl Gateway {
         }
         let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
         let cleanup = gw.clone();
+        let shared = gw.state.shared();
+        let sweep = cfg.state.lease.max(Duration::from_secs(1));
         tokio::spawn(async move {
-            recovery::clean_up_pending(&cleanup.cryptshare, &cleanup.state, retention).await
+            recovery::clean_up_pending(&cleanup.cryptshare, &cleanup.state, retention).await;
+            // A shared store outlives any one node: the pending sessions of a node that died
+            // are this node's to clean up once their lease ran out, not only at a start.
+            // Holds the gateway only weakly between sweeps, so that it can be dropped.
+            if shared {
+                let weak = Arc::downgrade(&cleanup);
+                drop(cleanup);
+                loop {
+                    tokio::time::sleep(sweep).await;
+                    let Some(gw) = weak.upgrade() else { return };
+                    recovery::clean_up_pending(&gw.cryptshare, &gw.state, retention).await;
+                }
+            }
         });
         Ok(gw)
     }
@@ -131,7 +151,21 @@ impl Gateway {
         self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub(super) fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// Hold message `key` for one attempt: this process's per-key mutex (another session of
+    /// this node with the same message waits), then the state store's lease (another node
+    /// with the same message waits: PostgreSQL; nothing with the file store). Both are held
+    /// until the returned guard drops. A database that cannot be reached is the error (the
+    /// client gets `451 4.3.0`, never the original or a second transfer).
+    pub(super) async fn hold(&self, key: &str) -> Result<Held, StateError> {
+        let local = self.key_lock(key).lock_owned().await;
+        let lease = self.state.lease(key).await?;
+        Ok(Held {
+            _local: local,
+            _lease: lease,
+        })
+    }
+
+    fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.converting.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, w| w.strong_count() > 0);
         if let Some(l) = map.get(key).and_then(Weak::upgrade) {

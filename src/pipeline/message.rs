@@ -11,7 +11,7 @@
 //! and returns the client's reply: `250` only after the next hop's `250`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::gateway::{Gateway, Live};
 use super::message_key;
@@ -107,12 +107,14 @@ pub(super) async fn process_each(
         analysis: &c.analysis,
         selection: &c.selection,
     };
-    let lock = gw.key_lock(&c.key);
-    let (converted, spent) = {
-        let _same_message = lock.lock().await;
-        // Timed from here: waiting for another attempt at the same message is not Cryptshare's.
-        let started = Instant::now();
-        (job.run().await, started.elapsed())
+    let (converted, spent) = match gw.hold(&c.key).await {
+        Ok(_same_message) => {
+            // Timed from here: waiting for another attempt at the same message is not
+            // Cryptshare's.
+            let started = Instant::now();
+            (job.run().await, started.elapsed())
+        }
+        Err(e) => (Err(ConvertError::State(e)), Duration::ZERO),
     };
     match converted {
         Ok(converted) if c.policy.links == Links::PerRecipient => {
@@ -208,9 +210,17 @@ async fn per_recipient(
     converted: &Converted,
     mut report: Report,
 ) -> Delivery {
-    let lock = gw.key_lock(&c.key);
-    let _same_message = lock.lock().await;
-    let earlier = match gw.state.get(&c.key) {
+    let _same_message = match gw.hold(&c.key).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hold the message for its copies");
+            return gw
+                .recorder
+                .refused(report, replies::local_error("state store"))
+                .into();
+        }
+    };
+    let earlier = match gw.state.get(&c.key).await {
         Ok(Some(Record::Finished { delivered, .. })) => delivered,
         Ok(_) => Vec::new(),
         Err(e) => {
@@ -264,7 +274,7 @@ async fn per_recipient(
             .await;
         hop = one.next_hop_reply().cloned().or(hop);
         if reply.is_positive() {
-            if let Err(e) = gw.state.mark_delivered(&c.key, &address) {
+            if let Err(e) = gw.state.mark_delivered(&c.key, &address).await {
                 // The copy is with the next hop; a retry may send it again (a duplicate, never
                 // a loss).
                 tracing::error!(error = %e, "cannot record a delivered copy");
@@ -350,11 +360,12 @@ async fn split_delivery(
         analysis: &c.analysis,
         selection: &c.selection,
     };
-    let lock = gw.key_lock(&key);
-    let (converted, spent) = {
-        let _same_message = lock.lock().await;
-        let started = Instant::now();
-        (job.run().await, started.elapsed())
+    let (converted, spent) = match gw.hold(&key).await {
+        Ok(_same_message) => {
+            let started = Instant::now();
+            (job.run().await, started.elapsed())
+        }
+        Err(e) => (Err(ConvertError::State(e)), Duration::ZERO),
     };
     let converted = match converted {
         Ok(converted) => converted,

@@ -117,7 +117,7 @@ impl Job<'_> {
         sender_display: &str,
         started: Instant,
     ) -> Result<Resume, ConvertError> {
-        match self.state.get(self.key)? {
+        match self.state.get(self.key).await? {
             Some(Record::Finished {
                 sender,
                 tracking_id,
@@ -145,7 +145,7 @@ impl Job<'_> {
                     }
                     Earlier::Unusable | Earlier::Unfinished => {
                         tracing::warn!(tracking_id = %tracking_id, "the recorded transfer of this message is gone from the server; making a new one");
-                        self.state.remove(self.key)?;
+                        self.state.remove(self.key).await?;
                         return Ok(Resume::New);
                     }
                 }
@@ -202,7 +202,7 @@ impl Job<'_> {
                                 e => ConvertError::AfterFinalize(e.short()),
                             });
                     }
-                    Earlier::Unusable => self.state.remove(self.key)?,
+                    Earlier::Unusable => self.state.remove(self.key).await?,
                     Earlier::Unfinished => {
                         if sender == self.sender {
                             match self.cs.get_session(&sender, &id).await {
@@ -214,7 +214,7 @@ impl Job<'_> {
                                     }));
                                 }
                                 Err(e) if gone(&e) => {
-                                    self.state.remove(self.key)?;
+                                    self.state.remove(self.key).await?;
                                     return Ok(Resume::New);
                                 }
                                 Err(e) => {
@@ -223,7 +223,7 @@ impl Job<'_> {
                             }
                         }
                         self.delete_earlier(&sender, &id).await?;
-                        self.state.remove(self.key)?;
+                        self.state.remove(self.key).await?;
                     }
                 }
                 Ok(Resume::New)
@@ -331,7 +331,8 @@ impl Job<'_> {
             &files,
             &links,
             chrono::Utc::now().timestamp(),
-        )?;
+        )
+        .await?;
         Ok(Converted {
             tracking_id: id,
             expiration,
@@ -353,7 +354,7 @@ impl Job<'_> {
         progress: &Progress,
     ) -> ConvertError {
         let Some(id) = &progress.tracking_id else {
-            let _ = self.state.remove(self.key);
+            let _ = self.state.remove(self.key).await;
             return e;
         };
         if progress.finalize_sent {
@@ -363,7 +364,7 @@ impl Job<'_> {
                 Ok(Earlier::Unfinished) => {}
                 Ok(Earlier::Unusable) => {
                     // Failed or deleted on the server: final, nothing to adopt or to delete.
-                    let _ = self.state.remove(self.key);
+                    let _ = self.state.remove(self.key).await;
                     return e;
                 }
                 Ok(Earlier::Finalized(_)) | Err(_) => {
@@ -377,7 +378,7 @@ impl Job<'_> {
         }
         match self.cs.delete_session(self.sender, id).await {
             Ok(()) => {
-                let _ = self.state.remove(self.key);
+                let _ = self.state.remove(self.key).await;
             }
             Err(de) => {
                 tracing::warn!(tracking_id = %id, error = %de, "cannot delete the transfer session; it is deleted at the next attempt or start")
@@ -387,7 +388,8 @@ impl Job<'_> {
     }
 }
 
-/// At start-up: keep finalized transfers for the upstream's retry (which adopts them), keep
+/// At start-up (and, on a shared store, every `state.lease`, for the nodes that died): keep
+/// finalized transfers for the upstream's retry (which adopts them), keep
 /// unfinished sessions whose token leaves time to finish them for the retry to continue (their
 /// tokens restored), delete the other sessions that a crashed run left behind, and forget
 /// records older than `retention`.
@@ -396,9 +398,27 @@ pub(super) async fn clean_up_pending(
     state: &StateStore,
     retention: Duration,
 ) {
-    match state.pending() {
+    match state.pending().await {
         Ok(list) => {
-            for (key, rec) in list {
+            for (key, _) in list {
+                // On a shared store another node may be at this message now (the upstream's
+                // retry): then it is that node's. Read again under the lease.
+                let _lease = match state.try_lease(&key).await {
+                    Ok(Some(l)) => l,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot claim a pending record; will retry");
+                        continue;
+                    }
+                };
+                let rec = match state.get(&key).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read a pending record; will retry");
+                        continue;
+                    }
+                };
                 let Record::Pending {
                     sender,
                     tracking_id,
@@ -439,16 +459,16 @@ pub(super) async fn clean_up_pending(
                 // A retry may have replaced the record meanwhile: remove only ours.
                 if let Ok(Some(Record::Pending {
                     tracking_id: now, ..
-                })) = state.get(&key)
+                })) = state.get(&key).await
                     && now == tracking_id
                 {
-                    let _ = state.remove(&key);
+                    let _ = state.remove(&key).await;
                 }
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot list the state store"),
     }
-    if let Err(e) = state.expire(retention) {
+    if let Err(e) = state.expire(retention).await {
         tracing::warn!(error = %e, "cannot expire old state records");
     }
 }

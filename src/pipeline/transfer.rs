@@ -244,7 +244,8 @@ impl Job<'_> {
         let links = self.finalize(&id).await?;
         let urls: Vec<String> = links.iter().map(|l| l.url.clone()).collect();
         let expiration = allowed.expires.format("%Y-%m-%d").to_string();
-        self.record_finished(&id, &expiration, &stored, &links, now)?;
+        self.record_finished(&id, &expiration, &stored, &links, now)
+            .await?;
         Ok(Converted {
             tracking_id: id,
             expiration,
@@ -349,26 +350,28 @@ impl Job<'_> {
             },
             recipients,
         };
-        self.put_pending(None, now)?;
+        self.put_pending(None, now).await?;
         let id = self
             .cs
             .create_session(self.sender, Some(&self.policy.language), &new)
             .await?;
         progress.tracking_id = Some(id.clone());
-        self.put_pending(Some(&id), now)?;
+        self.put_pending(Some(&id), now).await?;
         Ok(id)
     }
 
-    fn put_pending(&self, tracking_id: Option<&str>, created: i64) -> Result<(), StateError> {
-        self.state.put(
-            self.key,
-            &Record::Pending {
-                sender: self.sender.to_string(),
-                tracking_id: tracking_id.map(str::to_string),
-                created,
-                session: tracking_id.and_then(|id| self.pending_session(id)),
-            },
-        )
+    async fn put_pending(&self, tracking_id: Option<&str>, created: i64) -> Result<(), StateError> {
+        self.state
+            .put(
+                self.key,
+                &Record::Pending {
+                    sender: self.sender.to_string(),
+                    tracking_id: tracking_id.map(str::to_string),
+                    created,
+                    session: tracking_id.and_then(|id| self.pending_session(id)),
+                },
+            )
+            .await
     }
 
     /// Step 3: the settings (PATCH): only what the server's policy lets the client change
@@ -493,7 +496,7 @@ impl Job<'_> {
     }
 
     /// Step 6: the finished record: a retry of this message (same key) reuses this transfer.
-    pub(super) fn record_finished(
+    pub(super) async fn record_finished(
         &self,
         id: &str,
         expiration: &str,
@@ -501,19 +504,21 @@ impl Job<'_> {
         links: &[RecipientLink],
         created: i64,
     ) -> Result<(), StateError> {
-        self.state.put(
-            self.key,
-            &Record::Finished {
-                sender: self.sender.to_string(),
-                tracking_id: id.to_string(),
-                expiration: expiration.to_string(),
-                files: files.to_vec(),
-                download_urls: links.iter().map(|l| l.url.clone()).collect(),
-                created,
-                recipient_links: links.to_vec(),
-                delivered: Vec::new(),
-            },
-        )
+        self.state
+            .put(
+                self.key,
+                &Record::Finished {
+                    sender: self.sender.to_string(),
+                    tracking_id: id.to_string(),
+                    expiration: expiration.to_string(),
+                    files: files.to_vec(),
+                    download_urls: links.iter().map(|l| l.url.clone()).collect(),
+                    created,
+                    recipient_links: links.to_vec(),
+                    delivered: Vec::new(),
+                },
+            )
+            .await
     }
 
     /// Name, decoded size and SHA-256 of a file to upload (one decoding pass, off the workers).

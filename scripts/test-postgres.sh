@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Runs a command with a private, throw-away PostgreSQL cluster for the tests of the PostgreSQL
+# state store (tests/state_postgres.rs), then stops the cluster and deletes it:
+#
+#   scripts/test-postgres.sh cargo test --test state_postgres
+#   scripts/test-postgres.sh cargo test --release            # the whole suite (README)
+#
+# The cluster: Debian's postgresql binaries (installed with apt-get when missing and this runs
+# as root), initdb + pg_ctl as an unprivileged user (PostgreSQL refuses to run as root: as
+# root the cluster belongs to `nobody`), in a temporary directory, listening on 127.0.0.1 on
+# a free port and on a Unix socket in that directory, password authentication (SCRAM). Nothing
+# of the machine's own PostgreSQL (if any) is used or touched.
+#
+# The command gets:
+#   CSG_TEST_PG_URL     postgres://csgw:PASSWORD@127.0.0.1:PORT/postgres?sslmode=disable
+#                       (a superuser: each test creates its own database)
+#   CSG_TEST_PG_CTL     a script taking `stop` or `start`, for the tests that take the
+#                       database away and bring it back
+#   CSG_TEST_PG_SOCKET  the directory of the Unix socket
+set -euo pipefail
+[ $# -gt 0 ] || { echo "usage: $0 COMMAND [ARGS...]" >&2; exit 2; }
+
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing postgresql (apt-get)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  else
+    echo "FAIL: PostgreSQL is not installed: sudo apt-get install postgresql" >&2
+    exit 1
+  fi
+fi
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+work=$(mktemp -d /tmp/csgw-pg.XXXXXX)
+as_user=""
+if [ "$(id -u)" = 0 ]; then
+  chown nobody:nogroup "$work"
+  as_user="runuser -u nobody --"
+fi
+chmod 755 "$work"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+password=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+printf '%s\n' "$password" >"$work/pwfile"
+[ -z "$as_user" ] || chown nobody:nogroup "$work/pwfile"
+
+# fsync=off: the cluster dies with the test run, and `stop` (immediate, as a crash) keeps what
+# the OS has; synchronous_commit stays on, since a commit still in the server's WAL buffers
+# would be lost by that stop.
+cat >"$work/pgctl" <<EOF
+#!/bin/sh
+# The private test cluster in $work: start | stop.
+case "\$1" in
+  start) exec $as_user "$bin/pg_ctl" -D "$work/data" -l "$work/postgres.log" -w -t 60 \
+           -o "-c listen_addresses=127.0.0.1 -p $port -k $work -c fsync=off -c max_connections=300" start >/dev/null ;;
+  stop) exec $as_user "$bin/pg_ctl" -D "$work/data" -w -t 60 -m immediate stop >/dev/null ;;
+  *) echo "usage: \$0 start|stop" >&2; exit 2 ;;
+esac
+EOF
+chmod 755 "$work/pgctl"
+
+cleanup() {
+  "$work/pgctl" stop 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! $as_user "$bin/initdb" -D "$work/data" -U csgw --auth=scram-sha-256 --pwfile="$work/pwfile" \
+     -E UTF8 --no-locale >"$work/initdb.log" 2>&1; then
+  cat "$work/initdb.log" >&2
+  echo "FAIL: initdb" >&2
+  exit 1
+fi
+rm -f "$work/pwfile"
+if ! "$work/pgctl" start; then
+  cat "$work/postgres.log" >&2
+  echo "FAIL: pg_ctl start" >&2
+  exit 1
+fi
+echo "private PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port ($work)" >&2
+
+export CSG_TEST_PG_URL="postgres://csgw:$password@127.0.0.1:$port/postgres?sslmode=disable"
+export CSG_TEST_PG_CTL="$work/pgctl"
+export CSG_TEST_PG_SOCKET="$work"
+set +e
+"$@"
+rc=$?
+set -e
+exit $rc

@@ -1,0 +1,511 @@
+//! Issue 15, scale-out: real `cryptshare-gateway serve` processes on one PostgreSQL state store
+//! (`[state] backend = "postgres"`), the in-test Cryptshare emulator and next hops on loopback.
+//!
+//! - three nodes start at once (the migrations run once, under the advisory lock); a message
+//!   whose next hop fails on node 1 is retried on node 2: one transfer, one delivery;
+//! - two nodes receive the same message at once: one transfer;
+//! - the node converting a message is SIGKILLed in the middle of its upload (held by the
+//!   emulator's latency switch); the retry on another node waits for the dead node's lease to
+//!   run out and continues the session: one transfer;
+//! - a dead node's session that no retry continues is deleted by another node after the lease;
+//! - per-recipient copies: a copy delivered by node 1 is not sent again by node 2's retry;
+//! - PostgreSQL stopped: `451 4.3.0` for a message to convert, `/readyz` 503; started again:
+//!   `/readyz` 200 and the message is accepted.
+//!
+//! The database comes from `scripts/test-postgres.sh` (a private cluster: `CSG_TEST_PG_URL`,
+//! `CSG_TEST_PG_CTL`); without it these tests fail, they never skip. Each test has its own
+//! database. The test that stops the server takes [`CLUSTER`] exclusively.
+
+mod pipeline_support;
+#[path = "pipeline_support/process.rs"]
+mod process;
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cryptshare_gateway::replies::Reply;
+use cryptshare_gateway::sim::{Endpoint, FaultSpec};
+use cryptshare_gateway_testkit::sink::{Script, Sink};
+use pipeline_support::*;
+use process::{Gw, LIMIT, spawn_gateway, try_send};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Shared by the tests that only use the cluster; exclusive for the one that stops it.
+static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Short, so that a dead node's claim runs out quickly.
+const LEASE: &str = "2s";
+
+fn admin_url() -> String {
+    std::env::var("CSG_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "CSG_TEST_PG_URL is not set: run these tests under scripts/test-postgres.sh \
+             (e.g. `scripts/test-postgres.sh cargo test --test state_postgres`), which starts \
+             a private PostgreSQL cluster"
+        )
+    })
+}
+
+fn pg_ctl(action: &str) {
+    let ctl = std::env::var("CSG_TEST_PG_CTL")
+        .expect("CSG_TEST_PG_CTL is not set: run under scripts/test-postgres.sh");
+    let st = std::process::Command::new(ctl)
+        .arg(action)
+        .status()
+        .unwrap();
+    assert!(st.success(), "pg_ctl {action}: {st}");
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// A new, empty database on the test cluster; its URL.
+async fn fresh_database() -> String {
+    let admin = admin_url();
+    let name = format!("csgw_{:016x}", rand::random::<u64>());
+    connect(&admin)
+        .await
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    assert!(admin.contains("/postgres?"), "{admin}");
+    admin.replace("/postgres?", &format!("/{name}?"))
+}
+
+/// The same database over the cluster's Unix socket (`postgres://user:pw@%2Fdir:port/db`).
+fn unix_socket_url(tcp: &str) -> String {
+    let dir = std::env::var("CSG_TEST_PG_SOCKET")
+        .expect("CSG_TEST_PG_SOCKET is not set: run under scripts/test-postgres.sh");
+    let at = tcp.rfind("@127.0.0.1:").unwrap();
+    let rest = &tcp[at + "@127.0.0.1".len()..];
+    let rest = rest.replace("sslmode=disable", "sslmode=prefer");
+    format!("{}@{}{rest}", &tcp[..at], dir.replace('/', "%2F"))
+}
+
+/// One node's configuration in its own directory (its own file state dir, unused, and audit).
+fn node_config(root: &Path, n: usize, next_hop: SocketAddr, emu: SocketAddr, url: &str) -> PathBuf {
+    node_config_with(root, n, next_hop, emu, url, "")
+}
+
+fn node_config_with(
+    root: &Path,
+    n: usize,
+    next_hop: SocketAddr,
+    emu: SocketAddr,
+    url: &str,
+    extra: &str,
+) -> PathBuf {
+    let dir = root.join(format!("node{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = config_text(
+        &dir,
+        &next_hop.to_string(),
+        &format!("http://{emu}"),
+        &policy("tempfail"),
+    )
+    .replace(
+        "[state]\n",
+        &format!(
+            "[state]\nbackend = \"postgres\"\nurl = \"{url}\"\nlease = \"{LEASE}\"\npool_size = 4\n"
+        ),
+    );
+    let (path, cfg) = write_config(&dir, &format!("{text}{extra}"));
+    assert_eq!(
+        cfg.state.backend,
+        cryptshare_gateway::config::StateBackend::Postgres
+    );
+    path
+}
+
+fn message(seed: u64) -> Vec<u8> {
+    let att = payload(64 * 1024, seed);
+    mixed(
+        HEADERS,
+        "figures attached",
+        &[(
+            "Content-Type: application/pdf; name=\"q.pdf\"\r\nContent-Disposition: attachment; filename=\"q.pdf\"",
+            &att,
+        )],
+    )
+}
+
+const OK: &str = "250 2.0.0 OK, relayed (Queued as SINK)\r\n";
+
+async fn send_one(gw: &Gw, msg: &[u8]) -> Result<String, String> {
+    tokio::time::timeout(
+        LIMIT,
+        try_send(gw.smtp, "alice@example.org", "bob@example.net", msg),
+    )
+    .await
+    .expect("no reply within the limit")
+}
+
+/// Poll `f` until it holds, at most [`LIMIT`].
+async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_and_a_retry_on_another_node_make_one_transfer_and_one_delivery() {
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    let failing = Sink::start(Script {
+        data_reply: Reply::new(451, [4, 3, 0], "Next hop busy"),
+        ..Script::default()
+    })
+    .await
+    .unwrap();
+    let good = Sink::start(Script::default()).await.unwrap();
+    let configs = [
+        node_config(dir.path(), 1, failing.addr(), emu.addr(), &url),
+        node_config(dir.path(), 2, good.addr(), emu.addr(), &url),
+        // Node 3 on the Unix socket.
+        node_config(
+            dir.path(),
+            3,
+            good.addr(),
+            emu.addr(),
+            &unix_socket_url(&url),
+        ),
+    ];
+    // All three at once: the migrations must run once, the others waiting on the lock.
+    let (n1, n2, n3) = tokio::join!(
+        spawn_gateway(&configs[0]),
+        spawn_gateway(&configs[1]),
+        spawn_gateway(&configs[2])
+    );
+    let db = connect(&url).await;
+    let versions: Vec<i32> = db
+        .query(
+            "SELECT version FROM csgw_schema_version ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+
+    let msg = message(1);
+    let first = send_one(&n1, &msg).await.unwrap();
+    assert_eq!(first, "451 4.3.0 Next hop busy\r\n");
+    assert_eq!(emu.transfers().len(), 1);
+    let state: String = db
+        .query_one("SELECT record->>'state' FROM csgw_transfers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "finished");
+
+    // The upstream retries on another node: it reuses the transfer.
+    assert_eq!(send_one(&n2, &msg).await.unwrap(), OK);
+    let ts = emu.transfers();
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    assert_eq!(emu.stats().sessions_created, 1);
+    let got = good.messages();
+    assert_eq!(got.len(), 1);
+    assert!(String::from_utf8_lossy(&got[0].data).contains(&ts[0].tracking_id));
+    assert!(failing.messages().is_empty());
+    // Node 3 (Unix socket) sees the same record: a retry there is answered from it too.
+    assert_eq!(send_one(&n3, &msg).await.unwrap(), OK);
+    assert_eq!(emu.transfers().len(), 1);
+    assert_eq!(good.messages().len(), 2);
+    // show-config names the database with the password redacted.
+    let password = url
+        .split_once("csgw:")
+        .unwrap()
+        .1
+        .split_once('@')
+        .unwrap()
+        .0;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cryptshare-gateway"))
+        .args(["show-config", "--config"])
+        .arg(&configs[0])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let line = shown
+        .lines()
+        .find(|l| l.starts_with("state.url = "))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(
+        line.starts_with("state.url = \"postgres://csgw:[redacted]@127.0.0.1:"),
+        "{line}"
+    );
+    assert!(!shown.contains(password), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_receiving_the_same_message_at_once_make_one_transfer() {
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    // The first upload takes a second: the two attempts overlap for sure.
+    emu.inject_fault(
+        FaultSpec {
+            endpoint: Endpoint::Upload,
+            ..FaultSpec::default()
+        }
+        .with_latency(Duration::from_secs(1))
+        .times(1),
+    );
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let c1 = node_config(dir.path(), 1, sink.addr(), emu.addr(), &url);
+    let c2 = node_config(dir.path(), 2, sink.addr(), emu.addr(), &url);
+    let (a, b) = tokio::join!(spawn_gateway(&c1), spawn_gateway(&c2));
+    let msg = message(2);
+    let (ra, rb) = tokio::join!(send_one(&a, &msg), send_one(&b, &msg));
+    assert_eq!(ra.unwrap(), OK);
+    assert_eq!(rb.unwrap(), OK);
+    let ts = emu.transfers();
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    assert_eq!(emu.stats().sessions_created, 1);
+    assert_eq!(emu.stats().faults_fired, 1);
+    // Both attempts relayed the notice of that one transfer (each client got its 250).
+    let got = sink.messages();
+    assert_eq!(got.len(), 2);
+    for m in &got {
+        assert!(String::from_utf8_lossy(&m.data).contains(&ts[0].tracking_id));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_converting_node_then_another_node_completes_after_the_lease() {
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    // The upload of node 1 is held by the emulator until long after the kill.
+    emu.inject_fault(
+        FaultSpec {
+            endpoint: Endpoint::Upload,
+            ..FaultSpec::default()
+        }
+        .with_latency(Duration::from_secs(60))
+        .times(1),
+    );
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let c1 = node_config(dir.path(), 1, sink.addr(), emu.addr(), &url);
+    let c2 = node_config(dir.path(), 2, sink.addr(), emu.addr(), &url);
+    let (mut n1, n2) = tokio::join!(spawn_gateway(&c1), spawn_gateway(&c2));
+    let msg = message(3);
+    let first = {
+        let (addr, msg) = (n1.smtp, msg.clone());
+        tokio::spawn(
+            async move { try_send(addr, "alice@example.org", "bob@example.net", &msg).await },
+        )
+    };
+    // Mid-conversion: the session exists and its upload is being held.
+    until("the upload reached the emulator", async || {
+        emu.stats().faults_fired == 1
+    })
+    .await;
+    assert_eq!(emu.open_sessions(), 1);
+    let db = connect(&url).await;
+    let row = db
+        .query_one(
+            "SELECT record->>'state', lease_owner IS NOT NULL AND locked_until > now() \
+             FROM csgw_transfers",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "pending");
+    assert!(row.get::<_, bool>(1), "node 1 holds the lease");
+    n1.child.kill().await.unwrap();
+    assert!(first.await.unwrap().is_err(), "the killed node answered");
+
+    // The upstream's retry on node 2 waits for the lease and continues the session.
+    assert_eq!(send_one(&n2, &msg).await.unwrap(), OK);
+    let ts = emu.transfers();
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    let stats = emu.stats();
+    assert_eq!(stats.sessions_created, 1, "the retry continued the session");
+    assert_eq!(stats.sessions_deleted, 0);
+    assert_eq!(emu.open_sessions(), 0);
+    let got = sink.messages();
+    assert_eq!(got.len(), 1);
+    assert!(String::from_utf8_lossy(&got[0].data).contains(&ts[0].tracking_id));
+    let state: String = db
+        .query_one("SELECT record->>'state' FROM csgw_transfers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pending_session_of_a_dead_node_is_cleaned_up_by_another_after_the_lease() {
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    emu.inject_fault(
+        FaultSpec {
+            endpoint: Endpoint::Upload,
+            ..FaultSpec::default()
+        }
+        .with_latency(Duration::from_secs(60))
+        .times(1),
+    );
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let mut n1 = spawn_gateway(&node_config(dir.path(), 1, sink.addr(), emu.addr(), &url)).await;
+    let first = {
+        let (addr, msg) = (n1.smtp, message(6));
+        tokio::spawn(
+            async move { try_send(addr, "alice@example.org", "bob@example.net", &msg).await },
+        )
+    };
+    until("the upload reached the emulator", async || {
+        emu.stats().faults_fired == 1
+    })
+    .await;
+    n1.child.kill().await.unwrap();
+    assert!(first.await.unwrap().is_err());
+    // Its token as good as expired: the session cannot be continued by a retry any more.
+    let db = connect(&url).await;
+    let n = db
+        .execute(
+            "UPDATE csgw_transfers SET record = jsonb_set(record, '{session,token_valid_until}', '0') \
+             WHERE record->>'state' = 'pending'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // No retry comes; node 2 (started after the crash) sweeps once node 1's lease ran out.
+    let _n2 = spawn_gateway(&node_config(dir.path(), 2, sink.addr(), emu.addr(), &url)).await;
+    until("the dead node's session deleted", async || {
+        emu.stats().sessions_deleted == 1
+    })
+    .await;
+    until("its record removed", async || {
+        db.query_one("SELECT count(*) FROM csgw_transfers", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+    })
+    .await;
+    assert_eq!(emu.open_sessions(), 0);
+    assert!(emu.transfers().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_recipient_copies_delivered_by_one_node_are_not_sent_again_by_another() {
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    let sink = Sink::start(Script::default()).await.unwrap();
+    sink.script(|s| {
+        s.data_replies_once.insert(
+            "carol@example.net".into(),
+            Reply::new(451, [4, 3, 0], "Mailbox busy, try later"),
+        );
+    });
+    // Appended to the [[policy]] table, the last one of the file.
+    let links = "links = \"per-recipient\"\n";
+    let c1 = node_config_with(dir.path(), 1, sink.addr(), emu.addr(), &url, links);
+    let c2 = node_config_with(dir.path(), 2, sink.addr(), emu.addr(), &url, links);
+    let (n1, n2) = tokio::join!(spawn_gateway(&c1), spawn_gateway(&c2));
+    let rcpts = ["bob@example.net", "carol@example.net", "dave@example.com"];
+    let msg = message(5);
+    assert_eq!(
+        send(n1.smtp, "alice@example.org", &rcpts, &msg).await,
+        "451 4.3.0 Mailbox busy, try later\r\n"
+    );
+    assert_eq!(sink.messages().len(), 2);
+    let db = connect(&url).await;
+    let delivered: Vec<String> = db
+        .query(
+            "SELECT recipient FROM csgw_delivered ORDER BY recipient",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(delivered, ["bob@example.net", "dave@example.com"]);
+
+    // The retry on node 2 sends carol's copy only, from the same transfer.
+    assert_eq!(send(n2.smtp, "alice@example.org", &rcpts, &msg).await, OK);
+    let got = sink.messages();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[2].rcpt_to, ["RCPT TO:<carol@example.net>"]);
+    assert_eq!(emu.transfers().len(), 1);
+    assert_eq!(emu.stats().sessions_created, 1);
+    let n: i64 = db
+        .query_one("SELECT count(*) FROM csgw_delivered", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}
+
+/// `GET /readyz`: the status code (0 before the endpoint listens: it starts after SMTP).
+async fn readyz(addr: SocketAddr) -> u16 {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    s.write_all(b"GET /readyz HTTP/1.0\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let head = String::from_utf8_lossy(&out);
+    head[9..12].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
+    let _alone = CLUSTER.write().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let extra = format!("[metrics]\nlisten = \"{metrics}\"\nprobe_interval = 0\n");
+    let cfg = node_config_with(dir.path(), 1, sink.addr(), emu.addr(), &url, &extra);
+    let gw = spawn_gateway(&cfg).await;
+    until("ready", async || readyz(metrics).await == 200).await;
+
+    pg_ctl("stop");
+    let down = send_one(&gw, &message(4)).await;
+    until("not ready while the database is down", async || {
+        readyz(metrics).await == 503
+    })
+    .await;
+    pg_ctl("start");
+    let down = down.unwrap();
+    assert!(
+        down.starts_with("451 4.3.0 Local error, try again later (state"),
+        "{down}"
+    );
+    assert!(emu.transfers().is_empty());
+    assert!(sink.messages().is_empty());
+
+    until("ready again", async || readyz(metrics).await == 200).await;
+    assert_eq!(send_one(&gw, &message(4)).await.unwrap(), OK);
+    assert_eq!(emu.transfers().len(), 1);
+    assert_eq!(sink.messages().len(), 1);
+}
