@@ -52,6 +52,7 @@ mod analyse;
 mod decode;
 mod dsn;
 mod language;
+mod neutral;
 mod notice;
 mod rewrite;
 mod subject;
@@ -65,10 +66,11 @@ pub use dsn::{
     build_dsn, build_dsn_with_ids,
 };
 pub use language::{Access, Language, Texts};
+pub use neutral::neutral_message;
 pub use notice::{
     Notice, NoticeError, NoticeFile, PLACEHOLDERS, TemplateError, check_template, human_size,
 };
-pub use rewrite::{RewriteError, rewrite};
+pub use rewrite::{RewriteError, rewrite, without_parts};
 pub use subject::{remove_subject_tag, remove_tag_from_text};
 pub use text::{is_invisible, strip_invisible};
 

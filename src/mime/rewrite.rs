@@ -40,6 +40,26 @@ pub fn rewrite(
     remove: &[PartId],
     notice: &Notice,
 ) -> Result<Vec<u8>, RewriteError> {
+    splice(raw, analysis, remove, Some(notice))
+}
+
+/// The message without the parts in `remove` and without a notice: what whole-message mode
+/// uploads as the confidential message (the attachments travel as files of their own). A
+/// single-part message that is itself the attachment keeps its header with an empty text body.
+pub fn without_parts(
+    raw: &[u8],
+    analysis: &Analysis,
+    remove: &[PartId],
+) -> Result<Vec<u8>, RewriteError> {
+    splice(raw, analysis, remove, None)
+}
+
+fn splice(
+    raw: &[u8],
+    analysis: &Analysis,
+    remove: &[PartId],
+    notice: Option<&Notice>,
+) -> Result<Vec<u8>, RewriteError> {
     let parts = &analysis.parts;
     if parts.is_empty() || parts[0].end != raw.len() {
         return Err(RewriteError::Mismatch);
@@ -64,7 +84,10 @@ pub fn rewrite(
         }
     }
     let nl = analysis.line_ending;
-    let text = notice.render_text()?.replace('\n', nl);
+    let text = match notice {
+        Some(n) => n.render_text()?.replace('\n', nl),
+        None => String::new(),
+    };
     let mut edits: Vec<Edit> = Vec::new();
 
     if removed[0] {
@@ -107,6 +130,9 @@ pub fn rewrite(
         .into_iter()
         .flatten()
         .collect();
+    let Some(notice) = notice else {
+        return Ok(apply(raw, edits));
+    };
     if bodies.is_empty() {
         notice_part(raw, analysis, &removed, &text, nl, &mut edits)?;
     } else {

@@ -94,6 +94,7 @@ pub(super) async fn process_each(
         message: message.clone(),
         analysis: &c.analysis,
         selection: &c.selection,
+        whole_message: c.whole_message,
     };
     let lock = gw.key_lock(&c.key);
     let (converted, spent) = {
@@ -337,6 +338,7 @@ async fn split_delivery(
         message: message.clone(),
         analysis: &c.analysis,
         selection: &c.selection,
+        whole_message: c.whole_message,
     };
     let lock = gw.key_lock(&key);
     let (converted, spent) = {
@@ -431,6 +433,8 @@ struct Conversion {
     key: String,
     /// The transfer's recipients: the envelope's (see [`process_each`]).
     rcpts: Vec<String>,
+    /// Whole-message mode (`content = "message"`, or the tag with `subject_tag_message`).
+    whole_message: bool,
 }
 
 /// The plan step in `serve`: match the rule, analyse the message, plan.
@@ -491,11 +495,13 @@ async fn plan_message(
         selection,
         key,
         rcpts: transfer_rcpts,
+        whole_message: plan.selection.whole_message,
     };
     (plan, Some(conversion))
 }
 
-/// The rewrite step: the message with the moved parts replaced by the notice; `link`: the one
+/// The rewrite step: the message with the moved parts replaced by the notice (in whole-message
+/// mode: the neutral notice that replaces the whole body); `link`: the one
 /// recipient's own download link (per-recipient copies, whose notice carries it — with
 /// password mode `none` the link holds the password, which only that recipient's copy shows).
 fn rewrite(
@@ -526,8 +532,14 @@ fn rewrite(
             ..converted.access()
         },
         template_dir: policy.template_dir.clone(),
+        whole_message: c.whole_message,
+        attachment_list: policy.notice_attachment,
     };
-    let out = mime::rewrite(message.as_bytes(), &c.analysis, &c.selection, &notice)?;
+    let out = if c.whole_message {
+        mime::neutral_message(message.as_bytes(), &c.analysis, &notice)?
+    } else {
+        mime::rewrite(message.as_bytes(), &c.analysis, &c.selection, &notice)?
+    };
     // The tag asked for the conversion; it has done its job and leaves the subject.
     Ok(match policy.subject_tag.as_deref() {
         Some(tag) => mime::remove_subject_tag(&out, tag).unwrap_or(out),
