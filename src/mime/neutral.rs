@@ -105,11 +105,18 @@ fn push_text_part(out: &mut Vec<u8>, content_type: &str, text: &str, nl: &str) {
              Content-Transfer-Encoding: quoted-printable{nl}{nl}"
         ),
     );
+    out.extend_from_slice(&qp_one_final_break(text, nl));
+}
+
+/// Quoted-printable of `text` ending in exactly one line break: the text's last line keeps
+/// its break (the one before the next delimiter belongs to the delimiter, RFC 2046 §5.1.1).
+fn qp_one_final_break(text: &str, nl: &str) -> Vec<u8> {
     let mut qp = encode_qp(text.as_bytes(), nl);
     while qp.ends_with(nl.as_bytes()) {
         qp.truncate(qp.len() - nl.len());
     }
-    out.extend_from_slice(&qp);
+    qp.extend_from_slice(nl.as_bytes());
+    qp
 }
 
 /// The `attachments.html` part (header and body, without the line break before the next
@@ -122,10 +129,6 @@ pub(super) fn attachments_html_part(html: &str, nl: &str) -> Vec<u8> {
          Content-Transfer-Encoding: quoted-printable{nl}{nl}"
     )
     .into_bytes();
-    let mut qp = encode_qp(html.as_bytes(), nl);
-    while qp.ends_with(nl.as_bytes()) {
-        qp.truncate(qp.len() - nl.len());
-    }
-    out.extend_from_slice(&qp);
+    out.extend_from_slice(&qp_one_final_break(html, nl));
     out
 }
