@@ -312,3 +312,39 @@ fn b64(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// `notice_attachment` without whole-message mode: the text stays (with the notice on top),
+/// the PDF goes, and `attachments.html` is the last part of the root `multipart/mixed`.
+#[tokio::test]
+async fn the_attachment_list_goes_last_into_a_rewritten_message() {
+    let h = Harness::start(&format!("{}notice_attachment = true\n", policy("tempfail"))).await;
+    let msg = message(&payload(8 * 1024, 5), "report.pdf");
+    assert_eq!(
+        h.send("alice@example.org", &["bob@example.net"], &msg)
+            .await,
+        OK
+    );
+    let got = h.sink.messages();
+    let relayed = split_received(&got[0].data).1;
+    let p = &python_parse(h.dir.path(), &[relayed])[0];
+    assert_eq!(p["defects"], serde_json::json!([]));
+    let parts: Vec<Vec<String>> = serde_json::from_value(p["parts"].clone()).unwrap();
+    assert_eq!(
+        parts,
+        [
+            vec!["multipart/mixed".to_string(), String::new()],
+            vec!["multipart/alternative".into(), String::new()],
+            vec!["text/plain".into(), String::new()],
+            vec!["text/html".into(), String::new()],
+            vec!["text/html".into(), "attachments.html".into()],
+        ]
+    );
+    assert!(p["text"].as_str().unwrap().contains(SECRET));
+    let html = p["html"].as_str().unwrap();
+    assert!(
+        html.contains("<tr><td>report.pdf</td><td style=\"text-align:right\">8.0 KB</td></tr>"),
+        "{html}"
+    );
+    assert_eq!(h.emu.transfers()[0].files.len(), 1);
+    h.stop().await;
+}

@@ -146,7 +146,35 @@ fn splice(
             annotate(raw, p, n, nl, &mut edits);
         }
     }
+    if let Some(list) = notice.attachments_html()? {
+        attachment_list(analysis, &list, nl, &mut edits);
+    }
     Ok(apply(raw, edits))
+}
+
+/// `notice_attachment`: the `attachments.html` part goes last into the root `multipart/mixed`
+/// — which a message whose attachments moved is, unless it was a single part (then it became
+/// the notice itself) or its root is signed or encrypted (no room: exactly two parts).
+/// Inserted where the last child ends, before the line break of the closing delimiter; it
+/// ends in a line break of its own, as the neutral notice's parts do.
+fn attachment_list(a: &Analysis, list: &str, nl: &str, edits: &mut Vec<Edit>) {
+    let root = &a.parts[0];
+    let (Some(&last), Some(boundary)) = (root.children.last(), root.boundary.as_deref()) else {
+        return;
+    };
+    if root.content_type != "multipart/mixed" {
+        return;
+    }
+    let Some(end) = a.parts[last].cut.as_ref().map(|c| c.end) else {
+        return;
+    };
+    let mut bytes = format!("{nl}--{boundary}{nl}").into_bytes();
+    bytes.extend_from_slice(&super::neutral::attachments_html_part(list, nl));
+    edits.push(Edit {
+        start: end,
+        end,
+        bytes,
+    });
 }
 
 fn analysis_removed(a: &Analysis, removed: &[bool], id: PartId) -> bool {
