@@ -348,3 +348,115 @@ async fn the_attachment_list_goes_last_into_a_rewritten_message() {
     assert_eq!(h.emu.transfers()[0].files.len(), 1);
     h.stop().await;
 }
+
+/// The sender's receipt, in every language: a message of its own from the null reverse path
+/// to the envelope sender, auto-generated (RFC 3834), valid MIME, naming the recipients, the
+/// files with size and SHA-256, the tracking id and the expiry. A retry of the same message
+/// (the upstream missed our 250) reuses the transfer and sends no second receipt.
+#[tokio::test]
+async fn the_sender_gets_one_receipt_in_the_policys_language() {
+    let subject = "Q4 <script>alert(1)</script> \u{202e}gnp.exe";
+    for (lang, prefix, tracking) in [
+        ("en", "Cryptshare receipt", "Tracking ID: "),
+        ("de", "Cryptshare-Versandbestätigung", "Tracking-ID: "),
+        ("fr", "Accusé d'envoi Cryptshare", "Identifiant de suivi : "),
+        (
+            "es",
+            "Confirmación de envío Cryptshare",
+            "ID de seguimiento: ",
+        ),
+        ("it", "Conferma di invio Cryptshare", "ID di tracciamento: "),
+        ("nl", "Cryptshare-verzendbevestiging", "Tracking-ID: "),
+    ] {
+        let from = if lang == "de" {
+            "receipt_from = \"Versand <versand@example.org>\"\n"
+        } else {
+            ""
+        };
+        let rule =
+            policy("tempfail").replace("language = \"en\"", &format!("language = \"{lang}\""));
+        let h = Harness::start(&format!("{rule}sender_receipt = true\n{from}")).await;
+        let pdf = payload(3 * 1024, 2);
+        let msg = String::from_utf8(message(&pdf, "figures.pdf"))
+            .unwrap()
+            .replace(
+                "Subject: Quarterly figures",
+                &format!("Subject: =?utf-8?B?{}?=", b64(subject.as_bytes())),
+            )
+            .into_bytes();
+        let rcpts = ["bob@example.net", "carol@example.net"];
+        assert_eq!(
+            h.send("alice@example.org", &rcpts, &msg).await,
+            OK,
+            "{lang}"
+        );
+        let got = h.sink.messages();
+        assert_eq!(got.len(), 2, "{lang}");
+        assert_eq!(got[1].mail_from, "MAIL FROM:<>", "{lang}");
+        assert_eq!(got[1].rcpt_to, ["RCPT TO:<alice@example.org>"]);
+        let receipt = &got[1].data;
+        assert!(receipt.is_ascii() && receipt.split(|&b| b == b'\n').all(|l| l.len() <= 78));
+        let p = &python_parse(h.dir.path(), &[receipt])[0];
+        assert_eq!(p["defects"], serde_json::json!([]), "{lang}");
+        let headers: Vec<(String, String)> = serde_json::from_value(p["headers"].clone()).unwrap();
+        let names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "From",
+                "To",
+                "Subject",
+                "Date",
+                "Message-ID",
+                "In-Reply-To",
+                "References",
+                "Auto-Submitted",
+                "X-Auto-Response-Suppress",
+                "Content-Language",
+                "MIME-Version",
+                "Content-Type",
+                "Content-Transfer-Encoding"
+            ]
+        );
+        let header = |n: &str| headers.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        let expected_from = if lang == "de" {
+            "Versand <versand@example.org>"
+        } else {
+            "Cryptshare Gateway <postmaster@gw.test>"
+        };
+        assert_eq!(header("From"), expected_from);
+        assert_eq!(header("To"), "alice@example.org");
+        // The bidi override is gone; the rest of the subject stays, as text.
+        assert_eq!(
+            header("Subject"),
+            format!("{prefix}: Q4 <script>alert(1)</script> gnp.exe"),
+            "{lang}"
+        );
+        assert!(header("Message-ID").ends_with("@gw.test>"));
+        assert_eq!(header("In-Reply-To"), "<pipeline-test-1@example.org>");
+        assert_eq!(header("Auto-Submitted"), "auto-generated");
+        assert_eq!(header("Content-Language"), lang);
+        assert_eq!(header("Content-Type"), "text/plain; charset=\"utf-8\"");
+        let t = &h.emu.transfers()[0];
+        let text = p["text"].as_str().unwrap().replace("\r\n", "\n");
+        assert!(
+            text.contains(&format!("{tracking}{}\n", t.tracking_id)),
+            "{lang}: {text}"
+        );
+        assert!(
+            text.contains("  - bob@example.net\n  - carol@example.net\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("  - figures.pdf (3"))
+                && text.contains(&format!("    SHA-256: {}\n", sha256_hex(&pdf))),
+            "{text}"
+        );
+        assert!(!text.contains('\u{202e}'));
+        // The same message again: the transfer is reused, no second receipt.
+        assert_eq!(h.send("alice@example.org", &rcpts, &msg).await, OK);
+        assert_eq!(h.sink.messages().len(), 3, "{lang}");
+        assert_eq!(h.emu.stats().sessions_created, 1);
+        h.stop().await;
+    }
+}

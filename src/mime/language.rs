@@ -63,6 +63,8 @@ pub struct Texts {
     pub message_intro: &'static str,
     pub message_files: &'static str,
     pub message_where: &'static str,
+    /// The receipt's first sentence in whole-message mode.
+    pub receipt_intro_message: &'static str,
 }
 
 const EN: Texts = Texts {
@@ -93,6 +95,7 @@ const EN: Texts = Texts {
     message_intro: "{{sender}} has sent you a confidential message through Cryptshare.",
     message_files: "Enclosed files",
     message_where: "For your protection, the text of the message is not contained in this e-mail: open the Cryptshare transfer to read it.",
+    receipt_intro_message: "Your message and its attachments were sent as a secure Cryptshare transfer; the recipients received a notice without the text.",
 };
 
 const DE: Texts = Texts {
@@ -123,6 +126,7 @@ const DE: Texts = Texts {
     message_intro: "{{sender}} hat Ihnen über Cryptshare eine vertrauliche Nachricht gesendet.",
     message_files: "Beigefügte Dateien",
     message_where: "Zu Ihrem Schutz ist der Text der Nachricht nicht in dieser E-Mail enthalten: Öffnen Sie die Cryptshare-Übertragung, um ihn zu lesen.",
+    receipt_intro_message: "Ihre Nachricht und ihre Anhänge wurden als sichere Cryptshare-Übertragung versendet; die Empfänger erhielten einen Hinweis ohne den Text.",
 };
 
 const FR: Texts = Texts {
@@ -153,6 +157,7 @@ const FR: Texts = Texts {
     message_intro: "{{sender}} vous a envoyé un message confidentiel via Cryptshare.",
     message_files: "Fichiers joints",
     message_where: "Pour votre sécurité, le texte du message ne figure pas dans cet e-mail : ouvrez le transfert Cryptshare pour le lire.",
+    receipt_intro_message: "Votre message et ses pièces jointes ont été envoyés sous forme de transfert Cryptshare sécurisé ; les destinataires ont reçu un avis sans le texte.",
 };
 
 const ES: Texts = Texts {
@@ -183,6 +188,7 @@ const ES: Texts = Texts {
     message_intro: "{{sender}} le ha enviado un mensaje confidencial a través de Cryptshare.",
     message_files: "Archivos adjuntos",
     message_where: "Por su seguridad, el texto del mensaje no se incluye en este correo electrónico: abra la transferencia de Cryptshare para leerlo.",
+    receipt_intro_message: "Su mensaje y sus archivos adjuntos se han enviado como una transferencia segura de Cryptshare; los destinatarios han recibido un aviso sin el texto.",
 };
 
 const IT: Texts = Texts {
@@ -213,6 +219,7 @@ const IT: Texts = Texts {
     message_intro: "{{sender}} Le ha inviato un messaggio riservato tramite Cryptshare.",
     message_files: "File allegati",
     message_where: "Per la Sua sicurezza, il testo del messaggio non è contenuto in questa e-mail: apra il trasferimento Cryptshare per leggerlo.",
+    receipt_intro_message: "Il Suo messaggio e i suoi allegati sono stati inviati come trasferimento Cryptshare sicuro; i destinatari hanno ricevuto un avviso senza il testo.",
 };
 
 const NL: Texts = Texts {
@@ -243,6 +250,7 @@ const NL: Texts = Texts {
     message_intro: "{{sender}} heeft u via Cryptshare een vertrouwelijk bericht gestuurd.",
     message_files: "Bijgevoegde bestanden",
     message_where: "Voor uw veiligheid staat de tekst van het bericht niet in deze e-mail: open de Cryptshare-overdracht om hem te lezen.",
+    receipt_intro_message: "Uw bericht en de bijlagen zijn verzonden als een beveiligde Cryptshare-overdracht; de ontvangers kregen een melding zonder de tekst.",
 };
 
 impl Language {

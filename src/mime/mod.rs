@@ -54,6 +54,7 @@ mod dsn;
 mod language;
 mod neutral;
 mod notice;
+mod receipt;
 mod rewrite;
 mod subject;
 mod text;
@@ -70,6 +71,7 @@ pub use neutral::neutral_message;
 pub use notice::{
     Notice, NoticeError, NoticeFile, PLACEHOLDERS, TemplateError, check_template, human_size,
 };
+pub use receipt::{Receipt, ReceiptFile, build_receipt, receipt_text, wants_receipt};
 pub use rewrite::{RewriteError, rewrite, without_parts};
 pub use subject::{remove_subject_tag, remove_tag_from_text};
 pub use text::{is_invisible, strip_invisible};

@@ -567,6 +567,7 @@ impl Job<'_> {
                 created,
                 recipient_links: links.to_vec(),
                 delivered: Vec::new(),
+                receipt_sent: false,
             },
         )
     }
