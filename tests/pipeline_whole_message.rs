@@ -460,3 +460,57 @@ async fn the_sender_gets_one_receipt_in_the_policys_language() {
         h.stop().await;
     }
 }
+
+/// `subject_tag_message`: a tagged message goes as a whole even under `content =
+/// "attachments"`, and the tag leaves the relayed subject and the confidential message; an
+/// untagged one moves only its attachments.
+#[tokio::test]
+async fn the_subject_tag_can_ask_for_the_whole_message() {
+    let rule = format!(
+        "{}subject_tag = \"[secure]\"\nsubject_tag_message = true\n",
+        policy("tempfail")
+    );
+    let h = Harness::start(&rule).await;
+    let tagged = String::from_utf8(message(&payload(2 * 1024, 4), "a.pdf"))
+        .unwrap()
+        .replace(
+            "Subject: Quarterly figures",
+            "Subject: [secure] Quarterly figures",
+        )
+        .into_bytes();
+    assert_eq!(
+        h.send("alice@example.org", &["bob@example.net"], &tagged)
+            .await,
+        OK
+    );
+    let t = &h.emu.transfers()[0];
+    assert!(t.settings.confidential_message_file_id.is_some());
+    let r = fetch_eml(&h.emu, t, &t.password).await;
+    let (_, content) = first_part(&r.bytes().await.unwrap());
+    let content = String::from_utf8(content).unwrap();
+    assert!(
+        content.contains("\r\nSubject: Quarterly figures\r\n"),
+        "{content}"
+    );
+    assert!(content.contains(SECRET));
+    let got = h.sink.messages();
+    let relayed = String::from_utf8_lossy(split_received(&got[0].data).1).into_owned();
+    assert!(
+        relayed.contains("\r\nSubject: Quarterly figures\r\n"),
+        "{relayed}"
+    );
+    assert!(!relayed.contains("merger"));
+
+    let untagged = message(&payload(2 * 1024, 5), "b.pdf");
+    assert_eq!(
+        h.send("alice@example.org", &["bob@example.net"], &untagged)
+            .await,
+        OK
+    );
+    let ts = h.emu.transfers();
+    assert_eq!(ts[1].settings.confidential_message_file_id, None);
+    let relayed =
+        String::from_utf8_lossy(split_received(&h.sink.messages()[1].data).1).into_owned();
+    assert!(relayed.contains(SECRET));
+    h.stop().await;
+}

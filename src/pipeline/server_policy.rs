@@ -497,6 +497,48 @@ mod tests {
     }
 
     #[test]
+    fn confidential_message_rules_decide_whole_message_transfers() {
+        let mut whole = rule();
+        whole.content = Content::Message;
+        let mut s = open(vec![PasswordMode::Generated]);
+        // Not allowed: whole-message transfers are impossible, attachment ones fine.
+        s.confidential_message_allowed = false;
+        let e = reconcile(&whole, &s, true).unwrap_err();
+        assert_eq!(e.key, "content");
+        assert!(
+            e.message.contains("confidentialMessageAllowed = false"),
+            "{e}"
+        );
+        assert!(reconcile(&rule(), &s, false).is_ok());
+        let f = findings(0, &whole, "a@example.org", true, &s);
+        assert!(
+            f.iter().any(|f| f.error && f.key == "policy[0].content"),
+            "{f:?}"
+        );
+        let mut tagged = rule();
+        tagged.subject_tag = Some("[secure]".into());
+        tagged.subject_tag_message = true;
+        let f = findings(0, &tagged, "a@example.org", true, &s);
+        assert!(
+            f.iter()
+                .any(|f| f.error && f.key == "policy[0].subject_tag_message"),
+            "{f:?}"
+        );
+        // Required: only whole-message transfers.
+        s.confidential_message_allowed = true;
+        s.confidential_message_required = true;
+        assert!(reconcile(&whole, &s, true).is_ok());
+        let e = reconcile(&rule(), &s, false).unwrap_err();
+        assert_eq!(e.key, "content");
+        assert!(e.message.contains("content = \"message\""), "{e}");
+        assert!(
+            findings(0, &whole, "a@example.org", true, &s)
+                .iter()
+                .all(|f| !f.error)
+        );
+    }
+
+    #[test]
     fn test_senders_are_made_concrete() {
         assert_eq!(
             test_sender("*@example.org").as_deref(),
