@@ -218,10 +218,7 @@ async fn hostile_names_are_escaped_and_the_attachment_list_is_a_part() {
     let h = Harness::start(&rule("notice_attachment = true\n")).await;
     let hostile = "Q&A <img src=x onerror=alert(1)>\u{202e}fdp.exe";
     let pdf = payload(4 * 1024, 3);
-    let msg = message(&pdf, &format!("=?utf-8?B?{}?=", b64(hostile.as_bytes())))
-        .iter()
-        .copied()
-        .collect::<Vec<u8>>();
+    let msg = message(&pdf, &format!("=?utf-8?B?{}?=", b64(hostile.as_bytes())));
     let msg = String::from_utf8(msg)
         .unwrap()
         .replace(
@@ -448,7 +445,7 @@ async fn the_sender_gets_one_receipt_in_the_policys_language() {
             "{text}"
         );
         assert!(
-            text.contains(&format!("  - figures.pdf (3"))
+            text.contains("  - figures.pdf (3")
                 && text.contains(&format!("    SHA-256: {}\n", sha256_hex(&pdf))),
             "{text}"
         );
