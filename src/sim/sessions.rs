@@ -376,7 +376,8 @@ pub(super) async fn patch_session(
     }
     // `confidentialMessageFileId`: a registered file of this session, and only when the
     // policy allows a confidential message (`confidentialMessageAllowed`; 409/2001, "cannot be
-    // applied due to transfer rule restrictions"). An explicit `null` clears it.
+    // applied due to transfer rule restrictions"). An explicit `null` clears it (the schema
+    // says `string`, its description "May be null": lenient, as a server would be).
     if obj
         .get("confidentialMessageFileId")
         .is_some_and(|v| !v.is_null())
