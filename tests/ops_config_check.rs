@@ -196,7 +196,7 @@ fn show_config_lists_effective_values_with_sources() {
     }
     // Every line of -n is in the full listing, which has one line per key.
     assert!(n.stdout.lines().all(|l| all.stdout.contains(l)));
-    assert_eq!(all.stdout.lines().count(), 71, "{}", all.stdout);
+    assert_eq!(all.stdout.lines().count(), 75, "{}", all.stdout);
     // A broken configuration: the same message as check-config, exit 2.
     let bad = run(
         d,

@@ -421,3 +421,50 @@ fn state_backend_keys() {
         "FILE:7: state.lease: at least 2 seconds (it is renewed every third of it)"
     );
 }
+
+/// Issue 14's keys: `content`, `subject_tag_message`, `receipt_from`, `sender_receipt`,
+/// `notice_attachment` — each error names the key and the valid values.
+#[test]
+fn whole_message_and_receipt_keys() {
+    for (line, want) in [
+        (
+            "content = \"all\"",
+            "FILE:7: policy[0].content: \"all\" is not one of attachments, message",
+        ),
+        (
+            "subject_tag_message = true",
+            "FILE:7: policy[0].subject_tag_message: needs a subject_tag (true: a message with the \
+             tag goes as a whole; valid: true with subject_tag set, or false)",
+        ),
+        (
+            "receipt_from = \"Gateway <gw@example.org\"",
+            "FILE:7: policy[0].receipt_from: \"Gateway <gw@example.org\" is not an address (valid: \
+             \"gateway@example.org\" or \"Cryptshare Gateway <gateway@example.org>\", ASCII, one line)",
+        ),
+        (
+            "sender_receipt = \"yes\"",
+            "FILE:7: policy[0].sender_receipt: expected true or false, found string \"yes\"",
+        ),
+        (
+            "notice_attachment = 1",
+            "FILE:7: policy[0].notice_attachment: expected true or false, found integer 1",
+        ),
+    ] {
+        assert_eq!(error(&policy(line), &[]), want, "{line}");
+    }
+    let cfg = load(
+        &policy(
+            "content = \"message\"\nsender_receipt = true\nreceipt_from = \"GW <gw@example.org>\"\n\
+             subject_tag = \"[secure]\"\nsubject_tag_message = true\nnotice_attachment = true",
+        ),
+        &[],
+    );
+    let p = &cfg.policy[0];
+    assert_eq!(p.content, cryptshare_gateway::config::Content::Message);
+    assert!(p.sender_receipt && p.subject_tag_message && p.notice_attachment);
+    assert_eq!(p.receipt_from.as_deref(), Some("GW <gw@example.org>"));
+    let d = &load(&policy(""), &[]).policy[0];
+    assert_eq!(d.content, cryptshare_gateway::config::Content::Attachments);
+    assert!(!d.sender_receipt && !d.subject_tag_message && !d.notice_attachment);
+    assert_eq!(d.receipt_from, None);
+}

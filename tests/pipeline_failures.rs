@@ -429,6 +429,7 @@ async fn a_finished_record_of_a_transfer_the_server_lost_is_not_reused() {
                 created: 0,
                 recipient_links: vec![],
                 delivered: vec![],
+                receipt_sent: false,
             },
         )
         .await

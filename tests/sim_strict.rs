@@ -699,3 +699,113 @@ async fn the_binary_takes_the_strictness_switches_as_flags_and_at_run_time() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--proxy-page: 200: must be 400 to 599"));
 }
+
+/// The confidential message (openapi-1.8 `confidentialMessageFileId`, `downloadEmlUsingGET_6`):
+/// a PATCH marking a file is refused (409/2001) while the policy allows no confidential
+/// message, an unknown file id is 404, a second PATCH moves the mark; the recipient fetches the
+/// message with `GET /api/transfers/{id}/eml` (password required, `threshold` an integer), and
+/// the EML's first part is the marked file byte for byte, the other files embedded after it.
+/// Every answer is checked against the OpenAPI file when the emulator goes.
+#[tokio::test]
+async fn a_confidential_message_is_marked_by_patch_and_fetched_as_eml() {
+    use cryptshare_gateway::sim::SimPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(dir.path()).await;
+    sim.set_policy(SimPolicy {
+        confidential_message_allowed: false,
+        ..SimPolicy::default()
+    });
+    let raw = Raw::new(sim.url());
+    let h = &raw.http;
+    let token = raw.token(SENDER, CLIENT_ID).await;
+    let tid = raw.create(&token).await;
+    let base = format!("{}/api/users/{SENDER}/transfer-sessions/{tid}", sim.url());
+    let eml = b"Subject: hi\r\n\r\nthe confidential text\r\n";
+    let mut ids = Vec::new();
+    for (name, body) in [("message.eml", &eml[..]), ("a.bin", b"\x00\x01\x02")] {
+        let r = raw
+            .v(h.post(format!("{base}/files")), &token)
+            .json(&json!({"fileName": name, "size": body.len()}))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        let fid = v["data"]["fileId"].as_str().unwrap().to_owned();
+        let r = raw
+            .v(h.put(format!("{base}/files/{fid}/content")), &token)
+            .header("Content-Type", "application/octet-stream")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        ids.push(fid);
+    }
+    let mark = |id: Value| {
+        raw.v(h.patch(&base), &token)
+            .json(&json!({ "confidentialMessageFileId": id }))
+            .send()
+    };
+    assert_eq!(
+        code(mark(json!(ids[0])).await.unwrap()).await,
+        (409, Some(2001))
+    );
+    sim.set_policy(SimPolicy::default());
+    assert_eq!(mark(json!("nope")).await.unwrap().status(), 404);
+    assert_eq!(mark(json!(ids[1])).await.unwrap().status(), 200);
+    let r = mark(json!(ids[0])).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"]["confidentialMessageFileId"], ids[0].as_str());
+    let r = raw.v(h.post(&base), &token).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+
+    let t = &sim.transfers()[0];
+    let rid = &t.recipient_ids[0].transfer_id;
+    let get = |query: &str, password: &str| {
+        api_headers(h.get(format!("{}/api/transfers/{rid}/eml{query}", sim.url())))
+            .header("X-CS-Password", password)
+            .send()
+    };
+    assert_eq!(
+        code(get("", "wrong").await.unwrap()).await,
+        (401, Some(3003))
+    );
+    assert_eq!(
+        code(get("?threshold=x", &t.password).await.unwrap()).await,
+        (400, Some(1004))
+    );
+    let r = get("", &t.password).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    let body = String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap();
+    let b = body
+        .split("boundary=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(body.starts_with("MIME-Version: 1.0\r\n"), "{body}");
+    let parts: Vec<&str> = body.split(&format!("--{b}")).collect();
+    assert_eq!(parts.len(), 4, "{body}");
+    assert_eq!(
+        parts[1],
+        "\r\nContent-Type: message/rfc822\r\n\
+         Content-Disposition: inline; filename*=UTF-8''message.eml\r\n\
+         Content-Transfer-Encoding: 7bit\r\n\r\n\
+         Subject: hi\r\n\r\nthe confidential text\r\n\r\n"
+    );
+    assert_eq!(
+        parts[2],
+        "\r\nContent-Type: application/octet-stream\r\n\
+         Content-Disposition: attachment; filename*=UTF-8''a.bin\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n"
+    );
+    assert_eq!(parts[3], "--\r\n");
+    // threshold=0 (MB): files larger than nothing are left out.
+    let r = get("?threshold=0", &t.password).await.unwrap();
+    let body = String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap();
+    assert!(!body.contains("a.bin"), "{body}");
+    sim.shutdown().await;
+}

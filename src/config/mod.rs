@@ -18,9 +18,9 @@ pub use load::Loaded;
 pub use parse::NextHop;
 pub use secret::{Redacted, Secret};
 pub use types::{
-    AuditConfig, AuthConfig, Config, CryptshareConfig, DbUrl, DkimConfig, DkimKeyConfig, DkimSign,
-    Links, MetricsConfig, NextHopTls, OnError, PasswordMode, PolicyConfig, QueueConfig, QueueMode,
-    RelayConfig, ServerConfig, SignedHandling, StateBackend, StateConfig, TlsConfig,
+    AuditConfig, AuthConfig, Config, Content, CryptshareConfig, DbUrl, DkimConfig, DkimKeyConfig,
+    DkimSign, Links, MetricsConfig, NextHopTls, OnError, PasswordMode, PolicyConfig, QueueConfig,
+    QueueMode, RelayConfig, ServerConfig, SignedHandling, StateBackend, StateConfig, TlsConfig,
 };
 pub use validate::{is_language_tag, validate_sender_pattern};
 

@@ -547,6 +547,27 @@ pub enum Links {
     PerRecipient,
 }
 
+/// `content`: what a converted message puts into the transfer (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Content {
+    /// The attachments; the relayed message keeps its text, with the notice on top.
+    #[default]
+    Attachments,
+    /// The whole message: its text goes as the transfer's confidential message, the
+    /// attachments as files, and the relayed message is a neutral notice only.
+    Message,
+}
+
+impl Content {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Content::Attachments => "attachments",
+            Content::Message => "message",
+        }
+    }
+}
+
 impl Links {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -625,7 +646,25 @@ pub struct PolicyConfig {
     /// with its own link; `notify_recipients` is then ignored: the server sends nothing).
     #[serde(default)]
     pub links: Links,
+    /// `attachments` (the attachments move, the text stays in the mail) or `message` (the
+    /// text too, as the transfer's confidential message; the mail becomes a neutral notice).
+    #[serde(default)]
+    pub content: Content,
+    /// The gateway mails the envelope sender a receipt of every converted message.
+    #[serde(default)]
+    pub sender_receipt: bool,
     // --- extensions ---
+    /// `From:` of the receipts (an address, optionally with a display name); default
+    /// `Cryptshare Gateway <postmaster@SERVER.HOSTNAME>`.
+    #[serde(default)]
+    pub receipt_from: Option<String>,
+    /// With `subject_tag`: a tagged message goes as a whole (as with `content = "message"`).
+    #[serde(default)]
+    pub subject_tag_message: bool,
+    /// Add a small `attachments.html` part listing the moved files and the link, so that
+    /// clients filtering on "has attachments" still find the message.
+    #[serde(default)]
+    pub notice_attachment: bool,
     /// Only when at least one recipient is outside these domains.
     #[serde(default)]
     pub internal_domains: Vec<String>,

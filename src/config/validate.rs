@@ -410,6 +410,24 @@ impl Config {
                     format!("{}: no such directory", dir.display()),
                 ));
             }
+            if p.subject_tag_message && p.subject_tag.as_deref().is_none_or(str::is_empty) {
+                return Err(ConfigError::invalid(
+                    key("subject_tag_message"),
+                    "needs a subject_tag (true: a message with the tag goes as a whole; \
+                     valid: true with subject_tag set, or false)",
+                ));
+            }
+            if let Some(from) = &p.receipt_from
+                && !is_mailbox(from)
+            {
+                return Err(ConfigError::invalid(
+                    key("receipt_from"),
+                    format!(
+                        "{from:?} is not an address (valid: \"gateway@example.org\" or \
+                         \"Cryptshare Gateway <gateway@example.org>\", ASCII, one line)"
+                    ),
+                ));
+            }
             if let Some(dir) = &p.template_dir {
                 check_templates(dir, &p.language)
                     .map_err(|r| ConfigError::invalid(key("template_dir"), r))?;
@@ -429,8 +447,13 @@ fn check_templates(dir: &std::path::Path, language: &str) -> Result<(), String> 
         _ => Language::ALL.to_vec(),
     };
     for l in languages {
-        for ext in ["txt", "html"] {
-            let f = dir.join(format!("notice.{}.{ext}", l.tag()));
+        for (name, ext) in [
+            ("notice", "txt"),
+            ("notice", "html"),
+            ("message", "txt"),
+            ("message", "html"),
+        ] {
+            let f = dir.join(format!("{name}.{}.{ext}", l.tag()));
             let text = match std::fs::read_to_string(&f) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -440,6 +463,31 @@ fn check_templates(dir: &std::path::Path, language: &str) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+/// `receipt_from`: `local@domain` or `Display Name <local@domain>`, printable ASCII on one
+/// line (it goes verbatim into a `From:` header), the address without spaces or brackets.
+fn is_mailbox(s: &str) -> bool {
+    if s.is_empty() || s.len() > 900 || !s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return false;
+    }
+    let addr = match s.rsplit_once('<') {
+        Some((name, rest)) => {
+            let Some(a) = rest.strip_suffix('>') else {
+                return false;
+            };
+            if name.contains(['<', '>', '"', '(', ')', ',', ';', ':', '\\']) {
+                return false;
+            }
+            a
+        }
+        None => s,
+    };
+    let ok = |p: &str| !p.is_empty() && !p.contains([' ', '<', '>', '"', ',', ';', '(', ')']);
+    match addr.split_once('@') {
+        Some((l, d)) => ok(l) && ok(d) && !d.contains('@'),
+        None => false,
+    }
 }
 
 /// Sender patterns: `*`, `*@domain`, `*@*.domain`, `local@domain`.

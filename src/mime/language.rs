@@ -58,6 +58,13 @@ pub struct Texts {
     pub sender_password_sender: &'static str,
     pub sender_password_none: &'static str,
     pub receipt_footer: &'static str,
+    /// Whole-message mode (`content = "message"`): the neutral notice's first line, with
+    /// `{{sender}}`; the head of its file list; why the text is not in the mail.
+    pub message_intro: &'static str,
+    pub message_files: &'static str,
+    pub message_where: &'static str,
+    /// The receipt's first sentence in whole-message mode.
+    pub receipt_intro_message: &'static str,
 }
 
 const EN: Texts = Texts {
@@ -85,6 +92,10 @@ const EN: Texts = Texts {
     sender_password_sender: "Please give the recipients the password from the Cryptshare upload summary, by a channel other than e-mail (e.g. by phone).",
     sender_password_none: "The recipients need no password.",
     receipt_footer: "This message was generated automatically by the Cryptshare gateway. Please do not reply to it.",
+    message_intro: "{{sender}} has sent you a confidential message through Cryptshare.",
+    message_files: "Enclosed files",
+    message_where: "For your protection, the text of the message is not contained in this e-mail: open the Cryptshare transfer to read it.",
+    receipt_intro_message: "Your message and its attachments were sent as a secure Cryptshare transfer; the recipients received a notice without the text.",
 };
 
 const DE: Texts = Texts {
@@ -112,6 +123,10 @@ const DE: Texts = Texts {
     sender_password_sender: "Bitte teilen Sie den Empfängern das Passwort aus der Cryptshare-Upload-Zusammenfassung auf einem anderen Weg als per E-Mail mit (z. B. telefonisch).",
     sender_password_none: "Die Empfänger benötigen kein Passwort.",
     receipt_footer: "Diese Nachricht wurde automatisch vom Cryptshare-Gateway erstellt. Bitte antworten Sie nicht darauf.",
+    message_intro: "{{sender}} hat Ihnen über Cryptshare eine vertrauliche Nachricht gesendet.",
+    message_files: "Beigefügte Dateien",
+    message_where: "Zu Ihrem Schutz ist der Text der Nachricht nicht in dieser E-Mail enthalten: Öffnen Sie die Cryptshare-Übertragung, um ihn zu lesen.",
+    receipt_intro_message: "Ihre Nachricht und ihre Anhänge wurden als sichere Cryptshare-Übertragung versendet; die Empfänger erhielten einen Hinweis ohne den Text.",
 };
 
 const FR: Texts = Texts {
@@ -139,6 +154,10 @@ const FR: Texts = Texts {
     sender_password_sender: "Veuillez communiquer aux destinataires le mot de passe figurant dans le récapitulatif de dépôt Cryptshare, par un autre moyen que l'e-mail (par exemple par téléphone).",
     sender_password_none: "Les destinataires n'ont besoin d'aucun mot de passe.",
     receipt_footer: "Ce message a été généré automatiquement par la passerelle Cryptshare. Merci de ne pas y répondre.",
+    message_intro: "{{sender}} vous a envoyé un message confidentiel via Cryptshare.",
+    message_files: "Fichiers joints",
+    message_where: "Pour votre sécurité, le texte du message ne figure pas dans cet e-mail : ouvrez le transfert Cryptshare pour le lire.",
+    receipt_intro_message: "Votre message et ses pièces jointes ont été envoyés sous forme de transfert Cryptshare sécurisé ; les destinataires ont reçu un avis sans le texte.",
 };
 
 const ES: Texts = Texts {
@@ -166,6 +185,10 @@ const ES: Texts = Texts {
     sender_password_sender: "Comunique a los destinatarios la contraseña del resumen de carga de Cryptshare por un medio distinto del correo electrónico (por ejemplo, por teléfono).",
     sender_password_none: "Los destinatarios no necesitan contraseña.",
     receipt_footer: "Este mensaje ha sido generado automáticamente por la pasarela Cryptshare. Le rogamos que no responda a él.",
+    message_intro: "{{sender}} le ha enviado un mensaje confidencial a través de Cryptshare.",
+    message_files: "Archivos adjuntos",
+    message_where: "Por su seguridad, el texto del mensaje no se incluye en este correo electrónico: abra la transferencia de Cryptshare para leerlo.",
+    receipt_intro_message: "Su mensaje y sus archivos adjuntos se han enviado como una transferencia segura de Cryptshare; los destinatarios han recibido un aviso sin el texto.",
 };
 
 const IT: Texts = Texts {
@@ -193,6 +216,10 @@ const IT: Texts = Texts {
     sender_password_sender: "La preghiamo di comunicare ai destinatari la password indicata nel riepilogo di caricamento di Cryptshare tramite un canale diverso dall'e-mail (ad esempio per telefono).",
     sender_password_none: "I destinatari non hanno bisogno di alcuna password.",
     receipt_footer: "Questo messaggio è stato generato automaticamente dal gateway Cryptshare. La preghiamo di non rispondere.",
+    message_intro: "{{sender}} Le ha inviato un messaggio riservato tramite Cryptshare.",
+    message_files: "File allegati",
+    message_where: "Per la Sua sicurezza, il testo del messaggio non è contenuto in questa e-mail: apra il trasferimento Cryptshare per leggerlo.",
+    receipt_intro_message: "Il Suo messaggio e i suoi allegati sono stati inviati come trasferimento Cryptshare sicuro; i destinatari hanno ricevuto un avviso senza il testo.",
 };
 
 const NL: Texts = Texts {
@@ -220,6 +247,10 @@ const NL: Texts = Texts {
     sender_password_sender: "Geef de ontvangers het wachtwoord uit het Cryptshare-uploadoverzicht via een ander kanaal dan e-mail door (bijvoorbeeld telefonisch).",
     sender_password_none: "De ontvangers hebben geen wachtwoord nodig.",
     receipt_footer: "Dit bericht is automatisch gegenereerd door de Cryptshare-gateway. U kunt hierop niet antwoorden.",
+    message_intro: "{{sender}} heeft u via Cryptshare een vertrouwelijk bericht gestuurd.",
+    message_files: "Bijgevoegde bestanden",
+    message_where: "Voor uw veiligheid staat de tekst van het bericht niet in deze e-mail: open de Cryptshare-overdracht om hem te lezen.",
+    receipt_intro_message: "Uw bericht en de bijlagen zijn verzonden als een beveiligde Cryptshare-overdracht; de ontvangers kregen een melding zonder de tekst.",
 };
 
 impl Language {

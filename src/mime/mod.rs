@@ -52,7 +52,9 @@ mod analyse;
 mod decode;
 mod dsn;
 mod language;
+mod neutral;
 mod notice;
+mod receipt;
 mod rewrite;
 mod subject;
 mod text;
@@ -65,10 +67,12 @@ pub use dsn::{
     build_dsn, build_dsn_with_ids,
 };
 pub use language::{Access, Language, Texts};
+pub use neutral::neutral_message;
 pub use notice::{
     Notice, NoticeError, NoticeFile, PLACEHOLDERS, TemplateError, check_template, human_size,
 };
-pub use rewrite::{RewriteError, rewrite};
+pub use receipt::{Receipt, ReceiptFile, build_receipt, receipt_text, wants_receipt};
+pub use rewrite::{RewriteError, rewrite, without_parts};
 pub use subject::{remove_subject_tag, remove_tag_from_text};
 pub use text::{is_invisible, strip_invisible};
 

@@ -36,6 +36,11 @@ pub struct Notice {
     /// How the recipients reach the files: the `{{instructions}}` sentence.
     pub access: Access,
     pub template_dir: Option<PathBuf>,
+    /// Whole-message mode: the neutral notice that replaces the whole text (templates
+    /// `message.<lang>.txt` / `.html`), not the one on top of it.
+    pub whole_message: bool,
+    /// `notice_attachment`: an `attachments.html` part lists the moved files.
+    pub attachment_list: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +131,52 @@ fn builtin_html(language: Language) -> String {
     )
 }
 
+/// The built-in neutral notice of whole-message mode (`content = "message"`): who sent a
+/// confidential message, the files that came with it, and how to open it; no word of the
+/// message itself. A line whose placeholders are all empty is dropped, as in every template;
+/// the head of the file list goes with the list (`with_files`).
+fn builtin_message_text(language: Language, with_files: bool) -> String {
+    let t = language.texts();
+    let files = if with_files {
+        format!("{}\n{{{{files}}}}\n", t.label(t.message_files).trim_end())
+    } else {
+        String::new()
+    };
+    format!(
+        "{intro}\n\n{files}{until}{{{{expires}}}}\n{download}{{{{download_url}}}}\n\n{where_}\n\
+         {{{{instructions}}}}\n\n{tracking}{{{{tracking_id}}}}\n",
+        intro = t.message_intro,
+        until = t.label(t.available_until),
+        download = t.label(t.download),
+        where_ = t.message_where,
+        tracking = t.label(t.tracking_id),
+    )
+}
+
+fn builtin_message_html(language: Language, with_files: bool) -> String {
+    let t = language.texts();
+    let e = |s: &str| escape_html(s);
+    let files = if with_files {
+        format!(
+            "<p>{}</p>\n<ul>\n{{{{files}}}}\n</ul>\n",
+            e(t.label(t.message_files).trim_end())
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "<div style=\"font-family:sans-serif\">\n<p><b>{intro}</b></p>\n{files}\
+         <p>{until}{{{{expires}}}}</p>\n\
+         <p>{download}<a href=\"{{{{download_url}}}}\">{{{{download_url}}}}</a></p>\n\
+         <p>{where_}</p>\n<p>{{{{instructions}}}}</p>\n<p>{tracking}{{{{tracking_id}}}}</p>\n</div>\n",
+        intro = e(t.message_intro),
+        until = e(&t.label(t.available_until)),
+        download = e(&t.label(t.download)),
+        where_ = e(t.message_where),
+        tracking = e(&t.label(t.tracking_id)),
+    )
+}
+
 /// `1.5 MB` / `1,5 MB` / `1,5 Mo` (binary multiples, labelled the way mail clients do).
 pub fn human_size(size: u64, language: Language) -> String {
     language.size(size)
@@ -158,8 +209,13 @@ pub(super) fn clean_text(s: &str) -> String {
 impl Notice {
     fn template(&self, ext: &str) -> Result<String, NoticeError> {
         let lang = self.language.tag();
+        let name = if self.whole_message {
+            "message"
+        } else {
+            "notice"
+        };
         if let Some(dir) = &self.template_dir {
-            let path = dir.join(format!("notice.{lang}.{ext}"));
+            let path = dir.join(format!("{name}.{lang}.{ext}"));
             match std::fs::read_to_string(&path) {
                 // Templates written on Windows end their lines in CRLF; the rewrite turns each
                 // LF into the message's line ending, so a CR left here would become a bare CR.
@@ -168,9 +224,12 @@ impl Notice {
                 Err(source) => return Err(NoticeError::Template { path, source }),
             }
         }
-        Ok(match ext {
-            "txt" => builtin_text(self.language),
-            _ => builtin_html(self.language),
+        let with_files = !self.files.is_empty();
+        Ok(match (ext, self.whole_message) {
+            ("txt", false) => builtin_text(self.language),
+            (_, false) => builtin_html(self.language),
+            ("txt", true) => builtin_message_text(self.language, with_files),
+            (_, true) => builtin_message_html(self.language, with_files),
         })
     }
 
@@ -239,6 +298,60 @@ impl Notice {
     pub fn render_html(&self) -> Result<String, NoticeError> {
         Ok(self.render(&self.template("html")?, true))
     }
+
+    /// The `attachments.html` document (`notice_attachment`): the moved files in a table, the
+    /// expiry, the link (when the message may carry one), how to get the files and the
+    /// tracking id; every value HTML-escaped. `None` when the rule does not want it or nothing
+    /// was moved as a file.
+    pub fn attachments_html(&self) -> Result<Option<String>, NoticeError> {
+        if !self.attachment_list || self.files.is_empty() {
+            return Ok(None);
+        }
+        let t = self.language.texts();
+        let e = escape_html;
+        let mut rows = String::new();
+        for f in &self.files {
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td style=\"text-align:right\">{}</td></tr>\n",
+                e(&f.name),
+                e(&human_size(f.size, self.language))
+            ));
+        }
+        let mut out = format!(
+            "<!DOCTYPE html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+             <title>{title}</title></head>\n<body style=\"font-family:sans-serif\">\n\
+             <h1>{title}</h1>\n<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\">\n\
+             <tr><th>{name}</th><th>{size}</th></tr>\n{rows}</table>\n",
+            lang = self.language.tag(),
+            title = e(t.files_title),
+            name = e(t.name),
+            size = e(t.size),
+        );
+        let expires = self.expires();
+        if !expires.is_empty() {
+            out.push_str(&format!(
+                "<p>{}{}</p>\n",
+                e(&t.label(t.available_until)),
+                e(&expires)
+            ));
+        }
+        if let Some(url) = self.download_url.as_deref().filter(|u| !u.is_empty()) {
+            out.push_str(&format!(
+                "<p>{}<a href=\"{u}\">{u}</a></p>\n",
+                e(&t.label(t.download)),
+                u = e(url)
+            ));
+        }
+        out.push_str(&format!(
+            "<p>{}</p>\n",
+            e(&self.access.instructions(self.language))
+        ));
+        if let Some(id) = self.tracking_id.as_deref().filter(|i| !i.is_empty()) {
+            out.push_str(&format!("<p>{}{}</p>\n", e(&t.label(t.tracking_id)), e(id)));
+        }
+        out.push_str("</body></html>\n");
+        Ok(Some(out))
+    }
 }
 
 #[cfg(test)]
@@ -258,6 +371,8 @@ mod tests {
             download_url: None,
             access: Access::default(),
             template_dir: None,
+            whole_message: false,
+            attachment_list: false,
         }
     }
 
@@ -369,6 +484,10 @@ Tracking-ID: {{tracking_id}}
         for l in Language::ALL {
             check_template(&builtin_text(l)).unwrap();
             check_template(&builtin_html(l)).unwrap();
+            for files in [false, true] {
+                check_template(&builtin_message_text(l, files)).unwrap();
+                check_template(&builtin_message_html(l, files)).unwrap();
+            }
         }
     }
 

@@ -40,6 +40,26 @@ pub fn rewrite(
     remove: &[PartId],
     notice: &Notice,
 ) -> Result<Vec<u8>, RewriteError> {
+    splice(raw, analysis, remove, Some(notice))
+}
+
+/// The message without the parts in `remove` and without a notice: what whole-message mode
+/// uploads as the confidential message (the attachments travel as files of their own). A
+/// single-part message that is itself the attachment keeps its header with an empty text body.
+pub fn without_parts(
+    raw: &[u8],
+    analysis: &Analysis,
+    remove: &[PartId],
+) -> Result<Vec<u8>, RewriteError> {
+    splice(raw, analysis, remove, None)
+}
+
+fn splice(
+    raw: &[u8],
+    analysis: &Analysis,
+    remove: &[PartId],
+    notice: Option<&Notice>,
+) -> Result<Vec<u8>, RewriteError> {
     let parts = &analysis.parts;
     if parts.is_empty() || parts[0].end != raw.len() {
         return Err(RewriteError::Mismatch);
@@ -64,7 +84,10 @@ pub fn rewrite(
         }
     }
     let nl = analysis.line_ending;
-    let text = notice.render_text()?.replace('\n', nl);
+    let text = match notice {
+        Some(n) => n.render_text()?.replace('\n', nl),
+        None => String::new(),
+    };
     let mut edits: Vec<Edit> = Vec::new();
 
     if removed[0] {
@@ -107,6 +130,9 @@ pub fn rewrite(
         .into_iter()
         .flatten()
         .collect();
+    let Some(notice) = notice else {
+        return Ok(apply(raw, edits));
+    };
     if bodies.is_empty() {
         notice_part(raw, analysis, &removed, &text, nl, &mut edits)?;
     } else {
@@ -120,7 +146,35 @@ pub fn rewrite(
             annotate(raw, p, n, nl, &mut edits);
         }
     }
+    if let Some(list) = notice.attachments_html()? {
+        attachment_list(analysis, &list, nl, &mut edits);
+    }
     Ok(apply(raw, edits))
+}
+
+/// `notice_attachment`: the `attachments.html` part goes last into the root `multipart/mixed`
+/// — which a message whose attachments moved is, unless it was a single part (then it became
+/// the notice itself) or its root is signed or encrypted (no room: exactly two parts).
+/// Inserted where the last child ends, before the line break of the closing delimiter; it
+/// ends in a line break of its own, as the neutral notice's parts do.
+fn attachment_list(a: &Analysis, list: &str, nl: &str, edits: &mut Vec<Edit>) {
+    let root = &a.parts[0];
+    let (Some(&last), Some(boundary)) = (root.children.last(), root.boundary.as_deref()) else {
+        return;
+    };
+    if root.content_type != "multipart/mixed" {
+        return;
+    }
+    let Some(end) = a.parts[last].cut.as_ref().map(|c| c.end) else {
+        return;
+    };
+    let mut bytes = format!("{nl}--{boundary}{nl}").into_bytes();
+    bytes.extend_from_slice(&super::neutral::attachments_html_part(list, nl));
+    edits.push(Edit {
+        start: end,
+        end,
+        bytes,
+    });
 }
 
 fn analysis_removed(a: &Analysis, removed: &[bool], id: PartId) -> bool {

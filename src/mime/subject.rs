@@ -268,7 +268,7 @@ fn fold_ascii(value: &str, name_len: usize, nl: &[u8]) -> Option<Vec<u8>> {
 
 /// ` =?UTF-8?B?…?=` words for `value`, one per line, each whole characters only, so that every
 /// line (the first one after `Subject:`) stays within RFC 2047's 76 characters.
-fn encode_words(value: &str, name_len: usize, nl: &[u8], out: &mut Vec<u8>) {
+pub(super) fn encode_words(value: &str, name_len: usize, nl: &[u8], out: &mut Vec<u8>) {
     let b64 = base64::engine::general_purpose::STANDARD;
     let overhead = WORD_OPEN.len() + WORD_CLOSE.len();
     let mut room = WORD_MAX.min(WORD_LINE - name_len - 1);

@@ -62,6 +62,9 @@ pub struct Gateway {
     live: RwLock<Arc<Live>>,
     pub(super) cryptshare: cryptshare::Client,
     pub(super) state: StateStore,
+    /// `[server] hostname`: the default `From:` of the sender's receipts and their
+    /// Message-IDs.
+    pub(super) hostname: String,
     /// The audit log and the metrics: where every message ends.
     pub(super) recorder: Recorder,
     /// Keeps the embedded emulator running as long as the gateway.
@@ -102,6 +105,7 @@ impl Gateway {
             live: RwLock::new(Arc::new(Live::new(cfg)?)),
             cryptshare,
             state,
+            hostname: cfg.server.hostname.clone(),
             recorder: Recorder { metrics, log },
             embedded,
             converting: Default::default(),

@@ -106,6 +106,7 @@ pub(super) async fn process_each(
         message: message.clone(),
         analysis: &c.analysis,
         selection: &c.selection,
+        whole_message: c.whole_message,
     };
     let (converted, spent) = match gw.hold(&c.key).await {
         Ok(_same_message) => {
@@ -119,7 +120,7 @@ pub(super) async fn process_each(
     match converted {
         Ok(converted) if c.policy.links == Links::PerRecipient => {
             report.converted(&converted);
-            per_recipient(
+            let delivery = per_recipient(
                 gw,
                 tx,
                 (&received, &client),
@@ -128,21 +129,48 @@ pub(super) async fn process_each(
                 &converted,
                 report,
             )
-            .await
+            .await;
+            if delivery.reply.is_positive() {
+                sender_receipt(
+                    gw,
+                    &c,
+                    &c.key,
+                    &c.rcpts,
+                    &converted,
+                    &mail_from.address,
+                    &message,
+                )
+                .await;
+            }
+            delivery
         }
         Ok(converted) => {
             report.converted(&converted);
             match rewrite(&message, &c, &converted, None) {
-                Ok(rewritten) => relay(
-                    gw,
-                    tx,
-                    (&received, &client),
-                    &rewritten,
-                    report,
-                    Decision::Convert,
-                )
-                .await
-                .into(),
+                Ok(rewritten) => {
+                    let reply = relay(
+                        gw,
+                        tx,
+                        (&received, &client),
+                        &rewritten,
+                        report,
+                        Decision::Convert,
+                    )
+                    .await;
+                    if reply.is_positive() {
+                        sender_receipt(
+                            gw,
+                            &c,
+                            &c.key,
+                            &c.rcpts,
+                            &converted,
+                            &mail_from.address,
+                            &message,
+                        )
+                        .await;
+                    }
+                    reply.into()
+                }
                 Err(e) => {
                     // The transfer exists and is recorded; a retry will reuse it.
                     tracing::error!(queue_id = %queue_id, error = %e, "rewrite failed");
@@ -359,6 +387,7 @@ async fn split_delivery(
         message: message.clone(),
         analysis: &c.analysis,
         selection: &c.selection,
+        whole_message: c.whole_message,
     };
     let (converted, spent) = match gw.hold(&key).await {
         Ok(_same_message) => {
@@ -435,7 +464,13 @@ async fn split_delivery(
     } else {
         others.next_hop_reply().cloned()
     };
-    let reply = if second.is_positive() { first } else { second };
+    let reply = if second.is_positive() {
+        // The allowed recipients have the converted message: the receipt names them only.
+        sender_receipt(gw, c, &key, &allowed, &converted, sender, message).await;
+        first
+    } else {
+        second
+    };
     gw.recorder.relayed(
         report,
         Decision::Convert,
@@ -454,6 +489,8 @@ struct Conversion {
     key: String,
     /// The transfer's recipients: the envelope's (see [`process_each`]).
     rcpts: Vec<String>,
+    /// Whole-message mode (`content = "message"`, or the tag with `subject_tag_message`).
+    whole_message: bool,
 }
 
 /// The plan step in `serve`: match the rule, analyse the message, plan.
@@ -514,11 +551,13 @@ async fn plan_message(
         selection,
         key,
         rcpts: transfer_rcpts,
+        whole_message: plan.selection.whole_message,
     };
     (plan, Some(conversion))
 }
 
-/// The rewrite step: the message with the moved parts replaced by the notice; `link`: the one
+/// The rewrite step: the message with the moved parts replaced by the notice (in whole-message
+/// mode: the neutral notice that replaces the whole body); `link`: the one
 /// recipient's own download link (per-recipient copies, whose notice carries it — with
 /// password mode `none` the link holds the password, which only that recipient's copy shows).
 fn rewrite(
@@ -549,13 +588,127 @@ fn rewrite(
             ..converted.access()
         },
         template_dir: policy.template_dir.clone(),
+        whole_message: c.whole_message,
+        attachment_list: policy.notice_attachment,
     };
-    let out = mime::rewrite(message.as_bytes(), &c.analysis, &c.selection, &notice)?;
+    let out = if c.whole_message {
+        mime::neutral_message(message.as_bytes(), &c.analysis, &notice)?
+    } else {
+        mime::rewrite(message.as_bytes(), &c.analysis, &c.selection, &notice)?
+    };
     // The tag asked for the conversion; it has done its job and leaves the subject.
     Ok(match policy.subject_tag.as_deref() {
         Some(tag) => mime::remove_subject_tag(&out, tag).unwrap_or(out),
         None => out,
     })
+}
+
+/// The receipt step (`sender_receipt = true`): after the converted message went to the next
+/// hop, the envelope sender gets a receipt (`mime::build_receipt`) — from the null reverse
+/// path to the sender, a transaction of its own at the next hop. Exactly once per transfer:
+/// the state store's record of the transfer (`key`) says whether one went out, and the key
+/// lock keeps a concurrent retry of the same message from sending a second. A receipt that
+/// cannot be sent is logged and not retried: the message itself is delivered, and its reply
+/// must not depend on the receipt.
+async fn sender_receipt(
+    gw: &Arc<Gateway>,
+    c: &Conversion,
+    key: &str,
+    rcpts: &[String],
+    converted: &Converted,
+    sender: &str,
+    message: &Spooled,
+) {
+    let policy = &c.policy;
+    if !policy.sender_receipt || !mime::wants_receipt(sender, message.as_bytes()) {
+        return;
+    }
+    // This process's lock and the store's lease (another node, with PostgreSQL).
+    let _same_message = match gw.hold(key).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hold the state record: no sender receipt");
+            return;
+        }
+    };
+    match gw.state.get(key).await {
+        Ok(Some(Record::Finished {
+            receipt_sent: false,
+            ..
+        })) => {}
+        Ok(Some(Record::Finished { .. })) => {
+            tracing::debug!(tracking_id = %converted.tracking_id, "the sender's receipt went out before");
+            return;
+        }
+        Ok(_) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the state record: no sender receipt");
+            return;
+        }
+    }
+    let raw = message.as_bytes();
+    let facts = super::facts::header_facts(raw);
+    let subject = match (&facts.subject, policy.subject_tag.as_deref()) {
+        (Some(s), Some(tag)) => Some(super::facts::strip_tag(s, tag)),
+        (s, _) => s.clone(),
+    };
+    let in_reply_to = mail_parser::MessageParser::default()
+        .parse_headers(raw)
+        .and_then(|m| m.message_id().map(str::to_string));
+    let default_from = format!("Cryptshare Gateway <postmaster@{}>", gw.hostname);
+    let files: Vec<mime::ReceiptFile> = converted
+        .files
+        .iter()
+        .map(|f| mime::ReceiptFile {
+            name: f.name.clone(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+        })
+        .collect();
+    let receipt = mime::Receipt {
+        language: Language::from(policy.language.as_str()),
+        from: policy.receipt_from.as_deref().unwrap_or(&default_from),
+        to: sender,
+        subject: subject.as_deref(),
+        in_reply_to: in_reply_to.as_deref(),
+        recipients: rcpts,
+        files: &files,
+        tracking_id: &converted.tracking_id,
+        expires: chrono::NaiveDate::parse_from_str(&converted.expiration, "%Y-%m-%d").ok(),
+        access: converted.access(),
+        whole_message: c.whole_message,
+        hostname: &gw.hostname,
+        date: chrono::Utc::now(),
+    };
+    let bytes = mime::build_receipt(&receipt);
+    let signature = dkim_signature(gw, Decision::Convert, &bytes);
+    let mut tx = gw.relay.begin();
+    let mut reply = tx.mail_from(&crate::envelope::MailFrom::default()).await;
+    if reply.is_positive() {
+        reply = tx
+            .rcpt_to(&RcptTo {
+                address: sender.to_string(),
+                ..RcptTo::default()
+            })
+            .await;
+    }
+    if reply.is_positive() {
+        reply = tx.data(&[&signature, &bytes]).await;
+    }
+    if reply.is_positive() {
+        if let Err(e) = gw.state.mark_receipt_sent(key).await {
+            // The receipt is with the next hop; a retry may send a second one.
+            tracing::error!(error = %e, "cannot record the sender's receipt");
+        }
+        tracing::info!(tracking_id = %converted.tracking_id, "sender receipt relayed");
+    } else {
+        tx.reset().await;
+        tracing::warn!(
+            tracking_id = %converted.tracking_id,
+            reply = %reply.to_string().trim_end(),
+            "the next hop did not take the sender's receipt"
+        );
+    }
 }
 
 /// The client of a transaction as the next hop's XFORWARD describes it. No NAME: the gateway

@@ -49,6 +49,7 @@ impl Plan {
                 convert: Vec::new(),
                 total,
                 reason: NO_POLICY.into(),
+                whole_message: false,
             },
         }
     }
@@ -62,6 +63,7 @@ impl Plan {
                 convert: Vec::new(),
                 total: 0,
                 reason: "analysis failed; relayed unchanged".into(),
+                whole_message: false,
             },
         }
     }
@@ -75,10 +77,10 @@ impl Plan {
     }
 
     pub fn action(&self) -> Action {
-        if self.selection.convert.is_empty() {
-            Action::Pass
-        } else {
+        if self.selection.converts() {
             Action::Convert
+        } else {
+            Action::Pass
         }
     }
 

@@ -16,11 +16,15 @@
 //! - `allowedPasswordModes` (in priority order): the rule's mode when allowed; a rule with
 //!   `none` gets `GENERATED` when only that is allowed (stronger, and the sender still gets the
 //!   password by the upload summary); otherwise no transfer can be made ([`Forbidden`]).
-//! - `confidentialMessageRequired = true`: the gateway sends no confidential message
-//!   (`content = "message"` is not built), so no transfer can be made ([`Forbidden`]).
+//! - `confidentialMessageRequired = true`: only a whole-message transfer (`content = "message"`,
+//!   or a tagged message with `subject_tag_message`) carries one; for any other no transfer can
+//!   be made ([`Forbidden`] on `content`).
+//! - `confidentialMessageAllowed = false`: a whole-message transfer cannot be made
+//!   ([`Forbidden`]). Falling back to moving only the attachments would relay the text in
+//!   clear, which is exactly what the operator asked to prevent.
 //! - `maxRetentionPeriod`: caps `expiration_days`, with a day of margin (see [`expiry_days`]).
 
-use crate::config::{PasswordMode as RulePasswordMode, PolicyConfig};
+use crate::config::{Content, PasswordMode as RulePasswordMode, PolicyConfig};
 use crate::cryptshare::{PasswordMode, TransferPolicySettings};
 
 /// The settings of one transfer after the server's policy had its say.
@@ -112,15 +116,51 @@ pub fn expiry_days(rule_days: u32, max_retention: i64) -> i64 {
     }
 }
 
-/// The settings a transfer for `rule` sends under the policy answer `s`.
-pub fn reconcile(rule: &PolicyConfig, s: &TransferPolicySettings) -> Result<Applied, Forbidden> {
-    if s.confidential_message_required {
+/// Whether the server's confidential-message rules forbid this kind of transfer: the key of
+/// the rule to change and why.
+fn confidential_conflict(
+    rule: &PolicyConfig,
+    s: &TransferPolicySettings,
+    whole_message: bool,
+) -> Option<(&'static str, String)> {
+    if whole_message && !s.confidential_message_allowed {
+        let key = if rule.content == Content::Message {
+            "content"
+        } else {
+            "subject_tag_message"
+        };
+        return Some((
+            key,
+            "the Cryptshare server's policy does not allow a confidential message \
+             (confidentialMessageAllowed = false), which whole-message mode sends; valid \
+             under this policy: content = \"attachments\" without subject_tag_message"
+                .into(),
+        ));
+    }
+    if !whole_message && s.confidential_message_required {
+        return Some((
+            "content",
+            "the Cryptshare server's policy requires a confidential message \
+             (confidentialMessageRequired = true), which only whole-message mode sends; valid \
+             under this policy: content = \"message\""
+                .into(),
+        ));
+    }
+    None
+}
+
+/// The settings a transfer for `rule` sends under the policy answer `s`; `whole_message`: this
+/// transfer carries the message's text as its confidential message.
+pub fn reconcile(
+    rule: &PolicyConfig,
+    s: &TransferPolicySettings,
+    whole_message: bool,
+) -> Result<Applied, Forbidden> {
+    if let Some((key, message)) = confidential_conflict(rule, s, whole_message) {
         return Err(Forbidden {
             name: rule.name.clone(),
-            key: "senders",
-            message: "the Cryptshare server's policy requires a confidential message, which the \
-                      gateway does not send"
-                .into(),
+            key,
+            message,
         });
     }
     let (mode, mode_note) = password_mode(rule, s)?;
@@ -212,15 +252,20 @@ pub fn findings(
             message: format!("{} (sender {sender})", f.message),
         }),
     }
-    if s.confidential_message_required {
-        out.push(Finding {
-            error: true,
-            key: key("senders"),
-            message: format!(
-                "the Cryptshare server's policy requires a confidential message for {sender}, \
-                 which the gateway does not send"
-            ),
-        });
+    // The rule's own mode; a rule with `subject_tag_message` sends both kinds.
+    let kinds: &[bool] = match (rule.content, rule.subject_tag_message) {
+        (Content::Message, _) => &[true],
+        (Content::Attachments, false) => &[false],
+        (Content::Attachments, true) => &[false, true],
+    };
+    for &whole in kinds {
+        if let Some((k, message)) = confidential_conflict(rule, s, whole) {
+            out.push(Finding {
+                error: true,
+                key: key(k),
+                message: format!("{message} (sender {sender})"),
+            });
+        }
     }
     let mut locked = |name: &str, api: &str, ours: bool, default: bool| {
         if ours != default {
@@ -394,13 +439,13 @@ mod tests {
     #[test]
     fn locked_settings_are_left_to_the_server() {
         let mut s = open(vec![PasswordMode::Generated]);
-        let a = reconcile(&rule(), &s).unwrap();
+        let a = reconcile(&rule(), &s, false).unwrap();
         assert_eq!(a.show_file_names, Some(true));
         assert!(a.server_decided.is_empty());
         s.show_file_names_changeable = false;
         s.send_download_notifications_changeable = false;
         s.recipient_notification_editable = false;
-        let a = reconcile(&rule(), &s).unwrap();
+        let a = reconcile(&rule(), &s, false).unwrap();
         assert_eq!(
             (
                 a.show_file_names,
@@ -417,11 +462,12 @@ mod tests {
     fn password_mode_follows_the_server_or_is_a_configuration_error() {
         let mut r = rule();
         r.password_mode = RulePasswordMode::None;
-        let a = reconcile(&r, &open(vec![PasswordMode::Generated])).unwrap();
+        let a = reconcile(&r, &open(vec![PasswordMode::Generated]), false).unwrap();
         assert_eq!(a.mode, PasswordMode::Generated);
         let e = reconcile(
             &rule(),
             &open(vec![PasswordMode::None, PasswordMode::Manual]),
+            false,
         )
         .unwrap_err();
         assert_eq!(e.key, "password_mode");
@@ -447,6 +493,48 @@ mod tests {
         assert!(
             f.iter()
                 .any(|f| f.error && f.key == "policy[0].password_mode")
+        );
+    }
+
+    #[test]
+    fn confidential_message_rules_decide_whole_message_transfers() {
+        let mut whole = rule();
+        whole.content = Content::Message;
+        let mut s = open(vec![PasswordMode::Generated]);
+        // Not allowed: whole-message transfers are impossible, attachment ones fine.
+        s.confidential_message_allowed = false;
+        let e = reconcile(&whole, &s, true).unwrap_err();
+        assert_eq!(e.key, "content");
+        assert!(
+            e.message.contains("confidentialMessageAllowed = false"),
+            "{e}"
+        );
+        assert!(reconcile(&rule(), &s, false).is_ok());
+        let f = findings(0, &whole, "a@example.org", true, &s);
+        assert!(
+            f.iter().any(|f| f.error && f.key == "policy[0].content"),
+            "{f:?}"
+        );
+        let mut tagged = rule();
+        tagged.subject_tag = Some("[secure]".into());
+        tagged.subject_tag_message = true;
+        let f = findings(0, &tagged, "a@example.org", true, &s);
+        assert!(
+            f.iter()
+                .any(|f| f.error && f.key == "policy[0].subject_tag_message"),
+            "{f:?}"
+        );
+        // Required: only whole-message transfers.
+        s.confidential_message_allowed = true;
+        s.confidential_message_required = true;
+        assert!(reconcile(&whole, &s, true).is_ok());
+        let e = reconcile(&rule(), &s, false).unwrap_err();
+        assert_eq!(e.key, "content");
+        assert!(e.message.contains("content = \"message\""), "{e}");
+        assert!(
+            findings(0, &whole, "a@example.org", true, &s)
+                .iter()
+                .all(|f| !f.error)
         );
     }
 

@@ -158,6 +158,8 @@ pub(super) struct Job<'a> {
     pub message: Arc<Spooled>,
     pub analysis: &'a Analysis,
     pub selection: &'a [PartId],
+    /// Whole-message mode: the text goes as the transfer's confidential message.
+    pub whole_message: bool,
 }
 
 /// What the server's transfer policy allows for this transfer (step 1).
@@ -308,7 +310,7 @@ impl Job<'_> {
                 settings.max_total_size
             )));
         }
-        let applied = server_policy::reconcile(self.policy, &settings)?;
+        let applied = server_policy::reconcile(self.policy, &settings, self.whole_message)?;
         if !applied.server_decided.is_empty() {
             tracing::info!(
                 sender = %clean(self.sender, 254),
@@ -392,9 +394,15 @@ impl Job<'_> {
         let mut patch = TransferSessionPatch {
             expiration_date: Some(format_date_time(&allowed.expires.fixed_offset())),
             security_mode: Some(SecurityMode::one_time_password(mode, None)),
+            // Whole-message mode: the text is the confidential message and must not travel in
+            // Cryptshare's notification mail either; the server's default text says it all.
             notification_message: a.notification_editable.then(|| NotificationMessage {
                 subject: facts.subject.clone(),
-                body: facts::notification_body(raw, self.analysis).map(|t| facts::to_html(&t)),
+                body: if self.whole_message {
+                    None
+                } else {
+                    facts::notification_body(raw, self.analysis).map(|t| facts::to_html(&t))
+                },
             }),
             sender_language: Some(policy.language.clone()),
             recipient_language: Some(facts::recipient_language(policy, raw)),
@@ -479,7 +487,61 @@ impl Job<'_> {
                 .await?;
             stored.push(file);
         }
+        if self.whole_message {
+            self.upload_confidential_message(id, &stored).await?;
+        }
         Ok(stored)
+    }
+
+    /// Whole-message mode: the message without the attachments that travel as files — its
+    /// text and HTML bodies, inline images, everything else, with the header the sender wrote
+    /// and without the subject tag — as an RFC 5322 file `message.eml`, marked as the
+    /// transfer's confidential message (`confidentialMessageFileId`, API-NOTES §6.5). An .eml
+    /// is what Cryptshare's own Outlook add-in makes of a message, and it keeps what a text
+    /// file would lose (the HTML, its images, a forwarded message). Made in memory: it is the
+    /// message minus its largest parts. A continued session deletes the earlier attempt's
+    /// copy first (`keep_uploaded` keeps only attachment files), so it is always uploaded.
+    async fn upload_confidential_message(
+        &self,
+        id: &str,
+        files: &[StoredFile],
+    ) -> Result<(), ConvertError> {
+        let eml = {
+            let message = self.message.clone();
+            let analysis = self.analysis.clone();
+            let selection = self.selection.to_vec();
+            let tag = self.policy.subject_tag.clone();
+            tokio::task::spawn_blocking(move || {
+                let out = mime::without_parts(message.as_bytes(), &analysis, &selection)?;
+                Ok::<_, mime::RewriteError>(match tag.as_deref() {
+                    Some(tag) => mime::remove_subject_tag(&out, tag).unwrap_or(out),
+                    None => out,
+                })
+            })
+            .await
+            .map_err(|e| ConvertError::Local(format!("building the confidential message: {e}")))?
+            .map_err(|e| ConvertError::Local(format!("building the confidential message: {e}")))?
+        };
+        let name = confidential_name(files);
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&eml));
+        let size = eml.len() as u64;
+        let file_id = self
+            .cs
+            .register_file(self.sender, id, &name, size, &sha)
+            .await?;
+        let body = Bytes::from(eml);
+        self.cs
+            .upload_file(self.sender, id, &file_id, size, move || {
+                let body = body.clone();
+                async move { Ok(futures_util::stream::iter([Ok::<_, std::io::Error>(body)])) }
+            })
+            .await?;
+        let patch = TransferSessionPatch {
+            confidential_message_file_id: Some(file_id),
+            ..Default::default()
+        };
+        self.cs.patch_settings(self.sender, id, &patch).await?;
+        Ok(())
     }
 
     /// Whether the server mails the recipients: never with per-recipient links, where the
@@ -516,6 +578,7 @@ impl Job<'_> {
                     created,
                     recipient_links: links.to_vec(),
                     delivered: Vec::new(),
+                    receipt_sent: false,
                 },
             )
             .await
@@ -602,6 +665,19 @@ fn decoded_stream(
         }
     });
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// `message.eml`, or `message-2.eml` … when an attachment has that name already (file names
+/// are unique within a transfer).
+fn confidential_name(files: &[StoredFile]) -> String {
+    let taken = |n: &str| files.iter().any(|f| f.name.eq_ignore_ascii_case(n));
+    let mut name = "message.eml".to_string();
+    let mut i = 2;
+    while taken(&name) {
+        name = format!("message-{i}.eml");
+        i += 1;
+    }
+    name
 }
 
 /// Each recipient's link in a transfer status.

@@ -5,8 +5,8 @@
 //! structures, `internal_domains`, per-file filters, `threshold`, `subject_tag`. The pipeline's
 //! `plan` step (shared by `serve` and `explain`) is the only caller of both.
 
-use crate::config::{PolicyConfig, SignedHandling};
-use crate::mime::{Analysis, PartId};
+use crate::config::{Content, PolicyConfig, SignedHandling};
+use crate::mime::{Analysis, Class, PartId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pattern {
@@ -92,6 +92,18 @@ pub struct Selection {
     /// [`crate::mime::Part::transfer_size`]).
     pub total: u64,
     pub reason: String,
+    /// The whole message goes (`content = "message"`, or the subject tag with
+    /// `subject_tag_message`): its text as the transfer's confidential message, the parts in
+    /// `convert` as files; the relayed mail is a neutral notice. May convert with `convert`
+    /// empty (a message that is only text).
+    pub whole_message: bool,
+}
+
+impl Selection {
+    /// Whether anything goes to Cryptshare.
+    pub fn converts(&self) -> bool {
+        !self.convert.is_empty() || self.whole_message
+    }
 }
 
 /// Apply `policy` to an analysed message sent to `rcpts` (envelope recipients; empty = unknown,
@@ -107,6 +119,7 @@ pub fn select_for(policy: &PolicyConfig, analysis: &Analysis, rcpts: &[String]) 
         convert: Vec::new(),
         total,
         reason,
+        whole_message: false,
     };
     if flags.encrypted {
         return pass(0, "encrypted message: left unchanged".into());
@@ -146,8 +159,34 @@ pub fn select_for(policy: &PolicyConfig, analysis: &Analysis, rcpts: &[String]) 
             && !policy.exclude_files.iter().any(|g| glob_match(g, name))
     });
     let filtered = before - candidates.len();
-    let total: u64 = candidates.iter().map(|p| p.transfer_size()).sum();
-    if candidates.is_empty() {
+    let tagged = policy.subject_tag.as_deref().is_some_and(|tag| {
+        !tag.is_empty()
+            && analysis
+                .subject
+                .as_deref()
+                .is_some_and(|s| s.to_lowercase().contains(&tag.to_lowercase()))
+    });
+    // Whole-message mode moves the text too, so the threshold weighs the text as well, and a
+    // message without attachments may still go (its text is what must not travel in clear).
+    let whole_message =
+        policy.content == Content::Message || (tagged && policy.subject_tag_message);
+    let text: u64 = if whole_message {
+        analysis
+            .parts
+            .iter()
+            .filter(|p| p.class == Class::Body)
+            .map(|p| p.size)
+            .sum()
+    } else {
+        0
+    };
+    let total: u64 = candidates.iter().map(|p| p.transfer_size()).sum::<u64>() + text;
+    let what = if whole_message {
+        "the message (text and attachments)"
+    } else {
+        "attachments"
+    };
+    if candidates.is_empty() && (!whole_message || text == 0) {
         return pass(
             0,
             if filtered > 0 {
@@ -159,39 +198,36 @@ pub fn select_for(policy: &PolicyConfig, analysis: &Analysis, rcpts: &[String]) 
             },
         );
     }
-    let tagged = policy.subject_tag.as_deref().is_some_and(|tag| {
-        !tag.is_empty()
-            && analysis
-                .subject
-                .as_deref()
-                .is_some_and(|s| s.to_lowercase().contains(&tag.to_lowercase()))
-    });
     if !tagged && total <= policy.threshold {
         return pass(
             total,
             format!(
-                "attachments total {total} bytes, not above the threshold of {} bytes",
+                "{what} total {total} bytes, not above the threshold of {} bytes",
                 policy.threshold
             ),
         );
     }
     let mut convert: Vec<PartId> = candidates.iter().map(|p| p.id).collect();
     convert.sort_unstable();
-    let reason = if tagged && total <= policy.threshold {
+    let mut reason = if tagged && total <= policy.threshold {
         format!(
             "the subject carries the tag {:?}: converting {total} bytes",
             policy.subject_tag.as_deref().unwrap_or("")
         )
     } else {
         format!(
-            "attachments total {total} bytes, above the threshold of {} bytes",
+            "{what} total {total} bytes, above the threshold of {} bytes",
             policy.threshold
         )
     };
+    if whole_message {
+        reason.push_str("; whole message: the text goes as the confidential message");
+    }
     Selection {
         convert,
         total,
         reason,
+        whole_message,
     }
 }
 

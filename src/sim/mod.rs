@@ -215,6 +215,8 @@ pub enum Endpoint {
     RecipientInfo,
     RecipientFiles,
     RecipientDownload,
+    /// `GET /api/transfers/{id}/eml`: the confidential message with the files embedded.
+    RecipientEml,
     /// The web link `/download?id=…` of the notification mails.
     WebDownload,
 }

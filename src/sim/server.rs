@@ -732,6 +732,7 @@ pub(super) async fn serve(listener: KillListener, sim: Arc<Sim>, stop: oneshot::
         .route("/api/transfers/{rid}", get(recipient_info))
         .route("/api/transfers/{rid}/files", get(recipient_files))
         .route("/api/transfers/{rid}/files/{fid}", get(recipient_download))
+        .route("/api/transfers/{rid}/eml", get(recipient_eml))
         .route(
             "/_sim/faults",
             get(ctl_faults).post(ctl_add_fault).delete(ctl_clear_faults),

@@ -374,6 +374,19 @@ pub(super) async fn patch_session(
     {
         return Err(invalid("fileChecksumAlgorithm"));
     }
+    // `confidentialMessageFileId`: a registered file of this session, and only when the
+    // policy allows a confidential message (`confidentialMessageAllowed`; 409/2001, "cannot be
+    // applied due to transfer rule restrictions"). An explicit `null` clears it (the schema
+    // says `string`, its description "May be null": lenient, as a server would be).
+    if obj
+        .get("confidentialMessageFileId")
+        .is_some_and(|v| !v.is_null())
+        && !policy.confidential_message_allowed
+    {
+        return Err(rule(
+            "confidentialMessageFileId: the transfer policy allows no confidential message",
+        ));
+    }
     if let Some(f) = &patch.confidential_message_file_id
         && !s.files.iter().any(|x| x.id == *f)
     {
@@ -427,6 +440,12 @@ pub(super) async fn patch_session(
         file_checksum_algorithm,
         confidential_message_file_id
     );
+    if obj
+        .get("confidentialMessageFileId")
+        .is_some_and(serde_json::Value::is_null)
+    {
+        st.confidential_message_file_id = None;
+    }
     ok_json(&sim, session_view(s, &email, &tid))
 }
 

@@ -348,6 +348,20 @@ impl PgStore {
         Ok(())
     }
 
+    /// The receipt flag lives in the record's JSON (`receipt_sent`, read as false when absent),
+    /// set in place; only a finished record has one.
+    pub async fn mark_receipt_sent(&self, key: &str) -> Result<(), StateError> {
+        let c = self.inner.pool.get().await.map_err(db)?;
+        c.execute(
+            "UPDATE csgw_transfers SET record = jsonb_set(record, '{receipt_sent}', 'true'), \
+             updated = now() WHERE key = $1 AND record->>'state' = 'finished'",
+            &[&key],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     pub async fn remove(&self, key: &str) -> Result<(), StateError> {
         let token = self.fence(key);
         let mut c = self.inner.pool.get().await.map_err(db)?;

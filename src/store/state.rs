@@ -110,6 +110,14 @@ impl StateStore {
         }
     }
 
+    /// Record that the sender's receipt for the finished transfer `key` went out.
+    pub async fn mark_receipt_sent(&self, key: &str) -> Result<(), StateError> {
+        match self {
+            StateStore::File(f) => f.mark_receipt_sent(key),
+            StateStore::Postgres(p) => p.mark_receipt_sent(key).await,
+        }
+    }
+
     pub async fn remove(&self, key: &str) -> Result<(), StateError> {
         match self {
             StateStore::File(f) => f.remove(key),
@@ -190,6 +198,10 @@ pub enum Record {
         /// client sent them. A retry sends only the others.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         delivered: Vec<String>,
+        /// `sender_receipt`: the next hop took the sender's receipt. A retry of the message
+        /// (same key) sends none again. Absent (false) in records of older versions.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        receipt_sent: bool,
     },
 }
 
@@ -330,6 +342,21 @@ impl FileStore {
             return Ok(());
         }
         delivered.push(rcpt.to_string());
+        self.put(key, &record)
+    }
+
+    /// Record that the sender's receipt for the finished transfer `key` went out.
+    pub fn mark_receipt_sent(&self, key: &str) -> Result<(), StateError> {
+        let Some(mut record) = self.get(key)? else {
+            return Ok(());
+        };
+        let Record::Finished { receipt_sent, .. } = &mut record else {
+            return Ok(());
+        };
+        if *receipt_sent {
+            return Ok(());
+        }
+        *receipt_sent = true;
         self.put(key, &record)
     }
 
@@ -479,6 +506,7 @@ mod tests {
                 url: "https://cs/download?id=1".into(),
             }],
             delivered: vec![],
+            receipt_sent: false,
         };
         s.put("abc", &f).unwrap();
         assert_eq!(s.get("abc").unwrap(), Some(f.clone()));
