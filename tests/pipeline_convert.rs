@@ -571,3 +571,48 @@ async fn subject_tag_forces_conversion_below_the_threshold_and_leaves_the_subjec
     );
     h.stop().await;
 }
+
+/// `language = "auto"`: the message's `Content-Language:` (first tag with built-in texts)
+/// decides the Cryptshare session's `Accept-Language` and the notice; without one,
+/// `default_language`.
+#[tokio::test]
+async fn language_auto_follows_content_language_into_the_session_and_the_notice() {
+    let h = Harness::start(
+        "[[policy]]\nname = \"auto\"\nsenders = [\"*@example.org\"]\nthreshold = 1024\n\
+         language = \"auto\"\ndefault_language = \"nl\"\n",
+    )
+    .await;
+    let data = payload(4096, 21);
+    let part = (
+        "Content-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"",
+        &data[..],
+    );
+    let french = format!("{HEADERS}Content-Language: pt-BR, fr-CH\r\n");
+    for headers in [french.as_str(), HEADERS] {
+        let msg = mixed(headers, "Bonjour", &[part]);
+        assert_eq!(
+            h.send("alice@example.org", &["bob@example.net"], &msg)
+                .await,
+            OK
+        );
+    }
+    let langs: Vec<Option<String>> = h
+        .emu
+        .transfers()
+        .iter()
+        .map(|t| t.accept_language.clone())
+        .collect();
+    assert_eq!(langs, [Some("fr".to_string()), Some("nl".to_string())]);
+    let got = h.sink.messages();
+    assert_eq!(got.len(), 2);
+    let text = |i: usize| String::from_utf8_lossy(&got[i].data).into_owned();
+    assert!(
+        text(0).contains("[Cryptshare] Les pi=C3=A8ces jointes de ce message")
+            || text(0).contains("[Cryptshare] Les pièces jointes de ce message"),
+        "{}",
+        text(0)
+    );
+    assert!(text(1).contains("[Cryptshare] De bijlage"), "{}", text(1));
+    assert!(!text(1).contains("Les pi"), "{}", text(1));
+    h.stop().await;
+}
