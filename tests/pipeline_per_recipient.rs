@@ -328,7 +328,7 @@ async fn spool_mode_defers_only_the_refused_copy() {
     let msg = message(&payload(80 * 1024, 4));
     let reply = h.send("alice@example.org", &RCPTS, &msg).await;
     assert!(reply.starts_with("250 2.0.0 queued as "), "{reply}");
-    let q = h.gw.spool().unwrap().queue();
+    let q = h.gw.spool().unwrap().queue().file().unwrap();
     wait_for(|| q.count() == 0).await;
     assert_eq!(
         copies_to(&h),
@@ -366,7 +366,7 @@ async fn spool_mode_a_recipient_deferred_at_rcpt_gets_its_copy_from_the_same_tra
     h.sink.script(|s| {
         s.rcpt_replies.clear();
     });
-    let q = h.gw.spool().unwrap().queue();
+    let q = h.gw.spool().unwrap().queue().file().unwrap();
     wait_for(|| q.count() == 0).await;
     assert_eq!(
         copies_to(&h),

@@ -130,7 +130,7 @@ async fn queued_at_once_while_cryptshare_is_slow_then_converted_in_the_backgroun
     assert_eq!(ts.len(), 1);
     assert!(String::from_utf8_lossy(rewritten).contains(&ts[0].tracking_id));
     // The queue is empty again.
-    let q = h.gw.spool().unwrap().queue();
+    let q = h.gw.spool().unwrap().queue().file().unwrap();
     wait_for(|| q.count() == 0).await;
     h.stop().await;
 }
@@ -178,7 +178,7 @@ async fn a_cryptshare_refusal_is_one_failure_dsn_and_nothing_relayed() {
         "{text}"
     );
     assert_eq!(h.emu.stats().sessions_created, 0);
-    let q = h.gw.spool().unwrap().queue();
+    let q = h.gw.spool().unwrap().queue().file().unwrap();
     wait_for(|| q.count() == 0).await;
     // Exactly one message ever reached the next hop: the DSN.
     assert_eq!(h.sink.messages().len(), 1);
@@ -245,7 +245,7 @@ async fn deferred_beyond_the_lifetime_is_a_failure_dsn_unless_notify_never() {
     let text = String::from_utf8_lossy(dsn);
     assert!(text.contains("Mailbox busy, try later"), "{text}");
     assert!(text.contains(&id), "{text}");
-    let q = h.gw.spool().unwrap().queue();
+    let q = h.gw.spool().unwrap().queue().file().unwrap();
     wait_for(|| q.count() == 0).await;
     assert_eq!(h.sink.messages().len(), 2, "a DSN for NOTIFY=NEVER?");
     // The audit: the first attempt's line (delivered to `now`; the attempts refused at RCPT
@@ -284,7 +284,7 @@ async fn the_disk_reserve_is_452_at_mail_from_before_any_data() {
         "452 4.3.1 Insufficient system storage, try again later\r\n"
     );
     let _ = c.cmd("QUIT").await;
-    assert_eq!(h.gw.spool().unwrap().queue().count(), 0);
+    assert_eq!(h.gw.spool().unwrap().queue().file().unwrap().count(), 0);
     assert!(h.sink.messages().is_empty());
     h.stop().await;
 }

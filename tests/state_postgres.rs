@@ -10,7 +10,11 @@
 //! - a dead node's session that no retry continues is deleted by another node after the lease;
 //! - per-recipient copies: a copy delivered by node 1 is not sent again by node 2's retry;
 //! - PostgreSQL stopped: `451 4.3.0` for a message to convert, `/readyz` 503; started again:
-//!   `/readyz` 200 and the message is accepted.
+//!   `/readyz` 200 and the message is accepted;
+//! - spool mode on the shared queue: 100 messages queued across three nodes while the next hop
+//!   refuses, one node SIGKILLed, the next hop back: the other two deliver every message exactly
+//!   once (the dead node's too, after its leases ran out), one transfer per converted message;
+//!   the `queue` commands list, hold and release messages in the database.
 //!
 //! The database comes from `scripts/test-postgres.sh` (a private cluster: `CSG_TEST_PG_URL`,
 //! `CSG_TEST_PG_CTL`); without it these tests fail, they never skip. Each test has its own
@@ -31,6 +35,21 @@ use cryptshare_gateway_testkit::sink::{Script, Sink};
 use pipeline_support::*;
 use process::{Gw, LIMIT, spawn_gateway, try_send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn queue_command(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cryptshare-gateway"))
+        .arg("queue")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 /// Shared by the tests that only use the cluster; exclusive for the one that stops it.
 static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
@@ -198,7 +217,7 @@ async fn three_nodes_and_a_retry_on_another_node_make_one_transfer_and_one_deliv
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
 
     let msg = message(1);
     let first = send_one(&n1, &msg).await.unwrap();
@@ -508,4 +527,178 @@ async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
     assert_eq!(send_one(&gw, &message(4)).await.unwrap(), OK);
     assert_eq!(emu.transfers().len(), 1);
     assert_eq!(sink.messages().len(), 1);
+}
+
+/// Message `n` of the spool test: every fourth one with a 64 KB attachment (converted), the
+/// others a few KB of text.
+fn spool_message(n: usize) -> Vec<u8> {
+    let headers = format!(
+        "From: Alice Example <alice@example.org>\r\nTo: bob@example.net\r\n\
+         Subject: shared queue {n}\r\nMessage-ID: <shared-queue-{n}@example.org>\r\n\
+         Date: Mon, 02 Mar 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    );
+    if n.is_multiple_of(4) {
+        let name = format!("shared-{n:03}.bin");
+        mixed(
+            &headers,
+            &format!("message {n}"),
+            &[(
+                &format!(
+                    "Content-Type: application/octet-stream; name=\"{name}\"\r\n\
+                     Content-Disposition: attachment; filename=\"{name}\""
+                ),
+                &payload(64 * 1024, n as u64 + 11),
+            )],
+        )
+    } else {
+        let body = base64_lines(&payload(1024 + (n % 7) * 512, n as u64));
+        format!("{headers}Content-Type: text/plain\r\n\r\n{body}").into_bytes()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_mode_on_the_shared_queue_a_dead_nodes_messages_are_delivered_once_by_the_others() {
+    const MESSAGES: usize = 100;
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    // The next hop refuses every sender at first: everything waits in the queue.
+    let sink = Sink::start(Script {
+        mail_reply: Reply::new(451, [4, 3, 0], "Try again later"),
+        ..Script::default()
+    })
+    .await
+    .unwrap();
+    let spool = "[queue]\nmode = \"spool\"\nmin_backoff = \"1s\"\nmax_backoff = \"1s\"\n\
+                 concurrency = 4\nmin_free_space = 0\n";
+    let configs: Vec<PathBuf> = (1..=3)
+        .map(|n| node_config_with(dir.path(), n, sink.addr(), emu.addr(), &url, spool))
+        .collect();
+    let (n1, n2, n3) = tokio::join!(
+        spawn_gateway(&configs[0]),
+        spawn_gateway(&configs[1]),
+        spawn_gateway(&configs[2])
+    );
+    let mut nodes = [n1, n2, n3];
+    // Round robin over the nodes, four clients at a time.
+    let mut ids = std::collections::HashMap::new();
+    for batch in (0..MESSAGES).collect::<Vec<_>>().chunks(4) {
+        let sends = batch.iter().map(|&n| {
+            let addr = nodes[n % 3].smtp;
+            async move {
+                let r = try_send(
+                    addr,
+                    "alice@example.org",
+                    "bob@example.net",
+                    &spool_message(n),
+                )
+                .await;
+                (n, r)
+            }
+        });
+        for (n, r) in futures_util::future::join_all(sends).await {
+            let reply = r.unwrap();
+            let id = reply
+                .strip_prefix("250 2.0.0 queued as ")
+                .and_then(|r| r.strip_suffix("\r\n"))
+                .unwrap_or_else(|| panic!("message {n}: {reply:?}"))
+                .to_string();
+            ids.insert(n, id);
+        }
+    }
+    let db = connect(&url).await;
+    let by_node: Vec<i64> = db
+        .query(
+            "SELECT count(*) FROM csgw_queue GROUP BY queued_by ORDER BY queued_by",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(by_node.len(), 3, "queued by every node: {by_node:?}");
+    assert_eq!(by_node.iter().sum::<i64>(), MESSAGES as i64);
+    // Nothing got through, nothing was converted yet (the refusal comes before the data).
+    until("every node tried", async || {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM csgw_queue WHERE (envelope->>'attempts')::int > 0",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == MESSAGES as i64
+    })
+    .await;
+    assert!(sink.messages().is_empty());
+    assert!(emu.transfers().is_empty());
+
+    // The queue commands see the shared queue: list, and hold one message of node 1.
+    let (code, out, err) = queue_command(&configs[1], &["list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), MESSAGES, "{out}");
+    let held = ids[&3].clone();
+    let (code, out, err) = loop {
+        // Busy while a node's attempt holds it; the next try comes after that attempt.
+        let r = queue_command(&configs[2], &["hold", &held]);
+        if r.0 != 1 || !r.2.contains("being delivered") {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (code, out.as_str()),
+        (0, format!("{held}: held\n").as_str()),
+        "{err}"
+    );
+
+    // Node 1 dies with its messages in the queue (some of them leased by its attempts).
+    nodes[0].child.kill().await.unwrap();
+    let ok = Script::default().mail_reply;
+    sink.script(|s| s.mail_reply = ok);
+    let want = MESSAGES - 1;
+    until("every message but the held one delivered", async || {
+        sink.messages().len() >= want
+    })
+    .await;
+    let (code, out, err) = queue_command(&configs[1], &["release", &held]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{held}: released, next attempt now\n"));
+    until("the queue is empty", async || {
+        let n: i64 = db
+            .query_one("SELECT count(*) FROM csgw_queue", &[])
+            .await
+            .unwrap()
+            .get(0);
+        n == 0
+    })
+    .await;
+    let got = sink.messages();
+    let mut seen = std::collections::HashMap::<usize, usize>::new();
+    for m in &got {
+        let text = String::from_utf8_lossy(&m.data);
+        let n: usize = text
+            .split("Subject: shared queue ")
+            .nth(1)
+            .and_then(|t| t.split("\r\n").next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no subject in {text}"));
+        *seen.entry(n).or_default() += 1;
+        if n.is_multiple_of(4) {
+            assert!(
+                text.contains("moved to a secure Cryptshare transfer"),
+                "message {n} not converted"
+            );
+        }
+    }
+    for n in 0..MESSAGES {
+        assert_eq!(seen.get(&n), Some(&1), "message {n} (queue id {})", ids[&n]);
+    }
+    assert_eq!(got.len(), MESSAGES);
+    assert_eq!(emu.transfers().len(), MESSAGES.div_ceil(4));
+    assert_eq!(emu.open_sessions(), 0);
 }

@@ -1,13 +1,16 @@
 //! `cryptshare-gateway queue list|show|retry|delete|hold|release` (SPEC §3): spool mode's
-//! queue for the operator. The commands work on the queue's files (see
-//! [`crate::store::queue`]) and take each message's lease, so they never change a message while
-//! the running gateway delivers it; the gateway's scheduler sees a change within a second.
+//! queue for the operator. The commands work on the queue where the gateway keeps it — its
+//! files ([`crate::store::queue`]) or, with `state.backend = "postgres"`, the shared queue in
+//! the database ([`crate::store::pg_queue`]) — and take each message's lease, so they never
+//! change a message while a running gateway delivers it; the scheduler sees a change within a
+//! second.
 
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
 use crate::config::Config;
+use crate::store::pg_queue::{PgQueue, QueueStore};
 use crate::store::queue::{Envelope, Listed, Place, Queue, QueueError, RcptState};
 
 /// What a command printed and its exit status: 0 done, 1 nothing to do (no such message, held,
@@ -46,18 +49,48 @@ pub enum Action {
 }
 
 pub fn run(cfg: &Config, action: Action, id: Option<&str>, json: bool) -> Outcome {
-    let q = match Queue::open_for_tools(&cfg.state.dir) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Outcome::fail(2, format!("cannot start the runtime: {e}\n")),
+    };
+    rt.block_on(run_async(cfg, action, id, json))
+}
+
+async fn open(cfg: &Config) -> Result<QueueStore, String> {
+    match cfg.state.backend {
+        crate::config::StateBackend::File => Queue::open_for_tools(&cfg.state.dir)
+            .map(|q| QueueStore::File(std::sync::Arc::new(q)))
+            .map_err(|e| e.to_string()),
+        crate::config::StateBackend::Postgres => {
+            let pg = crate::store::postgres::PgStore::connect(&cfg.state, "queue-command")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(QueueStore::Postgres(PgQueue::new(
+                pg,
+                cfg.server.spool_memory_limit,
+                crate::store::spool::spool_dir(&cfg.state.dir),
+                cfg.state.dir.clone(),
+            )))
+        }
+    }
+}
+
+async fn run_async(cfg: &Config, action: Action, id: Option<&str>, json: bool) -> Outcome {
+    let q = match open(cfg).await {
         Ok(q) => q,
         Err(e) => return Outcome::fail(2, format!("{e}\n")),
     };
     let r = match (action, id) {
-        (Action::List, _) => list(&q, json),
+        (Action::List, _) => list(&q, json).await,
         (_, None) => return Outcome::fail(2, "a queue id is required\n".into()),
-        (Action::Show, Some(id)) => show(&q, id, json),
-        (Action::Retry, Some(id)) => retry(&q, id),
-        (Action::Delete, Some(id)) => delete(&q, id),
-        (Action::Hold, Some(id)) => hold(&q, id),
-        (Action::Release, Some(id)) => release(&q, id),
+        (Action::Show, Some(id)) => show(&q, id, json).await,
+        (Action::Retry, Some(id)) => retry(&q, id).await,
+        (Action::Delete, Some(id)) => delete(&q, id).await,
+        (Action::Hold, Some(id)) => hold(&q, id).await,
+        (Action::Release, Some(id)) => release(&q, id).await,
     };
     match r {
         Ok(o) => o,
@@ -108,8 +141,8 @@ fn entry_json(l: &Listed) -> Value {
     v
 }
 
-fn list(q: &Queue, json: bool) -> Result<Outcome, QueueError> {
-    let all = q.list_all()?;
+async fn list(q: &QueueStore, json: bool) -> Result<Outcome, QueueError> {
+    let all = q.list_all().await?;
     if json {
         let v: Vec<Value> = all.iter().map(entry_json).collect();
         return Ok(Outcome::ok(format!(
@@ -167,10 +200,11 @@ fn list(q: &Queue, json: bool) -> Result<Outcome, QueueError> {
     Ok(Outcome::ok(out))
 }
 
-fn show(q: &Queue, id: &str, json: bool) -> Result<Outcome, QueueError> {
-    let place = q.find(id)?;
+async fn show(q: &QueueStore, id: &str, json: bool) -> Result<Outcome, QueueError> {
+    let place = q.find(id).await?;
     let listed = q
-        .list_all()?
+        .list_all()
+        .await?
         .into_iter()
         .find(|l| l.id == id)
         .ok_or_else(|| QueueError::NotFound(id.to_string()))?;
@@ -225,17 +259,19 @@ fn show(q: &Queue, id: &str, json: bool) -> Result<Outcome, QueueError> {
     Ok(Outcome::ok(out))
 }
 
-fn update_active(q: &Queue, id: &str, f: impl FnOnce(&mut Envelope)) -> Result<(), QueueError> {
-    let lease = q.lease(Place::Active, id)?;
-    let mut env = q.envelope(Place::Active, id)?;
+async fn update_active(
+    q: &QueueStore,
+    id: &str,
+    f: impl FnOnce(&mut Envelope),
+) -> Result<(), QueueError> {
+    let lease = q.lease(Place::Active, id).await?;
+    let mut env = q.envelope(Place::Active, id).await?;
     f(&mut env);
-    q.update(Place::Active, &env)?;
-    drop(lease);
-    Ok(())
+    q.update(Place::Active, lease, &env).await
 }
 
-fn retry(q: &Queue, id: &str) -> Result<Outcome, QueueError> {
-    match q.find(id)? {
+async fn retry(q: &QueueStore, id: &str) -> Result<Outcome, QueueError> {
+    match q.find(id).await? {
         Place::Active => {}
         Place::Hold => {
             return Ok(Outcome::fail(
@@ -250,38 +286,39 @@ fn retry(q: &Queue, id: &str) -> Result<Outcome, QueueError> {
             ));
         }
     }
-    update_active(q, id, |e| e.next_attempt = 0)?;
+    update_active(q, id, |e| e.next_attempt = 0).await?;
     Ok(Outcome::ok(format!("{id}: next attempt now\n")))
 }
 
-fn delete(q: &Queue, id: &str) -> Result<Outcome, QueueError> {
-    let place = q.find(id)?;
-    let lease = q.lease(place, id)?;
-    q.remove(place, &lease, id)?;
+async fn delete(q: &QueueStore, id: &str) -> Result<Outcome, QueueError> {
+    let place = q.find(id).await?;
+    let lease = q.lease(place, id).await?;
+    q.remove(place, lease, id).await?;
     Ok(Outcome::ok(format!("{id}: deleted\n")))
 }
 
-fn hold(q: &Queue, id: &str) -> Result<Outcome, QueueError> {
-    match q.find(id)? {
+async fn hold(q: &QueueStore, id: &str) -> Result<Outcome, QueueError> {
+    match q.find(id).await? {
         Place::Active => {}
         Place::Hold => return Ok(Outcome::ok(format!("{id}: already held\n"))),
         Place::Corrupt => {
             return Ok(Outcome::fail(1, format!("{id} is quarantined\n")));
         }
     }
-    let lease = q.lease(Place::Active, id)?;
-    q.move_to(Place::Active, Place::Hold, &lease, id)?;
+    let lease = q.lease(Place::Active, id).await?;
+    q.move_to(Place::Active, Place::Hold, lease, id, None)
+        .await?;
     Ok(Outcome::ok(format!("{id}: held\n")))
 }
 
-fn release(q: &Queue, id: &str) -> Result<Outcome, QueueError> {
-    if q.find(id)? != Place::Hold {
+async fn release(q: &QueueStore, id: &str) -> Result<Outcome, QueueError> {
+    if q.find(id).await? != Place::Hold {
         return Ok(Outcome::fail(1, format!("{id} is not held\n")));
     }
-    let lease = q.lease(Place::Hold, id)?;
-    let mut env = q.envelope(Place::Hold, id)?;
+    let lease = q.lease(Place::Hold, id).await?;
+    let mut env = q.envelope(Place::Hold, id).await?;
     env.next_attempt = 0;
-    q.update(Place::Hold, &env)?;
-    q.move_to(Place::Hold, Place::Active, &lease, id)?;
+    q.move_to(Place::Hold, Place::Active, lease, id, Some(&env))
+        .await?;
     Ok(Outcome::ok(format!("{id}: released, next attempt now\n")))
 }

@@ -27,6 +27,7 @@ use crate::outbound::{Relay, RelayTransaction, dkim};
 use crate::policy::Rules;
 use crate::replies::{self, Reply};
 use crate::sim::{Emulator, EmulatorHandle};
+use crate::store::pg_queue::{PgQueue, QueueStore};
 use crate::store::queue::Queue;
 use crate::store::state::{Lease, StateError, StateStore};
 
@@ -93,8 +94,18 @@ impl Gateway {
             Some(a) => AuditLog::to_file(&a.file)?,
             None => AuditLog::to_tracing(),
         };
+        // The queue lives where the state does: with PostgreSQL, every node queues into and
+        // delivers from the one queue in the database (`store::pg_queue`).
         let spool = if cfg.queue.enabled() {
-            let queue = Queue::open(&cfg.state.dir)?;
+            let queue = match &state {
+                StateStore::File(_) => QueueStore::File(Arc::new(Queue::open(&cfg.state.dir)?)),
+                StateStore::Postgres(pg) => QueueStore::Postgres(PgQueue::new(
+                    pg.clone(),
+                    cfg.server.spool_memory_limit,
+                    crate::store::spool::spool_dir(&cfg.state.dir),
+                    cfg.state.dir.clone(),
+                )),
+            };
             Some(super::spool::Spool::new(queue, cfg))
         } else {
             None

@@ -41,9 +41,8 @@ use crate::mime;
 use crate::ops::{AuditRecord, Decision, QueueOutcome};
 use crate::outbound::ClientOrigin;
 use crate::replies::{self, Reply};
-use crate::store::queue::{
-    Envelope, Place, Queue, QueueError, QueuedClient, QueuedRcpt, RcptState,
-};
+use crate::store::pg_queue::QueueStore;
+use crate::store::queue::{Envelope, Place, QueueError, QueuedClient, QueuedRcpt, RcptState};
 use crate::store::spool::Spooled;
 
 /// Seconds since the epoch.
@@ -56,7 +55,7 @@ pub(super) fn now() -> i64 {
 
 /// The queue and its scheduler, owned by the gateway when any listener spools.
 pub struct Spool {
-    pub(super) queue: Arc<Queue>,
+    pub(super) queue: QueueStore,
     cfg: QueueConfig,
     hostname: String,
     max_message_size: u64,
@@ -76,9 +75,9 @@ pub struct Spool {
 }
 
 impl Spool {
-    pub(super) fn new(queue: Queue, cfg: &crate::config::Config) -> Spool {
+    pub(super) fn new(queue: QueueStore, cfg: &crate::config::Config) -> Spool {
         Spool {
-            queue: Arc::new(queue),
+            queue,
             cfg: cfg.queue.clone(),
             hostname: cfg.server.hostname.clone(),
             max_message_size: cfg.server.max_message_size,
@@ -91,7 +90,7 @@ impl Spool {
         }
     }
 
-    pub fn queue(&self) -> &Queue {
+    pub fn queue(&self) -> &QueueStore {
         &self.queue
     }
 
@@ -163,18 +162,7 @@ impl Spool {
         // sync waits for other sessions' renames (group commit, see `store::queue`) — on a
         // worker it would stall every session scheduled there.
         let size = t.message.len();
-        let written = {
-            let queue = self.queue.clone();
-            let env = env.clone();
-            let message = t.message;
-            tokio::task::spawn_blocking(move || queue.enqueue(&env, message.as_bytes())).await
-        };
-        let written = written.unwrap_or_else(|e| {
-            Err(QueueError::Io {
-                path: self.queue.root().to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        });
+        let written = self.queue.enqueue(env.clone(), t.message).await;
         match written {
             Ok(()) => {
                 tracing::info!(
@@ -230,11 +218,9 @@ pub(super) async fn run(gw: Weak<Gateway>) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
-            // Reads every envelope: on the blocking pool, not on a worker thread.
-            let q = spool.queue.clone();
-            let (due, count, oldest) = tokio::task::spawn_blocking(move || scan(&q))
-                .await
-                .unwrap_or_default();
+            // The file queue reads every envelope (on the blocking pool); PostgreSQL answers
+            // from its index.
+            let (due, count, oldest) = spool.queue.scan(now()).await;
             let age = oldest.map_or(0, |o| (now() - o).max(0));
             g.recorder.metrics.queue(count, age);
             spool
@@ -315,28 +301,6 @@ impl Drop for Inflight {
     }
 }
 
-/// Active messages whose next attempt is due, oldest first (a message being delivered is
-/// skipped later, by its lease); and the queue's length and oldest arrival for the metrics.
-fn scan(q: &Queue) -> (Vec<String>, usize, Option<i64>) {
-    let t = now();
-    let Ok(ids) = q.list(Place::Active) else {
-        return (Vec::new(), 0, None);
-    };
-    let held = q.list(Place::Hold).map(|h| h.len()).unwrap_or(0);
-    let count = ids.len() + held;
-    let mut oldest: Option<i64> = None;
-    let mut due = Vec::new();
-    for id in ids {
-        if let Ok(env) = q.envelope(Place::Active, &id) {
-            oldest = Some(oldest.map_or(env.arrival, |o| o.min(env.arrival)));
-            if env.next_attempt <= t {
-                due.push(id);
-            }
-        }
-    }
-    (due, count, oldest)
-}
-
 /// What one attempt decided for one recipient.
 enum Verdict {
     Delivered,
@@ -358,7 +322,7 @@ fn verdict(r: &Reply) -> Verdict {
 async fn attempt(gw: &Arc<Gateway>, id: &str) {
     let Some(spool) = gw.spool() else { return };
     let q = &spool.queue;
-    let lease = match q.lease(Place::Active, id) {
+    let lease = match q.lease(Place::Active, id).await {
         Ok(l) => l,
         Err(QueueError::Busy(_) | QueueError::NotFound(_)) => return,
         Err(e) => {
@@ -367,7 +331,7 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
         }
     };
     // Read under the lease: an attempt that just finished may have changed it.
-    let mut env = match q.envelope(Place::Active, id) {
+    let mut env = match q.envelope(Place::Active, id).await {
         Ok(e) => e,
         Err(QueueError::NotFound(_)) => return,
         Err(e) => {
@@ -378,13 +342,18 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
     if env.next_attempt > now() {
         return;
     }
-    let message = match q.message(Place::Active, id) {
+    let message = match q.message(Place::Active, id).await {
         Ok(m) => m,
-        Err(e) => {
+        Err(e @ (QueueError::Corrupt { .. } | QueueError::Io { .. })) => {
             // The envelope is there, the message is not (or cannot be read): nothing to
             // deliver, and retrying would not change that. Quarantined, reported.
             tracing::error!(queue_id = %id, error = %e, "queued message unreadable");
-            q.quarantine_leased(Place::Active, &lease, id, &e.to_string());
+            q.quarantine(Place::Active, lease, id, &e.to_string()).await;
+            return;
+        }
+        Err(e) => {
+            // The database is away: the next scan tries again.
+            tracing::error!(queue_id = %id, error = %e, "cannot read the queued message");
             return;
         }
     };
@@ -450,11 +419,11 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
     }
     // The DSNs first: a crash before the envelope update repeats a DSN, never loses one.
     if !failed.is_empty() {
-        send_dsn(gw, spool, &env, &failed, mime::DsnAction::Failed);
+        send_dsn(gw, spool, &env, &failed, mime::DsnAction::Failed).await;
         audit_failed(gw, &env, size, &failed, expired);
     }
     if delay_dsn {
-        send_dsn(gw, spool, &env, &deferred, mime::DsnAction::Delayed);
+        send_dsn(gw, spool, &env, &deferred, mime::DsnAction::Delayed).await;
     }
     let done = env.pending().next().is_none();
     if done {
@@ -474,25 +443,9 @@ async fn attempt(gw: &Arc<Gateway>, id: &str) {
             "deferred"
         );
     }
-    // On the blocking pool (fsyncs, the shared directory sync), still under the lease, which
-    // the closure owns and drops when the change is on disk.
-    let q = spool.queue.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let r = if done {
-            q.remove(Place::Active, &lease, &env.id)
-        } else {
-            q.update(Place::Active, &env)
-        };
-        drop(lease);
-        r
-    })
-    .await;
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(queue_id = %id, error = %e, "cannot update the queued message")
-        }
-        Err(e) => tracing::error!(queue_id = %id, error = %e, "queue update did not finish"),
+    // Still under the lease, which `finish` gives up only once the change is durable.
+    if let Err(e) = spool.queue.finish(Place::Active, lease, env, done).await {
+        tracing::error!(queue_id = %id, error = %e, "cannot update the queued message");
     }
 }
 
@@ -605,7 +558,7 @@ async fn relay_once(gw: &Arc<Gateway>, env: &Envelope, message: Spooled) -> Vec<
 
 /// Queue a DSN about `rcpts` to the message's sender — unless the sender is null, the message
 /// is itself a DSN, or every recipient's `NOTIFY=` excludes it.
-fn send_dsn(
+async fn send_dsn(
     gw: &Arc<Gateway>,
     spool: &Spool,
     env: &Envelope,
@@ -632,7 +585,7 @@ fn send_dsn(
     if wanted.is_empty() {
         return;
     }
-    let original = match spool.queue.message(Place::Active, &env.id) {
+    let original = match spool.queue.message(Place::Active, &env.id).await {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(queue_id = %env.id, error = %e, "cannot read the message for its DSN");
@@ -739,7 +692,11 @@ fn send_dsn(
         last_error: None,
         delay_warned: false,
     };
-    match spool.queue.enqueue(&dsn_env, &bytes.bytes) {
+    match spool
+        .queue
+        .enqueue(dsn_env, Spooled::from_bytes(bytes.bytes))
+        .await
+    {
         Ok(()) => {
             tracing::info!(
                 queue_id = %env.id,

@@ -32,9 +32,10 @@ use crate::config::StateConfig;
 
 /// The migrations, in order. Each runs once, inside the transaction that records it; a new
 /// version appends one and never edits an old one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE csgw_transfers (
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE csgw_transfers (
          key text PRIMARY KEY,
          record jsonb,
          updated timestamptz NOT NULL DEFAULT now(),
@@ -50,7 +51,32 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          delivered timestamptz NOT NULL DEFAULT now(),
          PRIMARY KEY (key, recipient)
      );",
-)];
+    ),
+    (
+        2,
+        // Spool mode's queue (`store::pg_queue`): one row per message with its envelope, the
+        // message in chunks beside it. `next_attempt` and `arrival` are the nodes' clocks
+        // (seconds since the epoch, as in the file queue's envelope); leases are the database's.
+        "CREATE TABLE csgw_queue (
+         id text PRIMARY KEY,
+         place text NOT NULL DEFAULT 'active' CHECK (place IN ('active', 'hold', 'corrupt')),
+         envelope jsonb NOT NULL,
+         arrival bigint NOT NULL,
+         next_attempt bigint NOT NULL,
+         size bigint NOT NULL,
+         queued_by text NOT NULL,
+         lease_owner text,
+         locked_until timestamptz
+     );
+     CREATE INDEX csgw_queue_due ON csgw_queue (next_attempt, id) WHERE place = 'active';
+     CREATE TABLE csgw_queue_chunk (
+         id text NOT NULL REFERENCES csgw_queue (id) ON DELETE CASCADE,
+         seq integer NOT NULL,
+         data bytea NOT NULL,
+         PRIMARY KEY (id, seq)
+     );",
+    ),
+];
 
 /// The advisory lock that serialises migrations of nodes starting at once ("csgw" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6373_6777;
@@ -73,6 +99,11 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The error with its causes: the driver's `Display` says only "db error" and keeps the
 /// server's message (which never holds the password) in its source.
 fn db(e: impl std::error::Error) -> StateError {
+    StateError::Database(db_text(e))
+}
+
+/// The driver's error with its causes, as text.
+pub(super) fn db_text(e: impl std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
@@ -83,7 +114,7 @@ fn db(e: impl std::error::Error) -> StateError {
         }
         cause = c.source();
     }
-    StateError::Database(text)
+    text
 }
 
 /// The shared part: the pool, this node's name, the leases it holds.
@@ -250,6 +281,29 @@ impl PgStore {
         tokio::spawn(health_loop(Arc::downgrade(&inner)));
         tracing::info!(url = %url, node = %inner.node, "state store on PostgreSQL");
         Ok(PgStore { inner })
+    }
+
+    /// The pool, this node's name and the lease length, for the queue (`store::pg_queue`),
+    /// which shares them.
+    pub(super) fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    pub(super) fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    pub(super) fn lease_length(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// A token for a new lease: this node's name and a counter.
+    pub(super) fn new_token(&self) -> String {
+        let n = self
+            .inner
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}:{n}", self.inner.node)
     }
 
     /// Whether the database answers (`/readyz`), updated by the health check.

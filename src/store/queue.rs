@@ -63,6 +63,12 @@ pub enum QueueError {
     NotFound(String),
     #[error("message {0} is being delivered or changed right now; try again")]
     Busy(String),
+    /// The PostgreSQL queue: the database is unreachable or refused a statement.
+    #[error("queue database: {0}")]
+    Database(String),
+    /// This node's lease on a queued message ran out (it stalled) and another node took it.
+    #[error("the lease on queued message {0} passed to another gateway node")]
+    LeaseLost(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> QueueError + '_ {
@@ -757,7 +763,7 @@ fn read_legacy_envelope(dir: &Path) -> Result<Envelope, Unreadable> {
 }
 
 /// Ids are what `new_queue_id` makes (hex); nothing that could walk out of the directory.
-fn valid_id(id: &str) -> Result<(), QueueError> {
+pub(super) fn valid_id(id: &str) -> Result<(), QueueError> {
     if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         Ok(())
     } else {
@@ -784,7 +790,7 @@ fn private_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-fn free_space(path: &Path) -> io::Result<u64> {
+pub(super) fn free_space(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
