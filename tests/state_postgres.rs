@@ -656,6 +656,17 @@ async fn spool_mode_on_the_shared_queue_a_dead_nodes_messages_are_delivered_once
         "{err}"
     );
 
+    // `find` reads the shared queue: a message node 1 queued, found through node 2's config.
+    let (code, out, err) = find_command(&configs[1], &["--queue-id", &ids[&6], "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["queue"][0]["queue_id"], ids[&6].as_str(), "{out}");
+    assert_eq!(v["queue"][0]["place"], "active");
+    assert_eq!(
+        v["queue"][0]["reason"], "451 4.3.0 Try again later",
+        "{out}"
+    );
+
     // Node 1 dies with its messages in the queue (some of them leased by its attempts).
     nodes[0].child.kill().await.unwrap();
     let ok = Script::default().mail_reply;
@@ -699,6 +710,36 @@ async fn spool_mode_on_the_shared_queue_a_dead_nodes_messages_are_delivered_once
         assert_eq!(seen.get(&n), Some(&1), "message {n} (queue id {})", ids[&n]);
     }
     assert_eq!(got.len(), MESSAGES);
-    assert_eq!(emu.transfers().len(), MESSAGES.div_ceil(4));
+    let transfers = emu.transfers();
+    assert_eq!(transfers.len(), MESSAGES.div_ceil(4));
     assert_eq!(emu.open_sessions(), 0);
+    // `find` reads the records in the database too.
+    let tracking = transfers[0].tracking_id.as_str();
+    let (code, out, err) = find_command(&configs[2], &["--tracking-id", tracking, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"][0]["tracking_id"], tracking, "{out}");
+    assert_eq!(v["state"][0]["state"], "finished");
+    assert!(
+        v["state"][0]["file"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgres:csgw_transfers/"),
+        "{out}"
+    );
+}
+
+fn find_command(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cryptshare-gateway"))
+        .arg("find")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -189,15 +189,23 @@ pub fn find(cfg: &Config, query: &Query) -> Result<Found, FindError> {
         .filter_map(|r| r.tracking_id.as_deref())
         .map(str::to_ascii_uppercase)
         .collect();
-    // The PostgreSQL store is not read here (find works without a database connection); the
-    // note says where the records are.
+    // With PostgreSQL, the records and the queue are read from the database (a connection of
+    // this command's own); when it cannot be reached, the audit file still answers.
+    let mut pg_queue = None;
     let scanned = if cfg.state.backend == crate::config::StateBackend::Postgres {
-        found.notes.push(
-            "state records are in PostgreSQL (state.backend = \"postgres\"), not searched: \
-             see table csgw_transfers (docs/high-availability.md)"
-                .to_string(),
-        );
-        Vec::new()
+        match read_postgres(cfg) {
+            Ok((records, queued)) => {
+                pg_queue = Some(queued);
+                records
+            }
+            Err(e) => {
+                found.notes.push(format!(
+                    "state database not searched: {e} (table csgw_transfers, \
+                     docs/high-availability.md)"
+                ));
+                Vec::new()
+            }
+        }
     } else {
         state::scan(&cfg.state.dir)?
     };
@@ -237,10 +245,16 @@ pub fn find(cfg: &Config, query: &Query) -> Result<Found, FindError> {
     }
     found.state.sort_by_key(|h| created(&h.record));
     // The queue, when there is one (spool mode); reading it never creates it.
-    if cfg.state.dir.join("queue").is_dir()
-        && let Ok(q) = crate::store::queue::Queue::open_for_tools(&cfg.state.dir)
-        && let Ok(all) = q.list_all()
-    {
+    let queued = match pg_queue {
+        Some(q) => Some(q),
+        None if cfg.state.dir.join("queue").is_dir() => {
+            crate::store::queue::Queue::open_for_tools(&cfg.state.dir)
+                .and_then(|q| q.list_all())
+                .ok()
+        }
+        None => None,
+    };
+    if let Some(all) = queued {
         found.queued = all
             .into_iter()
             .filter(|l| match query {
@@ -254,6 +268,30 @@ pub fn find(cfg: &Config, query: &Query) -> Result<Found, FindError> {
             .collect();
     }
     Ok(found)
+}
+
+/// The state records and the queue in PostgreSQL.
+fn read_postgres(
+    cfg: &Config,
+) -> Result<(Vec<state::ScannedRecord>, Vec<crate::store::queue::Listed>), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let pg = crate::store::postgres::PgStore::connect(&cfg.state, "find")
+            .await
+            .map_err(|e| e.to_string())?;
+        let records = pg.scan().await.map_err(|e| e.to_string())?;
+        let queue = crate::store::pg_queue::PgQueue::new(
+            pg,
+            cfg.server.spool_memory_limit,
+            crate::store::spool::spool_dir(&cfg.state.dir),
+            cfg.state.dir.clone(),
+        );
+        let queued = queue.list_all().await.map_err(|e| e.to_string())?;
+        Ok((records, queued))
+    })
 }
 
 /// The audit file and its uncompressed rotations (`FILE-20261127`, `FILE.1`: what logrotate's

@@ -478,6 +478,41 @@ impl PgStore {
         Ok(out)
     }
 
+    /// Every record, for reading (`find`), in the file store's [`ScannedRecord`] shape: the
+    /// "path" names the table and key.
+    pub async fn scan(&self) -> Result<Vec<super::state::ScannedRecord>, StateError> {
+        let c = self.inner.pool.get().await.map_err(db)?;
+        let rows = c
+            .query(
+                "SELECT key, record, ARRAY(SELECT recipient FROM csgw_delivered d \
+                 WHERE d.key = t.key ORDER BY delivered, recipient) \
+                 FROM csgw_transfers t WHERE record IS NOT NULL ORDER BY key",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let key: String = row.get(0);
+                let copies: Vec<String> = row.get(2);
+                let record = serde_json::from_value::<Record>(row.get(1))
+                    .map_err(|e| StateError::Database(format!("record {key} is corrupt: {e}")))
+                    .map(|mut r| {
+                        if let Record::Finished { delivered, .. } = &mut r {
+                            *delivered = copies;
+                        }
+                        r
+                    });
+                super::state::ScannedRecord {
+                    path: format!("postgres:csgw_transfers/{key}").into(),
+                    key,
+                    record,
+                }
+            })
+            .collect())
+    }
+
     /// Forget records unchanged for longer than `age` that no live node holds.
     pub async fn expire(&self, age: Duration) -> Result<usize, StateError> {
         let c = self.inner.pool.get().await.map_err(db)?;
