@@ -514,6 +514,15 @@ async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
         readyz(metrics).await == 503
     })
     .await;
+    // The metrics say so too, and count the failed operation.
+    let text = metrics_text(metrics).await;
+    assert!(text.contains("\ncsgw_state_db_up 0\n"), "{text}");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("csgw_state_db_operation_errors_total{op=") && !l.ends_with(" 0")
+        ),
+        "{text}"
+    );
     pg_ctl("start");
     let down = down.unwrap();
     assert!(
@@ -527,6 +536,28 @@ async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
     assert_eq!(send_one(&gw, &message(4)).await.unwrap(), OK);
     assert_eq!(emu.transfers().len(), 1);
     assert_eq!(sink.messages().len(), 1);
+    let text = metrics_text(metrics).await;
+    assert!(text.contains("\ncsgw_state_db_up 1\n"), "{text}");
+    assert!(
+        text.contains("\ncsgw_state_db_pool_max_connections 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("csgw_state_db_operation_duration_seconds_count{op=\"put\"}")
+            && !l.ends_with(" 0")),
+        "{text}"
+    );
+}
+
+async fn metrics_text(addr: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Message `n` of the spool test: every fourth one with a 64 KB attachment (converted), the

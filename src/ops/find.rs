@@ -279,9 +279,13 @@ fn read_postgres(
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let pg = crate::store::postgres::PgStore::connect(&cfg.state, "find")
-            .await
-            .map_err(|e| e.to_string())?;
+        let pg = crate::store::postgres::PgStore::connect(
+            &cfg.state,
+            "find",
+            crate::store::postgres::DbMetrics::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let records = pg.scan().await.map_err(|e| e.to_string())?;
         let queue = crate::store::pg_queue::PgQueue::new(
             pg,

@@ -198,6 +198,7 @@ pub struct Metrics {
     deferrals: Counter,
     queue_messages: Gauge,
     queue_oldest: Gauge<i64, AtomicI64>,
+    state_db: crate::store::postgres::DbMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -323,6 +324,43 @@ impl Metrics {
             Unit::Seconds,
             queue_oldest.clone(),
         );
+        let state_db = crate::store::postgres::DbMetrics::default();
+        registry.register_with_unit(
+            "state_db_operation_duration",
+            "State database (state.backend = postgres) operations by kind: pool checkout and statements",
+            Unit::Seconds,
+            state_db.operations.clone(),
+        );
+        registry.register(
+            "state_db_operation_errors",
+            "State database operations that failed, by kind",
+            state_db.errors.clone(),
+        );
+        registry.register(
+            "state_db_pool_connections",
+            "State database connections open (idle and in use)",
+            state_db.pool_size.clone(),
+        );
+        registry.register(
+            "state_db_pool_idle_connections",
+            "State database connections open and idle",
+            state_db.pool_idle.clone(),
+        );
+        registry.register(
+            "state_db_pool_max_connections",
+            "State database connections allowed (state.pool_size)",
+            state_db.pool_max.clone(),
+        );
+        registry.register(
+            "state_db_pool_waiting",
+            "Tasks waiting for a state database connection",
+            state_db.pool_waiting.clone(),
+        );
+        registry.register(
+            "state_db_up",
+            "1 while the state database answers the health check, else 0",
+            state_db.up.clone(),
+        );
         let start = Gauge::<i64, AtomicI64>::default();
         start.set(unix_seconds());
         registry.register("start_time_seconds", "Unix time the gateway started", start);
@@ -351,6 +389,7 @@ impl Metrics {
             deferrals,
             queue_messages,
             queue_oldest,
+            state_db,
         };
         m.init_closed_label_sets();
         m
@@ -469,6 +508,11 @@ impl Metrics {
     }
 
     /// The queue's length and the age of its oldest message, in seconds.
+    /// The state database's handles, for `store::postgres` to record into.
+    pub fn state_db(&self) -> crate::store::postgres::DbMetrics {
+        self.state_db.clone()
+    }
+
     pub fn queue(&self, messages: usize, oldest_age: i64) {
         self.queue_messages.set(messages as i64);
         self.queue_oldest.set(oldest_age);

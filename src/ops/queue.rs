@@ -65,9 +65,13 @@ async fn open(cfg: &Config) -> Result<QueueStore, String> {
             .map(|q| QueueStore::File(std::sync::Arc::new(q)))
             .map_err(|e| e.to_string()),
         crate::config::StateBackend::Postgres => {
-            let pg = crate::store::postgres::PgStore::connect(&cfg.state, "queue-command")
-                .await
-                .map_err(|e| e.to_string())?;
+            let pg = crate::store::postgres::PgStore::connect(
+                &cfg.state,
+                "queue-command",
+                crate::store::postgres::DbMetrics::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             Ok(QueueStore::Postgres(PgQueue::new(
                 pg,
                 cfg.server.spool_memory_limit,

@@ -88,7 +88,7 @@ impl Gateway {
     /// sessions a previous run left unfinished.
     pub async fn new(cfg: &Config, metrics: Arc<Metrics>) -> Result<Arc<Gateway>, PipelineError> {
         let relay = Relay::new(cfg)?;
-        let state = StateStore::open(&cfg.state, &cfg.server.hostname).await?;
+        let state = StateStore::open(&cfg.state, &cfg.server.hostname, metrics.state_db()).await?;
         let (cryptshare, embedded) = connect_cryptshare(cfg, metrics.clone()).await?;
         let log = match &cfg.audit {
             Some(a) => AuditLog::to_file(&a.file)?,

@@ -127,6 +127,15 @@ impl PgQueue {
         }
     }
 
+    /// Time and count one operation in the state database's metrics.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        f: impl std::future::Future<Output = Result<T, QueueError>>,
+    ) -> Result<T, QueueError> {
+        self.store.metrics().timed(op, f).await
+    }
+
     /// Free bytes where messages are received before they reach the database.
     pub fn free_space(&self) -> Result<u64, QueueError> {
         super::queue::free_space(&self.state_dir).map_err(|source| QueueError::Io {
@@ -559,7 +568,10 @@ impl QueueStore {
                     .await
                     .map_err(joined)?
             }
-            QueueStore::Postgres(q) => q.enqueue(&envelope, &message).await,
+            QueueStore::Postgres(q) => {
+                q.timed("queue_enqueue", q.enqueue(&envelope, &message))
+                    .await
+            }
         }
     }
 
@@ -572,31 +584,38 @@ impl QueueStore {
                     .await
                     .unwrap_or_default()
             }
-            QueueStore::Postgres(q) => q.scan(now).await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot scan the queue");
-                Default::default()
-            }),
+            QueueStore::Postgres(q) => {
+                q.timed("queue_scan", q.scan(now))
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot scan the queue");
+                        Default::default()
+                    })
+            }
         }
     }
 
     pub async fn lease(&self, place: Place, id: &str) -> Result<QueueLease, QueueError> {
         match self {
             QueueStore::File(q) => q.lease(place, id).map(QueueLease::File),
-            QueueStore::Postgres(q) => q.lease(place, id).await.map(QueueLease::Postgres),
+            QueueStore::Postgres(q) => q
+                .timed("queue_lease", q.lease(place, id))
+                .await
+                .map(QueueLease::Postgres),
         }
     }
 
     pub async fn envelope(&self, place: Place, id: &str) -> Result<Envelope, QueueError> {
         match self {
             QueueStore::File(q) => q.envelope(place, id),
-            QueueStore::Postgres(q) => q.envelope(place, id).await,
+            QueueStore::Postgres(q) => q.timed("queue_envelope", q.envelope(place, id)).await,
         }
     }
 
     pub async fn message(&self, place: Place, id: &str) -> Result<Spooled, QueueError> {
         match self {
             QueueStore::File(q) => q.message(place, id),
-            QueueStore::Postgres(q) => q.message(id).await,
+            QueueStore::Postgres(q) => q.timed("queue_message", q.message(id)).await,
         }
     }
 
@@ -641,7 +660,7 @@ impl QueueStore {
                 .map_err(joined)?
             }
             (QueueStore::Postgres(q), QueueLease::Postgres(l)) => {
-                q.finish(l, &envelope, done).await
+                q.timed("queue_finish", q.finish(l, &envelope, done)).await
             }
             _ => unreachable!("a lease belongs to its own backend"),
         }

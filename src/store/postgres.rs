@@ -23,6 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::watch;
@@ -117,6 +121,69 @@ pub(super) fn db_text(e: impl std::error::Error) -> String {
     text
 }
 
+/// The state database's metrics (`csgw_state_db_*`, registered by `ops::metrics`): how long
+/// each operation takes (pool checkout and statements), how many failed, the pool's
+/// connections and whether the database answers. The command-line tools use an unregistered
+/// [`DbMetrics::default`].
+#[derive(Clone)]
+pub struct DbMetrics {
+    pub operations: Family<DbOpLabels, Histogram, fn() -> Histogram>,
+    pub errors: Family<DbOpLabels, Counter>,
+    /// Connections open (idle and in use), idle, the pool's maximum, and tasks waiting for one.
+    pub pool_size: Gauge,
+    pub pool_idle: Gauge,
+    pub pool_max: Gauge,
+    pub pool_waiting: Gauge,
+    /// 1 while the health check gets answers, else 0.
+    pub up: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct DbOpLabels {
+    pub op: &'static str,
+}
+
+/// Statement latencies: milliseconds on a healthy database, seconds while it fails over.
+fn db_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Default for DbMetrics {
+    fn default() -> Self {
+        DbMetrics {
+            operations: Family::new_with_constructor(db_histogram),
+            errors: Family::default(),
+            pool_size: Gauge::default(),
+            pool_idle: Gauge::default(),
+            pool_max: Gauge::default(),
+            pool_waiting: Gauge::default(),
+            up: Gauge::default(),
+        }
+    }
+}
+
+impl DbMetrics {
+    /// Run one operation of the store or the queue, timed and counted as `op`.
+    pub async fn timed<T, E>(
+        &self,
+        op: &'static str,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let start = std::time::Instant::now();
+        let r = f.await;
+        let labels = DbOpLabels { op };
+        self.operations
+            .get_or_create(&labels)
+            .observe(start.elapsed().as_secs_f64());
+        if r.is_err() {
+            self.errors.get_or_create(&labels).inc();
+        }
+        r
+    }
+}
+
 /// The shared part: the pool, this node's name, the leases it holds.
 struct Inner {
     pool: Pool,
@@ -128,6 +195,7 @@ struct Inner {
     held: Mutex<HashMap<String, String>>,
     counter: std::sync::atomic::AtomicU64,
     health: watch::Sender<Result<(), String>>,
+    metrics: DbMetrics,
 }
 
 #[derive(Clone)]
@@ -225,7 +293,11 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StateError
 impl PgStore {
     /// Build the pool, apply the migrations (waiting for a node that applies them at the same
     /// time) and start the health check. `node` names this gateway in `lease_owner`.
-    pub async fn connect(cfg: &StateConfig, node: &str) -> Result<PgStore, StateError> {
+    pub async fn connect(
+        cfg: &StateConfig,
+        node: &str,
+        metrics: DbMetrics,
+    ) -> Result<PgStore, StateError> {
         let url = cfg
             .url
             .as_ref()
@@ -275,7 +347,9 @@ impl PgStore {
             held: Mutex::new(HashMap::new()),
             counter: Default::default(),
             health: watch::Sender::new(Err("not checked yet".into())),
+            metrics,
         });
+        inner.metrics.pool_max.set(cfg.pool_size as i64);
         migrate(&inner.pool).await?;
         let _ = inner.health.send_replace(Ok(()));
         tokio::spawn(health_loop(Arc::downgrade(&inner)));
@@ -291,6 +365,11 @@ impl PgStore {
 
     pub(super) fn node(&self) -> &str {
         &self.inner.node
+    }
+
+    /// Where its operations are timed and counted.
+    pub fn metrics(&self) -> &DbMetrics {
+        &self.inner.metrics
     }
 
     pub(super) fn lease_length(&self) -> Duration {
@@ -652,6 +731,12 @@ async fn health_loop(inner: std::sync::Weak<Inner>) {
                 p
             }
         };
+        let status = i.pool.status();
+        let m = &i.metrics;
+        m.up.set(i64::from(result.is_ok()));
+        m.pool_size.set(status.size as i64);
+        m.pool_idle.set(status.available as i64);
+        m.pool_waiting.set(status.waiting as i64);
         let was = i.health.send_replace(result.clone());
         match (&was, &result) {
             (Ok(()), Err(e)) => tracing::error!(error = %e, "the state database is unreachable"),

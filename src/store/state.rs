@@ -66,11 +66,15 @@ pub struct Lease {
 impl StateStore {
     /// Open the backend `[state] backend` names; `node` names this gateway in the database's
     /// leases (PostgreSQL).
-    pub async fn open(cfg: &crate::config::StateConfig, node: &str) -> Result<Self, StateError> {
+    pub async fn open(
+        cfg: &crate::config::StateConfig,
+        node: &str,
+        metrics: super::postgres::DbMetrics,
+    ) -> Result<Self, StateError> {
         Ok(match cfg.backend {
             crate::config::StateBackend::File => StateStore::File(FileStore::open(&cfg.dir)?),
             crate::config::StateBackend::Postgres => {
-                StateStore::Postgres(super::postgres::PgStore::connect(cfg, node).await?)
+                StateStore::Postgres(super::postgres::PgStore::connect(cfg, node, metrics).await?)
             }
         })
     }
@@ -92,21 +96,25 @@ impl StateStore {
     pub async fn get(&self, key: &str) -> Result<Option<Record>, StateError> {
         match self {
             StateStore::File(f) => f.get(key),
-            StateStore::Postgres(p) => p.get(key).await,
+            StateStore::Postgres(p) => p.metrics().timed("get", p.get(key)).await,
         }
     }
 
     pub async fn put(&self, key: &str, record: &Record) -> Result<(), StateError> {
         match self {
             StateStore::File(f) => f.put(key, record),
-            StateStore::Postgres(p) => p.put(key, record).await,
+            StateStore::Postgres(p) => p.metrics().timed("put", p.put(key, record)).await,
         }
     }
 
     pub async fn mark_delivered(&self, key: &str, rcpt: &str) -> Result<(), StateError> {
         match self {
             StateStore::File(f) => f.mark_delivered(key, rcpt),
-            StateStore::Postgres(p) => p.mark_delivered(key, rcpt).await,
+            StateStore::Postgres(p) => {
+                p.metrics()
+                    .timed("mark_delivered", p.mark_delivered(key, rcpt))
+                    .await
+            }
         }
     }
 
@@ -114,14 +122,18 @@ impl StateStore {
     pub async fn mark_receipt_sent(&self, key: &str) -> Result<(), StateError> {
         match self {
             StateStore::File(f) => f.mark_receipt_sent(key),
-            StateStore::Postgres(p) => p.mark_receipt_sent(key).await,
+            StateStore::Postgres(p) => {
+                p.metrics()
+                    .timed("mark_receipt_sent", p.mark_receipt_sent(key))
+                    .await
+            }
         }
     }
 
     pub async fn remove(&self, key: &str) -> Result<(), StateError> {
         match self {
             StateStore::File(f) => f.remove(key),
-            StateStore::Postgres(p) => p.remove(key).await,
+            StateStore::Postgres(p) => p.metrics().timed("remove", p.remove(key)).await,
         }
     }
 
@@ -130,14 +142,14 @@ impl StateStore {
     pub async fn pending(&self) -> Result<Vec<(String, Record)>, StateError> {
         match self {
             StateStore::File(f) => f.pending(),
-            StateStore::Postgres(p) => p.pending().await,
+            StateStore::Postgres(p) => p.metrics().timed("pending", p.pending()).await,
         }
     }
 
     pub async fn expire(&self, age: Duration) -> Result<usize, StateError> {
         match self {
             StateStore::File(f) => f.expire(age),
-            StateStore::Postgres(p) => p.expire(age).await,
+            StateStore::Postgres(p) => p.metrics().timed("expire", p.expire(age)).await,
         }
     }
 
@@ -146,7 +158,7 @@ impl StateStore {
         match self {
             StateStore::File(_) => Ok(Lease { _pg: None }),
             StateStore::Postgres(p) => Ok(Lease {
-                _pg: Some(p.lease(key).await?),
+                _pg: Some(p.metrics().timed("lease", p.lease(key)).await?),
             }),
         }
     }
@@ -155,7 +167,11 @@ impl StateStore {
     pub async fn try_lease(&self, key: &str) -> Result<Option<Lease>, StateError> {
         match self {
             StateStore::File(_) => Ok(Some(Lease { _pg: None })),
-            StateStore::Postgres(p) => Ok(p.try_lease(key).await?.map(|l| Lease { _pg: Some(l) })),
+            StateStore::Postgres(p) => Ok(p
+                .metrics()
+                .timed("try_lease", p.try_lease(key))
+                .await?
+                .map(|l| Lease { _pg: Some(l) })),
         }
     }
 }
