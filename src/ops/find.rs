@@ -287,12 +287,7 @@ fn read_postgres(
         .await
         .map_err(|e| e.to_string())?;
         let records = pg.scan().await.map_err(|e| e.to_string())?;
-        let queue = crate::store::pg_queue::PgQueue::new(
-            pg,
-            cfg.server.spool_memory_limit,
-            crate::store::spool::spool_dir(&cfg.state.dir),
-            cfg.state.dir.clone(),
-        );
+        let queue = crate::store::pg_queue::PgQueue::new(pg, cfg);
         let queued = queue.list_all().await.map_err(|e| e.to_string())?;
         Ok((records, queued))
     })

@@ -72,12 +72,7 @@ async fn open(cfg: &Config) -> Result<QueueStore, String> {
             )
             .await
             .map_err(|e| e.to_string())?;
-            Ok(QueueStore::Postgres(PgQueue::new(
-                pg,
-                cfg.server.spool_memory_limit,
-                crate::store::spool::spool_dir(&cfg.state.dir),
-                cfg.state.dir.clone(),
-            )))
+            Ok(QueueStore::Postgres(PgQueue::new(pg, cfg)))
         }
     }
 }

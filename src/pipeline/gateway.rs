@@ -99,12 +99,7 @@ impl Gateway {
         let spool = if cfg.queue.enabled() {
             let queue = match &state {
                 StateStore::File(_) => QueueStore::File(Arc::new(Queue::open(&cfg.state.dir)?)),
-                StateStore::Postgres(pg) => QueueStore::Postgres(PgQueue::new(
-                    pg.clone(),
-                    cfg.server.spool_memory_limit,
-                    crate::store::spool::spool_dir(&cfg.state.dir),
-                    cfg.state.dir.clone(),
-                )),
+                StateStore::Postgres(pg) => QueueStore::Postgres(PgQueue::new(pg.clone(), cfg)),
             };
             Some(super::spool::Spool::new(queue, cfg))
         } else {

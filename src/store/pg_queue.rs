@@ -113,17 +113,14 @@ impl Drop for PgQueueLease {
 }
 
 impl PgQueue {
-    pub fn new(
-        store: PgStore,
-        memory_limit: usize,
-        spool_dir: PathBuf,
-        state_dir: PathBuf,
-    ) -> PgQueue {
+    /// The queue of the gateway `cfg` configures, in `store`'s database: messages read back
+    /// spill like received ones (`server.spool_memory_limit`, under `state.dir`).
+    pub fn new(store: PgStore, cfg: &crate::config::Config) -> PgQueue {
         PgQueue {
             store,
-            memory_limit,
-            spool_dir,
-            state_dir,
+            memory_limit: cfg.server.spool_memory_limit,
+            spool_dir: super::spool::spool_dir(&cfg.state.dir),
+            state_dir: cfg.state.dir.clone(),
         }
     }
 
