@@ -11,6 +11,11 @@
 //! - per-recipient copies: a copy delivered by node 1 is not sent again by node 2's retry;
 //! - PostgreSQL stopped: `451 4.3.0` for a message to convert, `/readyz` 503; started again:
 //!   `/readyz` 200 and the message is accepted;
+//! - a node started while PostgreSQL is down: it listens, `451 4.3.0`, `/readyz` 503 with the
+//!   reason; the database back: it applies the migrations and accepts the message;
+//! - TLS to PostgreSQL (`sslmode=require`) verified against `state.ca_file` (the server's
+//!   connections are TLS 1.3), the password from `state.password_file`; without the CA the node
+//!   is not ready (`UnknownIssuer`) and answers 451;
 //! - spool mode on the shared queue: 100 messages queued across three nodes while the next hop
 //!   refuses, one node SIGKILLed, the next hop back: the other two deliver every message exactly
 //!   once (the dead node's too, after its leases ran out), one transfer per converted message;
@@ -121,6 +126,19 @@ fn node_config_with(
     url: &str,
     extra: &str,
 ) -> PathBuf {
+    node_config_full(root, n, next_hop, emu, url, "", extra)
+}
+
+/// With `state` appended to the `[state]` table and `extra` to the file.
+fn node_config_full(
+    root: &Path,
+    n: usize,
+    next_hop: SocketAddr,
+    emu: SocketAddr,
+    url: &str,
+    state: &str,
+    extra: &str,
+) -> PathBuf {
     let dir = root.join(format!("node{n}"));
     std::fs::create_dir_all(&dir).unwrap();
     let text = config_text(
@@ -132,7 +150,7 @@ fn node_config_with(
     .replace(
         "[state]\n",
         &format!(
-            "[state]\nbackend = \"postgres\"\nurl = \"{url}\"\nlease = \"{LEASE}\"\npool_size = 4\n"
+            "[state]\nbackend = \"postgres\"\nurl = \"{url}\"\nlease = \"{LEASE}\"\npool_size = 4\n{state}"
         ),
     );
     let (path, cfg) = write_config(&dir, &format!("{text}{extra}"));
@@ -480,16 +498,22 @@ async fn per_recipient_copies_delivered_by_one_node_are_not_sent_again_by_anothe
 
 /// `GET /readyz`: the status code (0 before the endpoint listens: it starts after SMTP).
 async fn readyz(addr: SocketAddr) -> u16 {
+    readyz_page(addr).await.0
+}
+
+/// `GET /readyz`: the status code and the body (the reasons it is not ready).
+async fn readyz_page(addr: SocketAddr) -> (u16, String) {
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return 0;
+        return (0, String::new());
     };
     s.write_all(b"GET /readyz HTTP/1.0\r\nHost: gw\r\n\r\n")
         .await
         .unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.unwrap();
-    let head = String::from_utf8_lossy(&out);
-    head[9..12].parse().unwrap()
+    let page = String::from_utf8_lossy(&out);
+    let body = page.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (page[9..12].parse().unwrap(), body.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,6 +572,138 @@ async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
             && !l.ends_with(" 0")),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_the_database_is_down_answers_451_then_takes_mail_when_it_is_back() {
+    let _alone = CLUSTER.write().await;
+    // A new database: the node applies the migrations only once it reaches the server.
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let extra = format!("[metrics]\nlisten = \"{metrics}\"\nprobe_interval = 0\n");
+    let cfg = node_config_with(dir.path(), 1, sink.addr(), emu.addr(), &url, &extra);
+
+    pg_ctl("stop");
+    // It starts (a systemd restart during an outage, or a site booting before its database)...
+    let gw = spawn_gateway(&cfg).await;
+    until("the endpoint listens", async || readyz(metrics).await != 0).await;
+    let (code, body) = readyz_page(metrics).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("state store"), "{body}");
+    assert!(body.contains("Connection refused"), "{body}");
+    // ... and takes no mail it could not record.
+    let down = send_one(&gw, &message(5)).await.unwrap();
+    assert!(
+        down.starts_with("451 4.3.0 Local error, try again later (state"),
+        "{down}"
+    );
+    pg_ctl("start");
+
+    until("ready once the database answers", async || {
+        readyz(metrics).await == 200
+    })
+    .await;
+    let c = connect(&url).await;
+    let version: i32 = c
+        .query_one("SELECT max(version) FROM csgw_schema_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2);
+    assert_eq!(send_one(&gw, &message(5)).await.unwrap(), OK);
+    assert_eq!(emu.transfers().len(), 1);
+    assert_eq!(sink.messages().len(), 1);
+}
+
+/// The password in a test URL (`postgres://csgw:PASSWORD@…`).
+fn password_of(url: &str) -> String {
+    let rest = &url["postgres://csgw:".len()..];
+    rest[..rest.find('@').unwrap()].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_verified_against_state_ca_file_and_the_password_comes_from_a_file()
+{
+    let _shared = CLUSTER.read().await;
+    let url = fresh_database().await;
+    let ca = std::env::var("CSG_TEST_PG_CA")
+        .expect("CSG_TEST_PG_CA is not set: run under scripts/test-postgres.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    let sink = Sink::start(Script::default()).await.unwrap();
+    // TLS required, the password not in the URL but in a file.
+    let password = password_of(&url);
+    let pw_file = dir.path().join("pg-password");
+    std::fs::write(&pw_file, format!("{password}\n")).unwrap();
+    let tls_url = url
+        .replace(&format!(":{password}@"), "@")
+        .replace("sslmode=disable", "sslmode=require");
+    let metrics = || {
+        let m = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        (
+            m,
+            format!("[metrics]\nlisten = \"{m}\"\nprobe_interval = 0\n"),
+        )
+    };
+    let pw = format!("password_file = \"{}\"\n", pw_file.display());
+    let (m1, x1) = metrics();
+    let cfg1 = node_config_full(
+        dir.path(),
+        1,
+        sink.addr(),
+        emu.addr(),
+        &tls_url,
+        &format!("{pw}ca_file = \"{ca}\"\n"),
+        &x1,
+    );
+    let gw1 = spawn_gateway(&cfg1).await;
+    until("node 1 ready over TLS", async || readyz(m1).await == 200).await;
+    assert_eq!(send_one(&gw1, &message(6)).await.unwrap(), OK);
+    assert_eq!(emu.transfers().len(), 1);
+    // The server says the gateway's connections are TLS.
+    let c = connect(&url).await;
+    let rows = c
+        .query(
+            "SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'cryptshare-gateway' AND a.datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert!(r.get::<_, bool>(0), "a gateway connection without TLS");
+        assert_eq!(r.get::<_, Option<String>>(1).as_deref(), Some("TLSv1.3"));
+    }
+
+    // Without the CA the server's certificate is not trusted (rustls always verifies, whatever
+    // the sslmode): the node starts, is not ready, says why, and takes no mail.
+    let (m2, x2) = metrics();
+    let cfg2 = node_config_full(dir.path(), 2, sink.addr(), emu.addr(), &tls_url, &pw, &x2);
+    let gw2 = spawn_gateway(&cfg2).await;
+    until("node 2's endpoint listens", async || readyz(m2).await != 0).await;
+    let (code, body) = readyz_page(m2).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("UnknownIssuer"), "{body}");
+    assert!(
+        !body.contains(&password),
+        "the password is on /readyz: {body}"
+    );
+    let refused = send_one(&gw2, &message(7)).await.unwrap();
+    assert!(
+        refused.starts_with("451 4.3.0 Local error, try again later (state"),
+        "{refused}"
+    );
+    assert_eq!(emu.transfers().len(), 1);
 }
 
 async fn metrics_text(addr: SocketAddr) -> String {

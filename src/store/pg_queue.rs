@@ -95,7 +95,7 @@ impl Drop for PgQueueLease {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let released = async {
-                    let c = store.pool().get().await.map_err(db)?;
+                    let c = store.client().await.map_err(db)?;
                     c.execute(
                         "UPDATE csgw_queue SET lease_owner = NULL, locked_until = NULL \
                          WHERE id = $1 AND lease_owner = $2",
@@ -147,7 +147,7 @@ impl PgQueue {
         valid_id(&envelope.id)?;
         let json = serde_json::to_value(envelope).expect("envelopes serialise");
         let bytes = message.as_bytes();
-        let mut c = self.store.pool().get().await.map_err(db)?;
+        let mut c = self.store.client().await.map_err(db)?;
         let tx = c.transaction().await.map_err(db)?;
         tx.execute(
             "INSERT INTO csgw_queue (id, envelope, arrival, next_attempt, size, queued_by) \
@@ -178,7 +178,7 @@ impl PgQueue {
     /// Due messages of `active` that no live node holds, oldest due first; the queue's length
     /// (active and held) and its oldest arrival.
     pub async fn scan(&self, now: i64) -> Result<(Vec<String>, usize, Option<i64>), QueueError> {
-        let c = self.store.pool().get().await.map_err(db)?;
+        let c = self.store.client().await.map_err(db)?;
         let due = c
             .query(
                 "SELECT id FROM csgw_queue WHERE place = 'active' AND next_attempt <= $1 \
@@ -208,7 +208,7 @@ impl PgQueue {
         valid_id(id)?;
         let token = self.store.new_token();
         let secs = self.store.lease_length().as_secs_f64();
-        let c = self.store.pool().get().await.map_err(db)?;
+        let c = self.store.client().await.map_err(db)?;
         let got = c
             .execute(
                 "UPDATE csgw_queue SET lease_owner = $2, \
@@ -248,7 +248,7 @@ impl PgQueue {
 
     pub async fn envelope(&self, place: Place, id: &str) -> Result<Envelope, QueueError> {
         valid_id(id)?;
-        let c = self.store.pool().get().await.map_err(db)?;
+        let c = self.store.client().await.map_err(db)?;
         let row = c
             .query_opt(
                 "SELECT envelope FROM csgw_queue WHERE id = $1 AND place = $2",
@@ -275,7 +275,7 @@ impl PgQueue {
     /// Missing or short chunks make it `Corrupt`.
     pub async fn message(&self, id: &str) -> Result<Spooled, QueueError> {
         valid_id(id)?;
-        let c = self.store.pool().get().await.map_err(db)?;
+        let c = self.store.client().await.map_err(db)?;
         let size: i64 = c
             .query_opt("SELECT size FROM csgw_queue WHERE id = $1", &[&id])
             .await
@@ -425,7 +425,7 @@ impl PgQueue {
         let id = lease.id.clone();
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &lease.token];
         params.extend_from_slice(extra);
-        let c = self.store.pool().get().await.map_err(db)?;
+        let c = self.store.client().await.map_err(db)?;
         let n = c.execute(sql, &params).await.map_err(db)?;
         lease.released = true;
         if n == 0 {
@@ -438,7 +438,7 @@ impl PgQueue {
     /// Where a message is.
     pub async fn find(&self, id: &str) -> Result<Place, QueueError> {
         valid_id(id)?;
-        let c = self.store.pool().get().await.map_err(db)?;
+        let c = self.store.client().await.map_err(db)?;
         let row = c
             .query_opt("SELECT place FROM csgw_queue WHERE id = $1", &[&id])
             .await
@@ -449,7 +449,7 @@ impl PgQueue {
 
     /// Everything, oldest id first, with envelopes where readable (`queue list`).
     pub async fn list_all(&self) -> Result<Vec<Listed>, QueueError> {
-        let c = self.store.pool().get().await.map_err(db)?;
+        let c = self.store.client().await.map_err(db)?;
         let rows = c
             .query(
                 "SELECT id, place, envelope, size FROM csgw_queue ORDER BY id",
@@ -488,7 +488,7 @@ async fn renew_loop(store: PgStore, id: String, token: String) {
     loop {
         tokio::time::sleep(every).await;
         let renewed = async {
-            let c = store.pool().get().await.map_err(db)?;
+            let c = store.client().await.map_err(db)?;
             c.execute(
                 "UPDATE csgw_queue SET locked_until = now() + make_interval(secs => $3) \
                  WHERE id = $1 AND lease_owner = $2",

@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -196,6 +197,32 @@ struct Inner {
     counter: std::sync::atomic::AtomicU64,
     health: watch::Sender<Result<(), String>>,
     metrics: DbMetrics,
+    /// Whether this process has seen the schema at its version ([`migrate`]). A gateway that
+    /// starts while the database is down ([`PgStore::start`]) applies the migrations when the
+    /// health check first reaches it; until then every operation fails (a 4xx) rather than
+    /// running statements against tables that may not exist yet.
+    migrated: AtomicBool,
+}
+
+/// Why no connection could be taken for an operation.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CheckoutError {
+    #[error(
+        "the state database's schema is not checked yet (the database was unreachable at start-up)"
+    )]
+    NotMigrated,
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl Inner {
+    /// A pooled connection for an operation, once the schema is known to be current.
+    async fn client(&self) -> Result<deadpool_postgres::Object, CheckoutError> {
+        if !self.migrated.load(Ordering::Acquire) {
+            return Err(CheckoutError::NotMigrated);
+        }
+        Ok(self.pool.get().await?)
+    }
 }
 
 #[derive(Clone)]
@@ -245,7 +272,7 @@ impl Drop for PgLease {
 }
 
 async fn release(inner: &Inner, key: &str, token: &str) -> Result<(), StateError> {
-    let c = inner.pool.get().await.map_err(db)?;
+    let c = inner.client().await.map_err(db)?;
     c.execute(
         "UPDATE csgw_transfers SET lease_owner = NULL, locked_until = NULL \
          WHERE key = $1 AND lease_owner = $2",
@@ -290,14 +317,9 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StateError
     Ok(builder.with_root_certificates(roots).with_no_client_auth())
 }
 
-impl PgStore {
-    /// Build the pool, apply the migrations (waiting for a node that applies them at the same
-    /// time) and start the health check. `node` names this gateway in `lease_owner`.
-    pub async fn connect(
-        cfg: &StateConfig,
-        node: &str,
-        metrics: DbMetrics,
-    ) -> Result<PgStore, StateError> {
+impl Inner {
+    /// The pool and this node's identity; connects to nothing yet.
+    fn build(cfg: &StateConfig, node: &str, metrics: DbMetrics) -> Result<Inner, StateError> {
         let url = cfg
             .url
             .as_ref()
@@ -340,7 +362,7 @@ impl PgStore {
             .build()
             .map_err(|e| StateError::Config(e.to_string()))?;
         let random: u32 = rand::random();
-        let inner = Arc::new(Inner {
+        let inner = Inner {
             pool,
             node: format!("{node}:{}:{random:08x}", std::process::id()),
             lease: cfg.lease,
@@ -348,19 +370,75 @@ impl PgStore {
             counter: Default::default(),
             health: watch::Sender::new(Err("not checked yet".into())),
             metrics,
-        });
+            migrated: AtomicBool::new(false),
+        };
         inner.metrics.pool_max.set(cfg.pool_size as i64);
+        tracing::debug!(url = %url, "state database");
+        Ok(inner)
+    }
+}
+
+impl PgStore {
+    /// Build the pool, apply the migrations (waiting for a node that applies them at the same
+    /// time) and start the health check; fails when the database cannot be reached. For the
+    /// command-line tools (`queue`, `find`), which have nothing to do without it. `node` names
+    /// this process in `lease_owner`.
+    pub async fn connect(
+        cfg: &StateConfig,
+        node: &str,
+        metrics: DbMetrics,
+    ) -> Result<PgStore, StateError> {
+        let inner = Arc::new(Inner::build(cfg, node, metrics)?);
         migrate(&inner.pool).await?;
-        let _ = inner.health.send_replace(Ok(()));
+        inner.migrated.store(true, Ordering::Release);
+        Ok(PgStore::running(inner))
+    }
+
+    /// As [`PgStore::connect`], for the gateway: a database that cannot be reached at start-up
+    /// is not fatal. The node starts, answers 451 to mail and `/readyz` 503 (the health check
+    /// says why), and applies the migrations when the database answers — as it would after the
+    /// database went away later. A node restarted by systemd during a database outage, or a
+    /// whole site booting with the gateways up before PostgreSQL, needs no manual restart.
+    /// What is not a connection problem (a schema newer than this binary, a migration the
+    /// server refuses) still stops the start.
+    pub async fn start(
+        cfg: &StateConfig,
+        node: &str,
+        metrics: DbMetrics,
+    ) -> Result<PgStore, StateError> {
+        let inner = Arc::new(Inner::build(cfg, node, metrics)?);
+        match inner.pool.get().await {
+            Ok(c) => {
+                drop(c);
+                migrate(&inner.pool).await?;
+                inner.migrated.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                let e = db_text(e);
+                tracing::error!(
+                    error = %e,
+                    "the state database is unreachable at start-up: mail gets 451 until it answers"
+                );
+                let _ = inner.health.send_replace(Err(e));
+            }
+        }
+        Ok(PgStore::running(inner))
+    }
+
+    fn running(inner: Arc<Inner>) -> PgStore {
+        if inner.migrated.load(Ordering::Acquire) {
+            let _ = inner.health.send_replace(Ok(()));
+            inner.metrics.up.set(1);
+        }
         tokio::spawn(health_loop(Arc::downgrade(&inner)));
-        tracing::info!(url = %url, node = %inner.node, "state store on PostgreSQL");
-        Ok(PgStore { inner })
+        tracing::info!(node = %inner.node, "state store on PostgreSQL");
+        PgStore { inner }
     }
 
     /// The pool, this node's name and the lease length, for the queue (`store::pg_queue`),
     /// which shares them.
-    pub(super) fn pool(&self) -> &Pool {
-        &self.inner.pool
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, CheckoutError> {
+        self.inner.client().await
     }
 
     pub(super) fn node(&self) -> &str {
@@ -400,7 +478,7 @@ impl PgStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Record>, StateError> {
-        let c = self.inner.pool.get().await.map_err(db)?;
+        let c = self.inner.client().await.map_err(db)?;
         let row = c
             .query_opt(
                 "SELECT record, ARRAY(SELECT recipient FROM csgw_delivered d \
@@ -436,7 +514,7 @@ impl PgStore {
             _ => Vec::new(),
         };
         let token = self.fence(key);
-        let mut c = self.inner.pool.get().await.map_err(db)?;
+        let mut c = self.inner.client().await.map_err(db)?;
         let tx = c.transaction().await.map_err(db)?;
         let n = tx
             .execute(
@@ -469,7 +547,7 @@ impl PgStore {
 
     /// One delivery row, only for a finished record (as the file store).
     pub async fn mark_delivered(&self, key: &str, rcpt: &str) -> Result<(), StateError> {
-        let c = self.inner.pool.get().await.map_err(db)?;
+        let c = self.inner.client().await.map_err(db)?;
         c.execute(
             "INSERT INTO csgw_delivered (key, recipient) SELECT $1, $2 WHERE EXISTS \
              (SELECT 1 FROM csgw_transfers WHERE key = $1 AND record->>'state' = 'finished') \
@@ -484,7 +562,7 @@ impl PgStore {
     /// The receipt flag lives in the record's JSON (`receipt_sent`, read as false when absent),
     /// set in place; only a finished record has one.
     pub async fn mark_receipt_sent(&self, key: &str) -> Result<(), StateError> {
-        let c = self.inner.pool.get().await.map_err(db)?;
+        let c = self.inner.client().await.map_err(db)?;
         c.execute(
             "UPDATE csgw_transfers SET record = jsonb_set(record, '{receipt_sent}', 'true'), \
              updated = now() WHERE key = $1 AND record->>'state' = 'finished'",
@@ -497,7 +575,7 @@ impl PgStore {
 
     pub async fn remove(&self, key: &str) -> Result<(), StateError> {
         let token = self.fence(key);
-        let mut c = self.inner.pool.get().await.map_err(db)?;
+        let mut c = self.inner.client().await.map_err(db)?;
         let tx = c.transaction().await.map_err(db)?;
         let n = tx
             .execute(
@@ -536,7 +614,7 @@ impl PgStore {
     /// The pending records no live node holds a lease on: those of a crashed node (once its
     /// lease ran out) or of failed attempts that kept their record for the retry.
     pub async fn pending(&self) -> Result<Vec<(String, Record)>, StateError> {
-        let c = self.inner.pool.get().await.map_err(db)?;
+        let c = self.inner.client().await.map_err(db)?;
         let rows = c
             .query(
                 "SELECT key, record FROM csgw_transfers WHERE record->>'state' = 'pending' \
@@ -560,7 +638,7 @@ impl PgStore {
     /// Every record, for reading (`find`), in the file store's [`ScannedRecord`] shape: the
     /// "path" names the table and key.
     pub async fn scan(&self) -> Result<Vec<super::state::ScannedRecord>, StateError> {
-        let c = self.inner.pool.get().await.map_err(db)?;
+        let c = self.inner.client().await.map_err(db)?;
         let rows = c
             .query(
                 "SELECT key, record, ARRAY(SELECT recipient FROM csgw_delivered d \
@@ -594,7 +672,7 @@ impl PgStore {
 
     /// Forget records unchanged for longer than `age` that no live node holds.
     pub async fn expire(&self, age: Duration) -> Result<usize, StateError> {
-        let c = self.inner.pool.get().await.map_err(db)?;
+        let c = self.inner.client().await.map_err(db)?;
         let n = c
             .execute(
                 "DELETE FROM csgw_transfers WHERE updated < now() - make_interval(secs => $1) \
@@ -613,7 +691,7 @@ impl PgStore {
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let token = format!("{}:{n}", self.inner.node);
-        let c = self.inner.pool.get().await.map_err(db)?;
+        let c = self.inner.client().await.map_err(db)?;
         let got = c
             .execute(
                 "INSERT INTO csgw_transfers (key, lease_owner, locked_until) \
@@ -681,7 +759,7 @@ async fn renew_loop(inner: std::sync::Weak<Inner>, key: String, token: String) {
             return;
         };
         let renewed = async {
-            let c = i.pool.get().await.map_err(db)?;
+            let c = i.client().await.map_err(db)?;
             c.execute(
                 "UPDATE csgw_transfers SET locked_until = now() + make_interval(secs => $3) \
                  WHERE key = $1 AND lease_owner = $2",
@@ -710,10 +788,16 @@ async fn health_loop(inner: std::sync::Weak<Inner>) {
             return;
         };
         let check = async {
-            let c = i.pool.get().await.map_err(|e| e.to_string())?;
-            c.simple_query("SELECT 1")
-                .await
-                .map_err(|e| e.to_string())?;
+            let c = i.pool.get().await.map_err(db_text)?;
+            c.simple_query("SELECT 1").await.map_err(db_text)?;
+            drop(c);
+            // A node that started while the database was down brings the schema up to date
+            // first (as `connect` would have), then takes mail.
+            if !i.migrated.load(Ordering::Acquire) {
+                migrate(&i.pool).await.map_err(|e| e.to_string())?;
+                i.migrated.store(true, Ordering::Release);
+                tracing::info!("the state database's schema is current");
+            }
             Ok::<(), String>(())
         };
         let result = match tokio::time::timeout(CHECK_TIMEOUT, check).await {

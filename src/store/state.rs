@@ -74,7 +74,7 @@ impl StateStore {
         Ok(match cfg.backend {
             crate::config::StateBackend::File => StateStore::File(FileStore::open(&cfg.dir)?),
             crate::config::StateBackend::Postgres => {
-                StateStore::Postgres(super::postgres::PgStore::connect(cfg, node, metrics).await?)
+                StateStore::Postgres(super::postgres::PgStore::start(cfg, node, metrics).await?)
             }
         })
     }
