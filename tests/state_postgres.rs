@@ -13,6 +13,9 @@
 //!   `/readyz` 200 and the message is accepted;
 //! - a node started while PostgreSQL is down: it listens, `451 4.3.0`, `/readyz` 503 with the
 //!   reason; the database back: it applies the migrations and accepts the message;
+//! - PostgreSQL stopped while two spool-mode nodes deliver and take mail: `451` during the
+//!   outage, every message delivered exactly once (the deliveries in flight record their end
+//!   when it is back, within the lease), one transfer per converted message;
 //! - TLS to PostgreSQL (`sslmode=require`) verified against `state.ca_file` (the server's
 //!   connections are TLS 1.3), the password from `state.password_file`; without the CA the node
 //!   is not ready (`UnknownIssuer`) and answers 451;
@@ -129,7 +132,8 @@ fn node_config_with(
     node_config_full(root, n, next_hop, emu, url, "", extra)
 }
 
-/// With `state` appended to the `[state]` table and `extra` to the file.
+/// With `state` appended to the `[state]` table (its `lease` replaces [`LEASE`]) and `extra`
+/// to the file.
 fn node_config_full(
     root: &Path,
     n: usize,
@@ -139,6 +143,11 @@ fn node_config_full(
     state: &str,
     extra: &str,
 ) -> PathBuf {
+    let lease = if state.contains("lease =") {
+        String::new()
+    } else {
+        format!("lease = \"{LEASE}\"\n")
+    };
     let dir = root.join(format!("node{n}"));
     std::fs::create_dir_all(&dir).unwrap();
     let text = config_text(
@@ -149,9 +158,7 @@ fn node_config_full(
     )
     .replace(
         "[state]\n",
-        &format!(
-            "[state]\nbackend = \"postgres\"\nurl = \"{url}\"\nlease = \"{LEASE}\"\npool_size = 4\n{state}"
-        ),
+        &format!("[state]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 4\n{lease}{state}"),
     );
     let (path, cfg) = write_config(&dir, &format!("{text}{extra}"));
     assert_eq!(
@@ -929,4 +936,139 @@ fn find_command(config: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The subject numbers of the messages the sink received (`Subject: shared queue N`).
+fn delivered_numbers(sink: &Sink) -> std::collections::HashMap<usize, usize> {
+    let mut seen = std::collections::HashMap::<usize, usize>::new();
+    for m in &sink.messages() {
+        let text = String::from_utf8_lossy(&m.data);
+        let n: usize = text
+            .split("Subject: shared queue ")
+            .nth(1)
+            .and_then(|t| t.split("\r\n").next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no subject in {text}"));
+        *seen.entry(n).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_run_in_spool_mode_loses_nothing_and_answers_4xx_while_down() {
+    const BEFORE: usize = 24;
+    const DURING: usize = 8;
+    const AFTER: usize = 16;
+    const CONCURRENCY: usize = 4;
+    let _alone = CLUSTER.write().await;
+    let url = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(dir.path().join("sim")).await;
+    // A next hop that takes a while for each message: deliveries are in flight when the
+    // database goes away.
+    let sink = Sink::start(Script {
+        slow_data_end: Some(Duration::from_millis(300)),
+        ..Script::default()
+    })
+    .await
+    .unwrap();
+    let spool = format!(
+        "[queue]\nmode = \"spool\"\nmin_backoff = \"1s\"\nmax_backoff = \"1s\"\n\
+         concurrency = {CONCURRENCY}\nmin_free_space = 0\n"
+    );
+    // No node dies here, so the lease can be as long as in production (30 s by default): what
+    // matters is that it outlasts the outage, during which no node can renew it.
+    let configs: Vec<PathBuf> = (1..=2)
+        .map(|n| {
+            let lease = "lease = \"10s\"\n";
+            node_config_full(dir.path(), n, sink.addr(), emu.addr(), &url, lease, &spool)
+        })
+        .collect();
+    let (n1, n2) = tokio::join!(spawn_gateway(&configs[0]), spawn_gateway(&configs[1]));
+    let nodes = [n1, n2];
+    let send = |n: usize| {
+        let addr = nodes[n % 2].smtp;
+        async move {
+            let r = try_send(
+                addr,
+                "alice@example.org",
+                "bob@example.net",
+                &spool_message(n),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("message {n}: the connection died: {e}"));
+            (n, r)
+        }
+    };
+    let queued = |n: usize, r: &str| {
+        assert!(r.starts_with("250 2.0.0 queued as "), "message {n}: {r:?}");
+    };
+    for batch in (0..BEFORE).collect::<Vec<_>>().chunks(4) {
+        for (n, r) in futures_util::future::join_all(batch.iter().map(|&n| send(n))).await {
+            queued(n, &r);
+        }
+    }
+    // Some delivered, some on their way to the next hop, the rest waiting: the database dies.
+    until("the first deliveries", async || !sink.messages().is_empty()).await;
+    pg_ctl("stop");
+    let stopped_with = sink.messages().len();
+    // While it is down no message gets a 250: the queue is in the database.
+    for (n, r) in futures_util::future::join_all((BEFORE..BEFORE + DURING).map(send)).await {
+        assert!(
+            r.starts_with("451 4.3.0 Local error, try again later"),
+            "message {n} while the database is down: {r:?}"
+        );
+    }
+    pg_ctl("start");
+    // The upstream retries what got a 4xx, and sends more; a node takes mail again as soon as
+    // its database answers (4xx until then).
+    for batch in (BEFORE..BEFORE + DURING + AFTER)
+        .collect::<Vec<_>>()
+        .chunks(4)
+    {
+        for &n in batch {
+            let mut tries = 0;
+            loop {
+                let (_, r) = send(n).await;
+                if r.starts_with("250 ") {
+                    queued(n, &r);
+                    break;
+                }
+                assert!(r.starts_with("451 4.3.0 "), "message {n}: {r:?}");
+                tries += 1;
+                assert!(tries < 200, "message {n} never accepted: {r:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let total = BEFORE + DURING + AFTER;
+    let db = connect(&url).await;
+    until("the queue is empty", async || {
+        let n: i64 = db
+            .query_one("SELECT count(*) FROM csgw_queue", &[])
+            .await
+            .unwrap()
+            .get(0);
+        n == 0
+    })
+    .await;
+    let seen = delivered_numbers(&sink);
+    for n in 0..total {
+        assert!(seen.contains_key(&n), "message {n} was lost");
+    }
+    // Exactly once: the deliveries in flight at the stop (their next hop said 250 while the
+    // database was gone) record their end once it is back, within the lease, before any other
+    // node may take them again.
+    let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "delivered more than once: {twice:?} ({stopped_with} delivered at the stop)"
+    );
+    let transfers = emu.transfers();
+    assert_eq!(
+        transfers.len(),
+        total.div_ceil(4),
+        "one transfer per converted message"
+    );
+    assert_eq!(emu.open_sessions(), 0);
 }

@@ -29,6 +29,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
@@ -425,8 +426,30 @@ impl PgQueue {
         let id = lease.id.clone();
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &lease.token];
         params.extend_from_slice(extra);
-        let c = self.store.client().await.map_err(db)?;
-        let n = c.execute(sql, &params).await.map_err(db)?;
+        // The attempt's outcome is known here (for `DELETE`: the next hop said 250) and must
+        // not be lost to a database that is away for a moment (a restart, a failover): the
+        // statement is tried again until it lands. Other nodes cannot take the message before
+        // the lease, renewed until just now, runs out; and since the statement is fenced by
+        // the token, a late success after that is still right (no row: another node has it).
+        // Only an outage longer than the lease leaves a delivered message to be delivered
+        // again. Gives up after twice the lease, when another node will have taken over.
+        let first_failure = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        let n = loop {
+            let tried = async {
+                let c = self.store.client().await.map_err(db)?;
+                c.execute(sql, &params).await.map_err(db)
+            };
+            match tried.await {
+                Ok(n) => break n,
+                Err(e) if first_failure.elapsed() < 2 * self.store.lease_length() => {
+                    tracing::warn!(queue_id = %id, error = %e, "cannot record the end of an attempt yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         lease.released = true;
         if n == 0 {
             tracing::error!(queue_id = %id, "the lease on a queued message passed to another node before its attempt ended");
