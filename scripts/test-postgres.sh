@@ -67,13 +67,15 @@ chmod 644 "$work/ca.pem"
 
 # fsync=off: the cluster dies with the test run, and `stop` (immediate, as a crash) keeps what
 # the OS has; synchronous_commit stays on, since a commit still in the server's WAL buffers
-# would be lost by that stop.
+# would be lost by that stop. CSG_PG_FSYNC=on (the benchmarks) keeps PostgreSQL's default.
+fsync=${CSG_PG_FSYNC:-off}
+case "$fsync" in on|off) ;; *) echo "CSG_PG_FSYNC must be on or off, not $fsync" >&2; exit 2 ;; esac
 cat >"$work/pgctl" <<EOF
 #!/bin/sh
 # The private test cluster in $work: start | stop.
 case "\$1" in
   start) exec $as_user "$bin/pg_ctl" -D "$work/data" -l "$work/postgres.log" -w -t 60 \
-           -o "-c listen_addresses=127.0.0.1 -p $port -k $work -c fsync=off -c max_connections=300 -c ssl=on -c ssl_cert_file=$work/server.pem -c ssl_key_file=$work/server.key" start >/dev/null ;;
+           -o "-c listen_addresses=127.0.0.1 -p $port -k $work -c fsync=$fsync -c max_connections=300 -c ssl=on -c ssl_cert_file=$work/server.pem -c ssl_key_file=$work/server.key" start >/dev/null ;;
   stop) exec $as_user "$bin/pg_ctl" -D "$work/data" -w -t 60 -m immediate stop >/dev/null ;;
   *) echo "usage: \$0 start|stop" >&2; exit 2 ;;
 esac
