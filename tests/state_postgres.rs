@@ -503,6 +503,19 @@ async fn per_recipient_copies_delivered_by_one_node_are_not_sent_again_by_anothe
     assert_eq!(n, 3);
 }
 
+/// A free loopback address for a node's `[metrics]` endpoint, and the `[metrics]` table that
+/// puts it there (no background probes).
+fn metrics_endpoint() -> (SocketAddr, String) {
+    let m = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    (
+        m,
+        format!("[metrics]\nlisten = \"{m}\"\nprobe_interval = 0\n"),
+    )
+}
+
 /// `GET /readyz`: the status code (0 before the endpoint listens: it starts after SMTP).
 async fn readyz(addr: SocketAddr) -> u16 {
     readyz_page(addr).await.0
@@ -530,11 +543,7 @@ async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emu::start(dir.path().join("sim")).await;
     let sink = Sink::start(Script::default()).await.unwrap();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let extra = format!("[metrics]\nlisten = \"{metrics}\"\nprobe_interval = 0\n");
+    let (metrics, extra) = metrics_endpoint();
     let cfg = node_config_with(dir.path(), 1, sink.addr(), emu.addr(), &url, &extra);
     let gw = spawn_gateway(&cfg).await;
     until("ready", async || readyz(metrics).await == 200).await;
@@ -589,11 +598,7 @@ async fn a_node_started_while_the_database_is_down_answers_451_then_takes_mail_w
     let dir = tempfile::tempdir().unwrap();
     let emu = Emu::start(dir.path().join("sim")).await;
     let sink = Sink::start(Script::default()).await.unwrap();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let extra = format!("[metrics]\nlisten = \"{metrics}\"\nprobe_interval = 0\n");
+    let (metrics, extra) = metrics_endpoint();
     let cfg = node_config_with(dir.path(), 1, sink.addr(), emu.addr(), &url, &extra);
 
     pg_ctl("stop");
@@ -651,18 +656,8 @@ async fn tls_to_the_database_is_verified_against_state_ca_file_and_the_password_
     let tls_url = url
         .replace(&format!(":{password}@"), "@")
         .replace("sslmode=disable", "sslmode=require");
-    let metrics = || {
-        let m = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        (
-            m,
-            format!("[metrics]\nlisten = \"{m}\"\nprobe_interval = 0\n"),
-        )
-    };
     let pw = format!("password_file = \"{}\"\n", pw_file.display());
-    let (m1, x1) = metrics();
+    let (m1, x1) = metrics_endpoint();
     let cfg1 = node_config_full(
         dir.path(),
         1,
@@ -694,7 +689,7 @@ async fn tls_to_the_database_is_verified_against_state_ca_file_and_the_password_
 
     // Without the CA the server's certificate is not trusted (rustls always verifies, whatever
     // the sslmode): the node starts, is not ready, says why, and takes no mail.
-    let (m2, x2) = metrics();
+    let (m2, x2) = metrics_endpoint();
     let cfg2 = node_config_full(dir.path(), 2, sink.addr(), emu.addr(), &tls_url, &pw, &x2);
     let gw2 = spawn_gateway(&cfg2).await;
     until("node 2's endpoint listens", async || readyz(m2).await != 0).await;
