@@ -659,6 +659,21 @@ fn next_hop_5xx_on_one_recipient_refuses_only_that_recipient() {
     );
     let body = split_received(&got[0].data, "\r\n", "raw.e2e.test", "ESMTP", None);
     assert_bytes_eq(&body, &msg, "delivered to the others");
+    // The next hop got MAIL with the first recipient in one write (one round trip), and each
+    // further recipient as the client's own RCPT arrived.
+    let batches = next.batches();
+    let envelope = [
+        "MAIL FROM:<sender@example.org>".to_string(),
+        "RCPT TO:<a@example.net>".to_string(),
+    ];
+    assert!(
+        batches.iter().any(|b| b.ends_with(&envelope)),
+        "{batches:?}"
+    );
+    assert!(
+        batches.contains(&vec!["RCPT TO:<unknown@example.net>".to_string()]),
+        "{batches:?}"
+    );
 }
 
 #[test]

@@ -165,16 +165,14 @@ async fn bdat_client_gone_before_the_last_chunk_closes_the_connection() {
     let (sink, cmds) = abort_case(Script::default(), 1).await;
     let body = MSG.len() - b"the last line\r\n".len();
     let tail = MSG.len() - body;
-    // Both messages: the body as one chunk, the last line as the LAST chunk; the aborted
-    // message's LAST chunk never went out.
+    // The delivered message: the body as one chunk, the last line as the LAST chunk. Of the
+    // aborted one nothing went out: its first chunk was still queued with the LAST chunk (the
+    // client writes a small message in one go when the next hop pipelines) when the question
+    // came, so the next hop saw its envelope and then a closed connection.
     let bdats: Vec<&String> = cmds.iter().filter(|c| c.starts_with("BDAT")).collect();
     assert_eq!(
         bdats,
-        [
-            &format!("BDAT {body}"),
-            &format!("BDAT {body}"),
-            &format!("BDAT {tail} LAST")
-        ],
+        [&format!("BDAT {body}"), &format!("BDAT {tail} LAST")],
         "{cmds:?}"
     );
     assert_eq!(

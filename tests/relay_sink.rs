@@ -251,6 +251,96 @@ async fn next_hop_421_is_not_passed_through() {
 }
 
 #[tokio::test]
+async fn mail_and_the_first_recipient_go_out_in_one_write() {
+    let mut script = Script::default();
+    script.rcpt_replies.insert(
+        "bad@example.net".into(),
+        Reply::new(550, [5, 1, 1], "No such user"),
+    );
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_rcpt(&mail("a@example.org"), &rcpt("one@example.net"))
+            .await
+            .unwrap()
+            .to_bytes(),
+        b"250 2.1.5 Recipient OK\r\n"
+    );
+    assert_eq!(tx.rcpt_to(&rcpt("two@example.net")).await.code, 250);
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    // The next transaction on the pooled connection: a refused first recipient is passed
+    // through, the transaction stays open for the next one.
+    let mut tx = relay.begin();
+    assert_eq!(
+        tx.mail_rcpt(&mail("c@example.org"), &rcpt("bad@example.net"))
+            .await
+            .unwrap()
+            .to_bytes(),
+        b"550 5.1.1 No such user\r\n"
+    );
+    assert!(tx.recipients().is_empty());
+    assert_eq!(tx.rcpt_to(&rcpt("three@example.net")).await.code, 250);
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    let batches = sink.batches();
+    for pair in [
+        ["MAIL FROM:<a@example.org>", "RCPT TO:<one@example.net>"],
+        ["MAIL FROM:<c@example.org>", "RCPT TO:<bad@example.net>"],
+    ] {
+        assert!(
+            batches.contains(&pair.map(String::from).to_vec()),
+            "{batches:?}"
+        );
+    }
+    let m = sink.messages();
+    assert_eq!(m.len(), 2);
+    assert_eq!(
+        m[0].rcpt_to,
+        ["RCPT TO:<one@example.net>", "RCPT TO:<two@example.net>"]
+    );
+    assert_eq!(m[1].rcpt_to, ["RCPT TO:<three@example.net>"]);
+    assert_eq!(sink.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_sender_with_the_first_recipient_opens_nothing() {
+    let mut script = Script::default();
+    script.mail_reply = Reply::new(553, [5, 7, 1], "Sender rejected");
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    let r = tx
+        .mail_rcpt(&mail("a@example.org"), &rcpt("one@example.net"))
+        .await
+        .unwrap_err();
+    assert_eq!(r.to_bytes(), b"553 5.7.1 Sender rejected\r\n");
+    assert!(tx.recipients().is_empty());
+    assert_eq!(
+        tx.data(&[MSG]).await.to_bytes(),
+        b"503 5.5.1 Bad sequence of commands (need MAIL before DATA)\r\n"
+    );
+    assert!(sink.messages().is_empty());
+}
+
+#[tokio::test]
+async fn without_pipelining_mail_and_the_first_recipient_are_sent_one_by_one() {
+    let mut script = Script::default();
+    script.capabilities &= !EXT_PIPELINING;
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    let r = tx
+        .mail_rcpt(&mail("a@example.org"), &rcpt("one@example.net"))
+        .await
+        .unwrap();
+    assert_eq!(r.code, 250);
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    let batches = sink.batches();
+    assert!(batches.iter().all(|b| b.len() == 1), "{batches:?}");
+    assert_eq!(sink.messages()[0].data, MSG);
+}
+
+#[tokio::test]
 async fn pooled_connection_is_reused_and_reset() {
     let sink = Sink::start(Script::default()).await.unwrap();
     let relay = relay_to(&sink, "pool_size = 2");

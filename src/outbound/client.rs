@@ -147,6 +147,10 @@ type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 /// One connection to the next hop, greeted and (if configured) encrypted.
 pub struct SmtpClient {
     stream: Stream,
+    /// Output not yet handed to the socket: commands and message bytes are queued here and go
+    /// out in one write when a reply is awaited (or the buffer is full), so a pipelined envelope
+    /// or a small message with its final dot costs one system call, not one per piece.
+    wbuf: Vec<u8>,
     rbuf: Vec<u8>,
     rpos: usize,
     caps: Capabilities,
@@ -188,6 +192,7 @@ impl SmtpClient {
             })?;
         let mut c = SmtpClient {
             stream: Either::Left(tcp),
+            wbuf: Vec::with_capacity(4096),
             rbuf: Vec::with_capacity(1024),
             rpos: 0,
             caps: Capabilities::default(),
@@ -559,7 +564,8 @@ impl SmtpClient {
     }
 
     async fn write_stuffed(&mut self, parts: &[&[u8]], total: usize) -> Result<(), RelayError> {
-        let mut out: Vec<u8> = Vec::with_capacity(WRITE_CHUNK.min(total) + 64);
+        // The stuffed copy is built in the output buffer itself, behind the queued `DATA`
+        // reply's successor; it goes out whenever it reaches `WRITE_CHUNK`.
         // The start of the message is the start of a line.
         let mut at_line_start = true;
         let mut tail = [0u8; 2];
@@ -574,35 +580,34 @@ impl SmtpClient {
             let mut rest: &[u8] = part;
             while !rest.is_empty() {
                 if at_line_start && rest[0] == b'.' {
-                    out.push(b'.');
+                    self.wbuf.push(b'.');
                 }
                 // A line starts after every LF, bare or not: receivers that accept bare LF as a
                 // line end must never see an unstuffed "\n.\n" (SMTP smuggling).
                 let window = &rest[..rest.len().min(WRITE_CHUNK)];
                 match memmem::find(window, b"\n.") {
                     Some(p) => {
-                        out.extend_from_slice(&window[..=p]);
-                        out.push(b'.');
+                        self.wbuf.extend_from_slice(&window[..=p]);
+                        self.wbuf.push(b'.');
                         rest = &rest[p + 1..];
                         at_line_start = false;
                     }
                     None => {
-                        out.extend_from_slice(window);
+                        self.wbuf.extend_from_slice(window);
                         at_line_start = window.last() == Some(&b'\n');
                         rest = &rest[window.len()..];
                     }
                 }
-                if out.len() >= WRITE_CHUNK {
-                    self.write(&out).await?;
-                    out.clear();
+                if self.wbuf.len() >= WRITE_CHUNK {
+                    self.flush_out().await?;
                 }
             }
         }
         if total > 0 && tail != *b"\r\n" {
-            out.extend_from_slice(b"\r\n");
+            self.wbuf.extend_from_slice(b"\r\n");
         }
         // The final dot is the caller's: it asks first whether the message is still wanted.
-        self.write(&out).await
+        Ok(())
     }
 
     /// Bytes `from..to` of the concatenation of `parts`, in writes of at most `WRITE_CHUNK`.
@@ -700,7 +705,35 @@ impl SmtpClient {
         self.read_reply().await
     }
 
+    /// Queue `b` for the next hop. Small pieces wait in the output buffer for the next reply
+    /// to be awaited; a large one (message content) goes straight to the socket after what is
+    /// queued, without a copy.
     async fn write(&mut self, b: &[u8]) -> Result<(), RelayError> {
+        if self.wbuf.len() + b.len() <= WRITE_CHUNK {
+            self.wbuf.extend_from_slice(b);
+            return Ok(());
+        }
+        self.flush_out().await?;
+        if b.len() < WRITE_CHUNK / 2 {
+            self.wbuf.extend_from_slice(b);
+            return Ok(());
+        }
+        self.send_now(b).await
+    }
+
+    /// Hand everything queued to the socket.
+    async fn flush_out(&mut self) -> Result<(), RelayError> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.wbuf);
+        let r = self.send_now(&buf).await;
+        self.wbuf = buf;
+        self.wbuf.clear();
+        r
+    }
+
+    async fn send_now(&mut self, b: &[u8]) -> Result<(), RelayError> {
         match tokio::time::timeout(self.timeout, async {
             self.stream.write_all(b).await?;
             self.stream.flush().await
@@ -717,7 +750,10 @@ impl SmtpClient {
         self.read_reply_raw(None).await
     }
 
+    /// The next reply; what is queued goes out first (a reply is only ever awaited for a
+    /// command that has been sent).
     async fn read_reply_raw(&mut self, mut raw: Option<&mut Vec<u8>>) -> Result<Reply, RelayError> {
+        self.flush_out().await?;
         let mut rx = ResponseReceiver::default();
         loop {
             if self.rpos < self.rbuf.len() {

@@ -302,6 +302,31 @@ impl RelayTransaction {
 
     /// Open the next hop (pooled connection or a new one) and send MAIL FROM.
     pub async fn mail_from(&mut self, from: &MailFrom) -> Reply {
+        match self.open(from, None).await {
+            Ok(_) => replies::sender_ok(),
+            Err(refusal) => refusal,
+        }
+    }
+
+    /// MAIL FROM and the first RCPT TO together: one write and one round trip to the next hop
+    /// when it offers PIPELINING, where [`Self::mail_from`] then [`Self::rcpt_to`] cost two.
+    /// The session answers MAIL itself and opens the next hop at the first recipient, so this is
+    /// the common case. `Err` is the refusal of the sender (or the next hop's unavailability):
+    /// nothing is open then. `Ok` is the reply to the recipient, the next hop's own refusal
+    /// passed through.
+    pub async fn mail_rcpt(&mut self, from: &MailFrom, rcpt: &RcptTo) -> Result<Reply, Reply> {
+        self.open(from, Some(rcpt))
+            .await
+            .map(|r| r.unwrap_or_else(replies::recipient_ok))
+    }
+
+    /// MAIL (and `first`, pipelined with it); `Ok(Some(reply))` is the next hop's refusal of
+    /// `first`, `Ok(None)` that everything sent was accepted.
+    async fn open(
+        &mut self,
+        from: &MailFrom,
+        first: Option<&RcptTo>,
+    ) -> Result<Option<Reply>, Reply> {
         if self.mail.is_some() {
             self.reset().await;
         }
@@ -309,25 +334,27 @@ impl RelayTransaction {
         let t = match &*relay.inner {
             Target::Maildir(_) => {
                 self.mail = Some(from.clone());
-                return replies::sender_ok();
+                self.rcpts.extend(first.cloned());
+                return Ok(None);
             }
             Target::Smtp(t) => t,
         };
+        let first = first.map(std::slice::from_ref).unwrap_or_default();
         loop {
             let mut conn = match self.conn.take() {
                 Some(c) => c,
                 None => match t.checkout().await {
                     Ok(c) => c,
-                    Err(e) => return reply_for(&e),
+                    Err(e) => return Err(reply_for(&e)),
                 },
             };
             if let Some(refusal) = not_relayable(&conn.client, from) {
                 self.conn = Some(conn);
-                return refusal;
+                return Err(refusal);
             }
             match conn
                 .client
-                .envelope_for(from, &[], conn.needs_rset, self.origin.as_ref())
+                .envelope_for(from, first, conn.needs_rset, self.origin.as_ref())
                 .await
             {
                 Ok(r) => {
@@ -335,11 +362,17 @@ impl RelayTransaction {
                     // Used once: a later failure on it deserves one retry on a new connection.
                     conn.reused = true;
                     self.conn = Some(conn);
-                    if r.mail.is_positive() {
-                        self.mail = Some(from.clone());
-                        return replies::sender_ok();
+                    if !r.mail.is_positive() {
+                        return Err(r.mail);
                     }
-                    return r.mail;
+                    self.mail = Some(from.clone());
+                    return Ok(match r.rcpts.into_iter().next() {
+                        Some(reply) if !reply.is_positive() => Some(reply),
+                        _ => {
+                            self.rcpts.extend_from_slice(first);
+                            None
+                        }
+                    });
                 }
                 Err(e) if conn.reused => {
                     // A pooled connection died while idle: replace it transparently.
@@ -348,7 +381,7 @@ impl RelayTransaction {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "next hop failed at MAIL FROM");
-                    return reply_for(&e);
+                    return Err(reply_for(&e));
                 }
             }
         }

@@ -297,14 +297,19 @@ impl Handler for GatewayHandler {
             };
             let mut tx = self.gw.relay.begin();
             tx.forward_client(message::client_origin(info));
-            let r = tx.mail_from(from).await;
-            if !r.is_positive() {
-                self.refused = Some(r.clone());
-                // Nothing is open at the next hop; the connection (if any) goes back to the pool.
-                tx.reset().await;
-                return r;
-            }
-            self.tx = Some(tx);
+            // MAIL and this first RCPT go to the next hop together (one round trip).
+            return match tx.mail_rcpt(from, rcpt).await {
+                Ok(r) => {
+                    self.tx = Some(tx);
+                    r
+                }
+                Err(r) => {
+                    self.refused = Some(r.clone());
+                    // Nothing is open at the next hop; the connection (if any) goes back to the pool.
+                    tx.reset().await;
+                    r
+                }
+            };
         }
         match &mut self.tx {
             Some(tx) => tx.rcpt_to(rcpt).await,
