@@ -341,6 +341,35 @@ async fn without_pipelining_mail_and_the_first_recipient_are_sent_one_by_one() {
 }
 
 #[tokio::test]
+async fn a_pooled_connection_closed_right_after_its_last_reply_is_replaced_at_mail() {
+    let sink = Sink::start(Script::default()).await.unwrap();
+    let relay = relay_to(&sink, "");
+    let mut tx = relay.begin();
+    assert!(
+        tx.mail_rcpt(&mail("a@example.org"), &rcpt("b@example.net"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    drop(tx);
+    // Closed within a moment of its last reply: the pool hands it out without a socket check
+    // (`seems_alive`), MAIL fails on it, and a new connection takes the transaction.
+    sink.kill_connections().await;
+    let mut tx = relay.begin();
+    let r = tx
+        .mail_rcpt(&mail("c@example.org"), &rcpt("d@example.net"))
+        .await
+        .unwrap();
+    assert_eq!(r.code, 250, "{r}");
+    assert_eq!(tx.data(&[MSG]).await.code, 250);
+    assert_eq!(sink.connections(), 2);
+    let m = sink.messages();
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[1].mail_from, "MAIL FROM:<c@example.org>");
+    assert_eq!(m[1].connection, 2);
+}
+
+#[tokio::test]
 async fn pooled_connection_is_reused_and_reset() {
     let sink = Sink::start(Script::default()).await.unwrap();
     let relay = relay_to(&sink, "pool_size = 2");

@@ -224,7 +224,7 @@ impl SmtpTarget {
         loop {
             let idle = lock(&self.pool).pop();
             let Some(idle) = idle else { break };
-            if idle.since.elapsed() < MAX_IDLE && idle.client.is_alive() {
+            if idle.since.elapsed() < MAX_IDLE && idle.client.seems_alive() {
                 return Ok(Conn {
                     client: idle.client,
                     reused: true,
