@@ -2,8 +2,10 @@
 # Relay benchmark (issue 2): Postfix smtp-source -> gateway -> smtp-sink versus
 # smtp-source -> smtp-sink directly, in the same run. 5 KB messages, 20 parallel sessions.
 # The legs alternate for ROUNDS rounds (so that a noisy neighbour hits both alike); prints
-# messages/s of every leg, the medians and the ratio (target: gateway >= 0.5 x direct), and the
-# CPU time per message of smtp-sink and of the gateway (from /proc/PID/stat).
+# messages/s of every leg, the medians and the ratio (issue 16's target: gateway >= 0.75 x
+# direct), the CPU time per message of smtp-source, smtp-sink and the gateway (getrusage,
+# /proc/PID/stat), and the "CPU-bound ceiling": the ratio that CPU cost alone allows, (source +
+# sink) / (source + gateway + sink), when all processes share the machine's cores.
 #
 # Usage: bench/relay-bench.sh [MESSAGES]          (default 30000 per leg)
 # Environment: ROUNDS (5), SESSIONS (20), LENGTH (5120), SOURCE_OPTS (extra smtp-source flags,
@@ -60,15 +62,20 @@ wait_port() { # port pid
 
 now() { date +%s.%N; }
 
-# One run of smtp-source against a port; prints messages/s.
+# One run of smtp-source against a port; prints messages/s and smtp-source's own CPU
+# microseconds per message (user + system, from getrusage of the child).
 run_leg() { # port
-  local t0 t1
-  t0=$(now)
   # shellcheck disable=SC2086
-  smtp-source $SOURCE_OPTS -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH" \
-    -f sender@example.org -t rcpt@example.net "127.0.0.1:$1" >&2
-  t1=$(now)
-  python3 -c "print(f'{$MESSAGES / ($t1 - $t0):.0f}')"
+  python3 - "$MESSAGES" smtp-source $SOURCE_OPTS -s "$SESSIONS" -m "$MESSAGES" -l "$LENGTH" \
+    -f sender@example.org -t rcpt@example.net "127.0.0.1:$1" <<'PY'
+import resource, subprocess, sys, time
+n = int(sys.argv[1])
+t0 = time.monotonic()
+subprocess.run(sys.argv[2:], check=True, stdout=sys.stderr)
+dt = time.monotonic() - t0
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{n / dt:.0f} {(ru.ru_utime + ru.ru_stime) * 1e6 / n:.0f}")
+PY
 }
 
 # CPU time (user + system, in clock ticks) a process has used so far.
@@ -134,31 +141,38 @@ GW_PID=${PIDS[1]}
 DIRECT=()
 GATEWAY=()
 BASE=()
+CEILING=()
 for r in $(seq 1 "$ROUNDS"); do
   s0=$(cpu_ticks "$SINK_PID")
-  d=$(run_leg "$SINK_PORT")
+  read -r d src_d < <(run_leg "$SINK_PORT")
   s1=$(cpu_ticks "$SINK_PID"); g0=$(cpu_ticks "$GW_PID")
-  g=$(run_leg "$GW_PORT")
+  read -r g src_g < <(run_leg "$GW_PORT")
   s2=$(cpu_ticks "$SINK_PID"); g1=$(cpu_ticks "$GW_PID")
   DIRECT+=("$d")
   GATEWAY+=("$g")
+  sink_d=$(us_per_msg "$s0" "$s1"); sink_g=$(us_per_msg "$s1" "$s2"); gw=$(us_per_msg "$g0" "$g1")
+  # With every process CPU-bound on the same cores, throughput is inversely proportional to the
+  # CPU all processes spend per message: the ratio a perfect scheduler would give.
+  ceiling=$(python3 -c "print(f'{($src_d + $sink_d) / ($src_g + $gw + $sink_g):.2f}')")
+  CEILING+=("$ceiling")
   base=""
   if [ -n "$BASELINE" ]; then
     b0=$(cpu_ticks "${PIDS[2]}")
-    b=$(run_leg "$BASE_PORT")
+    read -r b _ < <(run_leg "$BASE_PORT")
     b1=$(cpu_ticks "${PIDS[2]}")
     BASE+=("$b")
     base=", baseline $b msg/s ($(us_per_msg "$b0" "$b1") CPU µs/msg)"
   fi
   echo "round $r: direct $d msg/s, gateway $g msg/s$base;" \
-    "CPU µs/msg: smtp-sink $(us_per_msg "$s0" "$s1") (direct) / $(us_per_msg "$s1" "$s2") (via gateway)," \
-    "gateway $(us_per_msg "$g0" "$g1")"
+    "CPU µs/msg: smtp-source $src_d / $src_g, smtp-sink $sink_d (direct) / $sink_g (via gateway)," \
+    "gateway $gw; CPU-bound ceiling $ceiling"
 done
 D=$(median "${DIRECT[@]}")
 G=$(median "${GATEWAY[@]}")
 echo "direct  smtp-source -> smtp-sink:            $D msg/s (median)"
 echo "gateway smtp-source -> gateway -> smtp-sink: $G msg/s (median)"
-python3 -c "print(f'ratio gateway/direct: {$G / $D:.2f} (target >= 0.50)')"
+C=$(python3 -c 'import statistics,sys; print(f"{statistics.median(map(float, sys.argv[1:])):.2f}")' "${CEILING[@]}")
+python3 -c "print(f'ratio gateway/direct: {$G / $D:.2f} (target >= 0.75); CPU-bound ceiling (median): $C')"
 if [ -n "$BASELINE" ]; then
   B=$(median "${BASE[@]}")
   echo "baseline smtp-source -> baseline -> smtp-sink: $B msg/s (median)"

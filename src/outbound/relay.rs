@@ -1,5 +1,5 @@
 //! The relay to the next hop: a pool of outbound connections, the per-client transaction that
-//! opens the next hop at MAIL FROM (cut-through, like Exim cutthrough or Haraka's smtp_proxy),
+//! opens the next hop with MAIL FROM (cut-through, like Exim cutthrough or Haraka's smtp_proxy),
 //! and the maildir alternative.
 //!
 //! Outcomes the client sees (SPEC §3): the next hop's own 4xx/5xx replies are passed through per

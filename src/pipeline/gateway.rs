@@ -6,7 +6,9 @@
 //! TO the session let through, i.e. once relay control has allowed a recipient. A client that
 //! may not relay (outside `client_networks`, not authenticated) therefore never costs a next-hop
 //! connection, however many sessions it opens. A dead next hop or its refusal of the sender is
-//! the reply to that first RCPT (and to every further one of the transaction). The end of DATA
+//! the reply to that first RCPT (and to every further one of the transaction). MAIL goes out
+//! pipelined with that first RCPT ([`RelayTransaction::mail_rcpt`]): one round trip to the next
+//! hop, not two, when it offers PIPELINING. The end of DATA
 //! hands the message to [`message::process`](super::message::process).
 
 use std::collections::HashMap;
