@@ -42,25 +42,9 @@ fi
 [ -x "$BIN" ] || { echo "no $BIN" >&2; exit 1; }
 [ -x "$LOAD" ] || { echo "no $LOAD" >&2; exit 1; }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/concurrency-bench.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() { # port
-  for _ in $(seq 1 1000); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.01
-  done
-  return 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_workdir "${TMPDIR:-/tmp}/concurrency-bench.XXXXXX"
 
 SINK_PORT=$(free_port)
 smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 &

@@ -26,18 +26,9 @@ if [ ! -x "$BIN" ]; then
 fi
 command -v smtp-sink >/dev/null || { echo "smtp-sink missing: apt-get install postfix" >&2; exit 1; }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/convert-bench.XXXXXX")
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+bench_workdir "${TMPDIR:-/tmp}/convert-bench.XXXXXX"
 
 # The next hop: smtp-sink discards everything (no dump), answers 250.
 SINK_PORT=$(free_port)

@@ -37,30 +37,9 @@ if [ "${SKIP_BUILD:-}" != 1 ]; then
 fi
 [ -x "$BIN" ] || { echo "no $BIN" >&2; exit 1; }
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# Poll until the port accepts connections (or the process died): no fixed sleeps.
-wait_port() { # port pid
-  for _ in $(seq 1 1000); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.01
-  done
-  return 1
-}
-
-now() { date +%s.%N; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_workdir
 
 # One run of smtp-source against a port; prints messages/s and smtp-source's own CPU
 # microseconds per message (user + system, from getrusage of the child).

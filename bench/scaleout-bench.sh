@@ -50,29 +50,14 @@ if [ "${SKIP_BUILD:-}" != 1 ]; then
 fi
 [ -x "$BIN" ] && [ -x "$SIM" ] || { echo "no $BIN or $SIM" >&2; exit 1; }
 
-WORK=$(mktemp -d /var/tmp/scaleout-bench.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 NODE_PIDS=()
-cleanup() {
-  for p in "${NODE_PIDS[@]}" "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
+bench_before_cleanup() {
+  for p in "${NODE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 }
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() { # port
-  for _ in $(seq 1 1000); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.01
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
-now() { date +%s.%N; }
+bench_workdir /var/tmp/scaleout-bench.XXXXXX
+chmod 755 "$WORK"
 
 SINK_PORT=$(free_port)
 smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 &

@@ -29,27 +29,13 @@ if [ "${SKIP_BUILD:-}" != 1 ]; then
 fi
 [ -x "$BIN" ] || { echo "no $BIN" >&2; exit 1; }
 
-WORK=$(mktemp -d /var/tmp/spool-bench.XXXXXX)
-chmod 755 "$WORK"
-PIDS=()
-cleanup() {
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_before_cleanup() {
   postfix -c "$WORK/pf/conf" stop >/dev/null 2>&1 || true
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() { # port
-  for _ in $(seq 1 1000); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.01
-  done
-  return 1
-}
+bench_workdir /var/tmp/spool-bench.XXXXXX
+chmod 755 "$WORK"
 
 # --- Postfix: smtpd -> queue -> discard
 PF=$WORK/pf

@@ -1,0 +1,42 @@
+# Helpers the bench scripts share; sourced, never run. After `. bench/lib.sh`:
+#   bench_workdir [TEMPLATE]  make $WORK (mktemp -d TEMPLATE), removed on exit together with every
+#                             process whose pid is in PIDS (killed, then waited for). A script that
+#                             has more to undo defines `bench_before_cleanup` (run first).
+#   free_port                 a free TCP port on 127.0.0.1.
+#   wait_port PORT [PID]      poll until something listens on PORT (at most 10 s), no fixed
+#                             sleeps; with PID, give up as soon as that process has died.
+#   now                       seconds since the epoch, with nanoseconds.
+# Everything listens on loopback only.
+
+PIDS=()
+
+bench_cleanup() {
+  if [ "$(type -t bench_before_cleanup)" = function ]; then bench_before_cleanup || true; fi
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+
+bench_workdir() { # [template]
+  if [ $# -gt 0 ]; then WORK=$(mktemp -d "$1"); else WORK=$(mktemp -d); fi
+  trap bench_cleanup EXIT
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port [pid]
+  for _ in $(seq 1 1000); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    if [ $# -gt 1 ] && ! kill -0 "$2" 2>/dev/null; then
+      echo "the process meant to listen on port $1 has exited" >&2
+      return 1
+    fi
+    sleep 0.01
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+now() { date +%s.%N; }
