@@ -33,6 +33,13 @@ fn relay_to(sink: &Sink, extra: &str) -> Relay {
     Relay::new(&cfg).unwrap()
 }
 
+/// A scripted sink and a relay to it with the default settings.
+async fn sink_and_relay(script: Script) -> (Sink, Relay) {
+    let sink = Sink::start(script).await.unwrap();
+    let relay = relay_to(&sink, "");
+    (sink, relay)
+}
+
 const MSG: &[u8] = b"Subject: test\r\n\r\nHello\r\n";
 const RECEIVED: &[u8] = b"Received: from client by gw.test; Fri, 27 Nov 2026 10:00:00 +0000\r\n";
 
@@ -51,8 +58,7 @@ async fn one_refused_recipient_others_delivered() {
         "later@example.net".into(),
         Reply::new(450, [4, 2, 0], "Mailbox busy"),
     );
-    let sink = Sink::start(script).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(script).await;
     let mut tx = relay.begin();
     assert_eq!(
         tx.mail_from(&mail("a@example.org")).await.to_bytes(),
@@ -107,8 +113,7 @@ async fn next_hop_down_is_451_4_4_1() {
 async fn next_hop_mail_refusal_is_passed_through() {
     let mut script = Script::default();
     script.mail_reply = Reply::new(553, [5, 7, 1], "Sender rejected");
-    let sink = Sink::start(script).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (_sink, relay) = sink_and_relay(script).await;
     let mut tx = relay.begin();
     assert_eq!(
         tx.mail_from(&mail("a@example.org")).await.to_bytes(),
@@ -158,8 +163,7 @@ async fn data_354_refusal_is_passed_through() {
     let mut script = Script::default();
     script.capabilities &= !EXT_CHUNKING;
     script.data_start_reply = Reply::new(451, [4, 3, 0], "Try later");
-    let sink = Sink::start(script).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (_sink, relay) = sink_and_relay(script).await;
     let mut tx = relay.begin();
     tx.mail_from(&mail("a@example.org")).await;
     tx.rcpt_to(&rcpt("b@example.net")).await;
@@ -224,8 +228,7 @@ async fn next_hop_timeout_and_drop_on_data_are_451_4_4_2() {
     // The next hop closes the connection instead of answering the data.
     let mut script = Script::default();
     script.close = Some(Stage::DataEnd);
-    let sink = Sink::start(script).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(script).await;
     let mut tx = relay.begin();
     tx.mail_from(&mail("a@example.org")).await;
     tx.rcpt_to(&rcpt("b@example.net")).await;
@@ -241,8 +244,7 @@ async fn next_hop_timeout_and_drop_on_data_are_451_4_4_2() {
 async fn next_hop_421_is_not_passed_through() {
     let mut script = Script::default();
     script.mail_reply = Reply::new(421, [4, 3, 2], "Shutting down");
-    let sink = Sink::start(script).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (_sink, relay) = sink_and_relay(script).await;
     let mut tx = relay.begin();
     assert_eq!(
         tx.mail_from(&mail("a@example.org")).await.to_bytes(),
@@ -257,8 +259,7 @@ async fn mail_and_the_first_recipient_go_out_in_one_write() {
         "bad@example.net".into(),
         Reply::new(550, [5, 1, 1], "No such user"),
     );
-    let sink = Sink::start(script).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(script).await;
     let mut tx = relay.begin();
     assert_eq!(
         tx.mail_rcpt(&mail("a@example.org"), &rcpt("one@example.net"))
@@ -306,8 +307,7 @@ async fn mail_and_the_first_recipient_go_out_in_one_write() {
 async fn a_refused_sender_with_the_first_recipient_opens_nothing() {
     let mut script = Script::default();
     script.mail_reply = Reply::new(553, [5, 7, 1], "Sender rejected");
-    let sink = Sink::start(script).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(script).await;
     let mut tx = relay.begin();
     let r = tx
         .mail_rcpt(&mail("a@example.org"), &rcpt("one@example.net"))
@@ -326,8 +326,7 @@ async fn a_refused_sender_with_the_first_recipient_opens_nothing() {
 async fn without_pipelining_mail_and_the_first_recipient_are_sent_one_by_one() {
     let mut script = Script::default();
     script.capabilities &= !EXT_PIPELINING;
-    let sink = Sink::start(script).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(script).await;
     let mut tx = relay.begin();
     let r = tx
         .mail_rcpt(&mail("a@example.org"), &rcpt("one@example.net"))
@@ -342,8 +341,7 @@ async fn without_pipelining_mail_and_the_first_recipient_are_sent_one_by_one() {
 
 #[tokio::test]
 async fn a_pooled_connection_closed_right_after_its_last_reply_is_replaced_at_mail() {
-    let sink = Sink::start(Script::default()).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(Script::default()).await;
     let mut tx = relay.begin();
     assert!(
         tx.mail_rcpt(&mail("a@example.org"), &rcpt("b@example.net"))
@@ -427,8 +425,7 @@ async fn concurrent_transactions_use_separate_connections_and_pool_is_bounded() 
 
 #[tokio::test]
 async fn dead_pooled_connection_is_replaced_transparently() {
-    let sink = Sink::start(Script::default()).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(Script::default()).await;
     let mut tx = relay.begin();
     tx.mail_from(&mail("a@example.org")).await;
     tx.rcpt_to(&rcpt("b@example.net")).await;
@@ -447,8 +444,7 @@ async fn dead_pooled_connection_is_replaced_transparently() {
 
 #[tokio::test]
 async fn pooled_connection_failing_at_mail_is_replaced_transparently() {
-    let sink = Sink::start(Script::default()).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(Script::default()).await;
     let mut tx = relay.begin();
     tx.mail_from(&mail("a@example.org")).await;
     tx.rcpt_to(&rcpt("b@example.net")).await;
@@ -474,8 +470,7 @@ async fn lost_before_data(chunking: bool) {
     if !chunking {
         script.capabilities &= !EXT_CHUNKING;
     }
-    let sink = Sink::start(script).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(script).await;
     let mut tx = relay.begin();
     let from = MailFrom {
         address: "a@example.org".into(),
@@ -521,8 +516,7 @@ async fn lost_before_data(chunking: bool) {
 
 #[tokio::test]
 async fn replay_refused_is_a_temporary_failure() {
-    let sink = Sink::start(Script::default()).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(Script::default()).await;
     let mut tx = relay.begin();
     tx.mail_from(&mail("a@example.org")).await;
     tx.rcpt_to(&rcpt("one@example.net")).await;
@@ -540,8 +534,7 @@ async fn replay_refused_is_a_temporary_failure() {
 
 #[tokio::test]
 async fn extensions_follow_the_next_hop() {
-    let sink = Sink::start(Script::default()).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (_sink, relay) = sink_and_relay(Script::default()).await;
     let e = relay.extensions().await;
     assert!(e.eight_bit_mime && e.smtputf8 && e.dsn && e.chunking && e.binarymime);
     // Learned once, then cached; the probing connection went to the pool.
@@ -777,8 +770,7 @@ async fn relay_tls_required_with_ca_file_and_server_name() {
 async fn parameters_that_cannot_be_downgraded_are_refused() {
     let mut script = Script::default();
     script.capabilities = EXT_PIPELINING | EXT_CHUNKING;
-    let sink = Sink::start(script).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(script).await;
     let mut tx = relay.begin();
     let binary = MailFrom {
         address: "a@example.org".into(),
@@ -815,8 +807,7 @@ async fn parameters_that_cannot_be_downgraded_are_refused() {
 
 #[tokio::test]
 async fn binarymime_goes_out_with_bdat_byte_exact() {
-    let sink = Sink::start(Script::default()).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(Script::default()).await;
     let mut tx = relay.begin();
     let binary = MailFrom {
         address: "a@example.org".into(),
@@ -849,8 +840,7 @@ async fn silent_next_hop_at_greeting_is_451_4_4_1_after_connect_timeout() {
 
 #[tokio::test]
 async fn close_idle_quits_pooled_connections() {
-    let sink = Sink::start(Script::default()).await.unwrap();
-    let relay = relay_to(&sink, "");
+    let (sink, relay) = sink_and_relay(Script::default()).await;
     relay.extensions().await;
     assert_eq!(relay.idle_connections(), 1);
     relay.close_idle().await;
