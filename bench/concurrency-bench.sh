@@ -46,10 +46,7 @@ fi
 . bench/lib.sh
 bench_workdir "${TMPDIR:-/tmp}/concurrency-bench.XXXXXX"
 
-SINK_PORT=$(free_port)
-smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 &
-PIDS+=($!)
-wait_port "$SINK_PORT"
+start_sink 256
 
 make_message() { # MiB, file: multipart/mixed, a text body, one base64 attachment of random bytes
   python3 - "$1" "$2" <<'PY'
@@ -161,7 +158,8 @@ run_leg() { # leg count mb msgfile round
     converted=$(grep -c '"decision":"convert"' "$d/audit.jsonl" || true)
     [ "$converted" -eq "$count" ] || { echo "$converted of $count converted" >&2; exit 4; }
   fi
-  LEG_RES=$(python3 -c "c=$cpu1-$cpu0; print(f'$secs {$count * $mb / $secs:.1f} {c:.2f} {$count * $mb / c:.1f} $(hwm_mb "$GW_PID") $(cat "$d/peaks")')")
+  # CPU time comes in clock ticks (10 ms): a tiny case can measure 0 ("nan" then, not a crash).
+  LEG_RES=$(python3 -c "c=$cpu1-$cpu0; print(f'$secs {$count * $mb / $secs:.1f} {c:.2f} {$count * $mb / c if c > 0 else float(\"nan\"):.1f} $(hwm_mb "$GW_PID") $(cat "$d/peaks")')")
   stop_gateway
   rm -rf "$d/sim" "$d/state"
 }

@@ -31,9 +31,7 @@ command -v smtp-sink >/dev/null || { echo "smtp-sink missing: apt-get install po
 bench_workdir "${TMPDIR:-/tmp}/convert-bench.XXXXXX"
 
 # The next hop: smtp-sink discards everything (no dump), answers 250.
-SINK_PORT=$(free_port)
-smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 64 &
-PIDS+=($!)
+start_sink 64
 python3 - "$SINK_PORT" <<'PY'
 import socket, sys, time
 for _ in range(500):

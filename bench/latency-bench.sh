@@ -40,10 +40,7 @@ fi
 . bench/lib.sh
 bench_workdir
 
-SINK_PORT=$(free_port)
-smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 64 &
-PIDS+=($!)
-wait_port "$SINK_PORT"
+start_sink 64
 
 GW_PORT=$(free_port)
 cat > "$WORK/gw.toml" <<EOF
@@ -58,9 +55,7 @@ xforward = false
 [state]
 dir = "$WORK/state"
 EOF
-RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "$BIN" serve --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
-PIDS+=($!)
-wait_port "$GW_PORT" || { cat "$WORK/gw.log" >&2; exit 2; }
+bench_serve "$WORK/gw.toml" "$GW_PORT" "$WORK/gw.log"
 
 # Prints "conn_p50 conn_p99 data_p50 data_p99" (ms).
 run_leg() { # port mode

@@ -6,6 +6,8 @@
 #   wait_port PORT [PID]      poll until something listens on PORT (at most 10 s), no fixed
 #                             sleeps; with PID, give up as soon as that process has died.
 #   now                       seconds since the epoch, with nanoseconds.
+#   start_sink [BACKLOG]      smtp-sink on a free port: SINK_PORT, SINK_PID.
+#   bench_serve CONFIG PORT LOG [BINARY]  a gateway ($BIN) in the background: SERVE_PID.
 # Everything listens on loopback only.
 
 PIDS=()
@@ -40,3 +42,27 @@ wait_port() { # port [pid]
 }
 
 now() { date +%s.%N; }
+
+# start_sink [BACKLOG]: Postfix smtp-sink on a free port (SINK_PORT, SINK_PID), answering 250 to
+# everything and keeping nothing; returns once it listens.
+start_sink() {
+  SINK_PORT=$(free_port)
+  smtp-sink -u nobody "127.0.0.1:$SINK_PORT" "${1:-256}" &
+  SINK_PID=$!
+  PIDS+=("$SINK_PID")
+  wait_port "$SINK_PORT" "$SINK_PID" || { echo "smtp-sink did not start" >&2; exit 1; }
+}
+
+# bench_serve CONFIG PORT LOG [BINARY]: `BINARY serve --config CONFIG` (default $BIN) in the
+# background with RUST_LOG (default info), standard output and error in LOG; returns once PORT
+# listens (SERVE_PID), exits 2 with the log when the gateway does not start.
+bench_serve() {
+  RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "${4:-$BIN}" serve --config "$1" >"$3" 2>&1 &
+  SERVE_PID=$!
+  PIDS+=("$SERVE_PID")
+  if ! wait_port "$2" "$SERVE_PID"; then
+    echo "the gateway did not start:" >&2
+    cat "$3" >&2
+    exit 2
+  fi
+}

@@ -65,10 +65,7 @@ us_per_msg() { python3 -c "print(f'{($2 - $1) * 1e6 / $TCK / $MESSAGES:.0f}')"; 
 
 median() { python3 -c 'import statistics,sys; print(f"{statistics.median(map(float, sys.argv[1:])):.0f}")' "$@"; }
 
-SINK_PORT=$(free_port)
-smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 &
-PIDS+=($!)
-wait_port "$SINK_PORT" "${PIDS[-1]}" || { echo "smtp-sink did not start" >&2; exit 1; }
+start_sink 256
 
 GW_PORT=$(free_port)
 cat >"$WORK/gw.toml" <<EOF
@@ -92,31 +89,19 @@ cat >>"$WORK/gw.toml" <<EOF
 dir = "$WORK/state"
 EOF
 
-RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "$BIN" serve --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
-PIDS+=($!)
-if ! wait_port "$GW_PORT" "${PIDS[-1]}"; then
-  echo "gateway did not start:" >&2
-  cat "$WORK/gw.log" >&2
-  exit 2
-fi
+bench_serve "$WORK/gw.toml" "$GW_PORT" "$WORK/gw.log"
+GW_PID=$SERVE_PID
 if [ -n "$BASELINE" ]; then
   BASE_PORT=$(free_port)
   mkdir -p "$WORK/base"
   sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$BASE_PORT/" -e "s#$WORK/state#$WORK/base/state#" -e "/^xforward = /d" \
     "$WORK/gw.toml" >"$WORK/base/gw.toml"
-  RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "$BASELINE" serve --config "$WORK/base/gw.toml" >"$WORK/base/gw.log" 2>&1 &
-  PIDS+=($!)
-  if ! wait_port "$BASE_PORT" "${PIDS[-1]}"; then
-    echo "baseline gateway did not start:" >&2
-    cat "$WORK/base/gw.log" >&2
-    exit 2
-  fi
+  bench_serve "$WORK/base/gw.toml" "$BASE_PORT" "$WORK/base/gw.log" "$BASELINE"
+  BASE_PID=$SERVE_PID
 fi
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 echo "messages=$MESSAGES per leg, sessions=$SESSIONS, length=$LENGTH, rounds=$ROUNDS, smtp-source opts='$SOURCE_OPTS'"
-SINK_PID=${PIDS[0]}
-GW_PID=${PIDS[1]}
 DIRECT=()
 GATEWAY=()
 BASE=()
@@ -136,9 +121,9 @@ for r in $(seq 1 "$ROUNDS"); do
   CEILING+=("$ceiling")
   base=""
   if [ -n "$BASELINE" ]; then
-    b0=$(cpu_ticks "${PIDS[2]}")
+    b0=$(cpu_ticks "$BASE_PID")
     read -r b _ < <(run_leg "$BASE_PORT")
-    b1=$(cpu_ticks "${PIDS[2]}")
+    b1=$(cpu_ticks "$BASE_PID")
     BASE+=("$b")
     base=", baseline $b msg/s ($(us_per_msg "$b0" "$b1") CPU µs/msg)"
   fi

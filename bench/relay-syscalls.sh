@@ -31,11 +31,7 @@ fi
 . bench/lib.sh
 bench_workdir
 
-SINK_PORT=$(free_port)
-smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 &
-PIDS+=($!)
-SINK_PID=$!
-wait_port "$SINK_PORT" "$SINK_PID" || { echo "smtp-sink did not start" >&2; exit 1; }
+start_sink 256
 GW_PORT=$(free_port)
 cat >"$WORK/gw.toml" <<EOF
 [server]
@@ -53,10 +49,8 @@ xforward = false
 [state]
 dir = "$WORK/state"
 EOF
-RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "$BIN" serve --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
-PIDS+=($!)
-GW_PID=$!
-wait_port "$GW_PORT" "$GW_PID" || { echo "gateway did not start" >&2; cat "$WORK/gw.log" >&2; exit 2; }
+bench_serve "$WORK/gw.toml" "$GW_PORT" "$WORK/gw.log"
+GW_PID=$SERVE_PID
 
 EVENTS="syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_poll,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex,context-switches"
 

@@ -59,10 +59,7 @@ bench_before_cleanup() {
 bench_workdir /var/tmp/scaleout-bench.XXXXXX
 chmod 755 "$WORK"
 
-SINK_PORT=$(free_port)
-smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 &
-PIDS+=($!)
-wait_port "$SINK_PORT"
+start_sink 256
 SIM_PORT=$(free_port)
 RUST_LOG=warn "$SIM" --listen "127.0.0.1:$SIM_PORT" --data "$WORK/sim" --processing-polls 0 2>"$WORK/sim.log" &
 PIDS+=($!)

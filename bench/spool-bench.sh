@@ -93,10 +93,7 @@ postfix -c "$PF/conf" start >/dev/null
 wait_port "$PF_PORT"
 
 # --- the gateway in spool mode, delivering to smtp-sink
-SINK_PORT=$(free_port)
-smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 &
-PIDS+=($!)
-wait_port "$SINK_PORT"
+start_sink 256
 GW_PORT=$(free_port)
 mkdir -p "$WORK/gw"
 cat > "$WORK/gw/gw.toml" <<EOF

@@ -64,10 +64,7 @@ for kind in ec rsa; do
   chmod 644 "$WORK/$kind.key" "$WORK/$kind.pem"
 done
 
-SINK_PORT=$(free_port)
-smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 256 &
-PIDS+=($!)
-wait_port "$SINK_PORT"
+start_sink 256
 
 # --- Postfix: smtpd with STARTTLS (one listener per certificate) -> queue -> smtp -> smtp-sink
 PF=$WORK/pf
@@ -152,9 +149,7 @@ xforward = false
 [state]
 dir = "$WORK/gw-$kind/state"
 EOF
-  RUST_LOG=${RUST_LOG:-info} NO_COLOR=1 "$BIN" serve --config "$WORK/gw-$kind/gw.toml" >"$WORK/gw-$kind/log" 2>&1 &
-  PIDS+=($!)
-  wait_port "$port" || { cat "$WORK/gw-$kind/log" >&2; exit 2; }
+  bench_serve "$WORK/gw-$kind/gw.toml" "$port" "$WORK/gw-$kind/log"
   GW_PORT=$port
 }
 start_gateway ec; GW_EC=$GW_PORT
