@@ -66,3 +66,27 @@ bench_serve() {
     exit 2
   fi
 }
+
+# pass_config FILE PORT STATE_DIR: the pass-through gateway of relay-bench.sh and
+# relay-syscalls.sh: listens on PORT, relays everything to the smtp-sink of start_sink (pool of
+# 64), no policy. smtp-sink offers XFORWARD to everybody, a real Postfix only to
+# smtpd_authorized_xforward_hosts (empty by default): the gateway sends none unless XFORWARD=1
+# (one more command per message).
+pass_config() {
+  cat >"$1" <<CONF
+[server]
+listen = ["127.0.0.1:$2"]
+hostname = "gw.bench"
+max_connections = 512
+client_networks = ["127.0.0.0/8"]
+
+[relay]
+next_hop = "127.0.0.1:$SINK_PORT"
+tls = "off"
+pool_size = 64
+xforward = $([ "${XFORWARD:-0}" = 1 ] && echo true || echo false)
+
+[state]
+dir = "$3"
+CONF
+}

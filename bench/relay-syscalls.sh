@@ -33,22 +33,7 @@ bench_workdir
 
 start_sink 256
 GW_PORT=$(free_port)
-cat >"$WORK/gw.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$GW_PORT"]
-hostname = "gw.bench"
-max_connections = 512
-client_networks = ["127.0.0.0/8"]
-
-[relay]
-next_hop = "127.0.0.1:$SINK_PORT"
-tls = "off"
-pool_size = 64
-xforward = false
-
-[state]
-dir = "$WORK/state"
-EOF
+XFORWARD=0 pass_config "$WORK/gw.toml" "$GW_PORT" "$WORK/state"
 bench_serve "$WORK/gw.toml" "$GW_PORT" "$WORK/gw.log"
 GW_PID=$SERVE_PID
 
