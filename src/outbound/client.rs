@@ -42,7 +42,8 @@ use crate::replies::Reply;
 /// Bytes handed to one write call while streaming a message.
 const WRITE_CHUNK: usize = 256 * 1024;
 
-/// How recent a reply makes a connection alive without a socket check ([`SmtpClient::is_alive`]).
+/// How recent a reply makes a pooled connection alive without a socket check
+/// ([`SmtpClient::seems_alive`]).
 const FRESH: Duration = Duration::from_millis(500);
 
 /// Where and how to connect.
@@ -156,7 +157,7 @@ pub struct SmtpClient {
     wbuf: Vec<u8>,
     rbuf: Vec<u8>,
     rpos: usize,
-    /// When the next hop last answered (see [`Self::is_alive`]).
+    /// When the next hop last answered (see [`Self::seems_alive`]).
     answered: std::time::Instant,
     caps: Capabilities,
     tls: bool,
@@ -293,7 +294,7 @@ impl SmtpClient {
     /// As [`Self::is_alive`], without asking the socket when the next hop answered within the
     /// last [`FRESH`]: for taking a connection from the pool, where pass-through mail finds the
     /// connection the previous message left microseconds ago, and the peek was one of the
-    /// gateway's 23 system calls per message. One that died in that instant fails at MAIL,
+    /// gateway's 24 system calls per message (BENCHMARKS.md). One that died in that instant fails at MAIL,
     /// before anything of a message was sent, and the relay takes another (as for a stale one).
     /// Not for the check before a message: a connection lost under the message cannot always
     /// be told apart from one that delivered it.
@@ -584,8 +585,8 @@ impl SmtpClient {
     }
 
     async fn write_stuffed(&mut self, parts: &[&[u8]], total: usize) -> Result<(), RelayError> {
-        // The stuffed copy is built in the output buffer itself, behind the queued `DATA`
-        // reply's successor; it goes out whenever it reaches `WRITE_CHUNK`.
+        // The stuffed copy is built in the output buffer itself (empty after the 354) and goes
+        // out whenever it reaches `WRITE_CHUNK`; the rest leaves with the final dot.
         // The start of the message is the start of a line.
         let mut at_line_start = true;
         let mut tail = [0u8; 2];
