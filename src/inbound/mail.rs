@@ -356,16 +356,23 @@ fn convert_rcpt_to(r: smtp_proto::RcptTo<String>, ext: Extensions) -> Result<Rcp
     })
 }
 
-/// A queue id: microseconds since the epoch plus a process-wide counter, in upper-case hex.
-/// Unique within the process and, in practice, across restarts.
+/// A queue id: microseconds since the epoch, a random number drawn once per process and a
+/// process-wide counter, in upper-case hex (24 characters until the year 2112).
+///
+/// The random part is for several gateway nodes on one shared queue (`state.backend =
+/// "postgres"`): without it, nodes started together make the same ids (same microsecond, same
+/// counter), and the second node's message hit the queue's primary key (a 451). With it, two ids
+/// collide only when the microsecond, the counter and 24 random bits all agree.
 pub fn new_queue_id() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
+    static PROCESS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let process = *PROCESS.get_or_init(|| rand::random::<u32>() & 0xFF_FFFF);
     let micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros())
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xF_FFFF;
-    format!("{micros:X}{n:05X}")
+    format!("{micros:X}{process:06X}{n:05X}")
 }
 
 #[cfg(test)]
@@ -448,5 +455,6 @@ mod tests {
         let ids: std::collections::HashSet<_> = (0..10_000).map(|_| new_queue_id()).collect();
         assert_eq!(ids.len(), 10_000);
         assert!(ids.iter().all(|i| i.bytes().all(|b| b.is_ascii_hexdigit())));
+        assert!(ids.iter().all(|i| i.len() == 24), "{ids:?}");
     }
 }
