@@ -536,15 +536,46 @@ async fn readyz_page(addr: SocketAddr) -> (u16, String) {
     (page[9..12].parse().unwrap(), body.to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
-    let _alone = CLUSTER.write().await;
+/// What the database-outage tests start with: a fresh database, the emulator, a sink, and the
+/// configuration of node 1 with `/readyz` and `/metrics` (the gateway itself is the test's).
+struct OneNode {
+    url: String,
+    emu: Emu,
+    sink: Sink,
+    metrics: SocketAddr,
+    cfg: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn one_node() -> OneNode {
     let url = fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     let emu = Emu::start(dir.path().join("sim")).await;
     let sink = Sink::start(Script::default()).await.unwrap();
     let (metrics, extra) = metrics_endpoint();
     let cfg = node_config_with(dir.path(), 1, sink.addr(), emu.addr(), &url, &extra);
+    OneNode {
+        url,
+        emu,
+        sink,
+        metrics,
+        cfg,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
+    let _alone = CLUSTER.write().await;
+    // `_dir` first: locals drop in reverse, so the directory goes after what lives in it.
+    let OneNode {
+        _dir,
+        url: _,
+        emu,
+        sink,
+        metrics,
+        cfg,
+    } = one_node().await;
     let gw = spawn_gateway(&cfg).await;
     until("ready", async || readyz(metrics).await == 200).await;
 
@@ -594,12 +625,15 @@ async fn database_down_is_451_and_not_ready_then_back_accepted_again() {
 async fn a_node_started_while_the_database_is_down_answers_451_then_takes_mail_when_it_is_back() {
     let _alone = CLUSTER.write().await;
     // A new database: the node applies the migrations only once it reaches the server.
-    let url = fresh_database().await;
-    let dir = tempfile::tempdir().unwrap();
-    let emu = Emu::start(dir.path().join("sim")).await;
-    let sink = Sink::start(Script::default()).await.unwrap();
-    let (metrics, extra) = metrics_endpoint();
-    let cfg = node_config_with(dir.path(), 1, sink.addr(), emu.addr(), &url, &extra);
+    // `_dir` first: locals drop in reverse, so the directory goes after what lives in it.
+    let OneNode {
+        _dir,
+        url,
+        emu,
+        sink,
+        metrics,
+        cfg,
+    } = one_node().await;
 
     pg_ctl("stop");
     // It starts (a systemd restart during an outage, or a site booting before its database)...

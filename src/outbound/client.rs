@@ -299,10 +299,7 @@ impl SmtpClient {
     /// Not for the check before a message: a connection lost under the message cannot always
     /// be told apart from one that delivered it.
     pub fn seems_alive(&self) -> bool {
-        if self.rpos < self.rbuf.len() {
-            return false;
-        }
-        self.answered.elapsed() < FRESH || self.is_alive()
+        (self.answered.elapsed() < FRESH && self.rpos == self.rbuf.len()) || self.is_alive()
     }
 
     /// A cheap check for an idle connection: false when the peer has closed it, reset it, or
@@ -730,16 +727,15 @@ impl SmtpClient {
     /// to be awaited; a large one (message content) goes straight to the socket after what is
     /// queued, without a copy.
     async fn write(&mut self, b: &[u8]) -> Result<(), RelayError> {
-        if self.wbuf.len() + b.len() <= WRITE_CHUNK {
-            self.wbuf.extend_from_slice(b);
-            return Ok(());
+        if b.len() >= WRITE_CHUNK / 2 {
+            self.flush_out().await?;
+            return self.send_now(b).await;
         }
-        self.flush_out().await?;
-        if b.len() < WRITE_CHUNK / 2 {
-            self.wbuf.extend_from_slice(b);
-            return Ok(());
+        if self.wbuf.len() + b.len() > WRITE_CHUNK {
+            self.flush_out().await?;
         }
-        self.send_now(b).await
+        self.wbuf.extend_from_slice(b);
+        Ok(())
     }
 
     /// Hand everything queued to the socket.
